@@ -1,0 +1,1 @@
+//! Alerting (routing, grouping, silences, email/webhook/Slack delivery): see issue 4.

@@ -1,0 +1,37 @@
+//! Timestamps in the event contract: RFC 3339 strings or epoch milliseconds.
+
+use chrono::DateTime;
+
+/// Parses an RFC 3339 timestamp (any offset, any sub-second precision) into epoch milliseconds.
+pub fn parse_rfc3339_ms(text: &str) -> Option<i64> {
+    DateTime::parse_from_rfc3339(text)
+        .ok()
+        .map(|t| t.timestamp_millis())
+}
+
+/// Formats epoch milliseconds as RFC 3339 UTC with milliseconds, the contract's canonical form.
+pub fn format_ms(ms: i64) -> String {
+    DateTime::from_timestamp_millis(ms)
+        .map(|t| t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
+        .unwrap_or_else(|| ms.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_offsets_and_precision() {
+        assert_eq!(parse_rfc3339_ms("1970-01-01T00:00:01.500Z"), Some(1500));
+        assert_eq!(parse_rfc3339_ms("1970-01-01T01:00:01+01:00"), Some(1000));
+        assert_eq!(parse_rfc3339_ms("2026-11-26T10:00:00.123456Z"), Some(1_795_687_200_123));
+        assert_eq!(parse_rfc3339_ms("yesterday"), None);
+    }
+
+    #[test]
+    fn formats_round_trip() {
+        let ms = 1_795_687_200_123;
+        assert_eq!(parse_rfc3339_ms(&format_ms(ms)), Some(ms));
+        assert_eq!(format_ms(1500), "1970-01-01T00:00:01.500Z");
+    }
+}

@@ -1,0 +1,1 @@
+//! Detector workers (spend spikes, leaked keys, retry storms, cross-region access): see issue 3.

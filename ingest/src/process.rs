@@ -1,0 +1,171 @@
+//! One message in, one outcome out: a row to insert, a duplicate to drop, or a dead letter.
+//! Pure CPU work with no IO, so it is tested here without Kafka or ClickHouse.
+
+use tripline_core::event::{self, Event, EventKind, GatewayRequest, ProviderAttempt, Reject};
+use tripline_core::event::{RejectReason, ValidationRules};
+use tripline_core::secret::Fingerprinter;
+use tripline_store::{GatewayRow, ProviderRow};
+
+use crate::dedup::DedupFilter;
+use crate::dlq::DeadLetter;
+use crate::enrich::{Coster, GeoIp};
+
+/// Where a message came from in Kafka.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Source<'a> {
+    pub topic: &'a str,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+#[derive(Debug, PartialEq)]
+pub enum Outcome {
+    Gateway(Box<GatewayRow>),
+    Provider(Box<ProviderRow>),
+    Duplicate,
+    Dead(Box<DeadLetter>),
+}
+
+pub struct Processor {
+    pub fingerprinter: Fingerprinter,
+    pub geo: GeoIp,
+    pub coster: Coster,
+    pub dedup: DedupFilter,
+    pub max_message_bytes: usize,
+    pub max_future_skew_ms: i64,
+}
+
+impl Processor {
+    /// Handles one message. `now_ms` is the wall clock (for skew checks and `ingested_at`).
+    pub fn process(
+        &mut self,
+        kind: EventKind,
+        payload: &[u8],
+        source: Source<'_>,
+        now_ms: i64,
+    ) -> Outcome {
+        // Redact first: nothing below, not even a dead letter, may see a raw secret.
+        let payload = self.fingerprinter.redact(payload);
+        let dead = |reject: Reject| {
+            Outcome::Dead(Box::new(DeadLetter::new(
+                &payload,
+                reject,
+                source,
+                now_ms,
+            )))
+        };
+        if payload.len() > self.max_message_bytes {
+            return dead(Reject::new(
+                RejectReason::Oversize,
+                format!(
+                    "message is {} bytes (max {})",
+                    payload.len(),
+                    self.max_message_bytes
+                ),
+            ));
+        }
+        let rules = ValidationRules {
+            now_ms,
+            max_future_skew_ms: self.max_future_skew_ms,
+        };
+        let event = match event::decode(kind, &payload, &rules) {
+            Ok(event) => event,
+            Err(reject) => return dead(reject),
+        };
+        let now_s = (now_ms / 1000) as u32;
+        if !self.dedup.first_sighting(kind, event.event_id(), now_s) {
+            return Outcome::Duplicate;
+        }
+        match event {
+            Event::Gateway(request) => {
+                Outcome::Gateway(Box::new(self.gateway_row(request, source, now_s)))
+            }
+            Event::Provider(attempt) => {
+                Outcome::Provider(Box::new(self.provider_row(attempt, source, now_s)))
+            }
+        }
+    }
+
+    fn gateway_row(&mut self, e: GatewayRequest, source: Source<'_>, now_s: u32) -> GatewayRow {
+        let geo = e.client_ip.map(|ip| self.geo.lookup(ip)).unwrap_or_default();
+        let (cost_usd, cost_source) = self.coster.cost(
+            e.cost_usd,
+            &e.provider,
+            &e.model,
+            e.prompt_tokens,
+            e.completion_tokens,
+        );
+        GatewayRow {
+            ts: (e.ts_ms / 1000) as u32,
+            ts_ms: e.ts_ms,
+            ingested_at: now_s,
+            cost_usd,
+            cost_source: cost_source as i8,
+            client_ip: e.client_ip.map(|ip| ip.to_string()).unwrap_or_default(),
+            // The event's own country wins over the lookup.
+            client_country: if e.client_country.is_empty() {
+                geo.country
+            } else {
+                e.client_country
+            },
+            client_asn: geo.asn,
+            client_as_org: geo.as_org,
+            stream: u8::from(e.stream),
+            src_partition: source.partition,
+            src_offset: source.offset,
+            event_id: e.event_id,
+            api_key_id: e.api_key_id,
+            key_hint: e.key_hint,
+            project: e.project,
+            team: e.team,
+            user: e.user,
+            provider: e.provider,
+            model: e.model,
+            status: e.status,
+            error_type: e.error_type,
+            prompt_tokens: e.prompt_tokens,
+            completion_tokens: e.completion_tokens,
+            latency_ms: e.latency_ms,
+            gateway_region: e.gateway_region,
+            user_agent: e.user_agent,
+            request_id: e.request_id,
+            idempotency_key: e.idempotency_key,
+            attempt: e.attempt,
+        }
+    }
+
+    fn provider_row(&mut self, e: ProviderAttempt, source: Source<'_>, now_s: u32) -> ProviderRow {
+        let (cost_usd, cost_source) = self.coster.cost(
+            e.cost_usd,
+            &e.provider,
+            &e.model,
+            e.prompt_tokens,
+            e.completion_tokens,
+        );
+        ProviderRow {
+            ts: (e.ts_ms / 1000) as u32,
+            ts_ms: e.ts_ms,
+            ingested_at: now_s,
+            cost_usd,
+            cost_source: cost_source as i8,
+            src_partition: source.partition,
+            src_offset: source.offset,
+            event_id: e.event_id,
+            request_id: e.request_id,
+            api_key_id: e.api_key_id,
+            provider: e.provider,
+            model: e.model,
+            attempt: e.attempt,
+            status: e.status,
+            provider_region: e.provider_region,
+            error_type: e.error_type,
+            latency_ms: e.latency_ms,
+            retry_after_ms: e.retry_after_ms,
+            prompt_tokens: e.prompt_tokens,
+            completion_tokens: e.completion_tokens,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,161 @@
+//! Kafka plumbing shared by every role: client settings derived from the config (with secrets
+//! from the environment), topic creation, and a consumer close that cannot hang shutdown.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::types::RDKafkaErrorCode;
+use tracing::warn;
+use tripline_core::config::KafkaConfig;
+
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaSetupError {
+    #[error("kafka.secret_properties_env: environment variable {var} (for {property}) is not set")]
+    MissingSecret { property: String, var: String },
+    #[error("kafka client could not be created: {0}")]
+    Client(#[from] rdkafka::error::KafkaError),
+    #[error("topic {topic} could not be created: {code}")]
+    CreateTopic { topic: String, code: RDKafkaErrorCode },
+}
+
+/// Settings every client shares: brokers, the operator's extra properties and secrets.
+pub fn base_config(
+    kafka: &KafkaConfig,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<ClientConfig, KafkaSetupError> {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", &kafka.brokers);
+    for (key, value) in &kafka.properties {
+        config.set(key, value);
+    }
+    for (property, var) in &kafka.secret_properties_env {
+        let value = env(var).ok_or_else(|| KafkaSetupError::MissingSecret {
+            property: property.clone(),
+            var: var.clone(),
+        })?;
+        config.set(property, value);
+    }
+    Ok(config)
+}
+
+/// A consumer-group member that commits only what the caller says is safely stored.
+pub fn consumer_config(
+    kafka: &KafkaConfig,
+    group_id: &str,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<ClientConfig, KafkaSetupError> {
+    let mut config = base_config(kafka, env)?;
+    config
+        .set("group.id", group_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.partition.eof", "false")
+        .set("session.timeout.ms", kafka.session_timeout_ms.to_string())
+        .set("heartbeat.interval.ms", kafka.heartbeat_interval_ms.to_string())
+        .set("fetch.wait.max.ms", kafka.fetch_wait_max_ms.to_string())
+        // Measured here: 10 ms instead of librdkafka's 1 s default triples throughput.
+        .set("fetch.queue.backoff.ms", "10")
+        // Bounds what librdkafka prefetches while we are paused on a slow ClickHouse.
+        .set("queued.max.messages.kbytes", "32768");
+    Ok(config)
+}
+
+/// A producer that reports success only once every in-sync replica has the message.
+pub fn producer_config(
+    kafka: &KafkaConfig,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<ClientConfig, KafkaSetupError> {
+    let mut config = base_config(kafka, env)?;
+    config
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .set("message.timeout.ms", "30000");
+    Ok(config)
+}
+
+/// Creates the topics that do not exist yet; existing ones are left as they are.
+pub async fn ensure_topics(
+    kafka: &KafkaConfig,
+    env: impl Fn(&str) -> Option<String>,
+    topics: &[&str],
+    partitions: i32,
+) -> Result<(), KafkaSetupError> {
+    let admin: AdminClient<DefaultClientContext> = base_config(kafka, env)?.create()?;
+    let new_topics: Vec<NewTopic<'_>> = topics
+        .iter()
+        .map(|topic| NewTopic::new(topic, partitions, TopicReplication::Fixed(1)))
+        .collect();
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    for result in admin.create_topics(&new_topics, &options).await? {
+        match result {
+            Ok(_) => {}
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => return Err(KafkaSetupError::CreateTopic { topic, code }),
+        }
+    }
+    Ok(())
+}
+
+/// Leaves the group and drops the consumer off the async runtime, giving up after `timeout`.
+///
+/// Dropping a `StreamConsumer` can block indefinitely (rust-rdkafka #509); shutdown must not.
+pub async fn close_consumer<C>(consumer: StreamConsumer<C>, timeout: Duration)
+where
+    C: ConsumerContext + 'static,
+{
+    let closing = tokio::task::spawn_blocking(move || {
+        consumer.unsubscribe();
+        drop(consumer);
+    });
+    if tokio::time::timeout(timeout, closing).await.is_err() {
+        warn!(?timeout, "kafka consumer did not close in time; leaving it behind");
+    }
+}
+
+/// The process environment as a lookup function.
+pub fn process_env(var: &str) -> Option<String> {
+    std::env::var(var).ok()
+}
+
+/// Latest known high watermark per partition, from fetch responses (not ListOffsets, which
+/// tansu answers wrongly).
+pub fn fetch_high_watermarks<C: ConsumerContext>(
+    consumer: &StreamConsumer<C>,
+    partitions: impl IntoIterator<Item = (String, i32)>,
+) -> HashMap<(String, i32), i64> {
+    partitions
+        .into_iter()
+        .filter_map(|(topic, partition)| {
+            let high = cached_high_watermark(consumer, &topic, partition)?;
+            Some(((topic, partition), high))
+        })
+        .collect()
+}
+
+/// librdkafka's cached high watermark, updated by every fetch response (no broker round trip).
+fn cached_high_watermark<C: ConsumerContext>(
+    consumer: &StreamConsumer<C>,
+    topic: &str,
+    partition: i32,
+) -> Option<i64> {
+    let topic = std::ffi::CString::new(topic).ok()?;
+    let (mut low, mut high) = (-1_i64, -1_i64);
+    // SAFETY: the client pointer is valid for the consumer's lifetime, `topic` is a valid C
+    // string for the duration of the call, and librdkafka only writes the two out-parameters.
+    let code = unsafe {
+        rdkafka::bindings::rd_kafka_get_watermark_offsets(
+            consumer.client().native_ptr(),
+            topic.as_ptr(),
+            partition,
+            &mut low,
+            &mut high,
+        )
+    };
+    (code == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0)
+        .then_some(high)
+}

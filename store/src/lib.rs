@@ -1,0 +1,37 @@
+//! Tripline's ClickHouse access: one way to build a client, the versioned schema migrations
+//! applied at start-up, and the row types ingest writes.
+//!
+//! Every statement here runs on ClickHouse 18.16 (this project's CI) and on current releases.
+
+mod migrate;
+mod rows;
+
+pub use migrate::{migrate, Migration, MigrationError, MIGRATIONS};
+pub use rows::{CostSource, GatewayRow, ProviderRow, GATEWAY_TABLE, PROVIDER_TABLE};
+
+use tripline_core::config::ClickHouseConfig;
+
+/// A client for the configured server and database.
+///
+/// Validation is off because ClickHouse 18.16 lacks `RowBinaryWithNamesAndTypes`; the row types'
+/// column order is instead checked against the live schema by the end-to-end tests.
+pub fn client(config: &ClickHouseConfig, password: Option<&str>) -> clickhouse::Client {
+    let mut client = clickhouse::Client::default()
+        .with_url(&config.url)
+        .with_user(&config.user)
+        .with_database(&config.database)
+        .with_validation(false);
+    if let Some(password) = password.filter(|p| !p.is_empty()) {
+        client = client.with_password(password);
+    }
+    client
+}
+
+/// Whether the server answers a trivial query: the readiness probe.
+pub async fn ping(client: &clickhouse::Client) -> bool {
+    client
+        .query_raw("SELECT 1")
+        .fetch_one::<u8>()
+        .await
+        .is_ok()
+}

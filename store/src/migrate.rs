@@ -1,0 +1,201 @@
+//! Versioned schema migrations, applied in order at start-up and recorded in
+//! `schema_migrations`. Statements are idempotent (`IF NOT EXISTS`), so two workers starting at
+//! once, or a crash between a statement and its record, are harmless.
+
+use sha2::{Digest, Sha256};
+use tracing::{info, warn};
+
+/// One migration file from `dashboards/migrations/`.
+#[derive(Debug, Clone, Copy)]
+pub struct Migration {
+    pub version: u32,
+    pub name: &'static str,
+    /// SQL with `{db}` standing for the database; statements end with `;` at a line end.
+    pub sql: &'static str,
+}
+
+/// Every migration, in the order they apply.
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "raw_events",
+        sql: include_str!("../../dashboards/migrations/0001_raw_events.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "minute_rollups",
+        sql: include_str!("../../dashboards/migrations/0002_minute_rollups.sql"),
+    },
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum MigrationError {
+    #[error("clickhouse refused migration {version} ({name}), statement {index}: {source}")]
+    Statement {
+        version: u32,
+        name: &'static str,
+        index: usize,
+        #[source]
+        source: clickhouse::error::Error,
+    },
+    #[error("clickhouse is unreachable or refused the migration bookkeeping: {0}")]
+    Bookkeeping(#[from] clickhouse::error::Error),
+}
+
+impl Migration {
+    /// The statements of this migration for `database`, comments and blank lines removed.
+    pub fn statements(&self, database: &str) -> Vec<String> {
+        let sql = self.sql.replace("{db}", database);
+        let mut statements = Vec::new();
+        let mut current = String::new();
+        for line in sql.lines() {
+            let code = line.trim_end();
+            if code.trim_start().starts_with("--") || code.trim().is_empty() {
+                continue;
+            }
+            current.push_str(code);
+            current.push('\n');
+            if code.ends_with(';') {
+                let statement = current.trim().trim_end_matches(';').to_owned();
+                statements.push(statement);
+                current.clear();
+            }
+        }
+        if !current.trim().is_empty() {
+            statements.push(current.trim().to_owned());
+        }
+        statements
+    }
+
+    fn checksum(&self) -> String {
+        Sha256::digest(self.sql.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+}
+
+#[derive(clickhouse::Row, serde::Deserialize)]
+struct Applied {
+    version: u32,
+    checksum: String,
+}
+
+#[derive(clickhouse::Row, serde::Serialize)]
+struct AppliedRecord<'a> {
+    version: u32,
+    name: &'a str,
+    checksum: String,
+    applied_at: u32,
+}
+
+/// Creates `database` if needed and applies the migrations it has not seen. Returns the
+/// versions applied by this call.
+pub async fn migrate(
+    client: &clickhouse::Client,
+    database: &str,
+) -> Result<Vec<u32>, MigrationError> {
+    // The database may not exist yet, so this statement runs outside it.
+    let server = client.clone().with_database("default");
+    server
+        .query_raw(&format!("CREATE DATABASE IF NOT EXISTS {database}"))
+        .execute()
+        .await?;
+    server
+        .query_raw(&format!(
+            "CREATE TABLE IF NOT EXISTS {database}.schema_migrations \
+             (version UInt32, name String, checksum String, applied_at DateTime('UTC')) \
+             ENGINE = MergeTree ORDER BY version"
+        ))
+        .execute()
+        .await?;
+    let applied: Vec<Applied> = server
+        .query_raw(&format!(
+            "SELECT version, any(checksum) FROM {database}.schema_migrations GROUP BY version"
+        ))
+        .fetch_all()
+        .await?;
+
+    let mut newly_applied = Vec::new();
+    for migration in MIGRATIONS {
+        if let Some(done) = applied.iter().find(|a| a.version == migration.version) {
+            if done.checksum != migration.checksum() {
+                warn!(
+                    version = migration.version,
+                    name = migration.name,
+                    "migration file changed after it was applied; changes need a new migration"
+                );
+            }
+            continue;
+        }
+        for (index, statement) in migration.statements(database).iter().enumerate() {
+            server
+                .query_raw(statement)
+                .execute()
+                .await
+                .map_err(|source| MigrationError::Statement {
+                    version: migration.version,
+                    name: migration.name,
+                    index: index + 1,
+                    source,
+                })?;
+        }
+        let mut insert = client
+            .clone()
+            .with_database(database)
+            .insert::<AppliedRecord<'_>>("schema_migrations")
+            .await?;
+        insert
+            .write(&AppliedRecord {
+                version: migration.version,
+                name: migration.name,
+                checksum: migration.checksum(),
+                applied_at: now_s(),
+            })
+            .await?;
+        insert.end().await?;
+        info!(version = migration.version, name = migration.name, "applied migration");
+        newly_applied.push(migration.version);
+    }
+    Ok(newly_applied)
+}
+
+fn now_s() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as u32)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrations_are_numbered_in_order() {
+        for (index, migration) in MIGRATIONS.iter().enumerate() {
+            assert_eq!(migration.version as usize, index + 1);
+        }
+    }
+
+    #[test]
+    fn statements_split_at_semicolons_and_drop_comments() {
+        let statements = MIGRATIONS[0].statements("t1");
+        assert_eq!(statements.len(), 2);
+        assert!(statements[0].starts_with("CREATE TABLE IF NOT EXISTS t1.gateway_requests"));
+        assert!(statements.iter().all(|s| !s.contains("--") && !s.ends_with(';')));
+        assert!(statements.iter().all(|s| !s.contains("{db}")));
+    }
+
+    #[test]
+    fn every_statement_is_idempotent() {
+        for migration in MIGRATIONS {
+            for statement in migration.statements("db") {
+                assert!(
+                    statement.contains("IF NOT EXISTS"),
+                    "not idempotent: {statement}"
+                );
+            }
+        }
+    }
+}
