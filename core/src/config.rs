@@ -346,7 +346,10 @@ impl Config {
         check(
             (256..=16 * 1024 * 1024).contains(&i.max_message_bytes),
             "ingest.max_message_bytes",
-            format!("must be between 256 and 16777216 (got {})", i.max_message_bytes),
+            format!(
+                "must be between 256 and 16777216 (got {})",
+                i.max_message_bytes
+            ),
             "",
         );
         check(
@@ -413,10 +416,7 @@ fn is_identifier(name: &str) -> bool {
 }
 
 fn parse_error(text: &str, err: &toml::de::Error) -> ConfigError {
-    let (line, column) = err
-        .span()
-        .map(|span| line_column(text, span.start))
-        .unzip();
+    let (line, column) = err.span().map(|span| line_column(text, span.start)).unzip();
     let message = err.message().to_owned();
     let hint = if message.contains("unknown field") {
         Some("check the spelling against tripline.example.toml".to_owned())

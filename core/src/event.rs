@@ -401,7 +401,11 @@ fn id_field(field: &str, value: Cow<'_, str>) -> Result<String, Reject> {
     if trimmed.len() > limits::MAX_ID_LEN {
         return Err(invalid(
             field,
-            format_args!("is {} bytes long (max {})", trimmed.len(), limits::MAX_ID_LEN),
+            format_args!(
+                "is {} bytes long (max {})",
+                trimmed.len(),
+                limits::MAX_ID_LEN
+            ),
         ));
     }
     Ok(trimmed.to_owned())
@@ -449,7 +453,10 @@ fn status(value: i64) -> Result<u16, Reject> {
     if (100..=599).contains(&value) {
         Ok(value as u16)
     } else {
-        Err(invalid("status", format_args!("{value} is not an HTTP status")))
+        Err(invalid(
+            "status",
+            format_args!("{value} is not an HTTP status"),
+        ))
     }
 }
 

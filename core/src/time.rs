@@ -24,7 +24,10 @@ mod tests {
     fn parses_offsets_and_precision() {
         assert_eq!(parse_rfc3339_ms("1970-01-01T00:00:01.500Z"), Some(1500));
         assert_eq!(parse_rfc3339_ms("1970-01-01T01:00:01+01:00"), Some(1000));
-        assert_eq!(parse_rfc3339_ms("2026-11-26T10:00:00.123456Z"), Some(1_795_687_200_123));
+        assert_eq!(
+            parse_rfc3339_ms("2026-11-26T10:00:00.123456Z"),
+            Some(1_795_687_200_123)
+        );
         assert_eq!(parse_rfc3339_ms("yesterday"), None);
     }
 

@@ -24,7 +24,8 @@ pub struct DedupFilter {
 impl DedupFilter {
     pub fn new(window_s: u32, max_entries: usize) -> Self {
         Self {
-            seed: std::collections::hash_map::RandomState::new().hash_one(0x7269_706c_696e_65_u64),
+            seed: std::collections::hash_map::RandomState::new()
+                .hash_one(0x0072_6970_6c69_6e65_u64),
             seen: HashMap::with_hasher(IdentityHasher),
             window_s,
             max_entries,
@@ -90,7 +91,8 @@ impl DedupFilter {
             let before = self.seen.len();
             cutoff += (now_s.saturating_sub(cutoff) / 2).max(1);
             self.seen.retain(|_, seen| *seen >= cutoff);
-            metrics::counter!(crate::metrics::DEDUP_EVICTED).increment((before - self.seen.len()) as u64);
+            metrics::counter!(crate::metrics::DEDUP_EVICTED)
+                .increment((before - self.seen.len()) as u64);
             if cutoff >= now_s {
                 self.seen.clear();
             }

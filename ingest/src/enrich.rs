@@ -168,10 +168,7 @@ mod tests {
         assert_eq!(v6.asn, 15169);
         let mapped = geo.lookup("::ffff:1.1.1.1".parse().unwrap());
         assert_eq!(mapped.asn, 13335);
-        assert_eq!(
-            geo.lookup("10.1.2.3".parse().unwrap()),
-            GeoInfo::default()
-        );
+        assert_eq!(geo.lookup("10.1.2.3".parse().unwrap()), GeoInfo::default());
     }
 
     #[test]

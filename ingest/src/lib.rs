@@ -88,7 +88,8 @@ impl Ingest {
         let dlq: FutureProducer = tripline_kafka::producer_config(&self.kafka, env)?.create()?;
 
         let window_s = self.settings.dedup_window_s as u32;
-        let mut warmed_at = warmup::refill(&self.clickhouse, &mut self.processor.dedup, window_s, 0).await?;
+        let mut warmed_at =
+            warmup::refill(&self.clickhouse, &mut self.processor.dedup, window_s, 0).await?;
         self.health.clickhouse_ok.store(true, Ordering::Relaxed);
 
         consumer.subscribe(&[&self.kafka.gateway_topic, &self.kafka.provider_topic])?;
@@ -162,7 +163,13 @@ impl Ingest {
                 },
             }
             if consumer.context().rebalanced.swap(false, Ordering::AcqRel) {
-                warmed_at = warmup::refill(&self.clickhouse, &mut self.processor.dedup, window_s, warmed_at).await?;
+                warmed_at = warmup::refill(
+                    &self.clickhouse,
+                    &mut self.processor.dedup,
+                    window_s,
+                    warmed_at,
+                )
+                .await?;
             }
             if !batch.is_empty() && to_writer.send(std::mem::take(&mut batch)).await.is_err() {
                 break;

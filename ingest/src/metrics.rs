@@ -21,17 +21,45 @@ pub fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
     describe_counter!(CONSUMED, "Kafka messages consumed, by topic");
     describe_counter!(INSERTED, "Rows inserted into ClickHouse, by table");
-    describe_counter!(DEAD_LETTERED, "Messages sent to the dead-letter topic, by reason");
-    describe_counter!(DUPLICATES, "Events dropped as duplicates of an earlier event_id");
-    describe_counter!(UNPRICED, "Events whose model is not in the price table (cost 0)");
-    describe_histogram!(INSERT_SECONDS, Unit::Seconds, "Time to insert one batch, retries included");
+    describe_counter!(
+        DEAD_LETTERED,
+        "Messages sent to the dead-letter topic, by reason"
+    );
+    describe_counter!(
+        DUPLICATES,
+        "Events dropped as duplicates of an earlier event_id"
+    );
+    describe_counter!(
+        UNPRICED,
+        "Events whose model is not in the price table (cost 0)"
+    );
+    describe_histogram!(
+        INSERT_SECONDS,
+        Unit::Seconds,
+        "Time to insert one batch, retries included"
+    );
     describe_histogram!(BATCH_ROWS, "Rows per inserted batch");
-    describe_counter!(INSERT_FAILURES, "Failed ClickHouse insert attempts (each is retried)");
-    describe_counter!(DLQ_FAILURES, "Failed dead-letter produce attempts (each is retried)");
+    describe_counter!(
+        INSERT_FAILURES,
+        "Failed ClickHouse insert attempts (each is retried)"
+    );
+    describe_counter!(
+        DLQ_FAILURES,
+        "Failed dead-letter produce attempts (each is retried)"
+    );
     describe_counter!(COMMITS, "Offset commits after a stored batch");
-    describe_counter!(COMMIT_FAILURES, "Offset commits that failed (the batch is redelivered and deduplicated)");
-    describe_gauge!(CONSUMER_LAG, "Messages behind the fetch high watermark, by topic and partition");
+    describe_counter!(
+        COMMIT_FAILURES,
+        "Offset commits that failed (the batch is redelivered and deduplicated)"
+    );
+    describe_gauge!(
+        CONSUMER_LAG,
+        "Messages behind the fetch high watermark, by topic and partition"
+    );
     describe_counter!(CONSUMER_ERRORS, "Errors reported by the Kafka consumer");
     describe_gauge!(DEDUP_ENTRIES, "Event ids held by the duplicate filter");
-    describe_counter!(DEDUP_EVICTED, "Event ids evicted early because the duplicate filter was full");
+    describe_counter!(
+        DEDUP_EVICTED,
+        "Event ids evicted early because the duplicate filter was full"
+    );
 }

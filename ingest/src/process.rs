@@ -47,12 +47,7 @@ impl Processor {
         // Redact first: nothing below, not even a dead letter, may see a raw secret.
         let payload = self.fingerprinter.redact(payload);
         let dead = |reject: Reject| {
-            Outcome::Dead(Box::new(DeadLetter::new(
-                &payload,
-                reject,
-                source,
-                now_ms,
-            )))
+            Outcome::Dead(Box::new(DeadLetter::new(&payload, reject, source, now_ms)))
         };
         if payload.len() > self.max_message_bytes {
             return dead(Reject::new(
@@ -87,7 +82,10 @@ impl Processor {
     }
 
     fn gateway_row(&mut self, e: GatewayRequest, source: Source<'_>, now_s: u32) -> GatewayRow {
-        let geo = e.client_ip.map(|ip| self.geo.lookup(ip)).unwrap_or_default();
+        let geo = e
+            .client_ip
+            .map(|ip| self.geo.lookup(ip))
+            .unwrap_or_default();
         let (cost_usd, cost_source) = self.coster.cost(
             e.cost_usd,
             &e.provider,

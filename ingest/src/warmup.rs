@@ -24,9 +24,14 @@ pub async fn refill(
 ) -> Result<u32, clickhouse::error::Error> {
     let now_s = (super::now_ms() / 1000) as u32;
     // A few seconds of overlap: `ingested_at` has second precision.
-    let from_s = now_s.saturating_sub(window_s).max(since_s.saturating_sub(5));
+    let from_s = now_s
+        .saturating_sub(window_s)
+        .max(since_s.saturating_sub(5));
     let mut loaded = 0usize;
-    for (kind, table) in [(EventKind::Gateway, GATEWAY_TABLE), (EventKind::Provider, PROVIDER_TABLE)] {
+    for (kind, table) in [
+        (EventKind::Gateway, GATEWAY_TABLE),
+        (EventKind::Provider, PROVIDER_TABLE),
+    ] {
         let mut cursor = clickhouse
             .query_raw(&format!(
                 "SELECT event_id, toUInt32(ingested_at) FROM {table} WHERE ingested_at >= toDateTime({from_s})"

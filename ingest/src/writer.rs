@@ -69,7 +69,7 @@ impl Writer {
                 .increment(batch.provider.len() as u64);
         }
         if !batch.dead.is_empty() {
-            self.retry("produce dead letters", || self.produce_dead_letters(&batch))
+            self.retry("produce dead letters", || self.produce_dead_letters(batch))
                 .await?;
             for letter in &batch.dead {
                 metrics::counter!(m::DEAD_LETTERED, "reason" => letter.reason.as_str())
@@ -77,7 +77,8 @@ impl Writer {
             }
         }
         metrics::histogram!(m::INSERT_SECONDS).record(started.elapsed().as_secs_f64());
-        metrics::histogram!(m::BATCH_ROWS).record((batch.gateway.len() + batch.provider.len()) as f64);
+        metrics::histogram!(m::BATCH_ROWS)
+            .record((batch.gateway.len() + batch.provider.len()) as f64);
         metrics::counter!(m::DUPLICATES).increment(batch.duplicates as u64);
         self.commit(batch, CommitMode::Async);
         debug!(
@@ -95,8 +96,7 @@ impl Writer {
     pub fn commit(&self, batch: &Batch, mode: CommitMode) {
         let mut offsets = TopicPartitionList::new();
         for ((topic, partition), next) in &batch.next_offsets {
-            if let Err(err) =
-                offsets.add_partition_offset(topic, *partition, Offset::Offset(*next))
+            if let Err(err) = offsets.add_partition_offset(topic, *partition, Offset::Offset(*next))
             {
                 warn!(%err, topic, partition, "cannot record offset to commit");
             }
@@ -122,19 +122,20 @@ impl Writer {
                 (letter.to_json(), key)
             })
             .collect();
-        let deliveries: Vec<_> = records
-            .iter()
-            .map(|(payload, key)| {
-                self.dlq.send(
-                    FutureRecord::to(&self.dlq_topic).payload(payload).key(key),
-                    Duration::from_secs(5),
-                )
-            })
-            .collect();
-        for delivery in futures_join(deliveries).await {
-            if let Err((err, _)) = delivery {
+        // Enqueue everything first, then wait: all dead letters are in flight together.
+        let mut deliveries = Vec::with_capacity(records.len());
+        for (payload, key) in &records {
+            let record = FutureRecord::to(&self.dlq_topic).payload(payload).key(key);
+            deliveries.push(
+                tripline_kafka::enqueue(&self.dlq, record)
+                    .await
+                    .map_err(|err| err.to_string())?,
+            );
+        }
+        for delivery in deliveries {
+            if let Err(err) = tripline_kafka::delivered(delivery.await) {
                 metrics::counter!(m::DLQ_FAILURES).increment(1);
-                return Err(err.to_string());
+                return Err(err);
             }
         }
         Ok(())
@@ -171,27 +172,22 @@ impl Writer {
     }
 }
 
-async fn insert_rows<T>(client: &Client, table: &str, rows: &[T]) -> Result<(), clickhouse::error::Error>
+async fn insert_rows<T>(
+    client: &Client,
+    table: &str,
+    rows: &[T],
+) -> Result<(), clickhouse::error::Error>
 where
     T: clickhouse::RowOwned + clickhouse::RowWrite,
 {
-    let mut insert = client
-        .insert::<T>(table)
-        .await?
-        .with_timeouts(Some(Duration::from_secs(30)), Some(Duration::from_secs(120)));
+    let mut insert = client.insert::<T>(table).await?.with_timeouts(
+        Some(Duration::from_secs(30)),
+        Some(Duration::from_secs(120)),
+    );
     for row in rows {
         insert.write(row).await?;
     }
     insert.end().await
-}
-
-/// Awaits all deliveries concurrently (they were all enqueued before the first await).
-async fn futures_join<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
-    let mut out = Vec::with_capacity(futures.len());
-    for future in futures {
-        out.push(future.await);
-    }
-    out
 }
 
 /// ±25 % jitter, so that many workers do not retry in lockstep.

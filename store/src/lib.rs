@@ -29,9 +29,5 @@ pub fn client(config: &ClickHouseConfig, password: Option<&str>) -> clickhouse::
 
 /// Whether the server answers a trivial query: the readiness probe.
 pub async fn ping(client: &clickhouse::Client) -> bool {
-    client
-        .query_raw("SELECT 1")
-        .fetch_one::<u8>()
-        .await
-        .is_ok()
+    client.query_raw("SELECT 1").fetch_one::<u8>().await.is_ok()
 }

@@ -154,7 +154,11 @@ pub async fn migrate(
             })
             .await?;
         insert.end().await?;
-        info!(version = migration.version, name = migration.name, "applied migration");
+        info!(
+            version = migration.version,
+            name = migration.name,
+            "applied migration"
+        );
         newly_applied.push(migration.version);
     }
     Ok(newly_applied)
@@ -183,7 +187,9 @@ mod tests {
         let statements = MIGRATIONS[0].statements("t1");
         assert_eq!(statements.len(), 2);
         assert!(statements[0].starts_with("CREATE TABLE IF NOT EXISTS t1.gateway_requests"));
-        assert!(statements.iter().all(|s| !s.contains("--") && !s.ends_with(';')));
+        assert!(statements
+            .iter()
+            .all(|s| !s.contains("--") && !s.ends_with(';')));
         assert!(statements.iter().all(|s| !s.contains("{db}")));
     }
 

@@ -31,12 +31,17 @@ fn wrong_type_is_reported_with_its_place() {
 
 #[test]
 fn bad_values_are_all_reported_with_key_and_line() {
-    let text = "[server]\nlisten = \"nowhere\"\n\n[ingest]\n  batch_max_rows = 0\nbatch_max_age_ms = 5\n";
+    let text =
+        "[server]\nlisten = \"nowhere\"\n\n[ingest]\n  batch_max_rows = 0\nbatch_max_age_ms = 5\n";
     let errors = Config::from_toml(text).unwrap_err();
     let keys: Vec<_> = errors.iter().map(|e| e.key.as_str()).collect();
     assert_eq!(
         keys,
-        ["server.listen", "ingest.batch_max_rows", "ingest.batch_max_age_ms"]
+        [
+            "server.listen",
+            "ingest.batch_max_rows",
+            "ingest.batch_max_age_ms"
+        ]
     );
     assert_eq!(errors[1].line, Some(5));
     assert_eq!(errors[1].column, Some(3));
@@ -48,8 +53,8 @@ fn bad_values_are_all_reported_with_key_and_line() {
 
 #[test]
 fn managed_kafka_properties_cannot_be_overridden() {
-    let errors = Config::from_toml("[kafka.properties]\n\"enable.auto.commit\" = \"true\"\n")
-        .unwrap_err();
+    let errors =
+        Config::from_toml("[kafka.properties]\n\"enable.auto.commit\" = \"true\"\n").unwrap_err();
     assert!(errors[0].message.contains("enable.auto.commit"));
 }
 

@@ -75,11 +75,15 @@ fn bad_input_is_classified() {
         RejectReason::MissingField
     );
     assert_eq!(
-        reason(r#"{"event_id":"e","ts":1795687100000,"api_key_id":"k","model":"m","status":"200"}"#),
+        reason(
+            r#"{"event_id":"e","ts":1795687100000,"api_key_id":"k","model":"m","status":"200"}"#
+        ),
         RejectReason::WrongType
     );
     assert_eq!(
-        reason(r#"{"event_id":"e","ts":1795687100000,"api_key_id":"k","model":"m","status":200,"prompt_tokens":-5}"#),
+        reason(
+            r#"{"event_id":"e","ts":1795687100000,"api_key_id":"k","model":"m","status":200,"prompt_tokens":-5}"#
+        ),
         RejectReason::InvalidValue
     );
     assert_eq!(
@@ -91,15 +95,21 @@ fn bad_input_is_classified() {
         RejectReason::InvalidValue
     );
     assert_eq!(
-        reason(r#"{"event_id":"e","ts":1795687100000,"api_key_id":"k","model":"m","status":200,"client_ip":"300.1.1.1"}"#),
+        reason(
+            r#"{"event_id":"e","ts":1795687100000,"api_key_id":"k","model":"m","status":200,"client_ip":"300.1.1.1"}"#
+        ),
         RejectReason::InvalidValue
     );
     assert_eq!(
-        reason(r#"{"event_id":"e","ts":1795687100000,"api_key_id":"k","model":"m","status":200,"client_country":"Germany"}"#),
+        reason(
+            r#"{"event_id":"e","ts":1795687100000,"api_key_id":"k","model":"m","status":200,"client_country":"Germany"}"#
+        ),
         RejectReason::InvalidValue
     );
     assert_eq!(
-        reason(r#"{"schema_version":2,"event_id":"e","ts":1795687100000,"api_key_id":"k","model":"m","status":200}"#),
+        reason(
+            r#"{"schema_version":2,"event_id":"e","ts":1795687100000,"api_key_id":"k","model":"m","status":200}"#
+        ),
         RejectReason::UnsupportedVersion
     );
 }
@@ -159,4 +169,48 @@ fn provider_attempt_requires_its_fields() {
     let err = decode_provider(missing_attempt, &rules()).unwrap_err();
     assert_eq!(err.reason, RejectReason::MissingField);
     assert!(err.detail.contains("attempt"));
+}
+
+fn schema_required(schema: &str) -> Vec<String> {
+    let schema: serde_json::Value = serde_json::from_str(schema).unwrap();
+    schema["required"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn published_json_schemas_match_the_decoder() {
+    let gateway = schema_required(include_str!("../../../schema/gateway-request.v1.json"));
+    let full: serde_json::Value = serde_json::from_str(
+        r#"{"event_id":"e","ts":1795687100000,"api_key_id":"k","model":"m","status":200}"#,
+    )
+    .unwrap();
+    assert_eq!(gateway.len(), full.as_object().unwrap().len());
+    for field in &gateway {
+        let mut event = full.clone();
+        event.as_object_mut().unwrap().remove(field);
+        let err = gateway_from_value(&event).unwrap_err();
+        assert_eq!(err.reason, RejectReason::MissingField, "{field}");
+    }
+
+    let provider = schema_required(include_str!("../../../schema/provider-attempt.v1.json"));
+    let full: serde_json::Value = serde_json::from_str(
+        r#"{"event_id":"p","ts":1795687100000,"request_id":"r","api_key_id":"k","provider":"openai","model":"m","attempt":1,"status":200}"#,
+    )
+    .unwrap();
+    assert_eq!(provider.len(), full.as_object().unwrap().len());
+    assert!(decode_provider(full.to_string().as_bytes(), &rules()).is_ok());
+    for field in &provider {
+        let mut event = full.clone();
+        event.as_object_mut().unwrap().remove(field);
+        let err = decode_provider(event.to_string().as_bytes(), &rules()).unwrap_err();
+        assert_eq!(err.reason, RejectReason::MissingField, "{field}");
+    }
+}
+
+fn gateway_from_value(value: &serde_json::Value) -> Result<GatewayRequest, Reject> {
+    decode_gateway(value.to_string().as_bytes(), &rules())
 }

@@ -39,7 +39,10 @@ fn enriches_country_asn_and_cost() {
     assert_eq!(row.client_country, "US");
     assert_eq!(row.client_asn, 15169);
     assert!(row.cost_usd > 0.0);
-    assert_eq!(row.cost_source, tripline_store::CostSource::PriceTable as i8);
+    assert_eq!(
+        row.cost_source,
+        tripline_store::CostSource::PriceTable as i8
+    );
     assert_eq!((row.src_partition, row.src_offset), (1, 7));
     assert_eq!(row.ts, 1_795_687_100);
     assert_eq!(row.ingested_at, (NOW / 1000) as u32);
@@ -66,9 +69,16 @@ fn unknown_model_costs_zero_and_is_marked_unpriced() {
 #[test]
 fn duplicates_are_dropped() {
     let mut p = processor();
-    let raw = br#"{"event_id":"dup","ts":1795687100000,"api_key_id":"k1","model":"m","status":200}"#;
-    assert!(matches!(p.process(EventKind::Gateway, raw, source(1), NOW), Outcome::Gateway(_)));
-    assert_eq!(p.process(EventKind::Gateway, raw, source(2), NOW), Outcome::Duplicate);
+    let raw =
+        br#"{"event_id":"dup","ts":1795687100000,"api_key_id":"k1","model":"m","status":200}"#;
+    assert!(matches!(
+        p.process(EventKind::Gateway, raw, source(1), NOW),
+        Outcome::Gateway(_)
+    ));
+    assert_eq!(
+        p.process(EventKind::Gateway, raw, source(2), NOW),
+        Outcome::Duplicate
+    );
 }
 
 #[test]
@@ -83,7 +93,8 @@ fn raw_keys_never_reach_rows_or_dead_letters() {
     assert!(!format!("{row:?}").contains(key));
 
     let bad = format!(r#"{{"event_id":"e2","api_key":"{key}" broken"#);
-    let Outcome::Dead(letter) = p.process(EventKind::Gateway, bad.as_bytes(), source(2), NOW) else {
+    let Outcome::Dead(letter) = p.process(EventKind::Gateway, bad.as_bytes(), source(2), NOW)
+    else {
         panic!("expected a dead letter");
     };
     assert!(!String::from_utf8_lossy(&letter.to_json()).contains(key));
@@ -98,7 +109,10 @@ fn oversize_messages_are_dead_lettered() {
         panic!("expected a dead letter");
     };
     assert_eq!(letter.reason, RejectReason::Oversize);
-    assert_eq!((letter.source_topic.as_str(), letter.source_offset), ("gw", 3));
+    assert_eq!(
+        (letter.source_topic.as_str(), letter.source_offset),
+        ("gw", 3)
+    );
 }
 
 #[test]
@@ -109,5 +123,8 @@ fn provider_attempts_become_provider_rows() {
         panic!("expected a provider row");
     };
     assert_eq!((row.attempt, row.status, row.retry_after_ms), (2, 429, 500));
-    assert_eq!(row.cost_source, tripline_store::CostSource::PriceTable as i8);
+    assert_eq!(
+        row.cost_source,
+        tripline_store::CostSource::PriceTable as i8
+    );
 }

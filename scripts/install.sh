@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# Install what Tripline's tests and demo need on a Debian 12 machine. Idempotent and quiet:
+# one line per step, full output only when a step fails. Works with CI=true and no stdin.
+#
+#   apt packages (skipped entirely when all are installed)
+#   tansu (Kafka-compatible broker), built once into $TRIPLINE_CACHE
+#   a Python venv in $TRIPLINE_CACHE with aiosmtpd and chdb-core
+#
+# Knobs: TRIPLINE_SKIP_TANSU=1 skips the tansu build (e.g. while another build is running).
+set -euo pipefail
+# shellcheck source=scripts/env.sh
+. "$(dirname "${BASH_SOURCE[0]}")/env.sh"
+
+export DEBIAN_FRONTEND=noninteractive
+APT_PACKAGES=(build-essential zlib1g-dev pkg-config curl ca-certificates
+  clickhouse-server clickhouse-client python3-venv)
+PY_REQUIREMENTS=("chdb-core==26.9.0" "aiosmtpd==1.4.6")
+
+say() { echo "install: $*"; }
+
+# Run a command with its output captured; show it only if the command fails.
+quiet() {
+  local out rc=0
+  out="$(mktemp)"
+  "$@" </dev/null >"$out" 2>&1 || rc=$?
+  if [ "$rc" -ne 0 ]; then
+    echo "install: FAILED ($rc): $*" >&2
+    tail -n 60 "$out" >&2
+  fi
+  rm -f "$out"
+  return "$rc"
+}
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo -n "$@"; fi
+}
+
+# ---- apt -------------------------------------------------------------------------------------
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  status="$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)"
+  [ "$status" = "install ok installed" ] || missing+=("$p")
+done
+if [ "${#missing[@]}" -eq 0 ]; then
+  say "apt packages: all present"
+else
+  say "apt packages: installing ${missing[*]}"
+  # Keep package scripts from starting ClickHouse with the stock config on our ports: Docker-style
+  # images already have a policy-rc.d that denies starts; add a temporary one where none exists.
+  made_policy=0
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    as_root sh -c 'printf "#!/bin/sh\nexit 101\n" > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d'
+    made_policy=1
+  fi
+  rc=0
+  quiet as_root apt-get update -q || rc=$?
+  if [ "$rc" -eq 0 ]; then
+    quiet as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+      -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "${missing[@]}" || rc=$?
+  fi
+  [ "$made_policy" -eq 1 ] && as_root rm -f /usr/sbin/policy-rc.d
+  [ "$rc" -eq 0 ] || exit "$rc"
+fi
+
+# ---- tansu -----------------------------------------------------------------------------------
+mkdir -p "$TRIPLINE_CACHE"
+if [ -x "$TRIPLINE_TANSU_BIN" ]; then
+  say "tansu $TRIPLINE_TANSU_VERSION: cached ($TRIPLINE_TANSU_BIN)"
+elif [ "${TRIPLINE_SKIP_TANSU:-0}" = 1 ]; then
+  say "tansu $TRIPLINE_TANSU_VERSION: MISSING, build skipped (TRIPLINE_SKIP_TANSU=1)"
+else
+  command -v cargo >/dev/null || { echo "install: cargo not found on PATH" >&2; exit 1; }
+  build_log="$TRIPLINE_CACHE/tansu-build.log"
+  say "tansu $TRIPLINE_TANSU_VERSION: building (about 15 min on 2 cores; log: $build_log)"
+  start=$SECONDS
+  # The lock serialises concurrent installs sharing one cache; the second one then finds the binary.
+  exec 9>"$TRIPLINE_CACHE/tansu.lock"
+  flock 9
+  if [ ! -x "$TRIPLINE_TANSU_BIN" ]; then
+    if ! cargo install tansu --version "$TRIPLINE_TANSU_VERSION" --locked \
+      --features libsql,dynostore --root "$TRIPLINE_TANSU_ROOT" </dev/null >"$build_log" 2>&1; then
+      echo "install: FAILED: cargo install tansu (last lines of $build_log):" >&2
+      tail -n 60 "$build_log" >&2
+      exit 1
+    fi
+  fi
+  flock -u 9
+  say "tansu $TRIPLINE_TANSU_VERSION: built in $((SECONDS - start)) s"
+fi
+
+# ---- python venv -----------------------------------------------------------------------------
+marker="$TRIPLINE_VENV/.tripline-requirements"
+wanted="${PY_REQUIREMENTS[*]}"
+if [ -f "$marker" ] && [ "$(cat "$marker")" = "$wanted" ] \
+  && "$TRIPLINE_VENV/bin/python" -c 'import chdb, aiosmtpd' >/dev/null 2>&1; then
+  say "python venv: cached ($TRIPLINE_VENV)"
+else
+  say "python venv: creating $TRIPLINE_VENV with $wanted"
+  start=$SECONDS
+  base_python="$(command -v python3)"
+  rm -rf "$TRIPLINE_VENV"
+  quiet "$base_python" -m venv "$TRIPLINE_VENV"
+  quiet "$TRIPLINE_VENV/bin/python" -m pip install -q --disable-pip-version-check "${PY_REQUIREMENTS[@]}"
+  quiet "$TRIPLINE_VENV/bin/python" -c 'import chdb, aiosmtpd'
+  echo "$wanted" >"$marker"
+  say "python venv: ready in $((SECONDS - start)) s"
+fi

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# THE test command (CI runs it through .ci/run):
+#   install -> servers up -> cargo build -> SQL check on current ClickHouse (chdb) -> cargo test
+# The servers are stopped on exit, silently: the last line printed is the test runner's summary.
+# Extra arguments go to the test runner (e.g. scripts/test.sh -p tripline-core).
+set -uo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
+# shellcheck source=scripts/env.sh
+. scripts/env.sh
+
+section() { printf '\n===== %s =====\n' "$*"; }
+started=$SECONDS
+
+section "install"
+scripts/install.sh || exit 1
+
+section "servers up"
+mkdir -p "$TRIPLINE_RUN"
+# Runs after cargo test: nothing may be printed there (see above); its output goes to a file.
+trap 'scripts/servers.sh down >>"$TRIPLINE_RUN/servers-down.log" 2>&1 || true' EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+scripts/servers.sh up || exit 1
+
+section "cargo build --workspace --all-targets"
+cargo build --workspace --all-targets || exit 1
+
+section "ClickHouse SQL on the current engine (chdb)"
+ddl_status=0
+if [ -d dashboards/migrations ]; then
+  "$TRIPLINE_PYTHON" scripts/check_ddl_chdb.py dashboards/migrations || ddl_status=$?
+else
+  echo "skipped: no dashboards/migrations/"
+fi
+
+# nextest ends with one summary line over every test of the workspace; plain cargo test (the
+# fallback) ends with its last binary's line instead.
+if cargo nextest --version >/dev/null 2>&1; then
+  section "cargo nextest run --workspace (setup took $((SECONDS - started)) s; DDL check status $ddl_status)"
+  cargo nextest run --workspace --no-fail-fast "$@"
+else
+  section "cargo test --workspace (setup took $((SECONDS - started)) s; DDL check status $ddl_status)"
+  cargo test --workspace --all-targets "$@"
+fi
+test_status=$?
+
+if [ "$test_status" -eq 0 ] && [ "$ddl_status" -ne 0 ]; then
+  exit "$ddl_status"
+fi
+exit "$test_status"

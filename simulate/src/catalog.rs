@@ -1,0 +1,198 @@
+//! Static tables the key profiles are drawn from: countries with address blocks, models with
+//! their providers, SDK user agents, project and team names.
+//!
+//! Everything here is plain data so that a reviewer can check it against the outside world
+//! (the price table, an IP database) without reading any generation logic.
+
+/// A home country for API keys: where its clients sit and which gateway region serves them.
+#[derive(Debug)]
+pub(crate) struct Country {
+    /// ISO 3166-1 alpha-2, sent as `client_country`.
+    pub code: &'static str,
+    /// Relative share of keys (the US dominates LLM API traffic).
+    pub weight: u32,
+    /// Gateway regions that serve this country, with the local UTC offset in minutes (used to
+    /// place the ServeGen hour-of-day curves in the key's own day).
+    pub regions: &'static [(&'static str, i32)],
+    /// First two octets of /16 blocks held by large ISPs and clouds registered in this country.
+    /// Every block was checked against `data/geo/country.mmdb`, so ingest's IP lookup agrees with
+    /// the `client_country` the events state.
+    pub blocks: &'static [[u8; 2]],
+}
+
+pub(crate) const COUNTRIES: &[Country] = &[
+    Country {
+        code: "US",
+        weight: 40,
+        regions: &[("us-east-1", -300), ("us-west-2", -480)],
+        // Comcast, AWS us-east-1, Google Cloud us-east4, Comcast (CA), Comcast.
+        blocks: &[[73, 162], [3, 210], [34, 86], [98, 207], [24, 5]],
+    },
+    Country {
+        code: "DE",
+        weight: 10,
+        regions: &[("eu-central-1", 60)],
+        // Deutsche Telekom (three blocks), AWS eu-central-1.
+        blocks: &[[91, 12], [79, 200], [84, 150], [3, 120]],
+    },
+    Country {
+        code: "GB",
+        weight: 9,
+        regions: &[("eu-west-2", 0)],
+        // BT (two blocks), AWS eu-west-2.
+        blocks: &[[86, 140], [31, 50], [35, 176]],
+    },
+    Country {
+        code: "IN",
+        weight: 8,
+        regions: &[("ap-south-1", 330)],
+        // BSNL, Reliance Jio, AWS ap-south-1, Bharti Airtel.
+        blocks: &[[117, 200], [49, 36], [13, 232], [106, 200]],
+    },
+    Country {
+        code: "JP",
+        weight: 7,
+        regions: &[("ap-northeast-1", 540)],
+        // SoftBank, KDDI, AWS ap-northeast-1.
+        blocks: &[[126, 10], [106, 130], [13, 112]],
+    },
+    Country {
+        code: "FR",
+        weight: 6,
+        regions: &[("eu-west-3", 60)],
+        // Orange, Free, Orange, AWS eu-west-3.
+        blocks: &[[90, 10], [82, 65], [86, 200], [15, 236]],
+    },
+    Country {
+        code: "CA",
+        weight: 6,
+        regions: &[("ca-central-1", -300)],
+        // Rogers, Bell Canada, AWS ca-central-1, Bell Canada.
+        blocks: &[[99, 230], [70, 26], [15, 222], [142, 113]],
+    },
+    Country {
+        code: "BR",
+        weight: 5,
+        regions: &[("sa-east-1", -180)],
+        // Brazilian ISPs (LACNIC/NIC.br blocks), AWS sa-east-1.
+        blocks: &[[177, 20], [179, 100], [189, 40], [18, 228]],
+    },
+    Country {
+        code: "SG",
+        weight: 5,
+        regions: &[("ap-southeast-1", 480)],
+        // AWS ap-southeast-1 (two blocks), StarHub, SingNet.
+        blocks: &[[18, 136], [13, 228], [116, 88], [175, 156]],
+    },
+    Country {
+        code: "AU",
+        weight: 4,
+        regions: &[("ap-southeast-2", 600)],
+        // Telstra (two blocks), AWS ap-southeast-2.
+        blocks: &[[1, 130], [101, 170], [13, 236]],
+    },
+];
+
+/// A model a key can call. `provider` + `name` resolve in `data/prices/prices.json` through
+/// `PriceTable::lookup` (a test checks every entry), so ingest can cost events that omit
+/// `cost_usd`. The list follows the price table's snapshot, not older model names it dropped.
+#[derive(Debug)]
+pub(crate) struct Model {
+    pub provider: &'static str,
+    pub name: &'static str,
+    /// Relative popularity when keys pick their models.
+    pub weight: u32,
+    /// Decode time per completion token, in ms: small and hosted-on-LPU models stream faster.
+    pub ms_per_token: f64,
+}
+
+pub(crate) const MODELS: &[Model] = &[
+    model("openai", "gpt-4o-mini", 20, 11.0),
+    model("openai", "gpt-4o", 14, 18.0),
+    model("openai", "gpt-4.1-mini", 8, 11.0),
+    model("openai", "gpt-5-mini", 5, 14.0),
+    model("openai", "o3-mini", 4, 9.0),
+    model("anthropic", "claude-sonnet-4-5", 12, 20.0),
+    model("anthropic", "claude-haiku-4-5", 8, 10.0),
+    model("gemini", "gemini-2.5-flash", 8, 6.0),
+    model("gemini", "gemini-2.5-pro", 3, 14.0),
+    model("deepseek", "deepseek-chat", 4, 25.0),
+    model("mistral", "mistral-small-latest", 3, 9.0),
+    model("groq", "openai/gpt-oss-20b", 3, 2.0),
+];
+
+const fn model(provider: &'static str, name: &'static str, weight: u32, ms: f64) -> Model {
+    Model {
+        provider,
+        name,
+        weight,
+        ms_per_token: ms,
+    }
+}
+
+/// The distinct providers, in first-appearance order of [`MODELS`]; failure bursts are tracked
+/// per provider, because outages and rate limits hit a provider, not a single model.
+pub(crate) const PROVIDERS: &[&str] = &[
+    "openai",
+    "anthropic",
+    "gemini",
+    "deepseek",
+    "mistral",
+    "groq",
+];
+
+/// Index of a provider in [`PROVIDERS`].
+pub(crate) fn provider_index(provider: &str) -> usize {
+    PROVIDERS
+        .iter()
+        .position(|p| *p == provider)
+        .unwrap_or_default()
+}
+
+/// Client libraries as they announce themselves, with relative frequency and how often their
+/// users stream (chat front-ends stream, batch scripts and curl mostly do not).
+pub(crate) const USER_AGENTS: &[(&str, u32, f64)] = &[
+    ("openai-python/1.52.0", 30, 0.5),
+    ("OpenAI/JS 4.67.3", 14, 0.7),
+    ("litellm/1.50.0", 12, 0.4),
+    ("langchain-openai/0.2.3", 10, 0.6),
+    ("anthropic-sdk-python/0.39.0", 8, 0.5),
+    ("python-requests/2.32.3", 6, 0.1),
+    ("Go-http-client/2.0", 5, 0.2),
+    ("curl/8.5.0", 3, 0.05),
+];
+
+/// The user agent of Anthropic's SDK, preferred by keys whose main model is Claude.
+pub(crate) const ANTHROPIC_SDK: &str = "anthropic-sdk-python/0.39.0";
+
+/// Project names; cycled with a numeric suffix when there are more projects than names.
+pub(crate) const PROJECTS: &[&str] = &[
+    "search",
+    "support-bot",
+    "code-review",
+    "doc-summarizer",
+    "sales-assistant",
+    "ticket-triage",
+    "data-extraction",
+    "translation",
+    "onboarding-agent",
+    "eval-harness",
+    "marketing-copy",
+    "sql-copilot",
+    "meeting-notes",
+    "fraud-review",
+    "kb-qa",
+    "release-notes",
+];
+
+/// Teams that own projects.
+pub(crate) const TEAMS: &[&str] = &[
+    "platform",
+    "growth",
+    "customer-success",
+    "data",
+    "ml-infra",
+    "devex",
+    "security",
+    "finance-ops",
+];

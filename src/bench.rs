@@ -1,0 +1,330 @@
+//! `tripline bench`: sustained Kafka → ClickHouse throughput with enrichment on, measured in one
+//! run against the raw consume rate of the broker and the raw insert rate of ClickHouse for the
+//! same rows, so the end-to-end figure is a fraction of each (machine-independent).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use tokio_util::sync::CancellationToken;
+use tripline_core::event::EventKind;
+use tripline_ingest::process::{Outcome, Source};
+use tripline_ingest::{Ingest, IngestHealth};
+use tripline_simulate::{EventTopic, SimConfig, Simulator};
+use tripline_store::{GatewayRow, GATEWAY_TABLE};
+
+use crate::roles::build_processor;
+use crate::settings;
+
+#[derive(clap::Args, Debug)]
+pub struct BenchArgs {
+    /// TOML config file (brokers, ClickHouse, ingest batch settings).
+    #[arg(long, short, env = "TRIPLINE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Gateway events to push through each stage.
+    #[arg(long, default_value_t = 500_000)]
+    events: usize,
+    /// Keep ingest running this many extra seconds under a steady load to watch memory
+    /// (0 = skip the soak phase).
+    #[arg(long, default_value_t = 0)]
+    soak_s: u64,
+    /// Event rate of the soak phase.
+    #[arg(long, default_value_t = 20_000.0)]
+    soak_rate: f64,
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let loaded = settings::load(args.config.as_deref())?;
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    let mut kafka = loaded.config.kafka.clone();
+    kafka.gateway_topic = format!("bench.{stamp}.gateway");
+    kafka.provider_topic = format!("bench.{stamp}.provider");
+    kafka.dlq_topic = format!("bench.{stamp}.dlq");
+    let env = tripline_kafka::process_env;
+    tripline_kafka::ensure_topics(
+        &kafka,
+        env,
+        &[
+            &kafka.gateway_topic,
+            &kafka.provider_topic,
+            &kafka.dlq_topic,
+        ],
+        4,
+    )
+    .await?;
+
+    println!("# tripline bench: {} gateway events", args.events);
+    println!("machine: {} cores, {}", num_cpus(), cpu_model());
+
+    // Stage 0: traffic from the simulator (real trace shapes), produced once.
+    let start_ms = now_ms() - 3_600_000;
+    let events: Vec<(String, Vec<u8>)> = Simulator::new(SimConfig {
+        seed: 7,
+        rate_per_s: 2_000.0,
+        keys: 1_000,
+        start_ms,
+        ..SimConfig::default()
+    })
+    .filter(|e| matches!(e.topic, EventTopic::Gateway))
+    .take(args.events)
+    .map(|e| (e.key, e.payload))
+    .collect();
+    let bytes: usize = events.iter().map(|(_, p)| p.len()).sum();
+    println!(
+        "payload: {:.0} bytes/event on average",
+        bytes as f64 / events.len() as f64
+    );
+    let producer: FutureProducer = tripline_kafka::producer_config(&kafka, env)?.create()?;
+    let t = Instant::now();
+    let mut pending = std::collections::VecDeque::new();
+    for (key, payload) in &events {
+        pending.push_back(
+            tripline_kafka::enqueue(
+                &producer,
+                FutureRecord::to(&kafka.gateway_topic)
+                    .key(key)
+                    .payload(payload),
+            )
+            .await?,
+        );
+        if pending.len() > 50_000 {
+            tripline_kafka::delivered(pending.pop_front().expect("non-empty").await)
+                .map_err(anyhow::Error::msg)?;
+        }
+    }
+    for delivery in pending {
+        tripline_kafka::delivered(delivery.await).map_err(anyhow::Error::msg)?;
+    }
+    let produce_rate = events.len() as f64 / t.elapsed().as_secs_f64();
+    println!("produce (acks=all):             {produce_rate:>10.0} events/s");
+
+    // Stage 1: the broker's raw consume rate for these messages.
+    let consumer: StreamConsumer =
+        tripline_kafka::consumer_config(&kafka, &format!("bench-raw-{stamp}"), env)?.create()?;
+    consumer.subscribe(&[&kafka.gateway_topic])?;
+    let mut seen = 0usize;
+    let mut t = None;
+    while seen < events.len() {
+        let message = tokio::time::timeout(Duration::from_secs(30), consumer.recv())
+            .await
+            .context("raw consume stalled")??;
+        t.get_or_insert_with(Instant::now);
+        seen += usize::from(rdkafka::Message::payload(&message).is_some());
+    }
+    let consume_rate = events.len() as f64 / t.map_or(1e-9, |t| t.elapsed().as_secs_f64());
+    tripline_kafka::close_consumer(consumer, Duration::from_secs(5)).await;
+    println!("raw consume:                    {consume_rate:>10.0} events/s");
+
+    // Stage 2: ClickHouse's raw insert rate for the same rows (already enriched), with the
+    // same schema and materialized views, in batches of the configured size.
+    let mut processor = build_processor(&loaded)?;
+    let rows: Vec<GatewayRow> = events
+        .iter()
+        .enumerate()
+        .filter_map(|(i, (_, payload))| {
+            let source = Source {
+                topic: "bench",
+                partition: 0,
+                offset: i as i64,
+            };
+            match processor.process(EventKind::Gateway, payload, source, now_ms()) {
+                Outcome::Gateway(row) => Some(*row),
+                _ => None,
+            }
+        })
+        .collect();
+    if rows.len() != events.len() {
+        bail!(
+            "only {} of {} simulated events were valid",
+            rows.len(),
+            events.len()
+        );
+    }
+    let base = loaded.clickhouse();
+    let raw_db = format!("bench_raw_{stamp}");
+    tripline_store::migrate(&base, &raw_db).await?;
+    let raw_client = base.clone().with_database(&raw_db);
+    let t = Instant::now();
+    for chunk in rows.chunks(loaded.config.ingest.batch_max_rows) {
+        let mut insert = raw_client.insert::<GatewayRow>(GATEWAY_TABLE).await?;
+        for row in chunk {
+            insert.write(row).await?;
+        }
+        insert.end().await?;
+    }
+    let insert_rate = rows.len() as f64 / t.elapsed().as_secs_f64();
+    println!("raw clickhouse insert:          {insert_rate:>10.0} rows/s");
+
+    // Stage 3: the real ingest pipeline, end to end, into its own database.
+    let e2e_db = format!("bench_e2e_{stamp}");
+    let mut ch_config = loaded.config.clickhouse.clone();
+    ch_config.database = e2e_db.clone();
+    let e2e_client = tripline_store::client(&ch_config, loaded.clickhouse_password().as_deref());
+    tripline_store::migrate(&e2e_client, &e2e_db).await?;
+    kafka.ingest_group_id = format!("bench-e2e-{stamp}");
+    let ingest = Ingest {
+        kafka: kafka.clone(),
+        settings: loaded.config.ingest.clone(),
+        clickhouse: e2e_client.clone(),
+        processor: build_processor(&loaded)?,
+        health: Arc::new(IngestHealth::default()),
+    };
+    let shutdown = CancellationToken::new();
+    let (cpu0, t) = (cpu_seconds(), Instant::now());
+    let rss0 = rss_kib();
+    let task = tokio::spawn(ingest.run(shutdown.clone()));
+    let mut peak_rss = rss0;
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        peak_rss = peak_rss.max(rss_kib());
+        let count: u64 = e2e_client
+            .query_raw("SELECT count() FROM gateway_requests")
+            .fetch_one()
+            .await?;
+        if count as usize >= events.len() {
+            break;
+        }
+        if t.elapsed() > Duration::from_secs(600) {
+            bail!("end-to-end run did not finish in 10 minutes ({count} rows)");
+        }
+    }
+    let elapsed = t.elapsed().as_secs_f64();
+    let cpu = cpu_seconds() - cpu0;
+    let e2e_rate = events.len() as f64 / elapsed;
+    println!("end to end (enrichment on):     {e2e_rate:>10.0} events/s");
+    println!(
+        "  = {:.2} of raw consume, {:.2} of raw insert",
+        e2e_rate / consume_rate,
+        e2e_rate / insert_rate
+    );
+    println!(
+        "  ingest CPU: {:.2} µs/event (process CPU incl. librdkafka threads, both cores)",
+        cpu * 1e6 / events.len() as f64
+    );
+    println!(
+        "  RSS: {} MiB before, {} MiB peak",
+        rss0 / 1024,
+        peak_rss / 1024
+    );
+
+    if args.soak_s > 0 {
+        soak(&kafka, &args, &events, peak_rss).await?;
+    }
+    shutdown.cancel();
+    task.await??;
+    for db in [raw_db, e2e_db] {
+        base.query_raw(&format!("DROP DATABASE IF EXISTS {db}"))
+            .execute()
+            .await?;
+    }
+    Ok(())
+}
+
+/// Keeps producing at `soak_rate` for `soak_s` seconds while ingest runs, printing RSS.
+async fn soak(
+    kafka: &tripline_core::config::KafkaConfig,
+    args: &BenchArgs,
+    events: &[(String, Vec<u8>)],
+    start_rss: u64,
+) -> anyhow::Result<()> {
+    let producer: FutureProducer =
+        tripline_kafka::producer_config(kafka, tripline_kafka::process_env)?.create()?;
+    println!(
+        "soak: {} s at {:.0} events/s (new event ids, real payload shapes)",
+        args.soak_s, args.soak_rate
+    );
+    let t = Instant::now();
+    let mut sent = 0u64;
+    let mut next_report = 0u64;
+    let mut samples = Vec::new();
+    while t.elapsed().as_secs() < args.soak_s {
+        let due = (t.elapsed().as_secs_f64() * args.soak_rate) as u64;
+        while sent < due {
+            let (key, payload) = &events[sent as usize % events.len()];
+            let text = String::from_utf8_lossy(payload).replacen(
+                "\"event_id\":\"",
+                &format!("\"event_id\":\"soak{sent}-"),
+                1,
+            );
+            let record = FutureRecord::to(&kafka.gateway_topic)
+                .key(key)
+                .payload(text.as_bytes());
+            drop(tripline_kafka::enqueue(&producer, record).await?);
+            sent += 1;
+        }
+        if t.elapsed().as_secs() >= next_report {
+            let rss = rss_kib();
+            samples.push(rss);
+            println!(
+                "  t={:>4}s rss={} MiB sent={sent}",
+                t.elapsed().as_secs(),
+                rss / 1024
+            );
+            next_report += 30;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let max = samples.iter().copied().max().unwrap_or(start_rss);
+    let last = samples.last().copied().unwrap_or(start_rss);
+    println!(
+        "soak RSS: start {} MiB, max {} MiB, end {} MiB",
+        start_rss / 1024,
+        max / 1024,
+        last / 1024
+    );
+    Ok(())
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// User + system CPU of this process, from /proc (Linux).
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks: f64 = [11, 12]
+        .iter()
+        .filter_map(|&i| fields.get(i)?.parse::<f64>().ok())
+        .sum();
+    ticks / 100.0
+}
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("VmRSS:")?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0)
+}
+
+fn num_cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("model name")?
+                .split_once(':')
+                .map(|(_, m)| m.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown cpu".into())
+}

@@ -1,0 +1,160 @@
+//! Wiring the long-running roles: config → clients → ingest and the HTTP server, with signals
+//! turned into an orderly shutdown (stop polling, flush, insert, commit).
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+use tripline_core::price::PriceTable;
+use tripline_core::secret::Fingerprinter;
+use tripline_ingest::dedup::DedupFilter;
+use tripline_ingest::enrich::{Coster, GeoIp};
+use tripline_ingest::process::Processor;
+use tripline_ingest::{Ingest, IngestHealth};
+
+use crate::server::{self, AppState};
+use crate::settings::{self, Loaded};
+use crate::telemetry;
+
+/// `tripline run` / `tripline ingest`.
+pub async fn serve(config_path: Option<&Path>) -> anyhow::Result<()> {
+    let loaded = settings::load(config_path)?;
+    let metrics = telemetry::init_metrics()?;
+    let shutdown = CancellationToken::new();
+    spawn_signal_handler(shutdown.clone());
+
+    let processor = build_processor(&loaded)?;
+    let clickhouse = loaded.clickhouse();
+    let health = Arc::new(IngestHealth::default());
+    let listen: SocketAddr = loaded.config.server.listen.parse()?;
+    let server = tokio::spawn(server::serve(
+        listen,
+        AppState {
+            metrics,
+            ingest: Some(health.clone()),
+        },
+        shutdown.clone(),
+    ));
+
+    if !migrate_until_done(&loaded, &shutdown).await {
+        return Ok(());
+    }
+    let kafka = &loaded.config.kafka;
+    let topics = [
+        kafka.gateway_topic.as_str(),
+        kafka.provider_topic.as_str(),
+        kafka.dlq_topic.as_str(),
+    ];
+    if let Err(err) =
+        tripline_kafka::ensure_topics(kafka, tripline_kafka::process_env, &topics, 4).await
+    {
+        warn!(%err, "could not create topics; assuming they exist");
+    }
+
+    let ingest = Ingest {
+        kafka: loaded.config.kafka.clone(),
+        settings: loaded.config.ingest.clone(),
+        clickhouse,
+        processor,
+        health,
+    };
+    let result = ingest.run(shutdown.clone()).await;
+    shutdown.cancel();
+    match server.await {
+        Ok(Err(err)) => warn!("http server: {err:#}"),
+        Err(err) => warn!("http server task: {err}"),
+        Ok(Ok(())) => {}
+    }
+    result.context("ingest failed")
+}
+
+/// `tripline migrate`.
+pub async fn migrate_only(config_path: Option<&Path>) -> anyhow::Result<()> {
+    let loaded = settings::load(config_path)?;
+    let applied =
+        tripline_store::migrate(&loaded.clickhouse(), &loaded.config.clickhouse.database).await?;
+    println!("applied migrations: {applied:?}");
+    Ok(())
+}
+
+/// Applies migrations, retrying while ClickHouse is unreachable. `false` if shut down first.
+async fn migrate_until_done(loaded: &Loaded, shutdown: &CancellationToken) -> bool {
+    let client = loaded.clickhouse();
+    let database = &loaded.config.clickhouse.database;
+    let mut delay = Duration::from_millis(loaded.config.ingest.retry_initial_ms);
+    loop {
+        match tripline_store::migrate(&client, database).await {
+            Ok(applied) => {
+                info!(?applied, database = %database, "schema up to date");
+                return true;
+            }
+            Err(err) => {
+                warn!(%err, retry_in_ms = delay.as_millis() as u64, "schema migration failed")
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return false,
+            _ = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(Duration::from_millis(loaded.config.ingest.retry_max_ms));
+    }
+}
+
+pub fn build_processor(loaded: &Loaded) -> anyhow::Result<Processor> {
+    let fingerprinter = Fingerprinter::new(&loaded.fingerprint_secret()?)?;
+    let enrich = &loaded.config.enrich;
+    let country = enrich.country_db.as_deref().map(|p| loaded.resolve(p));
+    let asn = enrich.asn_db.as_deref().map(|p| loaded.resolve(p));
+    let geo = GeoIp::open(country.as_deref(), asn.as_deref())?;
+    let prices = match &enrich.prices {
+        None => PriceTable::builtin(),
+        Some(path) => {
+            let path = loaded.resolve(path);
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("enrich.prices: cannot read {}", path.display()))?;
+            PriceTable::from_json(&text)
+                .with_context(|| format!("enrich.prices: {}", path.display()))?
+        }
+    };
+    info!(models = prices.len(), "price table loaded");
+    let ingest = &loaded.config.ingest;
+    Ok(Processor {
+        fingerprinter,
+        geo,
+        coster: Coster::new(prices),
+        dedup: DedupFilter::new(ingest.dedup_window_s as u32, ingest.dedup_max_entries),
+        max_message_bytes: ingest.max_message_bytes,
+        max_future_skew_ms: ingest.max_future_skew_ms,
+    })
+}
+
+/// SIGINT or SIGTERM starts an orderly shutdown; a second one exits at once.
+fn spawn_signal_handler(shutdown: CancellationToken) {
+    tokio::spawn(async move {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(err) => {
+                    warn!(%err, "cannot listen for SIGTERM");
+                    return;
+                }
+            };
+        for round in 0..2 {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            if round == 0 {
+                info!("shutdown requested: finishing the current batch");
+                shutdown.cancel();
+            } else {
+                warn!("second signal: exiting now");
+                std::process::exit(130);
+            }
+        }
+    });
+}

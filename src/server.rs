@@ -1,0 +1,75 @@
+//! The HTTP surface: `/healthz` (the process answers), `/readyz` (it can do its job) and
+//! Prometheus `/metrics`.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio_util::sync::CancellationToken;
+use tripline_ingest::IngestHealth;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub metrics: PrometheusHandle,
+    pub ingest: Option<Arc<IngestHealth>>,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+    let mut checks = serde_json::Map::new();
+    let mut ready = true;
+    if let Some(ingest) = &state.ingest {
+        for (name, ok) in [
+            ("clickhouse", ingest.clickhouse_ok.load(Ordering::Relaxed)),
+            ("kafka_consumer", ingest.consuming.load(Ordering::Relaxed)),
+        ] {
+            ready &= ok;
+            checks.insert(name.into(), ok.into());
+        }
+    }
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(serde_json::json!({ "ready": ready, "checks": checks })),
+    )
+}
+
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [("content-type", "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+}
+
+/// Serves until `shutdown`.
+pub async fn serve(
+    listen: SocketAddr,
+    state: AppState,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|err| anyhow::anyhow!("cannot listen on {listen}: {err}"))?;
+    tracing::info!(%listen, "http server listening (/healthz, /readyz, /metrics)");
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await?;
+    Ok(())
+}
