@@ -3,6 +3,7 @@
 //! or shutdown's grace period ends, so a ClickHouse outage pauses ingest and loses nothing.
 //! A step that succeeded is not repeated when a later one fails.
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,7 +14,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
-use tripline_store::{GatewayRow, ProviderRow, GATEWAY_TABLE, PROVIDER_TABLE};
+use tripline_store::{GatewayRow, ProviderRow, StoredRow, GATEWAY_TABLE, PROVIDER_TABLE};
 
 use crate::batch::Batch;
 use crate::metrics as m;
@@ -51,8 +52,8 @@ impl Writer {
     pub async fn write(&self, batch: &Batch) -> Result<(), Abandoned> {
         let started = Instant::now();
         if !batch.gateway.is_empty() {
-            self.retry("insert gateway_requests", || {
-                insert_rows::<GatewayRow>(&self.clickhouse, GATEWAY_TABLE, &batch.gateway)
+            self.retry("insert gateway_requests", |retrying| {
+                insert_rows::<GatewayRow>(&self.clickhouse, GATEWAY_TABLE, &batch.gateway, retrying)
             })
             .await?;
             self.health.clickhouse_ok.store(true, Ordering::Relaxed);
@@ -60,8 +61,13 @@ impl Writer {
                 .increment(batch.gateway.len() as u64);
         }
         if !batch.provider.is_empty() {
-            self.retry("insert provider_attempts", || {
-                insert_rows::<ProviderRow>(&self.clickhouse, PROVIDER_TABLE, &batch.provider)
+            self.retry("insert provider_attempts", |retrying| {
+                insert_rows::<ProviderRow>(
+                    &self.clickhouse,
+                    PROVIDER_TABLE,
+                    &batch.provider,
+                    retrying,
+                )
             })
             .await?;
             self.health.clickhouse_ok.store(true, Ordering::Relaxed);
@@ -69,7 +75,7 @@ impl Writer {
                 .increment(batch.provider.len() as u64);
         }
         if !batch.dead.is_empty() {
-            self.retry("produce dead letters", || self.produce_dead_letters(batch))
+            self.retry("produce dead letters", |_| self.produce_dead_letters(batch))
                 .await?;
             for letter in &batch.dead {
                 metrics::counter!(m::DEAD_LETTERED, "reason" => letter.reason.as_str())
@@ -143,14 +149,15 @@ impl Writer {
 
     async fn retry<F, Fut, E>(&self, what: &str, mut step: F) -> Result<(), Abandoned>
     where
-        F: FnMut() -> Fut,
+        F: FnMut(bool) -> Fut,
         Fut: std::future::Future<Output = Result<(), E>>,
         E: std::fmt::Display,
     {
         let mut delay = self.retry_initial;
         let mut grace_ends: Option<Instant> = None;
+        let mut retrying = false;
         loop {
-            let err = match step().await {
+            let err = match step(retrying).await {
                 Ok(()) => return Ok(()),
                 Err(err) => err,
             };
@@ -168,26 +175,75 @@ impl Writer {
             }
             tokio::time::sleep(jittered(delay)).await;
             delay = (delay * 2).min(self.retry_max);
+            retrying = true;
         }
     }
 }
 
+/// Inserts `rows` as one INSERT (atomic below ClickHouse's `max_insert_block_size`).
+///
+/// A failed attempt is ambiguous: ClickHouse may have stored the rows and only the answer was
+/// lost. So a retry first asks which of these events are already stored and sends the rest.
 async fn insert_rows<T>(
     client: &Client,
     table: &str,
     rows: &[T],
+    retrying: bool,
 ) -> Result<(), clickhouse::error::Error>
 where
-    T: clickhouse::RowOwned + clickhouse::RowWrite,
+    T: clickhouse::RowOwned + clickhouse::RowWrite + StoredRow,
 {
+    let stored = if retrying {
+        already_stored(client, table, rows).await?
+    } else {
+        HashSet::new()
+    };
+    if !stored.is_empty() {
+        warn!(
+            table,
+            stored = stored.len(),
+            of = rows.len(),
+            "part of a retried batch was already stored; not sending it again"
+        );
+    }
+    if stored.len() == rows.len() {
+        return Ok(());
+    }
     let mut insert = client.insert::<T>(table).await?.with_timeouts(
         Some(Duration::from_secs(30)),
         Some(Duration::from_secs(120)),
     );
-    for row in rows {
+    for row in rows.iter().filter(|row| !stored.contains(row.event_id())) {
         insert.write(row).await?;
     }
     insert.end().await
+}
+
+/// Event ids of `rows` already in `table`, looked up by the batch's ingestion-time range.
+async fn already_stored<T: StoredRow>(
+    client: &Client,
+    table: &str,
+    rows: &[T],
+) -> Result<HashSet<String>, clickhouse::error::Error> {
+    let (Some(first), Some(last)) = (
+        rows.iter().map(StoredRow::ingested_at).min(),
+        rows.iter().map(StoredRow::ingested_at).max(),
+    ) else {
+        return Ok(HashSet::new());
+    };
+    let ours: HashSet<&str> = rows.iter().map(StoredRow::event_id).collect();
+    let mut cursor = client
+        .query_raw(&format!(
+            "SELECT event_id FROM {table} WHERE ingested_at >= toDateTime({first}) AND ingested_at <= toDateTime({last})"
+        ))
+        .fetch::<String>()?;
+    let mut stored = HashSet::new();
+    while let Some(id) = cursor.next().await? {
+        if ours.contains(id.as_str()) {
+            stored.insert(id);
+        }
+    }
+    Ok(stored)
 }
 
 /// ±25 % jitter, so that many workers do not retry in lockstep.

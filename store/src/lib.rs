@@ -7,7 +7,7 @@ mod migrate;
 mod rows;
 
 pub use migrate::{migrate, Migration, MigrationError, MIGRATIONS};
-pub use rows::{CostSource, GatewayRow, ProviderRow, GATEWAY_TABLE, PROVIDER_TABLE};
+pub use rows::{CostSource, GatewayRow, ProviderRow, StoredRow, GATEWAY_TABLE, PROVIDER_TABLE};
 
 use tripline_core::config::ClickHouseConfig;
 

@@ -18,6 +18,13 @@ pub enum CostSource {
     Unpriced = 3,
 }
 
+/// What the writer needs to know of any row to tell whether it is already stored.
+pub trait StoredRow {
+    fn event_id(&self) -> &str;
+    /// Ingestion time, seconds since the epoch.
+    fn ingested_at(&self) -> u32;
+}
+
 #[derive(Debug, Clone, PartialEq, Row, Serialize, Deserialize)]
 pub struct GatewayRow {
     pub event_id: String,
@@ -76,4 +83,22 @@ pub struct ProviderRow {
     pub cost_source: i8,
     pub src_partition: i32,
     pub src_offset: i64,
+}
+
+impl StoredRow for GatewayRow {
+    fn event_id(&self) -> &str {
+        &self.event_id
+    }
+    fn ingested_at(&self) -> u32 {
+        self.ingested_at
+    }
+}
+
+impl StoredRow for ProviderRow {
+    fn event_id(&self) -> &str {
+        &self.event_id
+    }
+    fn ingested_at(&self) -> u32 {
+        self.ingested_at
+    }
 }

@@ -10,7 +10,7 @@ use tokio::sync::watch;
 pub struct Proxy {
     pub addr: String,
     up: Arc<AtomicBool>,
-    cut: watch::Sender<u64>,
+    cut: Arc<watch::Sender<u64>>,
 }
 
 impl Proxy {
@@ -18,9 +18,9 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         let up = Arc::new(AtomicBool::new(true));
-        let (cut, _) = watch::channel(0u64);
+        let cut = Arc::new(watch::channel(0u64).0);
         let accept_up = up.clone();
-        let cut_rx = cut.subscribe();
+        let accept_cut = cut.clone();
         tokio::spawn(async move {
             loop {
                 let Ok((mut client, _)) = listener.accept().await else {
@@ -31,7 +31,8 @@ impl Proxy {
                     continue;
                 }
                 let target = target.clone();
-                let mut cut_rx = cut_rx.clone();
+                // Subscribed now, so only cuts after this connection opened close it.
+                let mut cut_rx = accept_cut.subscribe();
                 tokio::spawn(async move {
                     let Ok(mut server) = TcpStream::connect(&target).await else {
                         return;
