@@ -217,10 +217,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     shutdown.cancel();
     task.await??;
+    let server = base.clone().with_database("default");
     for db in [raw_db, e2e_db] {
-        base.query_raw(&format!("DROP DATABASE IF EXISTS {db}"))
-            .execute()
-            .await?;
+        server.query_raw(&format!("DROP DATABASE IF EXISTS {db}")).execute().await?;
     }
     Ok(())
 }

@@ -87,6 +87,8 @@ pub struct ClickHouseConfig {
     pub user: String,
     /// Environment variable holding the password; unset or empty means no password.
     pub password_env: String,
+    /// `lz4` saves bandwidth to a remote server; `none` saves CPU when it is on the same host.
+    pub compression: String,
 }
 
 impl Default for ClickHouseConfig {
@@ -96,6 +98,7 @@ impl Default for ClickHouseConfig {
             database: "tripline".into(),
             user: "default".into(),
             password_env: "TRIPLINE_CLICKHOUSE_PASSWORD".into(),
+            compression: "lz4".into(),
         }
     }
 }
@@ -328,6 +331,13 @@ impl Config {
             "clickhouse.database",
             format!("{:?} is not a plain identifier", c.database),
             "letters, digits and '_', not starting with a digit",
+        );
+
+        check(
+            matches!(c.compression.as_str(), "lz4" | "none"),
+            "clickhouse.compression",
+            format!("{:?} is not a supported compression", c.compression),
+            "\"lz4\" or \"none\"",
         );
 
         let i = &self.ingest;

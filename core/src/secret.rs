@@ -16,9 +16,10 @@ use sha2::Sha256;
 pub const FINGERPRINT_PREFIX: &str = "fp_";
 
 /// Key shapes of the major LLM providers, plus JSON fields whose value is always a secret.
+/// ASCII word boundaries keep the whole pattern on the regex crate's fast DFA.
 const SECRET_PATTERN: &str = r#"(?x)
     "(?i:api_key|apikey|api-key|x-api-key|authorization|secret_key)"\s*:\s*"((?:[^"\\]|\\.)*)"
-  | \b(?:
+  | (?-u:\b)(?:
         sk-[A-Za-z0-9_\-]{20,}          # OpenAI, Anthropic (sk-ant-), LiteLLM virtual keys, DeepSeek
       | sk_(?:live|test)_[A-Za-z0-9]{16,}
       | AIza[0-9A-Za-z_\-]{35}          # Google AI Studio / Gemini
@@ -28,7 +29,7 @@ const SECRET_PATTERN: &str = r#"(?x)
       | r8_[A-Za-z0-9]{20,}             # Replicate
       | pplx-[A-Za-z0-9]{20,}           # Perplexity
       | AKIA[0-9A-Z]{16}                # AWS access key id (Bedrock)
-    )\b
+    )(?-u:\b)
 "#;
 
 fn secret_regex() -> &'static Regex {

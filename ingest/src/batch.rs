@@ -17,6 +17,8 @@ pub struct Batch {
     /// Per (topic, partition): the offset to commit, i.e. one past the last message handled.
     pub next_offsets: BTreeMap<(String, i32), i64>,
     pub messages: usize,
+    /// Messages per topic (counted per batch: a labelled counter per message costs too much).
+    pub consumed: BTreeMap<String, u64>,
     pub duplicates: usize,
     pub started: Instant,
 }
@@ -29,6 +31,7 @@ impl Batch {
             dead: Vec::new(),
             next_offsets: BTreeMap::new(),
             messages: 0,
+            consumed: BTreeMap::new(),
             duplicates: 0,
             started: Instant::now(),
         }
@@ -53,6 +56,12 @@ impl Batch {
             Outcome::Provider(row) => self.provider.push(*row),
             Outcome::Duplicate => self.duplicates += 1,
             Outcome::Dead(letter) => self.dead.push(*letter),
+        }
+        match self.consumed.get_mut(source.topic) {
+            Some(count) => *count += 1,
+            None => {
+                self.consumed.insert(source.topic.to_owned(), 1);
+            }
         }
         let next = source.offset + 1;
         match self

@@ -148,7 +148,6 @@ impl Ingest {
                         };
                         let source = Source { topic, partition: message.partition(), offset: message.offset() };
                         let outcome = self.processor.process(kind, message.payload().unwrap_or_default(), source, now_ms());
-                        ::metrics::counter!(crate::metrics::CONSUMED, "topic" => topic.to_owned()).increment(1);
                         batch.add(outcome, source);
                         if batch.len() < max_rows {
                             continue;

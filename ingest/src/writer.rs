@@ -86,6 +86,9 @@ impl Writer {
         metrics::histogram!(m::BATCH_ROWS)
             .record((batch.gateway.len() + batch.provider.len()) as f64);
         metrics::counter!(m::DUPLICATES).increment(batch.duplicates as u64);
+        for (topic, count) in &batch.consumed {
+            metrics::counter!(m::CONSUMED, "topic" => topic.clone()).increment(*count);
+        }
         self.commit(batch, CommitMode::Async);
         debug!(
             gateway = batch.gateway.len(),

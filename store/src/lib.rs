@@ -21,6 +21,9 @@ pub fn client(config: &ClickHouseConfig, password: Option<&str>) -> clickhouse::
         .with_user(&config.user)
         .with_database(&config.database)
         .with_validation(false);
+    if config.compression == "none" {
+        client = client.with_compression(clickhouse::Compression::None);
+    }
     if let Some(password) = password.filter(|p| !p.is_empty()) {
         client = client.with_password(password);
     }
