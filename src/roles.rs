@@ -31,11 +31,13 @@ pub async fn serve(config_path: Option<&Path>) -> anyhow::Result<()> {
     let clickhouse = loaded.clickhouse();
     let health = Arc::new(IngestHealth::default());
     let listen: SocketAddr = loaded.config.server.listen.parse()?;
+    let collector = build_collector(&loaded)?;
     let server = tokio::spawn(server::serve(
         listen,
         AppState {
             metrics,
             ingest: Some(health.clone()),
+            collector,
         },
         shutdown.clone(),
     ));
@@ -130,6 +132,23 @@ pub fn build_processor(loaded: &Loaded) -> anyhow::Result<Processor> {
         max_message_bytes: ingest.max_message_bytes,
         max_future_skew_ms: ingest.max_future_skew_ms,
     })
+}
+
+/// The HTTP collector's routes, when `[collector.token_env]` names at least one source.
+fn build_collector(loaded: &Loaded) -> anyhow::Result<Option<axum::Router>> {
+    let config = &loaded.config;
+    let fingerprinter = Fingerprinter::new(&loaded.fingerprint_secret()?)?;
+    let collector = tripline_collector::Collector::new(
+        &config.collector,
+        &config.kafka,
+        &config.ingest,
+        fingerprinter,
+        tripline_kafka::process_env,
+    )?;
+    if collector.is_some() {
+        info!(sources = ?config.collector.token_env.keys().collect::<Vec<_>>(), "http collector enabled");
+    }
+    Ok(collector.map(|c| c.router()))
 }
 
 /// SIGINT or SIGTERM starts an orderly shutdown; a second one exits at once.

@@ -18,14 +18,21 @@ use tripline_ingest::IngestHealth;
 pub struct AppState {
     pub metrics: PrometheusHandle,
     pub ingest: Option<Arc<IngestHealth>>,
+    /// `POST /v1/events` and `/v1/logs/litellm` when `[collector]` names a source.
+    pub collector: Option<Router>,
 }
 
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let collector = state.collector.clone();
+    let router = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .with_state(state)
+        .with_state(state);
+    match collector {
+        Some(collector) => router.merge(collector),
+        None => router,
+    }
 }
 
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
@@ -67,7 +74,12 @@ pub async fn serve(
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|err| anyhow::anyhow!("cannot listen on {listen}: {err}"))?;
-    tracing::info!(%listen, "http server listening (/healthz, /readyz, /metrics)");
+    let endpoints = if state.collector.is_some() {
+        "/healthz, /readyz, /metrics, POST /v1/events, POST /v1/logs/litellm"
+    } else {
+        "/healthz, /readyz, /metrics"
+    };
+    tracing::info!(%listen, endpoints, "http server listening");
     axum::serve(listener, router(state))
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await?;

@@ -9,6 +9,9 @@ use std::net::SocketAddr;
 
 use serde::Deserialize;
 
+mod collector;
+pub use collector::CollectorConfig;
+
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -24,6 +27,8 @@ pub struct Config {
     pub secrets: SecretsConfig,
     #[serde(default)]
     pub enrich: EnrichConfig,
+    #[serde(default)]
+    pub collector: CollectorConfig,
 }
 
 /// The HTTP server for `/healthz`, `/readyz` and `/metrics`.
@@ -397,6 +402,7 @@ impl Config {
             "no source for the fingerprint secret".into(),
             "name an environment variable or set fingerprint_secret_file",
         );
+        collector::validate(&self.collector, &mut check);
         errors
     }
 }

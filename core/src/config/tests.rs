@@ -69,3 +69,29 @@ fn env_overrides_replace_endpoints() {
     assert_eq!(config.kafka.brokers, "kafka:9092");
     assert_eq!(config.clickhouse.url, "http://127.0.0.1:8123");
 }
+
+#[test]
+fn collector_section_is_validated() {
+    let config = Config::from_toml(
+        "[collector]\nmax_batch_events = 5\n[collector.token_env]\nlitellm = \"TOKEN_VAR\"\n",
+    )
+    .unwrap();
+    assert_eq!(config.collector.max_batch_events, 5);
+    assert_eq!(config.collector.token_env["litellm"], "TOKEN_VAR");
+    assert!(Config::default().collector.token_env.is_empty());
+
+    let errors = Config::from_toml(
+        "[collector]\nmax_body_bytes = 10\n[collector.token_env]\n\"Bad Name\" = \"\"\n",
+    )
+    .unwrap_err();
+    let keys: Vec<_> = errors.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "collector.token_env",
+            "collector.token_env",
+            "collector.max_body_bytes"
+        ]
+    );
+    assert_eq!(errors[2].line, Some(2));
+}

@@ -1,0 +1,408 @@
+//! The HTTP collector: gateways that do not write to Kafka post their logs here.
+//!
+//! - `POST /v1/logs/litellm`: LiteLLM's `generic_api` callback (`json_array`, `ndjson` or
+//!   `single`), each StandardLoggingPayload mapped to contract v1, prompts dropped on receipt;
+//! - `POST /v1/events`: contract-v1 events as a JSON array, NDJSON or one object.
+//!
+//! Both take a bearer token per source, gzip, and size limits. Every item is validated with the
+//! contract's rules; refused ones go to the dead-letter topic (the same envelope as ingest) and
+//! do not hold back their neighbours. A 2xx means every accepted event and every dead letter
+//! was acknowledged by Kafka with `acks=all`; when Kafka cannot take them in time the answer is
+//! 503 with `Retry-After`, so the gateway sends the batch again (ingest drops the duplicates
+//! that a partly written batch leaves, by `event_id`).
+
+pub mod batch;
+pub mod body;
+pub mod encode;
+pub mod litellm;
+pub mod metrics;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use tokio::sync::Semaphore;
+use tracing::{debug, warn};
+use tripline_core::config::{CollectorConfig, IngestConfig, KafkaConfig};
+use tripline_core::event::EventKind;
+use tripline_core::secret::Fingerprinter;
+
+use crate::batch::{Destination, Endpoint, Limits, PrepareError, Prepared, Record};
+use crate::body::BodyError;
+
+/// Shortest bearer token accepted: a guessable token would let anyone write events.
+pub const MIN_TOKEN_LEN: usize = 16;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CollectorError {
+    #[error(
+        "collector.token_env: environment variable {var} (token of source {name:?}) is not set"
+    )]
+    MissingToken { name: String, var: String },
+    #[error("collector.token_env: the token of source {name:?} (in {var}) is {len} characters; use at least {MIN_TOKEN_LEN} (e.g. `openssl rand -hex 24`)")]
+    ShortToken {
+        name: String,
+        var: String,
+        len: usize,
+    },
+    #[error(transparent)]
+    Kafka(#[from] tripline_kafka::KafkaSetupError),
+    #[error("kafka producer: {0}")]
+    Client(#[from] rdkafka::error::KafkaError),
+}
+
+/// The collector's shared state; cheap to clone.
+#[derive(Clone)]
+pub struct Collector {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    producer: FutureProducer,
+    gateway_topic: String,
+    provider_topic: String,
+    dlq_topic: String,
+    fingerprinter: Fingerprinter,
+    /// (source name, SHA-256 of its token).
+    tokens: Vec<(String, [u8; 32])>,
+    limits: Limits,
+    max_body_bytes: usize,
+    produce_timeout: Duration,
+    retry_after_s: u32,
+    slots: Semaphore,
+}
+
+impl Collector {
+    /// Builds the collector, or `None` when no source is configured (the endpoints are off).
+    /// Tokens are read through `env` (the process environment in production).
+    pub fn new(
+        config: &CollectorConfig,
+        kafka: &KafkaConfig,
+        ingest: &IngestConfig,
+        fingerprinter: Fingerprinter,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Option<Collector>, CollectorError> {
+        if config.token_env.is_empty() {
+            return Ok(None);
+        }
+        let mut tokens = Vec::with_capacity(config.token_env.len());
+        for (source, var) in &config.token_env {
+            let token = env(var)
+                .map(|t| t.trim().to_owned())
+                .filter(|t| !t.is_empty())
+                .ok_or_else(|| CollectorError::MissingToken {
+                    name: source.clone(),
+                    var: var.clone(),
+                })?;
+            if token.len() < MIN_TOKEN_LEN {
+                return Err(CollectorError::ShortToken {
+                    name: source.clone(),
+                    var: var.clone(),
+                    len: token.len(),
+                });
+            }
+            tokens.push((source.clone(), digest(token.as_bytes())));
+        }
+        let mut producer = tripline_kafka::producer_config(kafka, &env)?;
+        // Past this, librdkafka gives up on a record and the request is answered 503.
+        producer.set("message.timeout.ms", config.produce_timeout_ms.to_string());
+        let producer: FutureProducer = producer.create()?;
+        crate::metrics::describe();
+        Ok(Some(Collector {
+            inner: Arc::new(Inner {
+                producer,
+                gateway_topic: kafka.gateway_topic.clone(),
+                provider_topic: kafka.provider_topic.clone(),
+                dlq_topic: kafka.dlq_topic.clone(),
+                fingerprinter,
+                tokens,
+                limits: Limits {
+                    max_batch_events: config.max_batch_events,
+                    max_message_bytes: ingest.max_message_bytes,
+                    max_future_skew_ms: ingest.max_future_skew_ms,
+                },
+                max_body_bytes: config.max_body_bytes,
+                produce_timeout: Duration::from_millis(config.produce_timeout_ms),
+                retry_after_s: config.retry_after_s,
+                slots: Semaphore::new(config.max_concurrent_batches),
+            }),
+        }))
+    }
+
+    /// `POST /v1/events` and `POST /v1/logs/litellm`, to merge into the server's router.
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route(Endpoint::Events.path(), post(events))
+            .route(Endpoint::LiteLlm.path(), post(litellm_logs))
+            .with_state(self.clone())
+    }
+
+    /// The source whose token the request carries, comparing digests in constant time.
+    fn authenticate(&self, headers: &HeaderMap) -> Option<&str> {
+        let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
+        let (scheme, token) = value.split_once(' ')?;
+        if !scheme.eq_ignore_ascii_case("bearer") {
+            return None;
+        }
+        let presented = digest(token.trim().as_bytes());
+        let mut found = None;
+        for (source, expected) in &self.inner.tokens {
+            let diff = expected
+                .iter()
+                .zip(presented.iter())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+            if diff == 0 {
+                found = Some(source.as_str());
+            }
+        }
+        found
+    }
+
+    /// Produces every record, then waits for every acknowledgement. Any failure fails the whole
+    /// batch: the caller answers 503 and the gateway resends it (duplicates are dropped by ingest).
+    async fn produce(&self, records: &[Record]) -> Result<(), String> {
+        let inner = &self.inner;
+        let mut deliveries = Vec::with_capacity(records.len());
+        for record in records {
+            let topic = match record.destination {
+                Destination::Gateway => &inner.gateway_topic,
+                Destination::Provider => &inner.provider_topic,
+                Destination::DeadLetters => &inner.dlq_topic,
+            };
+            let kafka_record = FutureRecord::to(topic)
+                .key(record.key.as_str())
+                .payload(record.payload.as_slice());
+            deliveries.push(
+                tripline_kafka::enqueue(&inner.producer, kafka_record)
+                    .await
+                    .map_err(|err| err.to_string())?,
+            );
+        }
+        let mut first_error = None;
+        for delivery in deliveries {
+            if let Err(err) = tripline_kafka::delivered(delivery.await) {
+                first_error.get_or_insert(err);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+fn digest(bytes: &[u8]) -> [u8; 32] {
+    Sha256::digest(bytes).into()
+}
+
+#[derive(Deserialize)]
+struct Params {
+    /// Default `kind` of the items of a `/v1/events` batch.
+    kind: Option<String>,
+}
+
+async fn events(
+    state: State<Collector>,
+    params: Query<Params>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    handle(Endpoint::Events, state, params, headers, body).await
+}
+
+async fn litellm_logs(
+    state: State<Collector>,
+    params: Query<Params>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    handle(Endpoint::LiteLlm, state, params, headers, body).await
+}
+
+async fn handle(
+    endpoint: Endpoint,
+    State(collector): State<Collector>,
+    Query(params): Query<Params>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let started = Instant::now();
+    let response = process(endpoint, &collector, params, &headers, body).await;
+    let status = response.status();
+    ::metrics::counter!(metrics::REQUESTS, "endpoint" => endpoint.label(), "status" => status.as_str().to_owned())
+        .increment(1);
+    ::metrics::histogram!(metrics::REQUEST_SECONDS, "endpoint" => endpoint.label())
+        .record(started.elapsed().as_secs_f64());
+    response
+}
+
+async fn process(
+    endpoint: Endpoint,
+    collector: &Collector,
+    params: Params,
+    headers: &HeaderMap,
+    body: Body,
+) -> Response {
+    let inner = &collector.inner;
+    let Some(source) = collector.authenticate(headers).map(str::to_owned) else {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "missing or unknown bearer token",
+            &[(header::WWW_AUTHENTICATE, "Bearer realm=\"tripline\"")],
+        );
+    };
+    let default_kind = match params.kind.as_deref().map(batch::parse_kind) {
+        None => EventKind::Gateway,
+        Some(Some(kind)) if endpoint == Endpoint::Events => kind,
+        Some(_) => return error(
+            StatusCode::BAD_REQUEST,
+            "query parameter `kind` must be gateway_request or provider_attempt (on /v1/events)",
+            &[],
+        ),
+    };
+    let limit = inner.max_body_bytes;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return too_large(limit);
+    }
+
+    // Bounds memory: at most this many bodies are held at once; the others wait here.
+    let Ok(_slot) = inner.slots.acquire().await else {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "shutting down", &[]);
+    };
+    let raw = match Limited::new(body, limit).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(err) if err.is::<LengthLimitError>() => return too_large(limit),
+        Err(err) => {
+            debug!(%err, "collector: request body not received");
+            return error(StatusCode::BAD_REQUEST, "request body not received", &[]);
+        }
+    };
+    let encoding = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+
+    // Decoding, redaction and validation are CPU work on up to max_body_bytes: off the reactor.
+    let worker = collector.clone();
+    let prepared = tokio::task::spawn_blocking(move || -> Result<Prepared, PrepareError> {
+        let inner = &worker.inner;
+        let decoded = body::decode(encoding.as_deref(), &raw, inner.max_body_bytes)
+            .map_err(PrepareError::Body)?;
+        batch::prepare(
+            endpoint,
+            default_kind,
+            &decoded,
+            &inner.fingerprinter,
+            &inner.limits,
+            now_ms(),
+        )
+    })
+    .await;
+    let prepared = match prepared {
+        Ok(Ok(prepared)) => prepared,
+        Ok(Err(err)) => return refused(&err),
+        Err(err) => {
+            warn!(%err, "collector: batch preparation panicked");
+            return error(StatusCode::INTERNAL_SERVER_ERROR, "internal error", &[]);
+        }
+    };
+
+    let produce = collector.produce(&prepared.records);
+    // librdkafka times records out after produce_timeout; this only guards a queue kept full.
+    let outcome = match tokio::time::timeout(inner.produce_timeout * 2, produce).await {
+        Ok(outcome) => outcome,
+        Err(_) => Err("kafka did not acknowledge in time".to_owned()),
+    };
+    if let Err(err) = outcome {
+        ::metrics::counter!(metrics::KAFKA_FAILURES).increment(1);
+        warn!(%err, endpoint = endpoint.path(), records = prepared.records.len(), "collector: kafka did not take the batch; answering 503");
+        let retry_after = inner.retry_after_s.to_string();
+        let retry_after = HeaderValue::from_str(&retry_after).expect("digits are a header value");
+        let mut response = error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "kafka is unavailable: nothing of this batch was acknowledged; send it again",
+            &[],
+        );
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, retry_after);
+        return response;
+    }
+
+    let label = endpoint.label();
+    ::metrics::counter!(metrics::EVENTS, "endpoint" => label, "source" => source.clone(), "outcome" => "accepted")
+        .increment(prepared.accepted as u64);
+    for rejected in &prepared.rejected {
+        ::metrics::counter!(metrics::REJECTED, "endpoint" => label, "reason" => rejected.reason)
+            .increment(1);
+    }
+    ::metrics::counter!(metrics::EVENTS, "endpoint" => label, "source" => source, "outcome" => "rejected")
+        .increment(prepared.rejected.len() as u64);
+    let status = if prepared.malformed {
+        StatusCode::BAD_REQUEST
+    } else {
+        StatusCode::OK
+    };
+    (
+        status,
+        Json(serde_json::json!({
+            "accepted": prepared.accepted,
+            "rejected": prepared.rejected,
+        })),
+    )
+        .into_response()
+}
+
+fn refused(err: &PrepareError) -> Response {
+    match err {
+        PrepareError::Body(BodyError::TooLarge(limit)) => too_large(*limit),
+        PrepareError::TooManyEvents { .. } => {
+            error(StatusCode::PAYLOAD_TOO_LARGE, &err.to_string(), &[])
+        }
+        PrepareError::Body(BodyError::UnsupportedEncoding(_)) => {
+            error(StatusCode::UNSUPPORTED_MEDIA_TYPE, &err.to_string(), &[])
+        }
+        PrepareError::Body(_) => error(StatusCode::BAD_REQUEST, &err.to_string(), &[]),
+    }
+}
+
+fn too_large(limit: usize) -> Response {
+    error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        &format!(
+            "body is larger than {limit} bytes (collector.max_body_bytes); send smaller batches"
+        ),
+        &[],
+    )
+}
+
+fn error(
+    status: StatusCode,
+    message: &str,
+    headers: &[(header::HeaderName, &'static str)],
+) -> Response {
+    let mut response = (status, Json(serde_json::json!({ "error": message }))).into_response();
+    for (name, value) in headers {
+        response
+            .headers_mut()
+            .insert(name.clone(), HeaderValue::from_static(value));
+    }
+    response
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
