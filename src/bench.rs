@@ -219,7 +219,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     task.await??;
     let server = base.clone().with_database("default");
     for db in [raw_db, e2e_db] {
-        server.query_raw(&format!("DROP DATABASE IF EXISTS {db}")).execute().await?;
+        server
+            .query_raw(&format!("DROP DATABASE IF EXISTS {db}"))
+            .execute()
+            .await?;
     }
     Ok(())
 }

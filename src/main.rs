@@ -1,6 +1,7 @@
 //! `tripline`: one binary, one subcommand per role. See `tripline --help`.
 
 mod bench;
+mod detect;
 mod roles;
 mod server;
 mod settings;
@@ -40,10 +41,12 @@ struct ConfigArg {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run every role (today: ingest) with the HTTP server (/healthz, /readyz, /metrics).
+    /// Run every role (ingest, detectors) with the HTTP server (/healthz, /readyz, /metrics).
     Run(ConfigArg),
     /// Run ingest only: Kafka → validate, enrich, dedup → ClickHouse; bad events → DLQ.
     Ingest(ConfigArg),
+    /// Run the detector workers only: rollups in ClickHouse → findings → tripline.alerts.
+    Detect(ConfigArg),
     /// Apply the ClickHouse schema migrations and exit.
     Migrate(ConfigArg),
     /// Check a config file and print every problem with its line, column and a hint.
@@ -76,8 +79,26 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Run(args) | Command::Ingest(args) => {
-                roles::serve(args.config.as_deref()).await
+            Command::Run(args) => {
+                let roles = roles::Roles {
+                    ingest: true,
+                    detect: true,
+                };
+                roles::serve(args.config.as_deref(), roles).await
+            }
+            Command::Ingest(args) => {
+                let roles = roles::Roles {
+                    ingest: true,
+                    detect: false,
+                };
+                roles::serve(args.config.as_deref(), roles).await
+            }
+            Command::Detect(args) => {
+                let roles = roles::Roles {
+                    ingest: false,
+                    detect: true,
+                };
+                roles::serve(args.config.as_deref(), roles).await
             }
             Command::Migrate(args) => roles::migrate_only(args.config.as_deref()).await,
             Command::Simulate(args) => simulate::run(args).await,

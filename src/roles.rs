@@ -21,7 +21,14 @@ use crate::settings::{self, Loaded};
 use crate::telemetry;
 
 /// `tripline run` / `tripline ingest`.
-pub async fn serve(config_path: Option<&Path>) -> anyhow::Result<()> {
+/// Which long-running roles a process runs.
+#[derive(Debug, Clone, Copy)]
+pub struct Roles {
+    pub ingest: bool,
+    pub detect: bool,
+}
+
+pub async fn serve(config_path: Option<&Path>, roles: Roles) -> anyhow::Result<()> {
     let loaded = settings::load(config_path)?;
     let metrics = telemetry::init_metrics()?;
     let shutdown = CancellationToken::new();
@@ -36,7 +43,7 @@ pub async fn serve(config_path: Option<&Path>) -> anyhow::Result<()> {
         listen,
         AppState {
             metrics,
-            ingest: Some(health.clone()),
+            ingest: roles.ingest.then(|| health.clone()),
             collector,
         },
         shutdown.clone(),
@@ -57,21 +64,36 @@ pub async fn serve(config_path: Option<&Path>) -> anyhow::Result<()> {
         warn!(%err, "could not create topics; assuming they exist");
     }
 
-    let ingest = Ingest {
-        kafka: loaded.config.kafka.clone(),
-        settings: loaded.config.ingest.clone(),
-        clickhouse,
-        processor,
-        health,
+    let detector = roles
+        .detect
+        .then(|| crate::detect::spawn(&loaded, config_path, shutdown.clone()));
+    let result = if roles.ingest {
+        let ingest = Ingest {
+            kafka: loaded.config.kafka.clone(),
+            settings: loaded.config.ingest.clone(),
+            clickhouse,
+            processor,
+            health,
+        };
+        ingest.run(shutdown.clone()).await.context("ingest failed")
+    } else {
+        shutdown.cancelled().await;
+        Ok(())
     };
-    let result = ingest.run(shutdown.clone()).await;
     shutdown.cancel();
+    if let Some(detector) = detector {
+        match detector.await {
+            Ok(Err(err)) => warn!("detectors: {err:#}"),
+            Err(err) => warn!("detector task: {err}"),
+            Ok(Ok(())) => {}
+        }
+    }
     match server.await {
         Ok(Err(err)) => warn!("http server: {err:#}"),
         Err(err) => warn!("http server task: {err}"),
         Ok(Ok(())) => {}
     }
-    result.context("ingest failed")
+    result
 }
 
 /// `tripline migrate`.

@@ -9,6 +9,9 @@ use std::net::SocketAddr;
 
 use serde::Deserialize;
 
+mod detect;
+pub use detect::*;
+
 mod collector;
 pub use collector::CollectorConfig;
 
@@ -29,6 +32,8 @@ pub struct Config {
     pub enrich: EnrichConfig,
     #[serde(default)]
     pub collector: CollectorConfig,
+    #[serde(default)]
+    pub detect: DetectConfig,
 }
 
 /// The HTTP server for `/healthz`, `/readyz` and `/metrics`.
@@ -394,6 +399,10 @@ impl Config {
             ),
             "",
         );
+
+        for (key, message, hint) in self.detect.problems() {
+            check(false, &key, message, hint);
+        }
 
         let s = &self.secrets;
         check(

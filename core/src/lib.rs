@@ -2,8 +2,10 @@
 //! model price table and the configuration schema. No async and no IO here, so everything in
 //! this crate is unit-testable in isolation.
 
+pub mod alert;
 pub mod config;
 pub mod event;
+pub mod models;
 pub mod price;
 pub mod secret;
 pub mod time;

@@ -26,6 +26,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "minute_rollups",
         sql: include_str!("../../dashboards/migrations/0002_minute_rollups.sql"),
     },
+    Migration {
+        version: 3,
+        name: "alerts",
+        sql: include_str!("../../dashboards/migrations/0003_alerts.sql"),
+    },
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -1,0 +1,272 @@
+//! `[detect]`: evaluation cadence, sharding, and each detector's thresholds, with per-key and
+//! per-project overrides. Every threshold has a documented default (see tripline.example.toml).
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use crate::models::spend::SpendModelConfig;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DetectConfig {
+    /// How often the detectors evaluate (closed windows plus the current partial one).
+    pub eval_interval_ms: u64,
+    /// Events this late still count: a minute is closed this long after it ends.
+    pub allowed_lateness_s: u64,
+    /// History replayed from ClickHouse at start-up so that models are warm at once.
+    pub history_hours: u64,
+    /// A firing alert that is no longer flagged resolves after this long.
+    pub resolve_after_s: u64,
+    /// This worker evaluates the entities whose hash falls in its shard.
+    pub shard_index: u32,
+    pub shard_count: u32,
+    pub spend_spike: SpendSpikeConfig,
+    pub leaked_key: LeakedKeyConfig,
+    pub retry_storm: RetryStormConfig,
+    pub cross_region: CrossRegionConfig,
+    /// Overrides per API key: `[detect.keys."key-7"]`.
+    pub keys: BTreeMap<String, EntityOverride>,
+    /// Overrides per project: `[detect.projects."search"]`.
+    pub projects: BTreeMap<String, EntityOverride>,
+}
+
+impl Default for DetectConfig {
+    fn default() -> Self {
+        Self {
+            eval_interval_ms: 5_000,
+            allowed_lateness_s: 30,
+            history_hours: 24,
+            resolve_after_s: 300,
+            shard_index: 0,
+            shard_count: 1,
+            spend_spike: SpendSpikeConfig::default(),
+            leaked_key: LeakedKeyConfig::default(),
+            retry_storm: RetryStormConfig::default(),
+            cross_region: CrossRegionConfig::default(),
+            keys: BTreeMap::new(),
+            projects: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SpendSpikeConfig {
+    pub enabled: bool,
+    /// The per-minute spend model (`[detect.spend_spike.model]`): baseline memory, tail
+    /// probability, the dollar floor (`min_abs_usd`) that keeps cents from paging anyone.
+    pub model: SpendModelConfig,
+    /// Also watch spend per project and overall.
+    pub per_project: bool,
+    pub overall: bool,
+    /// Budgets for every key (None = no budget); per-key and per-project overrides win.
+    pub hourly_budget_usd: Option<f64>,
+    pub daily_budget_usd: Option<f64>,
+}
+
+impl Default for SpendSpikeConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            model: SpendModelConfig::default(),
+            per_project: true,
+            overall: true,
+            hourly_budget_usd: None,
+            daily_budget_usd: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LeakedKeyConfig {
+    pub enabled: bool,
+    /// Minutes of a key's history before "never seen" means something.
+    pub min_history_minutes: u32,
+    /// Requests from a new country/ASN/model family within a minute needed to alert.
+    pub min_new_requests: u64,
+    pub new_country: bool,
+    pub new_asn: bool,
+    /// A hosting/datacenter network for a key that never used one.
+    pub hosting_asn: bool,
+    /// A model family the key never called.
+    pub new_model_family: bool,
+    /// Distinct client IPs in a minute, as a multiple of the key's usual count, that alerts.
+    pub ip_jump_factor: f64,
+    /// ...and at least this many distinct IPs.
+    pub min_distinct_ips: u64,
+    /// One IP failing authentication (401/403) on this many keys within a minute: key scanning.
+    pub scan_min_keys: u64,
+}
+
+impl Default for LeakedKeyConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            min_history_minutes: 30,
+            min_new_requests: 3,
+            new_country: true,
+            new_asn: true,
+            hosting_asn: true,
+            new_model_family: true,
+            ip_jump_factor: 4.0,
+            min_distinct_ips: 8,
+            scan_min_keys: 10,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryStormConfig {
+    pub enabled: bool,
+    /// Requests in a minute below which retry shares are too noisy to judge.
+    pub min_requests: u64,
+    /// Share of requests that are retries (`attempt > 1`) that alerts.
+    pub retry_share: f64,
+    /// Attempts per successful request that alerts (warning) and pages (critical).
+    pub amplification: f64,
+    pub critical_amplification: f64,
+    /// Retries of one request arriving faster than this on average had no backoff.
+    pub no_backoff_ms: f64,
+}
+
+impl Default for RetryStormConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            min_requests: 20,
+            retry_share: 0.25,
+            amplification: 2.0,
+            critical_amplification: 4.0,
+            no_backoff_ms: 250.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CrossRegionConfig {
+    pub enabled: bool,
+    /// Travel faster than this between two uses is impossible.
+    pub max_speed_kmh: f64,
+    /// Countries closer than this (neighbours, VPN exits next door) never count as travel.
+    pub min_distance_km: f64,
+    /// Requests from the far country needed to alert (one stray request is not enough).
+    pub min_requests: u64,
+    /// Distinct countries in an hour above the key's usual count plus this margin alert.
+    pub countries_margin: u64,
+}
+
+impl Default for CrossRegionConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_speed_kmh: 1_000.0,
+            min_distance_km: 1_000.0,
+            min_requests: 2,
+            countries_margin: 3,
+        }
+    }
+}
+
+/// Per-entity adjustments; unset fields fall back to the detector's settings.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EntityOverride {
+    /// Detectors switched off for this entity, e.g. `["cross_region"]`.
+    pub disabled: Vec<String>,
+    /// Replaces `spend_spike.model.min_abs_usd` (the dollar floor) for this entity.
+    pub min_abs_usd: Option<f64>,
+    pub hourly_budget_usd: Option<f64>,
+    pub daily_budget_usd: Option<f64>,
+}
+
+pub const DETECTORS: [&str; 4] = ["spend_spike", "leaked_key", "retry_storm", "cross_region"];
+
+impl DetectConfig {
+    /// The override for a key, else its project's, else none.
+    pub fn override_for(&self, api_key_id: &str, project: &str) -> Option<&EntityOverride> {
+        self.keys
+            .get(api_key_id)
+            .or_else(|| self.projects.get(project))
+    }
+
+    pub fn enabled_for(&self, detector: &str, api_key_id: &str, project: &str) -> bool {
+        self.override_for(api_key_id, project)
+            .is_none_or(|o| !o.disabled.iter().any(|d| d == detector))
+    }
+
+    /// (key, message, hint) for every value that makes no sense.
+    pub fn problems(&self) -> Vec<(String, String, &'static str)> {
+        let mut out = Vec::new();
+        let mut check = |ok: bool, key: &str, message: String, hint: &'static str| {
+            if !ok {
+                out.push((key.to_owned(), message, hint));
+            }
+        };
+        check(
+            (500..=300_000).contains(&self.eval_interval_ms),
+            "detect.eval_interval_ms",
+            format!(
+                "must be between 500 and 300000 (got {})",
+                self.eval_interval_ms
+            ),
+            "",
+        );
+        check(
+            self.shard_count >= 1 && self.shard_index < self.shard_count,
+            "detect.shard_index",
+            format!(
+                "must be below shard_count ({} of {})",
+                self.shard_index, self.shard_count
+            ),
+            "shards are numbered 0..shard_count",
+        );
+        if let Err(err) = self.spend_spike.model.validate() {
+            check(
+                false,
+                &format!("detect.spend_spike.model.{}", err.field),
+                err.to_string(),
+                "",
+            );
+        }
+        let r = &self.retry_storm;
+        check(
+            (0.0..=1.0).contains(&r.retry_share),
+            "detect.retry_storm.retry_share",
+            format!("must be a share between 0 and 1 (got {})", r.retry_share),
+            "",
+        );
+        check(
+            r.amplification >= 1.0 && r.critical_amplification >= r.amplification,
+            "detect.retry_storm.amplification",
+            format!(
+                "must be at least 1 and at most critical_amplification (got {} and {})",
+                r.amplification, r.critical_amplification
+            ),
+            "",
+        );
+        let c = &self.cross_region;
+        check(
+            c.max_speed_kmh > 0.0,
+            "detect.cross_region.max_speed_kmh",
+            format!("must be positive (got {})", c.max_speed_kmh),
+            "airliners cruise at about 900 km/h",
+        );
+        for (table, overrides) in [("keys", &self.keys), ("projects", &self.projects)] {
+            for (name, o) in overrides {
+                for detector in &o.disabled {
+                    check(
+                        DETECTORS.contains(&detector.as_str()),
+                        &format!("detect.{table}.{name}.disabled"),
+                        format!("{detector:?} is not a detector"),
+                        "one of spend_spike, leaked_key, retry_storm, cross_region",
+                    );
+                }
+            }
+        }
+        out
+    }
+}

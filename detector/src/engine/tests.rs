@@ -1,0 +1,319 @@
+use super::*;
+use crate::data::{KeyMinute, KeyRetries, ScanCandidate, Usage};
+
+const T0: u32 = 1_795_680_000; // a minute boundary
+
+fn engine() -> Engine {
+    let mut config = DetectConfig::default();
+    config.allowed_lateness_s = 0;
+    config.spend_spike.model.warmup_windows = 10;
+    config.leaked_key.min_history_minutes = 10;
+    let mut engine = Engine::new(config).unwrap();
+    engine.folded_through = T0;
+    engine
+}
+
+fn key_minute(key: &str, minute: u32, requests: u64, cost: f64) -> KeyMinute {
+    KeyMinute {
+        api_key_id: key.into(),
+        minute,
+        project: "p".into(),
+        requests,
+        cost_usd: cost,
+        distinct_ips: 2,
+        ..KeyMinute::default()
+    }
+}
+
+fn usage(
+    key: &str,
+    minute: u32,
+    country: &str,
+    asn: u32,
+    org: &str,
+    model: &str,
+    requests: u64,
+) -> Usage {
+    Usage {
+        api_key_id: key.into(),
+        minute,
+        country: country.into(),
+        asn,
+        as_org: org.into(),
+        model: model.into(),
+        user_agent: "openai-python/1.52.0".into(),
+        requests,
+        first_ms: i64::from(minute) * 1000 + 1_000,
+        last_ms: i64::from(minute) * 1000 + 50_000,
+    }
+}
+
+/// Feeds `minutes` of normal traffic for key "k" (DE, AS3320, gpt-4o-mini, ~$0.10/minute).
+fn warm(engine: &mut Engine, minutes: u32) -> u32 {
+    for i in 0..minutes {
+        let minute = T0 + i * 60;
+        let data = CycleData {
+            keys: vec![key_minute("k", minute, 30, 0.10 + f64::from(i % 3) * 0.01)],
+            usage: vec![usage(
+                "k",
+                minute,
+                "DE",
+                3320,
+                "Deutsche Telekom AG",
+                "gpt-4o-mini",
+                30,
+            )],
+            ..CycleData::default()
+        };
+        engine.cycle(&data, minute + 60, true);
+    }
+    T0 + minutes * 60
+}
+
+#[test]
+fn a_large_spend_spike_fires_and_normal_spend_does_not() {
+    let mut e = engine();
+    let now = warm(&mut e, 60);
+    let normal = CycleData {
+        keys: vec![key_minute("k", now, 30, 0.11)],
+        ..CycleData::default()
+    };
+    assert!(e.cycle(&normal, now + 30, false).is_empty());
+    let spike = CycleData {
+        keys: vec![key_minute("k", now, 300, 25.0)],
+        ..CycleData::default()
+    };
+    let found = e.cycle(&spike, now + 30, false);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].detector, "spend_spike");
+    assert_eq!(found[0].labels["api_key_id"], "k");
+    assert!(found[0].observed > found[0].upper);
+}
+
+#[test]
+fn cents_never_page_anyone() {
+    let mut e = engine();
+    let now = warm(&mut e, 60);
+    // Ten times the usual spend, but only ~$0.9 over: under the $1 floor.
+    let small = CycleData {
+        keys: vec![key_minute("k", now, 300, 1.0)],
+        ..CycleData::default()
+    };
+    assert!(e.cycle(&small, now + 59, false).is_empty());
+}
+
+#[test]
+fn budgets_fire_on_overspend_and_projection() {
+    let mut e = engine();
+    let mut config = e.config().clone();
+    config.spend_spike.hourly_budget_usd = Some(10.0);
+    config.spend_spike.daily_budget_usd = Some(100.0);
+    e.reconfigure(config).unwrap();
+    let now = T0 + 7200;
+    let data = CycleData {
+        budgets: vec![
+            crate::data::BudgetUse {
+                api_key_id: "over".into(),
+                project: "p".into(),
+                hour_usd: 12.0,
+                day_usd: 20.0,
+                last_hour_usd: 1.0,
+            },
+            crate::data::BudgetUse {
+                api_key_id: "ok".into(),
+                project: "p".into(),
+                hour_usd: 1.0,
+                day_usd: 2.0,
+                last_hour_usd: 0.5,
+            },
+        ],
+        ..CycleData::default()
+    };
+    let found = e.cycle(&data, now, false);
+    assert!(found
+        .iter()
+        .any(|c| c.labels["api_key_id"] == "over" && c.labels["budget"] == "hourly"));
+    assert!(
+        found.iter().all(|c| c.labels["api_key_id"] != "ok"),
+        "{found:?}"
+    );
+}
+
+#[test]
+fn a_key_used_from_a_new_country_and_hosting_network_is_flagged() {
+    let mut e = engine();
+    let now = warm(&mut e, 60);
+    let same = CycleData {
+        keys: vec![key_minute("k", now, 30, 0.1)],
+        usage: vec![usage(
+            "k",
+            now,
+            "DE",
+            3320,
+            "Deutsche Telekom AG",
+            "gpt-4o-mini",
+            30,
+        )],
+        ..CycleData::default()
+    };
+    assert!(e.cycle(&same, now + 20, false).is_empty());
+    let leak = CycleData {
+        keys: vec![key_minute("k", now, 35, 0.3)],
+        usage: vec![
+            usage(
+                "k",
+                now,
+                "DE",
+                3320,
+                "Deutsche Telekom AG",
+                "gpt-4o-mini",
+                30,
+            ),
+            usage(
+                "k",
+                now,
+                "DE",
+                14061,
+                "DigitalOcean, LLC",
+                "claude-opus-4-5",
+                5,
+            ),
+        ],
+        ..CycleData::default()
+    };
+    let found = e.cycle(&leak, now + 30, false);
+    let leaked: Vec<_> = found
+        .iter()
+        .filter(|c| c.detector == "leaked_key")
+        .collect();
+    assert_eq!(leaked.len(), 1, "{found:?}");
+    assert!(
+        leaked[0].summary.contains("hosting network"),
+        "{}",
+        leaked[0].summary
+    );
+    assert!(leaked[0]
+        .summary
+        .contains("new model family claude-opus-4-5"));
+}
+
+#[test]
+fn key_scanning_is_flagged_by_ip() {
+    let mut e = engine();
+    let data = CycleData {
+        scans: vec![ScanCandidate {
+            client_ip: "203.0.113.9".into(),
+            keys: 40,
+            requests: 40,
+            first_ms: i64::from(T0) * 1000,
+            last_ms: i64::from(T0) * 1000 + 30_000,
+        }],
+        ..CycleData::default()
+    };
+    let found = e.cycle(&data, T0 + 40, false);
+    assert_eq!(found[0].labels["client_ip"], "203.0.113.9");
+    assert_eq!(found[0].severity, Severity::Critical);
+}
+
+#[test]
+fn retry_storm_severity_follows_amplification_and_backoff() {
+    let mut e = engine();
+    let now = warm(&mut e, 5);
+    let mut storm = key_minute("k", now, 100, 0.5);
+    storm.failures = 70;
+    storm.retries = 60;
+    let data = CycleData {
+        keys: vec![storm],
+        retries: vec![KeyRetries {
+            api_key_id: "k".into(),
+            minute: now,
+            provider_attempts: 200,
+            provider_successes: 30,
+            chains: 20,
+            fast_chains: 18,
+        }],
+        ..CycleData::default()
+    };
+    let found = e.cycle(&data, now + 30, false);
+    let storm: Vec<_> = found
+        .iter()
+        .filter(|c| c.detector == "retry_storm")
+        .collect();
+    assert_eq!(storm.len(), 1, "{found:?}");
+    assert_eq!(storm[0].severity, Severity::Critical);
+    assert!(storm[0].observed > 6.0);
+
+    let mut mild = key_minute("k", now, 100, 0.5);
+    mild.failures = 10;
+    mild.retries = 30;
+    let data = CycleData {
+        keys: vec![mild],
+        ..CycleData::default()
+    };
+    let found = e.cycle(&data, now + 30, false);
+    assert_eq!(
+        found.iter().filter(|c| c.detector == "retry_storm").count(),
+        1
+    );
+    assert_eq!(found[0].severity, Severity::Warning);
+}
+
+#[test]
+fn impossible_travel_fires_and_a_slow_move_does_not() {
+    let mut e = engine();
+    let now = warm(&mut e, 30);
+    // DE at the end of warm-up, then JP a few minutes later: ~9,000 km in minutes.
+    let jump = CycleData {
+        keys: vec![key_minute("k", now + 120, 10, 0.1)],
+        usage: vec![usage("k", now + 120, "JP", 2516, "KDDI", "gpt-4o-mini", 10)],
+        ..CycleData::default()
+    };
+    let mut probe = Engine::new(e.config().clone()).unwrap();
+    std::mem::swap(&mut probe, &mut e);
+    let found = probe.cycle(&jump, now + 150, false);
+    let travel: Vec<_> = found
+        .iter()
+        .filter(|c| c.detector == "cross_region")
+        .collect();
+    assert_eq!(travel.len(), 1, "{found:?}");
+    assert!(travel[0].summary.contains("DE") && travel[0].summary.contains("JP"));
+
+    // Same move twelve hours later: 750 km/h, possible.
+    let mut slow = engine();
+    let now = warm(&mut slow, 30);
+    let later = now + 12 * 3600;
+    slow.folded_through = later;
+    let moved = CycleData {
+        keys: vec![key_minute("k", later, 10, 0.1)],
+        usage: vec![usage("k", later, "JP", 2516, "KDDI", "gpt-4o-mini", 10)],
+        ..CycleData::default()
+    };
+    let found = slow.cycle(&moved, later + 30, false);
+    assert!(
+        found.iter().all(|c| c.detector != "cross_region"),
+        "{found:?}"
+    );
+}
+
+#[test]
+fn overrides_switch_detectors_off_per_key() {
+    let mut e = engine();
+    let now = warm(&mut e, 60);
+    let mut config = e.config().clone();
+    config.keys.insert(
+        "k".into(),
+        tripline_core::config::EntityOverride {
+            disabled: vec!["spend_spike".into()],
+            ..Default::default()
+        },
+    );
+    e.reconfigure(config).unwrap();
+    let spike = CycleData {
+        keys: vec![key_minute("k", now, 300, 25.0)],
+        ..CycleData::default()
+    };
+    assert!(e
+        .cycle(&spike, now + 30, false)
+        .iter()
+        .all(|c| c.detector != "spend_spike"));
+}
