@@ -4,7 +4,8 @@
 #
 #   apt packages (skipped entirely when all are installed)
 #   tansu (Kafka-compatible broker), built once into $TRIPLINE_CACHE
-#   a Python venv in $TRIPLINE_CACHE with aiosmtpd and chdb-core
+#   a Python venv in $TRIPLINE_CACHE with aiosmtpd, chdb-core and LiteLLM's proxy (for the
+#   collector's end-to-end test: a real LiteLLM on loopback with mock_response models)
 #
 # Knobs: TRIPLINE_SKIP_TANSU=1 skips the tansu build (e.g. while another build is running).
 set -euo pipefail
@@ -14,7 +15,11 @@ set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 APT_PACKAGES=(build-essential zlib1g-dev pkg-config curl ca-certificates
   clickhouse-server clickhouse-client python3-venv)
-PY_REQUIREMENTS=("chdb-core==26.9.0" "aiosmtpd==1.4.6")
+# litellm: pinned to the version the collector is tested against. Never 1.107.0 (a compromised
+# release); review the release before raising the pin.
+PY_REQUIREMENTS=("chdb-core==26.9.0" "aiosmtpd==1.4.6" "litellm[proxy]==1.106.12")
+# Checked without importing litellm (its import reaches for the network unless told not to).
+PY_CHECK='import chdb, aiosmtpd, importlib.metadata as m; assert m.version("litellm") == "1.106.12"'
 
 say() { echo "install: $*"; }
 
@@ -92,16 +97,21 @@ fi
 marker="$TRIPLINE_VENV/.tripline-requirements"
 wanted="${PY_REQUIREMENTS[*]}"
 if [ -f "$marker" ] && [ "$(cat "$marker")" = "$wanted" ] \
-  && "$TRIPLINE_VENV/bin/python" -c 'import chdb, aiosmtpd' >/dev/null 2>&1; then
+  && "$TRIPLINE_VENV/bin/python" -c "$PY_CHECK" >/dev/null 2>&1; then
   say "python venv: cached ($TRIPLINE_VENV)"
 else
-  say "python venv: creating $TRIPLINE_VENV with $wanted"
   start=$SECONDS
-  base_python="$(command -v python3)"
-  rm -rf "$TRIPLINE_VENV"
-  quiet "$base_python" -m venv "$TRIPLINE_VENV"
+  if "$TRIPLINE_VENV/bin/python" -c 'import sys' >/dev/null 2>&1; then
+    # Installed into in place: other processes may be using the venv (tests, servers).
+    say "python venv: updating $TRIPLINE_VENV to $wanted"
+  else
+    say "python venv: creating $TRIPLINE_VENV with $wanted"
+    base_python="$(command -v python3)"
+    rm -rf "$TRIPLINE_VENV"
+    quiet "$base_python" -m venv "$TRIPLINE_VENV"
+  fi
   quiet "$TRIPLINE_VENV/bin/python" -m pip install -q --disable-pip-version-check "${PY_REQUIREMENTS[@]}"
-  quiet "$TRIPLINE_VENV/bin/python" -c 'import chdb, aiosmtpd'
+  quiet "$TRIPLINE_VENV/bin/python" -c "$PY_CHECK"
   echo "$wanted" >"$marker"
   say "python venv: ready in $((SECONDS - start)) s"
 fi
