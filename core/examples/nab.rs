@@ -28,8 +28,10 @@ use chrono::NaiveDateTime;
 use tripline_core::models::{hour_of_week, SpendModel, SpendModelConfig, SpendParams};
 
 /// The generic-series settings. Why each differs from the spend defaults: NAB values are not
-/// USD (no floors), anomalies include drops (two-sided), and NAB series are 1,000-16,000 rows
-/// of 5-minute data, so the baseline remembers more windows than a per-minute spend baseline.
+/// USD (no floors), anomalies include drops (two-sided), NAB series are 1,000-16,000 rows of
+/// 5-minute data (a longer memory in windows, hour-of-day shape learnt within a day), and NAB
+/// rewards only the onset of an anomaly, so the baseline adapts at full speed after it
+/// (`anomaly_fold` 1: 59.0 Standard, against 57.6 with the spend default of 0.1).
 fn nab_config() -> SpendModelConfig {
     SpendModelConfig {
         half_life_windows: 5000.0,
@@ -41,7 +43,7 @@ fn nab_config() -> SpendModelConfig {
         seasonality: true,
         season_half_life_windows: 24.0,
         season_prior_windows: 3.0,
-        anomaly_fold: 0.1,
+        anomaly_fold: 1.0,
         two_sided: true,
         calibration_half_life_windows: 5000.0,
         min_sigma_rel: 0.0,

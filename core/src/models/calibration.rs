@@ -8,8 +8,8 @@
 //! p, and only once such surprises have actually been seen (a never-seen |z| keeps the model's
 //! p, so a new key is not blind until it has a long history).
 //!
-//! Measured on the NAB development split (see core/examples/nab.rs): adding this calibration
-//! moved the spend model from about 53 to 60 (Standard profile).
+//! Measured on the NAB development split with a prototype of the same model (see
+//! core/examples/nab.rs): adding this calibration moved it from 53 to 60 (Standard profile).
 //!
 //! Memory: 25 `f32` bins and an `f32` total, 104 bytes, no heap. Bins cover |z| in [1, 64) with
 //! four bins per octave (19 % wide), plus one overflow bin; |z| < 1 is counted in the total

@@ -145,7 +145,8 @@ mod tests {
             r.update(10_000.0, 0.02);
         }
         assert!(r.level - before.level < 0.2, "{before:?} -> {r:?}");
-        assert!(r.sigma() < before.sigma() * 1.25, "{before:?} -> {r:?}");
+        // Three 1,000x windows widen the band by about a quarter (each counts as 4 sigma).
+        assert!(r.sigma() < before.sigma() * 1.35, "{before:?} -> {r:?}");
     }
 
     #[test]
