@@ -33,6 +33,7 @@ pub struct TestEnv {
     pub gateway_topic: String,
     pub provider_topic: String,
     pub dlq_topic: String,
+    pub alerts_topic: String,
     pub group: String,
     pub dir: PathBuf,
     pub listen: String,
@@ -64,6 +65,7 @@ impl TestEnv {
             gateway_topic: format!("t.{unique}.gateway"),
             provider_topic: format!("t.{unique}.provider"),
             dlq_topic: format!("t.{unique}.dlq"),
+            alerts_topic: format!("t.{unique}.alerts"),
             group: format!("g.{unique}"),
             dir,
             listen: format!("127.0.0.1:{}", free_port()),
@@ -77,7 +79,12 @@ impl TestEnv {
         tripline_kafka::ensure_topics(
             &kafka,
             |_| None,
-            &[&env.gateway_topic, &env.provider_topic, &env.dlq_topic],
+            &[
+                &env.gateway_topic,
+                &env.provider_topic,
+                &env.dlq_topic,
+                &env.alerts_topic,
+            ],
             2,
         )
         .await
@@ -97,6 +104,7 @@ ingest_group_id = "{group}"
 gateway_topic = "{gateway}"
 provider_topic = "{provider}"
 dlq_topic = "{dlq}"
+alerts_topic = "{alerts}"
 
 [clickhouse]
 url = "{ch}"
@@ -118,6 +126,7 @@ asn_db = "{repo}/data/geo/asn.mmdb"
             gateway = self.gateway_topic,
             provider = self.provider_topic,
             dlq = self.dlq_topic,
+            alerts = self.alerts_topic,
             ch = self.tripline_clickhouse_url,
             db = self.database,
             extra = self.ingest_extra,
