@@ -81,6 +81,8 @@ struct KeyState {
     ips: Ewma,
     /// The last country the key was used from, and when.
     last_country: Option<(String, i64)>,
+    /// Distinct countries per active minute.
+    countries: Ewma,
 }
 
 pub struct Engine {
@@ -584,6 +586,31 @@ impl Engine {
                     }
                 }
             }
+            let many = countries.len() as u64;
+            let usual = state.countries.mean.max(1.0).ceil() as u64;
+            if worst.is_none() && many >= usual + cfg.countries_margin {
+                let first = countries.values().map(|v| v.0).min().unwrap_or(0);
+                let last = countries.values().map(|v| v.1).max().unwrap_or(first);
+                let labels = [("api_key_id", key), ("project", state.project.as_str())];
+                let mut c = Candidate::new(
+                    "cross_region",
+                    &labels,
+                    (first / 1000) as u32,
+                    (last / 1000) as u32 + 1,
+                );
+                c.observed = many as f64;
+                c.expected = state.countries.mean;
+                c.upper = (usual + cfg.countries_margin) as f64;
+                c.score = 0.9;
+                let list: Vec<&str> = countries.keys().copied().collect();
+                c.summary = format!(
+                    "key {key} used from {many} countries at once ({}), usually {usual}",
+                    list.join(", ")
+                );
+                c.facts.insert("countries".into(), json!(list));
+                out.push(c);
+                continue;
+            }
             let Some((speed, km, from, to, hours)) = worst else {
                 continue;
             };
@@ -651,6 +678,7 @@ impl Engine {
                         familiar: Familiar::default(),
                         ips: Ewma::default(),
                         last_country: None,
+                        countries: Ewma::default(),
                     },
                 );
             }
@@ -679,6 +707,22 @@ impl Engine {
                 minute += MINUTE;
             }
             state.spend.last_folded = closed_before;
+        }
+        let mut per_minute: HashMap<(&str, u32), Vec<&str>> = HashMap::new();
+        for u in data
+            .usage
+            .iter()
+            .filter(|u| closed(u.minute) && !u.country.is_empty())
+        {
+            let list = per_minute.entry((&u.api_key_id, u.minute)).or_default();
+            if !list.contains(&u.country.as_str()) {
+                list.push(&u.country);
+            }
+        }
+        for ((key, _), list) in per_minute {
+            if let Some(state) = self.keys.get_mut(key) {
+                state.countries.update(list.len() as f64, ip_alpha);
+            }
         }
         for u in data.usage.iter().filter(|u| closed(u.minute)) {
             if let Some(state) = self.keys.get_mut(&u.api_key_id) {

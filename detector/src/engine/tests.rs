@@ -4,8 +4,10 @@ use crate::data::{KeyMinute, KeyRetries, ScanCandidate, Usage};
 const T0: u32 = 1_795_680_000; // a minute boundary
 
 fn engine() -> Engine {
-    let mut config = DetectConfig::default();
-    config.allowed_lateness_s = 0;
+    let mut config = DetectConfig {
+        allowed_lateness_s: 0,
+        ..DetectConfig::default()
+    };
     config.spend_spike.model.warmup_windows = 10;
     config.leaked_key.min_history_minutes = 10;
     let mut engine = Engine::new(config).unwrap();
@@ -268,9 +270,7 @@ fn impossible_travel_fires_and_a_slow_move_does_not() {
         usage: vec![usage("k", now + 120, "JP", 2516, "KDDI", "gpt-4o-mini", 10)],
         ..CycleData::default()
     };
-    let mut probe = Engine::new(e.config().clone()).unwrap();
-    std::mem::swap(&mut probe, &mut e);
-    let found = probe.cycle(&jump, now + 150, false);
+    let found = e.cycle(&jump, now + 150, false);
     let travel: Vec<_> = found
         .iter()
         .filter(|c| c.detector == "cross_region")
@@ -316,4 +316,31 @@ fn overrides_switch_detectors_off_per_key() {
         .cycle(&spike, now + 30, false)
         .iter()
         .all(|c| c.detector != "spend_spike"));
+}
+
+#[test]
+fn many_countries_at_once_is_flagged_even_when_close_together() {
+    let mut e = engine();
+    let now = warm(&mut e, 30);
+    // Four neighbouring countries in one minute: no single hop is impossible, the spread is.
+    let usage: Vec<Usage> = ["DE", "NL", "BE", "LU"]
+        .iter()
+        .map(|c| usage("k", now, c, 3320, "Deutsche Telekom AG", "gpt-4o-mini", 5))
+        .collect();
+    let data = CycleData {
+        keys: vec![key_minute("k", now, 20, 0.1)],
+        usage,
+        ..CycleData::default()
+    };
+    let found = e.cycle(&data, now + 30, false);
+    let travel: Vec<_> = found
+        .iter()
+        .filter(|c| c.detector == "cross_region")
+        .collect();
+    assert_eq!(travel.len(), 1, "{found:?}");
+    assert!(
+        travel[0].summary.contains("4 countries"),
+        "{}",
+        travel[0].summary
+    );
 }
