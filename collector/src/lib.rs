@@ -353,14 +353,18 @@ async fn process(
     } else {
         StatusCode::OK
     };
-    (
-        status,
-        Json(serde_json::json!({
-            "accepted": prepared.accepted,
-            "rejected": prepared.rejected,
-        })),
-    )
-        .into_response()
+    let answer = Answer {
+        accepted: prepared.accepted,
+        rejected: &prepared.rejected,
+    };
+    (status, Json(answer)).into_response()
+}
+
+/// The answer to a processed batch: `{accepted, rejected: [{index, reason, detail}]}`.
+#[derive(serde::Serialize)]
+struct Answer<'a> {
+    accepted: usize,
+    rejected: &'a [batch::Rejected],
 }
 
 fn refused(err: &PrepareError) -> Response {
