@@ -15,8 +15,8 @@ pub struct CollectorConfig {
     pub max_body_bytes: usize,
     /// Most events (lines or array elements) in one request; more get 413.
     pub max_batch_events: usize,
-    /// Requests being processed at once; more wait for a slot (bounds memory to about
-    /// `max_concurrent_batches × max_body_bytes`).
+    /// Requests being processed at once; more wait for a slot. Each slot holds a body and its
+    /// records: a few times `max_body_bytes` at worst.
     pub max_concurrent_batches: usize,
     /// How long Kafka has to acknowledge a batch before the request is answered 503.
     pub produce_timeout_ms: u64,
