@@ -38,7 +38,12 @@ pub async fn serve(config_path: Option<&Path>, roles: Roles) -> anyhow::Result<(
     let clickhouse = loaded.clickhouse();
     let health = Arc::new(IngestHealth::default());
     let listen: SocketAddr = loaded.config.server.listen.parse()?;
-    let collector = build_collector(&loaded)?;
+    // The collector is ingest's HTTP door: `run` and `ingest` serve it, detect-only workers do not.
+    let collector = if roles.ingest {
+        build_collector(&loaded)?
+    } else {
+        None
+    };
     let server = tokio::spawn(server::serve(
         listen,
         AppState {
