@@ -1,5 +1,6 @@
 //! `tripline simulate`: realistic traffic from real traces, produced to Kafka either paced in
-//! real time (timestamps = now) or as fast as possible from a fixed start (fully deterministic).
+//! real time (timestamps = now) or as fast as possible from a fixed start (fully deterministic),
+//! optionally with labelled incidents on top and their ground truth written to a file.
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -7,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
-use tracing::info;
-use tripline_simulate::{EventTopic, SimConfig, Simulator};
+use tracing::{info, warn};
+use tripline_simulate::{standard_scenario, EventTopic, IncidentKind, SimConfig, Simulator};
 
 use crate::settings;
 
@@ -35,6 +36,21 @@ pub struct SimulateArgs {
     /// Send as fast as the broker takes it instead of pacing to the event timestamps.
     #[arg(long)]
     fast: bool,
+    /// Labelled incidents on top of the background: `standard` spreads one or two of every kind
+    /// (spend spikes and a ramp, a leaked key, key scanning, retry storms, impossible travel,
+    /// and benign look-alikes) over the run after 40 minutes of warm-up; every kind from 5 h 30.
+    #[arg(long, value_enum, default_value_t = Incidents::None)]
+    incidents: Incidents,
+    /// Write the ground truth here, one JSON object per incident and line: kind, detector (null
+    /// when benign), key, start, end (RFC 3339), start_ms, end_ms, also_detected_by, note.
+    #[arg(long)]
+    truth: Option<PathBuf>,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Incidents {
+    None,
+    Standard,
 }
 
 /// At most this many messages awaiting broker acknowledgement.
@@ -51,7 +67,26 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
             .with_context(|| format!("--start {text:?} is not RFC 3339"))?,
         None => now_ms(),
     };
-    let end_ms = start_ms + (args.duration_s as i64) * 1000;
+    let duration_ms = (args.duration_s as i64) * 1000;
+    let end_ms = start_ms + duration_ms;
+    let incidents = match args.incidents {
+        Incidents::None => Vec::new(),
+        Incidents::Standard => standard_scenario(start_ms, duration_ms, args.keys),
+    };
+    if args.incidents == Incidents::Standard {
+        let missing: Vec<&str> = IncidentKind::ALL
+            .iter()
+            .filter(|k| !incidents.iter().any(|p| p.kind == **k))
+            .map(|k| k.as_str())
+            .collect();
+        if !missing.is_empty() {
+            warn!(
+                missing = missing.join(","),
+                "the run is too short (or has too few keys) for every incident kind: 4 h hold \
+                 all but the slow move, 5 h 30 min all of them"
+            );
+        }
+    }
     let producer: FutureProducer =
         tripline_kafka::producer_config(kafka, tripline_kafka::process_env)?.create()?;
     let simulator = Simulator::new(SimConfig {
@@ -59,8 +94,16 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
         rate_per_s: args.rate,
         keys: args.keys,
         start_ms,
+        incidents,
         ..SimConfig::default()
     });
+    let truth = simulator.ground_truth();
+    if let Some(path) = &args.truth {
+        let lines: String = truth.iter().map(|i| i.to_json_line() + "\n").collect();
+        std::fs::write(path, lines)
+            .with_context(|| format!("cannot write the ground truth to {}", path.display()))?;
+        info!(path = %path.display(), incidents = truth.len(), "ground truth written");
+    }
 
     info!(
         rate = args.rate,
@@ -68,6 +111,7 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
         keys = args.keys,
         seed = args.seed,
         fast = args.fast,
+        incidents = truth.len(),
         "simulating"
     );
     let wall_start = Instant::now();

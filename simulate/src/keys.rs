@@ -189,8 +189,14 @@ fn draw_models(rng: &mut impl Rng) -> Vec<usize> {
 
 /// A host address inside one of the country's blocks (never a .0 or .255 host).
 fn draw_ip(rng: &mut impl Rng, country: &Country) -> String {
-    let [a, b] = country.blocks[rng.random_range(0..country.blocks.len())];
-    let c: u8 = rng.random_range(0..=255);
+    let block = country.blocks[rng.random_range(0..country.blocks.len())];
+    host_in(rng, [block[0], block[1], 0, 255])
+}
+
+/// A host `a.b.c.d` with `c` in `c_first..=c_last` of `[a, b, c_first, c_last]` and `d` in
+/// 1..=254.
+pub(crate) fn host_in(rng: &mut impl Rng, [a, b, c_first, c_last]: [u8; 4]) -> String {
+    let c: u8 = rng.random_range(c_first..=c_last);
     let d: u8 = rng.random_range(1..=254);
     format!("{a}.{b}.{c}.{d}")
 }

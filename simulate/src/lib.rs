@@ -17,6 +17,10 @@
 //! - **Failures**: a background rate plus per-provider degraded spells (bursts of 429/5xx),
 //!   gateway-internal retries (two provider attempts behind one gateway 200) and client retries
 //!   (same `idempotency_key`, `attempt` + 1, capped exponential backoff).
+//! - **Incidents** ([`SimConfig::incidents`], e.g. [`standard_scenario`]): labelled spend spikes,
+//!   leaked keys, key scanning, retry storms and impossible travel, and benign look-alikes that
+//!   must not alert, injected on top of the background; [`Simulator::ground_truth`] says which
+//!   key, when, and what to expect.
 //!
 //! Nothing here does IO or reads a clock: the same [`SimConfig`] gives byte-identical events.
 //! Pacing the events in real time is the caller's business.
@@ -30,13 +34,23 @@
 
 mod catalog;
 mod faults;
+mod incidents;
+mod inject;
 mod keys;
 mod payload;
+mod resolve;
 mod traces;
 mod traffic;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_incidents;
+
+pub use incidents::{
+    standard_scenario, Incident, IncidentKind, IncidentPlan, UnknownIncidentKind,
+    STANDARD_WARMUP_MS,
+};
 
 use std::fmt;
 use std::str::FromStr;
@@ -126,6 +140,9 @@ pub struct SimConfig {
     pub failure_rate: f64,
     /// Also emit provider attempts on [`EventTopic::Provider`].
     pub provider_events: bool,
+    /// Incidents to inject (none by default). Plans naming a key beyond `keys`, with a
+    /// non-positive duration or a negative offset are ignored. See [`standard_scenario`].
+    pub incidents: Vec<IncidentPlan>,
 }
 
 impl Default for SimConfig {
@@ -140,6 +157,7 @@ impl Default for SimConfig {
             diurnal: true,
             failure_rate: 0.018,
             provider_events: true,
+            incidents: Vec::new(),
         }
     }
 }
@@ -205,6 +223,16 @@ impl Simulator {
         self.engine
             .as_ref()
             .map(traffic::Engine::key_ids)
+            .unwrap_or_default()
+    }
+
+    /// The incidents injected, resolved: concrete keys (or the attacker's IP), windows and what
+    /// to expect, in the order of [`SimConfig::incidents`]. Empty when the config produces no
+    /// traffic.
+    pub fn ground_truth(&self) -> Vec<Incident> {
+        self.engine
+            .as_ref()
+            .map(|e| e.ground_truth().to_vec())
             .unwrap_or_default()
     }
 

@@ -15,9 +15,13 @@ pub(crate) struct GatewayPayload<'a> {
     pub ts: i64,
     pub api_key_id: &'a str,
     pub key_hint: &'a str,
-    pub project: &'a str,
-    pub team: &'a str,
-    pub user: &'a str,
+    /// Absent when the gateway could not resolve the key (a 401 for an unknown key).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub project: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub team: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<&'a str>,
     pub provider: &'a str,
     pub model: &'a str,
     pub status: u16,

@@ -28,6 +28,9 @@ pub(crate) struct Trace {
     pub rows: Vec<TraceRow>,
     /// Mean gap between consecutive requests, in trace ms.
     pub mean_gap_ms: f64,
+    /// Mean token counts per request (incidents size their extra spend with them).
+    pub mean_prompt_tokens: f64,
+    pub mean_completion_tokens: f64,
 }
 
 impl Trace {
@@ -44,8 +47,13 @@ impl Trace {
             .collect();
         assert!(rows.len() >= 2, "trace {name} has fewer than two rows");
         let span = f64::from(rows[rows.len() - 1].offset_ms - rows[0].offset_ms);
+        let mean = |f: fn(&TraceRow) -> u32| {
+            rows.iter().map(|r| f64::from(f(r))).sum::<f64>() / rows.len() as f64
+        };
         Self {
             mean_gap_ms: span / (rows.len() - 1) as f64,
+            mean_prompt_tokens: mean(|r| r.prompt_tokens),
+            mean_completion_tokens: mean(|r| r.completion_tokens),
             rows,
         }
     }

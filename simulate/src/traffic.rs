@@ -6,21 +6,29 @@
 //! min-heap and are released only when no request still to be generated could come before them:
 //! new requests are generated in arrival order and never produce an event earlier than their
 //! own start, so anything in the heap at or before the next arrival is final.
+//!
+//! Incidents ([`Injector`]) add requests of their own, merged in time order with the trace's
+//! arrivals (the next arrival is the earlier of the two), and change how a key's own requests are
+//! served while they last.
 
 use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tripline_core::price::PriceTable;
 
-use crate::catalog::{provider_index, MODELS};
-use crate::faults::{attempt_latency_ms, Failure, Faults};
+use crate::catalog::{provider_index, Model, MODELS};
+use crate::faults::{attempt_latency_ms, Failure, Faults, Verdict};
+use crate::incidents::Incident;
+use crate::inject::{Background, Context, Draft, Injector, Mode, Origin};
 use crate::keys::{build_keys, pick_split, KeyProfile};
 use crate::payload::{to_json, GatewayPayload, ProviderPayload, SCHEMA_VERSION};
 use crate::traces::{clients, trace, Trace};
 use crate::{EventTopic, SimConfig, SimEvent};
+
+mod serve;
 
 /// Share of events that state `cost_usd` themselves; ingest prices the rest from its table.
 const COST_SHARE: f64 = 0.1;
@@ -33,7 +41,7 @@ const MAX_CLIENT_ATTEMPTS: u16 = 3;
 /// Key weights follow the diurnal curves at this granularity.
 const PICKER_REFRESH_MS: i64 = 60_000;
 
-fn prices() -> &'static PriceTable {
+pub(crate) fn prices() -> &'static PriceTable {
     static PRICES: OnceLock<PriceTable> = OnceLock::new();
     PRICES.get_or_init(PriceTable::builtin)
 }
@@ -42,14 +50,19 @@ fn prices() -> &'static PriceTable {
 #[derive(Debug, Clone)]
 struct Request {
     key: usize,
-    model: usize,
-    user: usize,
+    model: &'static Model,
+    /// Index into the key's users; `None` sends no `user`.
+    user: Option<usize>,
+    /// Index into the key's addresses, used when `origin` is `None`.
     ip: usize,
+    /// Another address, country, region and user agent than the key's own.
+    origin: Option<Arc<Origin>>,
     prompt_tokens: u32,
     completion_tokens: u32,
     stream: bool,
     idempotency_key: String,
     attempt: u16,
+    mode: Mode,
 }
 
 #[derive(Debug)]
@@ -114,6 +127,9 @@ pub(crate) struct Engine {
     events: u64,
     requests: u64,
     logical: u64,
+    injector: Injector,
+    /// Each key's share of requests in one minute (epoch minute, shares), for incident rates.
+    shares: (i64, Vec<f64>),
 }
 
 impl Engine {
@@ -126,6 +142,21 @@ impl Engine {
         let cursor = rng.random_range(0..trace.rows.len());
         let scale = 1000.0 / (config.rate_per_s * trace.mean_gap_ms);
         let faults = Faults::new(&mut rng, config.failure_rate);
+        let per_min = |key: usize, ts_ms: i64| {
+            let weights = weights_at(&keys, config.diurnal, ts_ms);
+            let total: f64 = weights.iter().sum();
+            config.rate_per_s * 60.0 * weights[key] / total.max(f64::MIN_POSITIVE)
+        };
+        let injector = Injector::new(
+            &config.incidents,
+            &Context {
+                seed: config.seed,
+                start_ms: config.start_ms,
+                keys: &keys,
+                trace,
+                per_min: &per_min,
+            },
+        );
         Self {
             run: format!("{:x}-{:x}", config.seed, config.start_ms),
             config,
@@ -143,7 +174,13 @@ impl Engine {
             events: 0,
             requests: 0,
             logical: 0,
+            injector,
+            shares: (i64::MIN, Vec::new()),
         }
+    }
+
+    pub fn ground_truth(&self) -> &[Incident] {
+        self.injector.truth()
     }
 
     pub fn key_ids(&self) -> Vec<String> {
@@ -152,7 +189,11 @@ impl Engine {
 
     pub fn next_event(&mut self) -> SimEvent {
         loop {
-            let arrival_ts = self.config.start_ms + self.next_arrival_ms.floor() as i64;
+            let trace_ts = self.config.start_ms + self.next_arrival_ms.floor() as i64;
+            // An incident's request goes first when it is strictly earlier: ties keep the
+            // background's order.
+            let injected = self.injector.next().filter(|(t, _)| *t < trace_ts);
+            let arrival_ts = injected.map_or(trace_ts, |(t, _)| t);
             let due = self
                 .pending
                 .peek()
@@ -165,9 +206,15 @@ impl Engine {
                     Item::Emit(event) => return event,
                     Item::Retry(request) => self.serve(*request, p.ts_ms),
                 }
+            } else if let Some((ts_ms, i)) = injected {
+                let per_min = self.key_per_min(self.injector.key_of(i), ts_ms);
+                if let Some(draft) = self.injector.take(i, per_min, &self.keys, self.trace) {
+                    let request = self.request_from(draft);
+                    self.serve(request, ts_ms);
+                }
             } else {
-                let request = self.arrive(arrival_ts);
-                self.serve(request, arrival_ts);
+                let request = self.arrive(trace_ts);
+                self.serve(request, trace_ts);
             }
         }
     }
@@ -175,29 +222,66 @@ impl Engine {
     /// The next request of the trace, assigned to a key; advances the arrival clock.
     fn arrive(&mut self, ts_ms: i64) -> Request {
         let row = self.trace.rows[self.cursor];
-        self.next_arrival_ms += self.trace.gap_after_ms(self.cursor) * self.scale;
+        // A daily peak compresses the trace's gaps (factor 1 outside one, the exact gap).
+        self.next_arrival_ms +=
+            self.trace.gap_after_ms(self.cursor) * self.scale / self.injector.peak_factor(ts_ms);
         self.cursor = (self.cursor + 1) % self.trace.rows.len();
 
         let key = self.pick_key(ts_ms);
         let profile = &self.keys[key];
         let rng = &mut self.rng;
-        let model = profile.models[pick_split(rng, profile.models.len())];
+        let model = &MODELS[profile.models[pick_split(rng, profile.models.len())]];
         let user = pick_split(rng, profile.users.len());
         let ip = pick_split(rng, profile.ips.len());
         let stream = rng.random_bool(profile.stream_p);
-        let idempotency_key = format!("idem-{}-{}", self.run, self.logical);
-        self.logical += 1;
+        let idempotency_key = self.next_idempotency_key();
         Request {
             key,
             model,
-            user,
+            user: Some(user),
             ip,
+            origin: None,
             prompt_tokens: row.prompt_tokens,
             completion_tokens: row.completion_tokens,
             stream,
             idempotency_key,
             attempt: 1,
+            mode: Mode::Normal,
         }
+    }
+
+    fn next_idempotency_key(&mut self) -> String {
+        let key = format!("idem-{}-{}", self.run, self.logical);
+        self.logical += 1;
+        key
+    }
+
+    /// An incident's request, as a first attempt with ids of this run.
+    fn request_from(&mut self, d: Draft) -> Request {
+        Request {
+            key: d.key,
+            model: d.model,
+            user: d.user,
+            ip: d.ip,
+            origin: d.origin,
+            prompt_tokens: d.prompt_tokens,
+            completion_tokens: d.completion_tokens,
+            stream: d.stream,
+            idempotency_key: self.next_idempotency_key(),
+            attempt: 1,
+            mode: d.mode,
+        }
+    }
+
+    /// `key`'s own requests per minute at `ts_ms` (with any daily peak): what incidents scale.
+    fn key_per_min(&mut self, key: usize, ts_ms: i64) -> f64 {
+        let minute = ts_ms.div_euclid(60_000);
+        if self.shares.0 != minute {
+            let weights = weights_at(&self.keys, self.config.diurnal, ts_ms);
+            let total: f64 = weights.iter().sum::<f64>().max(f64::MIN_POSITIVE);
+            self.shares = (minute, weights.into_iter().map(|w| w / total).collect());
+        }
+        self.config.rate_per_s * 60.0 * self.shares.1[key] * self.injector.peak_factor(ts_ms)
     }
 
     /// A key drawn by share, times the client's rhythm at the key's local time of day.
@@ -213,174 +297,15 @@ impl Engine {
     }
 
     fn refresh_picker(&mut self, ts_ms: i64) {
-        let clients = clients();
-        let minute_utc = ts_ms.div_euclid(60_000);
-        let weight = |k: &KeyProfile, diurnal: bool| {
-            if !diurnal {
-                return k.share;
-            }
-            let local = (minute_utc + i64::from(k.utc_offset_min)).rem_euclid(1440);
-            let (hour, frac) = ((local / 60) as usize, (local % 60) as f64 / 60.0);
-            let day = &clients[k.client].hourly;
-            k.share * (day[hour] * (1.0 - frac) + day[(hour + 1) % 24] * frac)
-        };
-        let mut diurnal = self.config.diurnal;
-        // With few keys every one of them can be asleep; then fall back to plain shares.
-        if diurnal && self.keys.iter().all(|k| weight(k, true) <= 0.0) {
-            diurnal = false;
-        }
         let mut sum = 0.0;
-        self.picker = self
-            .keys
-            .iter()
-            .map(|k| {
-                sum += weight(k, diurnal);
+        self.picker = weights_at(&self.keys, self.config.diurnal, ts_ms)
+            .into_iter()
+            .map(|w| {
+                sum += w;
                 sum
             })
             .collect();
         self.picker_until_ms = (ts_ms.div_euclid(PICKER_REFRESH_MS) + 1) * PICKER_REFRESH_MS;
-    }
-
-    /// Runs one client attempt of `request` starting at `start_ms` and queues its events.
-    fn serve(&mut self, request: Request, start_ms: i64) {
-        let key = &self.keys[request.key];
-        let key_id = key.id.clone();
-        let model = &MODELS[request.model];
-        let provider = provider_index(model.provider);
-        let elapsed = (start_ms - self.config.start_ms) as f64;
-        let rng = &mut self.rng;
-
-        // The gateway authenticates before calling anyone; a 401 never reaches a provider.
-        let mut t = elapsed + rng.random_range(2.0..20.0);
-        let mut attempts: Vec<Attempt> = Vec::with_capacity(2);
-        let outcome = match self.faults.gateway_rejects(rng) {
-            Some(f) => {
-                t += rng.random_range(1.0..10.0);
-                Some(f)
-            }
-            None => {
-                let mut verdict = self.faults.attempt(rng, provider, t);
-                loop {
-                    let latency = attempt_latency_ms(
-                        rng,
-                        verdict,
-                        request.prompt_tokens,
-                        request.completion_tokens,
-                        model.ms_per_token,
-                    );
-                    t += latency;
-                    attempts.push(Attempt {
-                        end_ms: t,
-                        latency_ms: latency,
-                        failure: verdict.failure,
-                    });
-                    let retry = verdict.failure.is_some_and(|f| f.retryable())
-                        && attempts.len() < 2
-                        && rng.random_bool(INTERNAL_RETRY_P);
-                    if !retry {
-                        break verdict.failure;
-                    }
-                    t += rng.random_range(100.0..600.0);
-                    verdict = self.faults.attempt(rng, provider, t);
-                }
-            }
-        };
-        let end = t + rng.random_range(1.0..15.0);
-        let latency_ms = (end - elapsed).round() as u32;
-        let state_cost = rng.random_bool(COST_SHARE);
-        let cost = |failure: Option<Failure>| {
-            (state_cost && failure.is_none()).then(|| {
-                let usd = prices()
-                    .lookup(model.provider, model.name)
-                    .map_or(0.0, |p| {
-                        p.cost_usd(request.prompt_tokens, request.completion_tokens)
-                    });
-                // To 1e-10 USD, as a bill states it, not `0.004200000000000001`.
-                (usd * 1e10).round() / 1e10
-            })
-        };
-        let tokens = |failure: Option<Failure>, n: u32| failure.is_none().then_some(n);
-
-        let request_id = format!("req-{}-{}", self.run, self.requests);
-        self.requests += 1;
-        let gateway = GatewayPayload {
-            schema_version: SCHEMA_VERSION,
-            event_id: &event_id(&self.run, &mut self.events),
-            ts: start_ms,
-            api_key_id: &key.id,
-            key_hint: &key.hint,
-            project: &key.project,
-            team: key.team,
-            user: &key.users[request.user],
-            provider: model.provider,
-            model: model.name,
-            status: outcome.map_or(200, |f| f.status),
-            error_type: outcome.map(|f| f.error_type),
-            prompt_tokens: tokens(outcome, request.prompt_tokens),
-            completion_tokens: tokens(outcome, request.completion_tokens),
-            cost_usd: cost(outcome),
-            latency_ms,
-            client_ip: &key.ips[request.ip],
-            client_country: key.country,
-            gateway_region: key.region,
-            user_agent: key.user_agent,
-            request_id: &request_id,
-            idempotency_key: &request.idempotency_key,
-            attempt: request.attempt,
-            stream: request.stream,
-        };
-        let mut events = vec![(start_ms, EventTopic::Gateway, to_json(&gateway))];
-        if self.config.provider_events {
-            for (i, a) in attempts.iter().enumerate() {
-                let payload = ProviderPayload {
-                    schema_version: SCHEMA_VERSION,
-                    event_id: &event_id(&self.run, &mut self.events),
-                    ts: self.config.start_ms + a.end_ms.floor() as i64,
-                    request_id: &request_id,
-                    api_key_id: &key.id,
-                    provider: model.provider,
-                    model: model.name,
-                    attempt: i as u16 + 1,
-                    status: a.failure.map_or(200, |f| f.status),
-                    provider_region: key.region,
-                    error_type: a.failure.map(|f| f.error_type),
-                    latency_ms: a.latency_ms.round() as u32,
-                    retry_after_ms: a.failure.and_then(|f| f.retry_after_ms),
-                    prompt_tokens: tokens(a.failure, request.prompt_tokens),
-                    completion_tokens: tokens(a.failure, request.completion_tokens),
-                    cost_usd: cost(a.failure),
-                };
-                events.push((payload.ts, EventTopic::Provider, to_json(&payload)));
-            }
-        }
-        for (ts_ms, topic, payload) in events {
-            let event = SimEvent {
-                topic,
-                key: key_id.clone(),
-                ts_ms,
-                payload,
-            };
-            self.push(ts_ms, Item::Emit(event));
-        }
-
-        // The client sees the final status; it retries rate limits and server errors with
-        // capped exponential backoff, honouring Retry-After, under the same idempotency key.
-        if let Some(f) = outcome.filter(Failure::retryable) {
-            if request.attempt < MAX_CLIENT_ATTEMPTS && self.rng.random_bool(CLIENT_RETRY_P) {
-                let backoff = 500.0
-                    * f64::from(1u16 << (request.attempt - 1))
-                    * self.rng.random_range(1.0..2.0);
-                let wait = backoff
-                    .max(f.retry_after_ms.map_or(0.0, f64::from))
-                    .clamp(500.0, 4_000.0);
-                let at = self.config.start_ms + (end + wait).floor() as i64;
-                let retry = Request {
-                    attempt: request.attempt + 1,
-                    ..request
-                };
-                self.push(at, Item::Retry(Box::new(retry)));
-            }
-        }
     }
 
     fn push(&mut self, ts_ms: i64, item: Item) {
@@ -398,4 +323,23 @@ fn event_id(run: &str, counter: &mut u64) -> String {
     let id = format!("sim-{run}-{counter}");
     *counter += 1;
     id
+}
+
+/// Every key's weight in the draw of the next request at `ts_ms`: its share, times its client's
+/// rhythm at the key's local time when `diurnal`.
+fn weights_at(keys: &[KeyProfile], diurnal: bool, ts_ms: i64) -> Vec<f64> {
+    let clients = clients();
+    let minute_utc = ts_ms.div_euclid(60_000);
+    let weight = |k: &KeyProfile, diurnal: bool| {
+        if !diurnal {
+            return k.share;
+        }
+        let local = (minute_utc + i64::from(k.utc_offset_min)).rem_euclid(1440);
+        let (hour, frac) = ((local / 60) as usize, (local % 60) as f64 / 60.0);
+        let day = &clients[k.client].hourly;
+        k.share * (day[hour] * (1.0 - frac) + day[(hour + 1) % 24] * frac)
+    };
+    // With few keys every one of them can be asleep; then fall back to plain shares.
+    let diurnal = diurnal && keys.iter().any(|k| weight(k, true) > 0.0);
+    keys.iter().map(|k| weight(k, diurnal)).collect()
 }

@@ -1,0 +1,393 @@
+//! Labelled incidents: what the detectors must find (and what they must not), planned on top of
+//! the background traffic, and the ground truth that says where they are.
+//!
+//! A plan ([`IncidentPlan`]) names a kind, a window relative to the run's start and a key
+//! index; the simulator resolves it against its keys (concrete `api_key_id`, attacker
+//! addresses, the far country, ...) and reports the result as [`Incident`]s, the ground truth.
+//! How each kind changes the traffic is described on [`IncidentKind`]; the generation itself is
+//! in `inject.rs`.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// What an incident does to the traffic: the detectors' incidents in several sizes, plus benign
+/// events that look unusual and must not alert.
+///
+/// Spend incidents add requests on the key, in its own mix of models, addresses and users, and
+/// always clear a dollar floor (the spend detector ignores less than $1 a minute): when the
+/// multiple of a key's own requests would not reach it (cheap models, a quiet key or hour), the
+/// added requests grow longer first (a runaway agent's context, up to 8x the trace's tokens) and
+/// more numerous only after that. The ground truth's note states the resulting figures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum IncidentKind {
+    /// The key's requests ×4.5 with twice the completion tokens, at least $2.50 a minute more.
+    SpendSpikeSmall,
+    /// The key's requests ×20 with 2.5× the completion tokens, at least $20 a minute more.
+    SpendSpikeLarge,
+    /// Extra requests growing linearly over the window, from none to 7× the key's own (1× to
+    /// 8× in all), with 1.5× the completion tokens, at least $6 a minute more at the end.
+    SpendRamp,
+    /// A leaked key: a few probe requests on an expensive model family the key never called,
+    /// from a hosting network in a new country with a new user agent, then a burst of hundreds
+    /// of long requests from a dozen or more addresses of that network.
+    LeakedKeyProbeThenBurst,
+    /// A retry storm without backoff: the key's requests to one provider get 429/503, clients
+    /// retry at once (up to attempt 6, same `idempotency_key`) and the gateway retries upstream
+    /// up to three times; provider attempts per success ≥ 3.
+    RetryStormNoBackoff,
+    /// The same error burst, but clients back off 0.5, 1, 2, 4 s and the gateway does not
+    /// retry: a retry storm by retry share, of lower severity (amplification about 2).
+    RetryStormWithBackoff,
+    /// The key is used from its home country and, within minutes, from a country over
+    /// 8,000 km away, alternating every 2.5 minutes.
+    ImpossibleTravel,
+    /// One IP sends requests with 40-60 non-existent keys, every one answered 401.
+    KeyScanning,
+    /// Benign: every key's rate rises smoothly to ×2 and back (a raised cosine over the window),
+    /// as a daily peak does.
+    BenignDailyPeak,
+    /// Benign: a planned batch job, ×10 the key's requests with 3× the prompt tokens, not
+    /// streamed (at least $4 a minute more), on a key whose budget was raised; the ground
+    /// truth's note gives the per-key override that covers it.
+    BenignPlannedBatch,
+    /// Benign: a key that sends its first request at the window's start, then its normal,
+    /// moderate traffic from one country.
+    BenignNewKey,
+    /// Benign: the key falls silent for hours, then is used from another country, no faster
+    /// than 700 km/h (an airliner's pace): a move or a flight, not impossible travel.
+    BenignSlowRegionMove,
+}
+
+impl IncidentKind {
+    pub const ALL: [IncidentKind; 12] = [
+        Self::SpendSpikeSmall,
+        Self::SpendSpikeLarge,
+        Self::SpendRamp,
+        Self::LeakedKeyProbeThenBurst,
+        Self::RetryStormNoBackoff,
+        Self::RetryStormWithBackoff,
+        Self::ImpossibleTravel,
+        Self::KeyScanning,
+        Self::BenignDailyPeak,
+        Self::BenignPlannedBatch,
+        Self::BenignNewKey,
+        Self::BenignSlowRegionMove,
+    ];
+
+    /// The name in the ground truth and accepted by [`FromStr`], e.g. `spend_spike_small`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::SpendSpikeSmall => "spend_spike_small",
+            Self::SpendSpikeLarge => "spend_spike_large",
+            Self::SpendRamp => "spend_ramp",
+            Self::LeakedKeyProbeThenBurst => "leaked_key_probe_then_burst",
+            Self::RetryStormNoBackoff => "retry_storm_no_backoff",
+            Self::RetryStormWithBackoff => "retry_storm_with_backoff",
+            Self::ImpossibleTravel => "impossible_travel",
+            Self::KeyScanning => "key_scanning",
+            Self::BenignDailyPeak => "benign_daily_peak",
+            Self::BenignPlannedBatch => "benign_planned_batch",
+            Self::BenignNewKey => "benign_new_key",
+            Self::BenignSlowRegionMove => "benign_slow_region_move",
+        }
+    }
+
+    /// The detector that must flag it: `spend_spike`, `leaked_key`, `retry_storm` or
+    /// `cross_region`; `None` for the benign kinds, which must not alert at all.
+    pub fn detector(&self) -> Option<&'static str> {
+        match self {
+            Self::SpendSpikeSmall | Self::SpendSpikeLarge | Self::SpendRamp => Some("spend_spike"),
+            Self::LeakedKeyProbeThenBurst | Self::KeyScanning => Some("leaked_key"),
+            Self::RetryStormNoBackoff | Self::RetryStormWithBackoff => Some("retry_storm"),
+            Self::ImpossibleTravel => Some("cross_region"),
+            Self::BenignDailyPeak
+            | Self::BenignPlannedBatch
+            | Self::BenignNewKey
+            | Self::BenignSlowRegionMove => None,
+        }
+    }
+
+    pub fn is_benign(&self) -> bool {
+        self.detector().is_none()
+    }
+
+    /// Other detectors whose alert on the incident's key inside its window is right too, not a
+    /// false positive: a leaked key abused from abroad while its owner keeps using it is also
+    /// impossible travel and a spend spike; a key used from a far country is also a new country.
+    pub fn also_detected_by(&self) -> &'static [&'static str] {
+        match self {
+            Self::LeakedKeyProbeThenBurst => &["spend_spike", "cross_region"],
+            Self::ImpossibleTravel => &["leaked_key"],
+            Self::RetryStormNoBackoff | Self::RetryStormWithBackoff => &["spend_spike"],
+            _ => &[],
+        }
+    }
+
+    /// Whether [`IncidentPlan::key`] means anything: key scanning uses made-up keys and the
+    /// daily peak lifts every key.
+    pub fn targets_key(&self) -> bool {
+        !matches!(self, Self::KeyScanning | Self::BenignDailyPeak)
+    }
+}
+
+impl fmt::Display for IncidentKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An incident name that is not one of [`IncidentKind::ALL`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownIncidentKind(pub String);
+
+impl fmt::Display for UnknownIncidentKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "unknown incident kind {:?}", self.0)
+    }
+}
+
+impl std::error::Error for UnknownIncidentKind {}
+
+impl FromStr for IncidentKind {
+    type Err = UnknownIncidentKind;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let wanted = s.trim().to_ascii_lowercase().replace('-', "_");
+        Self::ALL
+            .into_iter()
+            .find(|k| k.as_str() == wanted)
+            .ok_or_else(|| UnknownIncidentKind(s.to_owned()))
+    }
+}
+
+/// One incident to inject.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IncidentPlan {
+    pub kind: IncidentKind,
+    /// Start, in ms after [`crate::SimConfig::start_ms`].
+    pub offset_ms: i64,
+    /// Length of the window, in ms. For [`IncidentKind::BenignSlowRegionMove`] the key is silent
+    /// for all of it but the last `min(30 min, duration / 4)`, and the window grows if no
+    /// country is reachable at 700 km/h in that time; for [`IncidentKind::BenignNewKey`] it is
+    /// how long the new key counts as new (it keeps sending afterwards).
+    pub duration_ms: i64,
+    /// Index of the target key (`key-0007` is 7). Ignored where
+    /// [`IncidentKind::targets_key`] is false.
+    pub key: usize,
+}
+
+/// One resolved incident: the ground truth.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Incident {
+    pub kind: IncidentKind,
+    /// The `api_key_id` it targets; the attacker's IP for [`IncidentKind::KeyScanning`]; `*`
+    /// for [`IncidentKind::BenignDailyPeak`] (every key).
+    pub key: String,
+    /// The window, epoch ms. Every event the incident adds has its gateway `ts` in
+    /// `start_ms..end_ms`.
+    pub start_ms: i64,
+    pub end_ms: i64,
+    /// What happens, with the concrete figures (size, addresses, countries, expected spend).
+    pub note: String,
+}
+
+impl Incident {
+    pub fn detector(&self) -> Option<&'static str> {
+        self.kind.detector()
+    }
+
+    /// One line of JSON: `kind`, `detector` (null when benign), `key`, `start`/`end` (RFC 3339
+    /// UTC), `start_ms`/`end_ms`, `also_detected_by`, `note`.
+    pub fn to_json_line(&self) -> String {
+        serde_json::json!({
+            "kind": self.kind.as_str(),
+            "detector": self.detector(),
+            "key": self.key,
+            "start": tripline_core::time::format_ms(self.start_ms),
+            "end": tripline_core::time::format_ms(self.end_ms),
+            "start_ms": self.start_ms,
+            "end_ms": self.end_ms,
+            "also_detected_by": self.kind.also_detected_by(),
+            "note": self.note,
+        })
+        .to_string()
+    }
+}
+
+const MIN: i64 = 60_000;
+/// Clean traffic before the first incident: the spend model needs 30 one-minute windows, the
+/// leaked-key detector 30 minutes of a key's history.
+pub const STANDARD_WARMUP_MS: i64 = 40 * MIN;
+/// Quiet time between two incidents of one lane, and kept free around each key's incidents.
+const GAP_MS: i64 = 10 * MIN;
+/// Nothing ends in the last minutes of the run, so that every window closes inside it.
+const TAIL_MS: i64 = 5 * MIN;
+/// The slow move's silence when the run is long enough (Frankfurt to New York by air, with a
+/// night's sleep), and the shortest planned: every home has a country within 4 h at 700 km/h.
+const SLOW_MOVE_GAP_MS: i64 = 12 * 60 * MIN;
+const SLOW_MOVE_MIN_GAP_MS: i64 = 4 * 60 * MIN;
+const SLOW_MOVE_AFTER_MS: i64 = 30 * MIN;
+
+use IncidentKind::*;
+
+/// (kind, minutes, preferred key index) in the order a lane runs them.
+type Lane = &'static [(IncidentKind, i64, usize)];
+
+/// Round one, three lanes side by side on distinct keys: spend, security and reliability, long.
+const ROUND_ONE: [Lane; 3] = [
+    &[
+        (SpendSpikeSmall, 8, 2),
+        (SpendSpikeLarge, 10, 6),
+        (BenignPlannedBatch, 40, 7),
+    ],
+    &[
+        (KeyScanning, 5, 0),
+        (RetryStormWithBackoff, 8, 5),
+        (ImpossibleTravel, 20, 4),
+        (RetryStormNoBackoff, 8, 1),
+        (LeakedKeyProbeThenBurst, 25, 3),
+    ],
+    &[(SpendRamp, 75, 8), (BenignNewKey, 60, 12)],
+];
+/// Round two (other keys, other sizes), from the middle of a run long enough for it.
+const ROUND_TWO: [Lane; 2] = [
+    &[
+        (SpendSpikeLarge, 10, 11),
+        (SpendSpikeSmall, 8, 9),
+        (SpendRamp, 60, 16),
+    ],
+    &[
+        (LeakedKeyProbeThenBurst, 25, 13),
+        (RetryStormNoBackoff, 8, 14),
+        (KeyScanning, 5, 0),
+        (ImpossibleTravel, 20, 15),
+    ],
+];
+const DAILY_PEAK_MIN: i64 = 60;
+const SLOW_MOVE_KEY: usize = 10;
+
+/// One or two incidents of every kind spread over a run of `duration_ms` from `start_ms` with
+/// `keys` keys: after [`STANDARD_WARMUP_MS`] of clean traffic, three lanes run side by side on
+/// distinct keys, with 10 quiet minutes between the incidents of a lane:
+///
+/// | lane | incidents (minutes) |
+/// |---|---|
+/// | spend | small spike (8), large spike (10), planned batch (40) |
+/// | security, reliability | key scanning (5), retry storm with backoff (8), impossible travel (20), retry storm without backoff (8), leaked key (25) |
+/// | long | spend ramp (75), new key (60) |
+///
+/// then the daily peak (60) once the first two lanes are done; a benign slow move on its own key
+/// from minute 50 (12 h of silence when the run allows, at least 4 h, so runs from 5 h 30 min
+/// have it); and, from the middle of a run long enough (about 6 h), a second round: large and
+/// small spikes, a 60-minute ramp, a leaked key, a storm without backoff, key scanning and
+/// impossible travel on other keys. Starts fall on whole minutes of event time. Everything but
+/// the slow move fits in 4 h (the first round ends after about 3 h 40 min); what would not end
+/// 5 minutes before the run does is left out. Keys are `key-0001` to
+/// `key-0016`; with fewer keys a plan takes the next key free at its time, and is left out when
+/// none is (a key's incidents never overlap, and stay 10 minutes apart).
+pub fn standard_scenario(start_ms: i64, duration_ms: i64, keys: usize) -> Vec<IncidentPlan> {
+    let mut layout = Layout {
+        start_ms,
+        limit_ms: duration_ms - TAIL_MS,
+        keys,
+        plans: Vec::new(),
+        busy: vec![Vec::new(); keys],
+    };
+    if keys == 0 || layout.limit_ms <= STANDARD_WARMUP_MS {
+        return Vec::new();
+    }
+    let mut ends = Vec::new();
+    for (i, lane) in ROUND_ONE.iter().enumerate() {
+        let end = layout.lane(lane, STANDARD_WARMUP_MS);
+        // The daily peak waits for the spend and security lanes, not for the long one.
+        if i < 2 {
+            ends.push(end);
+        }
+    }
+    let peak_at = ends.iter().copied().max().unwrap_or(STANDARD_WARMUP_MS) + GAP_MS;
+    layout.place(BenignDailyPeak, peak_at, DAILY_PEAK_MIN * MIN, 0);
+    let round_one_end = layout
+        .plans
+        .iter()
+        .map(|p| p.offset_ms + p.duration_ms)
+        .max()
+        .unwrap_or(0);
+
+    let move_at = layout.align(STANDARD_WARMUP_MS + GAP_MS);
+    let gap = SLOW_MOVE_GAP_MS.min(layout.limit_ms - move_at - SLOW_MOVE_AFTER_MS);
+    if gap >= SLOW_MOVE_MIN_GAP_MS {
+        layout.place(
+            BenignSlowRegionMove,
+            move_at,
+            gap + SLOW_MOVE_AFTER_MS,
+            SLOW_MOVE_KEY,
+        );
+    }
+
+    let round_two_at = (round_one_end + 2 * GAP_MS).max(duration_ms / 2);
+    for lane in &ROUND_TWO {
+        layout.lane(lane, round_two_at);
+    }
+    layout.plans.sort_by_key(|p| (p.offset_ms, p.kind, p.key));
+    layout.plans
+}
+
+struct Layout {
+    start_ms: i64,
+    limit_ms: i64,
+    keys: usize,
+    plans: Vec<IncidentPlan>,
+    /// Per key, the intervals (offset ms) its incidents occupy, gaps included.
+    busy: Vec<Vec<(i64, i64)>>,
+}
+
+impl Layout {
+    /// Places a lane's incidents one after the other from `from`; returns where the lane ends.
+    fn lane(&mut self, lane: Lane, from: i64) -> i64 {
+        let mut at = from;
+        for &(kind, minutes, key) in lane {
+            at = self.align(at);
+            if self.place(kind, at, minutes * MIN, key) {
+                at += minutes * MIN + GAP_MS;
+            }
+        }
+        at - GAP_MS
+    }
+
+    /// The first whole minute of event time at or after `offset`.
+    fn align(&self, offset: i64) -> i64 {
+        let abs = self.start_ms + offset;
+        abs.div_euclid(MIN) * MIN + if abs.rem_euclid(MIN) > 0 { MIN } else { 0 } - self.start_ms
+    }
+
+    /// Adds the plan if it fits in the run and a key is free for it.
+    fn place(&mut self, kind: IncidentKind, offset: i64, duration: i64, key: usize) -> bool {
+        let offset = self.align(offset);
+        if offset + duration > self.limit_ms {
+            return false;
+        }
+        let mut chosen = 0;
+        if kind.targets_key() {
+            // A new key has no past and a moved key no future at home: both hold their key
+            // for the whole run.
+            let (from, to) = match kind {
+                BenignNewKey => (i64::MIN, i64::MAX),
+                BenignSlowRegionMove => (offset - GAP_MS, i64::MAX),
+                _ => (offset - GAP_MS, offset + duration + GAP_MS),
+            };
+            let free = |k: &usize| self.busy[*k].iter().all(|&(a, b)| to <= a || b <= from);
+            let Some(k) = (0..self.keys).map(|i| (key + i) % self.keys).find(free) else {
+                return false;
+            };
+            self.busy[k].push((from, to));
+            chosen = k;
+        }
+        self.plans.push(IncidentPlan {
+            kind,
+            offset_ms: offset,
+            duration_ms: duration,
+            key: chosen,
+        });
+        true
+    }
+}

@@ -1,0 +1,437 @@
+//! Turns one [`IncidentPlan`] into concrete parameters (addresses, countries, rates, the requests
+//! to add) and its line of ground truth, whose note states the figures a reviewer checks.
+
+use std::sync::Arc;
+
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+use tripline_core::time::format_ms;
+
+use crate::catalog::{Model, ATTACKER_UA, EXPENSIVE_MODEL, HOSTING_POOLS, MODELS, SCANNER_UA};
+use crate::incidents::{IncidentKind, IncidentPlan};
+use crate::inject::{
+    any_ip, isp_ip, others, own_draft, pool_ip, Context, Draft, Mode, Origin, RateSpec, Relocation,
+    Shape, StormSpec,
+};
+use crate::keys::KeyProfile;
+use crate::traces::Trace;
+use crate::traffic::prices;
+
+const MIN: i64 = 60_000;
+/// A slow move is at most this fast (an airliner's pace, well under the detector's 1,000).
+pub(crate) const SLOW_MOVE_MAX_KMH: f64 = 700.0;
+/// Spend incidents make requests at most this much longer than the trace's (on top of their
+/// own scaling) before they make more of them.
+const MAX_TOKEN_SCALE: f64 = 8.0;
+/// Impossible travel goes at least this far.
+const FAR_KM: f64 = 8_000.0;
+/// Impossible travel alternates between home and abroad this often.
+const TRAVEL_SEGMENT_MS: i64 = 150_000;
+
+pub(crate) struct Resolved {
+    pub key: usize,
+    pub start_ms: i64,
+    pub end_ms: i64,
+    pub note: String,
+    pub truth_key: String,
+    pub schedule: Vec<(i64, Draft)>,
+    pub rate: Option<RateSpec>,
+    pub storm: Option<StormSpec>,
+    pub relocation: Option<Relocation>,
+}
+
+pub(crate) fn resolve(
+    plan: &IncidentPlan,
+    index: usize,
+    rng: &mut ChaCha8Rng,
+    cx: &Context<'_>,
+) -> Resolved {
+    use IncidentKind::*;
+    let key = if plan.kind.targets_key() { plan.key } else { 0 };
+    let k = &cx.keys[key];
+    let start = cx.start_ms + plan.offset_ms;
+    let end = start + plan.duration_ms;
+    let mut r = Resolved {
+        key,
+        start_ms: start,
+        end_ms: end,
+        note: String::new(),
+        truth_key: k.id.clone(),
+        schedule: Vec::new(),
+        rate: None,
+        storm: None,
+        relocation: None,
+    };
+    let minutes = plan.duration_ms / MIN;
+    let id = &k.id;
+    match plan.kind {
+        SpendSpikeSmall | SpendSpikeLarge | SpendRamp | BenignPlannedBatch => {
+            let (multiple, floor_usd, shape, ps, cs, stream) = match plan.kind {
+                SpendSpikeSmall => (4.5, 2.5, Shape::Flat, 1.0, 2.0, None),
+                SpendSpikeLarge => (20.0, 20.0, Shape::Flat, 1.0, 2.5, None),
+                SpendRamp => (8.0, 6.0, Shape::Ramp, 1.0, 1.5, None),
+                _ => (10.0, 4.0, Shape::Soft, 3.0, 1.0, Some(false)),
+            };
+            let base_req = (cx.per_min)(key, (start + end) / 2);
+            let base_usd = base_req * usd_per_request(k, cx.trace, 1.0, 1.0);
+            // The extra spend must clear the floor (the detectors ignore less than $1 a minute).
+            // A key of cheap models or few requests gets longer requests first (a runaway
+            // agent's growing context, up to 8x the tokens), more of them only after that.
+            let extra = (multiple - 1.0) * base_req;
+            let usd_plain = usd_per_request(k, cx.trace, ps, cs);
+            let tokens = (floor_usd / (extra * usd_plain).max(1e-12)).clamp(1.0, MAX_TOKEN_SCALE);
+            let (ps, cs) = (ps * tokens, cs * tokens);
+            let usd_req = usd_plain * tokens;
+            let extra_req = extra.max(floor_usd / usd_req);
+            let extra_usd = extra_req * usd_req;
+            r.rate = Some(RateSpec {
+                extra_multiple: multiple - 1.0,
+                floor_per_ms: floor_usd / usd_req / 60_000.0,
+                shape,
+                prompt_scale: ps,
+                completion_scale: cs,
+                stream,
+                model: None,
+                mode: Mode::NoClientRetry,
+                stop_ms: end,
+            });
+            let times = 1.0 + extra_req / base_req.max(1e-9);
+            let size = |name: &str| {
+                format!(
+                    "size {name}: {id} sends {times:.1}x its requests with {ps:.1}x prompt and \
+                     {cs:.1}x completion tokens for {minutes} min: about +${extra_usd:.2}/min \
+                     ({extra_req:.0} more requests/min) over its ${base_usd:.2}/min"
+                )
+            };
+            r.note = match plan.kind {
+                SpendSpikeSmall => size("small"),
+                SpendSpikeLarge => size("large"),
+                SpendRamp => format!(
+                    "slow ramp: {id}'s extra requests ({ps:.1}x prompt, {cs:.1}x completion \
+                     tokens) grow linearly over {minutes} min to {times:.1}x its requests, about \
+                     +${extra_usd:.2}/min over its ${base_usd:.2}/min at the end"
+                ),
+                _ => {
+                    let per_min = base_usd + extra_usd;
+                    format!(
+                        "planned batch job, budget raised: {id} runs a non-streaming batch \
+                         ({times:.1}x its requests, {ps:.1}x prompt tokens) for {minutes} min, \
+                         about +${extra_usd:.2}/min (${:.0}/h) over its ${base_usd:.2}/min; \
+                         suppressed by the per-key spend_spike override [detect.keys.\"{id}\"] \
+                         min_abs_usd = {:.0}, hourly_budget_usd = {:.0}",
+                        60.0 * per_min,
+                        (2.0 * per_min).ceil(),
+                        (90.0 * per_min).ceil()
+                    )
+                }
+            };
+        }
+        RetryStormNoBackoff | RetryStormWithBackoff => {
+            let backoff = plan.kind == RetryStormWithBackoff;
+            let model = &MODELS[k.models[0]];
+            let cutoff = (end - 20_000).max(start);
+            let p_peak = if backoff { 0.7 } else { 0.85 };
+            r.rate = Some(RateSpec {
+                extra_multiple: 2.0,
+                floor_per_ms: 1.0 / 1_000.0,
+                shape: Shape::Rise,
+                prompt_scale: 1.0,
+                completion_scale: 1.0,
+                stream: None,
+                model: Some(model),
+                mode: Mode::Storm(index),
+                stop_ms: cutoff,
+            });
+            r.storm = Some(StormSpec {
+                backoff,
+                provider: model.provider,
+                cutoff_ms: cutoff,
+                p_peak,
+            });
+            let (provider, name) = (model.provider, model.name);
+            r.note = if backoff {
+                format!(
+                    "size small (lower severity): {id}'s requests to {provider} ({name}) meet \
+                     429/503 (up to {:.0} % of first attempts) for {minutes} min, but clients back \
+                     off 0.5, 1, 2, 4 s (attempts up to 5, same idempotency_key) and the gateway \
+                     does not retry: a retry storm by retry share, amplification about 2",
+                    100.0 * p_peak
+                )
+            } else {
+                format!(
+                    "size large: {id}'s requests to {provider} ({name}) meet 429/503 (up to \
+                     {:.0} % of upstream attempts) for {minutes} min while its first attempts \
+                     rise to 3x; clients retry at once (5-40 ms after each failure, attempts up \
+                     to 6, same idempotency_key) and the gateway retries upstream up to 3 times: \
+                     provider attempts per success above 3",
+                    100.0 * p_peak
+                )
+            };
+        }
+        LeakedKeyProbeThenBurst => leaked(&mut r, k, cx.trace, rng, plan.duration_ms),
+        KeyScanning => scanning(&mut r, rng),
+        ImpossibleTravel => travel(&mut r, k, cx.trace, rng),
+        BenignSlowRegionMove => slow_move(&mut r, k, cx.trace, rng, plan.duration_ms),
+        BenignNewKey => {
+            r.note = format!(
+                "new key: {id} ({}, {}) sends nothing before this window, then its usual traffic \
+                 (about {:.0} requests/min) from {} only; being new must not alert",
+                k.project,
+                k.country,
+                (cx.per_min)(key, start),
+                k.country
+            );
+        }
+        BenignDailyPeak => {
+            r.truth_key = "*".to_owned();
+            r.note = format!(
+                "every key's request rate rises smoothly to 2x at {} and back over {minutes} min \
+                 (a raised cosine), like a daily peak",
+                format_ms((start + end) / 2)
+            );
+        }
+    }
+    r
+}
+
+/// Expected USD of one request of the key's model mix with the trace's mean tokens scaled.
+fn usd_per_request(k: &KeyProfile, trace: &Trace, prompt_scale: f64, completion_scale: f64) -> f64 {
+    const SPLIT: [f64; 4] = [0.6, 0.25, 0.1, 0.05];
+    let weights = &SPLIT[..k.models.len().min(SPLIT.len())];
+    let total: f64 = weights.iter().sum();
+    let usd = |m: &Model| {
+        prices().lookup(m.provider, m.name).map_or(0.0, |p| {
+            p.input * trace.mean_prompt_tokens * prompt_scale
+                + p.output * trace.mean_completion_tokens * completion_scale
+        })
+    };
+    let mix: f64 = weights
+        .iter()
+        .zip(&k.models)
+        .map(|(w, &m)| w * usd(&MODELS[m]))
+        .sum();
+    // Never zero: the rate floors divide by it.
+    (mix / total).max(1e-6)
+}
+
+/// Sorted instants uniform in `[from, to)`.
+fn uniform_times(rng: &mut ChaCha8Rng, n: usize, from: i64, to: i64) -> Vec<i64> {
+    let mut t: Vec<i64> = (0..n)
+        .map(|_| rng.random_range(from..to.max(from + 1)))
+        .collect();
+    t.sort_unstable();
+    t
+}
+
+fn leaked(r: &mut Resolved, k: &KeyProfile, trace: &Trace, rng: &mut ChaCha8Rng, window: i64) {
+    let pools: Vec<_> = HOSTING_POOLS
+        .iter()
+        .filter(|p| p.country != k.country)
+        .collect();
+    let pool = pools[rng.random_range(0..pools.len())];
+    let origin = |rng: &mut ChaCha8Rng| {
+        Arc::new(Origin {
+            ip: pool_ip(rng, pool),
+            country: pool.country,
+            region: pool.region,
+            user_agent: ATTACKER_UA,
+        })
+    };
+    let probe = origin(rng);
+    let burst_ips: Vec<Arc<Origin>> = (0..rng.random_range(12..=20))
+        .map(|_| origin(rng))
+        .collect();
+    let n_probe = rng.random_range(3..=5);
+    let probe_span = (window * 12 / 100).min(3 * MIN);
+    let burst_from = r.start_ms + window * 3 / 10;
+    let n_burst = rng.random_range(300..=600);
+    let key = r.key;
+    let draft = |origin: Arc<Origin>, prompt: u32, completion: u32| Draft {
+        key,
+        model: &EXPENSIVE_MODEL,
+        user: None,
+        ip: 0,
+        origin: Some(origin),
+        prompt_tokens: prompt,
+        completion_tokens: completion,
+        stream: false,
+        mode: Mode::NoClientRetry,
+    };
+    for t in uniform_times(rng, n_probe, r.start_ms, r.start_ms + probe_span) {
+        let (p, c) = (rng.random_range(8..=60), rng.random_range(1..=30));
+        r.schedule.push((t, draft(probe.clone(), p, c)));
+    }
+    for t in uniform_times(rng, n_burst, burst_from, r.end_ms - 1_000) {
+        let o = burst_ips[rng.random_range(0..burst_ips.len())].clone();
+        let row = trace.rows[rng.random_range(0..trace.rows.len())];
+        let p = (row.prompt_tokens * 2).min(100_000);
+        r.schedule
+            .push((t, draft(o, p, rng.random_range(800..=4_000))));
+    }
+    r.note = format!(
+        "probe then burst: {n_probe} probe requests on {} (a model family {} never used) from {} \
+         ({}, {} AS{}) with user agent {ATTACKER_UA}, no user, while the key's home is {}; from \
+         {} a burst of {n_burst} long requests from {} addresses of that network",
+        EXPENSIVE_MODEL.name,
+        k.id,
+        probe.ip,
+        pool.country,
+        pool.org,
+        pool.asn,
+        k.country,
+        format_ms(burst_from),
+        burst_ips.len()
+    );
+}
+
+fn scanning(r: &mut Resolved, rng: &mut ChaCha8Rng) {
+    let pool = &HOSTING_POOLS[rng.random_range(0..HOSTING_POOLS.len())];
+    let origin = Arc::new(Origin {
+        ip: pool_ip(rng, pool),
+        country: pool.country,
+        region: pool.region,
+        user_agent: SCANNER_UA,
+    });
+    let n_keys = rng.random_range(40..=60);
+    let mut tries: Vec<Arc<str>> = Vec::new();
+    for _ in 0..n_keys {
+        // What the gateway logs for a key it cannot resolve: a fingerprint of the presented
+        // secret, in the shape of Tripline's own (`fp_` + 24 hex digits).
+        let id: Arc<str> =
+            format!("fp_{:016x}{:08x}", rng.random::<u64>(), rng.random::<u32>()).into();
+        let n = if rng.random_bool(0.3) { 2 } else { 1 };
+        tries.extend(std::iter::repeat_n(id, n));
+    }
+    // Fisher-Yates, so that a key's second try does not follow its first.
+    for i in (1..tries.len()).rev() {
+        let j = rng.random_range(0..=i);
+        tries.swap(i, j);
+    }
+    let times = uniform_times(rng, tries.len(), r.start_ms, r.end_ms);
+    for (t, id) in times.into_iter().zip(&tries) {
+        let draft = Draft {
+            key: 0,
+            model: &MODELS[0],
+            user: None,
+            ip: 0,
+            origin: Some(origin.clone()),
+            prompt_tokens: 0,
+            completion_tokens: 0,
+            stream: false,
+            mode: Mode::UnknownKey(id.clone()),
+        };
+        r.schedule.push((t, draft));
+    }
+    r.truth_key = origin.ip.clone();
+    r.note = format!(
+        "{n_keys} non-existent keys (api_key_id fp_...) tried {} times from {} ({}, {} AS{}) with \
+         user agent {SCANNER_UA}, every one answered 401",
+        tries.len(),
+        origin.ip,
+        pool.country,
+        pool.org,
+        pool.asn
+    );
+}
+
+fn travel(r: &mut Resolved, k: &KeyProfile, trace: &Trace, rng: &mut ChaCha8Rng) {
+    let far: Vec<_> = others(k.country, false)
+        .into_iter()
+        .filter(|(_, d)| *d > FAR_KM)
+        .collect();
+    let (far, km) = far[rng.random_range(0..far.len())];
+    let origins: Vec<Arc<Origin>> = (0..2)
+        .map(|_| {
+            Arc::new(Origin {
+                ip: any_ip(rng, far),
+                country: far.code,
+                region: far.regions[0].0,
+                user_agent: k.user_agent,
+            })
+        })
+        .collect();
+    let mut segment = 0;
+    let mut seg_start = r.start_ms;
+    while seg_start < r.end_ms {
+        let abroad = segment % 2 == 1;
+        let n = rng.random_range(3..=6);
+        let to = (seg_start + 60_000).min(r.end_ms);
+        for t in uniform_times(rng, n, seg_start, to) {
+            let origin = abroad.then(|| origins[rng.random_range(0..origins.len())].clone());
+            r.schedule
+                .push((t, own_draft(r.key, k, trace, rng, origin)));
+        }
+        segment += 1;
+        seg_start += TRAVEL_SEGMENT_MS;
+    }
+    r.note = format!(
+        "{} (home {}) is used from {} ({km:.0} km away, from {} and {}) every other 2.5 minutes, \
+         alternating with home: an implied speed far above 1,000 km/h",
+        k.id, k.country, far.code, origins[0].ip, origins[1].ip
+    );
+}
+
+fn slow_move(r: &mut Resolved, k: &KeyProfile, trace: &Trace, rng: &mut ChaCha8Rng, window: i64) {
+    let after = (30 * MIN).min(window / 4);
+    let planned_gap = window - after;
+    let hours = |ms: i64| ms as f64 / 3_600_000.0;
+    let candidates = others(k.country, true);
+    // The farthest country reachable at an airliner's pace in the planned silence; if none is,
+    // the nearest, with the silence stretched to what it takes.
+    let reachable = candidates
+        .iter()
+        .filter(|(_, d)| d / hours(planned_gap) <= SLOW_MOVE_MAX_KMH)
+        .max_by(|a, b| a.1.total_cmp(&b.1));
+    let (dest, km, gap) = match reachable {
+        Some(&(c, d)) => (c, d, planned_gap),
+        None => {
+            let &(c, d) = candidates
+                .iter()
+                .min_by(|a, b| a.1.total_cmp(&b.1))
+                .expect("the catalog has more than one country");
+            let needed = (d / SLOW_MOVE_MAX_KMH * 60.0).ceil() as i64 * MIN;
+            (c, d, needed)
+        }
+    };
+    let moved_at = r.start_ms + gap;
+    r.end_ms = moved_at + after;
+    let origins: Vec<Arc<Origin>> = k
+        .ips
+        .iter()
+        .map(|_| {
+            Arc::new(Origin {
+                ip: isp_ip(rng, dest),
+                country: dest.code,
+                region: dest.regions[0].0,
+                user_agent: k.user_agent,
+            })
+        })
+        .collect();
+    let home = own_draft(r.key, k, trace, rng, None);
+    let abroad = own_draft(r.key, k, trace, rng, Some(origins[0].clone()));
+    r.schedule = vec![(r.start_ms, home), (moved_at, abroad)];
+    r.relocation = Some(Relocation {
+        silent_from_ms: r.start_ms,
+        moved_at_ms: moved_at,
+        origins,
+    });
+    let stretched = if gap != planned_gap {
+        format!(
+            " (silence stretched from the planned {:.1} h so that the nearest country is reachable)",
+            hours(planned_gap)
+        )
+    } else {
+        String::new()
+    };
+    r.note = format!(
+        "{} last used from {} at {}, silent {:.1} h{stretched}, then used from {} ({km:.0} km: \
+         {:.0} km/h < 1,000) with the same user agent and models from ISP addresses; must not \
+         alert",
+        k.id,
+        k.country,
+        format_ms(r.start_ms),
+        hours(gap),
+        dest.code,
+        km / hours(gap)
+    );
+}
