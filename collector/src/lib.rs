@@ -146,25 +146,9 @@ impl Collector {
             .with_state(self.clone())
     }
 
-    /// The source whose token the request carries, comparing digests in constant time.
+    /// The source whose token the request carries.
     fn authenticate(&self, headers: &HeaderMap) -> Option<&str> {
-        let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
-        let (scheme, token) = value.split_once(' ')?;
-        if !scheme.eq_ignore_ascii_case("bearer") {
-            return None;
-        }
-        let presented = digest(token.trim().as_bytes());
-        let mut found = None;
-        for (source, expected) in &self.inner.tokens {
-            let diff = expected
-                .iter()
-                .zip(presented.iter())
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b));
-            if diff == 0 {
-                found = Some(source.as_str());
-            }
-        }
-        found
+        authenticate(&self.inner.tokens, headers)
     }
 
     /// Produces every record, then waits for every acknowledgement. Any failure fails the whole
@@ -195,6 +179,28 @@ impl Collector {
         }
         first_error.map_or(Ok(()), Err)
     }
+}
+
+/// Finds the source of a `Bearer` token, comparing SHA-256 digests in constant time (equal
+/// lengths, no early exit), so response timing says nothing about a token's prefix.
+fn authenticate<'a>(tokens: &'a [(String, [u8; 32])], headers: &HeaderMap) -> Option<&'a str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
+    let (scheme, token) = value.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return None;
+    }
+    let presented = digest(token.trim().as_bytes());
+    let mut found = None;
+    for (source, expected) in tokens {
+        let diff = expected
+            .iter()
+            .zip(presented.iter())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+        if diff == 0 {
+            found = Some(source.as_str());
+        }
+    }
+    found
 }
 
 fn digest(bytes: &[u8]) -> [u8; 32] {
@@ -409,4 +415,82 @@ fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fingerprinter() -> Fingerprinter {
+        Fingerprinter::new(b"0123456789abcdef-test").unwrap()
+    }
+
+    fn config(sources: &[(&str, &str)]) -> CollectorConfig {
+        CollectorConfig {
+            token_env: sources
+                .iter()
+                .map(|(s, v)| (s.to_string(), v.to_string()))
+                .collect(),
+            ..CollectorConfig::default()
+        }
+    }
+
+    fn build(
+        config: &CollectorConfig,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<bool, String> {
+        Collector::new(
+            config,
+            &KafkaConfig::default(),
+            &IngestConfig::default(),
+            fingerprinter(),
+            env,
+        )
+        .map(|c| c.is_some())
+        .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn no_source_means_no_endpoints() {
+        assert_eq!(build(&config(&[]), |_| None), Ok(false));
+    }
+
+    #[test]
+    fn tokens_must_be_set_and_long_enough() {
+        let sources = config(&[("litellm", "TOKEN_VAR")]);
+        let err = build(&sources, |_| None).unwrap_err();
+        assert!(
+            err.contains("TOKEN_VAR") && err.contains("not set"),
+            "{err}"
+        );
+        let err = build(&sources, |_| Some("  ".into())).unwrap_err();
+        assert!(err.contains("not set"), "{err}");
+        let err = build(&sources, |_| Some("short-token".into())).unwrap_err();
+        assert!(err.contains("11 characters"), "{err}");
+    }
+
+    #[test]
+    fn bearer_tokens_map_to_their_source() {
+        let tokens = vec![
+            ("litellm".to_owned(), digest(b"token-of-litellm-0123")),
+            ("other".to_owned(), digest(b"token-of-other-456789")),
+        ];
+        let check = |value: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::AUTHORIZATION, HeaderValue::from_str(value).unwrap());
+            authenticate(&tokens, &headers).map(str::to_owned)
+        };
+        assert_eq!(
+            check("Bearer token-of-litellm-0123").as_deref(),
+            Some("litellm")
+        );
+        assert_eq!(
+            check("bearer  token-of-other-456789 ").as_deref(),
+            Some("other")
+        );
+        assert_eq!(check("Bearer token-of-other-45678"), None);
+        assert_eq!(check("Basic token-of-other-456789"), None);
+        assert_eq!(check("token-of-other-456789"), None);
+        assert_eq!(authenticate(&tokens, &HeaderMap::new()), None);
+    }
 }
