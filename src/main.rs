@@ -2,6 +2,7 @@
 
 mod bench;
 mod detect;
+mod evaluate;
 mod roles;
 mod server;
 mod settings;
@@ -59,6 +60,9 @@ enum Command {
     Simulate(simulate::SimulateArgs),
     /// Measure sustained Kafka → ClickHouse throughput against the raw broker and insert rates.
     Bench(bench::BenchArgs),
+    /// Score the detectors on simulated traffic with labelled incidents (recall, precision,
+    /// time to detect), through the real pipeline.
+    Evaluate(evaluate::EvaluateArgs),
 }
 
 fn main() -> ExitCode {
@@ -103,6 +107,7 @@ fn main() -> ExitCode {
             Command::Migrate(args) => roles::migrate_only(args.config.as_deref()).await,
             Command::Simulate(args) => simulate::run(args).await,
             Command::Bench(args) => bench::run(args).await,
+            Command::Evaluate(args) => evaluate::run(args).await,
             Command::CheckConfig { .. } => unreachable!("handled above"),
         }
     });

@@ -236,9 +236,15 @@ impl Engine {
                 } else {
                     self.spend_params.clone()
                 };
+                let cost = row.cost_usd
+                    - self.excused_spend(
+                        data,
+                        row.minute,
+                        (kind == "project").then_some(row.entity.as_str()),
+                    );
                 let a = track.model.assess(
                     &params,
-                    row.cost_usd,
+                    cost,
                     fraction(row.minute),
                     hour_of_week(i64::from(row.minute) * 1000),
                 );
@@ -251,7 +257,7 @@ impl Engine {
                     let mut c =
                         Candidate::new("spend_spike", labels, row.minute, row.minute + MINUTE);
                     (c.observed, c.expected, c.upper, c.score) =
-                        (row.cost_usd, a.expected, a.upper, a.score);
+                        (cost, a.expected, a.upper, a.score);
                     c.summary = format!(
                         "{kind} {} spent ${:.2} in a minute (expected ${:.2})",
                         if row.entity.is_empty() {
@@ -267,6 +273,26 @@ impl Engine {
             }
         }
         self.assess_budgets(data, now_s, out);
+    }
+
+    /// Spend of keys with their own spend override (a planned batch job, say) in `minute`: they
+    /// are judged on their own terms, so their project's and the overall baselines leave them out.
+    fn excused_spend(&self, data: &CycleData, minute: u32, project: Option<&str>) -> f64 {
+        if self.config.keys.is_empty() {
+            return 0.0;
+        }
+        data.keys
+            .iter()
+            .filter(|k| k.minute == minute && project.is_none_or(|p| k.project == p))
+            .filter(|k| {
+                self.config.keys.get(&k.api_key_id).is_some_and(|o| {
+                    o.min_abs_usd.is_some()
+                        || o.hourly_budget_usd.is_some()
+                        || o.daily_budget_usd.is_some()
+                })
+            })
+            .map(|k| k.cost_usd)
+            .sum()
     }
 
     fn assess_budgets(&self, data: &CycleData, now_s: u32, out: &mut Vec<Candidate>) {
@@ -349,34 +375,48 @@ impl Engine {
             {
                 continue;
             }
+            // Weak signals (a new country or network) happen to honest keys that travel or
+            // change ISP; strong ones (a hosting network, a model family or client never used)
+            // rarely do. A leak shows a strong signal with another, or three kinds at once.
             let mut reasons = Vec::new();
+            let mut kinds = [false; 5]; // country, network, hosting, model family, user agent
             let mut new_requests = 0;
             for u in &usage {
                 let mut novel = false;
+                let mut flag = |kind: usize, reason: String| {
+                    kinds[kind] = true;
+                    reasons.push(reason);
+                    novel = true;
+                };
                 if cfg.new_country
                     && !u.country.is_empty()
                     && !state.familiar.has_country(&u.country)
                 {
-                    reasons.push(format!("new country {}", u.country));
-                    novel = true;
+                    flag(0, format!("new country {}", u.country));
                 }
                 if cfg.new_asn && u.asn != 0 && !state.familiar.has_asn(u.asn) {
-                    reasons.push(format!("new network AS{} {}", u.asn, u.as_org));
-                    novel = true;
+                    flag(1, format!("new network AS{} {}", u.asn, u.as_org));
                 }
                 if cfg.hosting_asn
                     && crate::familiar::is_hosting(&u.as_org)
                     && !state.familiar.used_hosting
                 {
-                    reasons.push(format!("hosting network {}", u.as_org));
-                    novel = true;
+                    flag(2, format!("hosting network {}", u.as_org));
                 }
                 if cfg.new_model_family && !state.familiar.has_model(&u.model) {
-                    reasons.push(format!(
-                        "new model family {}",
-                        crate::familiar::model_family(&u.model)
-                    ));
-                    novel = true;
+                    flag(
+                        3,
+                        format!(
+                            "new model family {}",
+                            crate::familiar::model_family(&u.model)
+                        ),
+                    );
+                }
+                if cfg.new_user_agent
+                    && !u.user_agent.is_empty()
+                    && !state.familiar.has_user_agent(&u.user_agent)
+                {
+                    flag(4, format!("new client {}", u.user_agent));
                 }
                 if novel {
                     new_requests += u.requests;
@@ -384,6 +424,10 @@ impl Engine {
             }
             reasons.sort();
             reasons.dedup();
+            let strong = kinds[2..].iter().filter(|k| **k).count();
+            let all = kinds.iter().filter(|k| **k).count();
+            let novel_use = (strong >= 1 && all >= 2 && new_requests >= cfg.min_new_requests)
+                || (all >= 3 && new_requests >= 1);
             let distinct_ips = data
                 .keys
                 .iter()
@@ -397,7 +441,7 @@ impl Engine {
                     "{distinct_ips} distinct IPs (usually {usual_ips:.1})"
                 ));
             }
-            if new_requests < cfg.min_new_requests && !ip_jump {
+            if !novel_use && !ip_jump {
                 continue;
             }
             let mut c = Candidate::new(
@@ -740,9 +784,11 @@ impl Engine {
         for (rows, is_project) in [(&data.projects, true), (&data.overall, false)] {
             let mut per: HashMap<&str, BTreeMap<u32, f64>> = HashMap::new();
             for r in rows.iter().filter(|r| closed(r.minute)) {
+                let excused =
+                    self.excused_spend(data, r.minute, is_project.then_some(r.entity.as_str()));
                 per.entry(&r.entity)
                     .or_default()
-                    .insert(r.minute, r.cost_usd);
+                    .insert(r.minute, r.cost_usd - excused);
             }
             for (entity, minutes) in per {
                 let track = if is_project {

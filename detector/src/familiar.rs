@@ -6,6 +6,7 @@ use crate::data::Usage;
 const MAX_COUNTRIES: usize = 24;
 const MAX_ASNS: usize = 48;
 const MAX_MODELS: usize = 24;
+const MAX_USER_AGENTS: usize = 24;
 
 #[derive(Debug, Clone, Default)]
 pub struct Familiar {
@@ -13,6 +14,8 @@ pub struct Familiar {
     asns: Vec<u32>,
     /// Hashes of model families.
     models: Vec<u64>,
+    /// Hashes of user agents (the client software).
+    user_agents: Vec<u64>,
     /// Whether the key ever called from a hosting/datacenter network.
     pub used_hosting: bool,
     /// Active minutes folded in so far: "new" means little on a key with no history.
@@ -28,6 +31,13 @@ impl Familiar {
             push_bounded(&mut self.asns, usage.asn, MAX_ASNS);
         }
         push_bounded(&mut self.models, family_hash(&usage.model), MAX_MODELS);
+        if !usage.user_agent.is_empty() {
+            push_bounded(
+                &mut self.user_agents,
+                text_hash(&usage.user_agent),
+                MAX_USER_AGENTS,
+            );
+        }
         self.used_hosting |= is_hosting(&usage.as_org);
     }
 
@@ -39,6 +49,11 @@ impl Familiar {
 
     pub fn has_asn(&self, asn: u32) -> bool {
         self.asns.contains(&asn) || self.asns.len() >= MAX_ASNS
+    }
+
+    pub fn has_user_agent(&self, user_agent: &str) -> bool {
+        self.user_agents.contains(&text_hash(user_agent))
+            || self.user_agents.len() >= MAX_USER_AGENTS
     }
 
     pub fn has_model(&self, model: &str) -> bool {
@@ -77,9 +92,13 @@ pub fn model_family(model: &str) -> &str {
 }
 
 fn family_hash(model: &str) -> u64 {
+    text_hash(model_family(model))
+}
+
+fn text_hash(text: &str) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    model_family(model).hash(&mut hasher);
+    text.hash(&mut hasher);
     hasher.finish()
 }
 

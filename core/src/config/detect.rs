@@ -84,7 +84,8 @@ pub struct LeakedKeyConfig {
     pub enabled: bool,
     /// Minutes of a key's history before "never seen" means something.
     pub min_history_minutes: u32,
-    /// Requests from a new country/ASN/model family within a minute needed to alert.
+    /// Requests showing something new needed to alert when a strong signal (hosting network,
+    /// new model family, new client) comes with one other; three kinds at once need only one.
     pub min_new_requests: u64,
     pub new_country: bool,
     pub new_asn: bool,
@@ -92,6 +93,8 @@ pub struct LeakedKeyConfig {
     pub hosting_asn: bool,
     /// A model family the key never called.
     pub new_model_family: bool,
+    /// A client (user agent) the key never used.
+    pub new_user_agent: bool,
     /// Distinct client IPs in a minute, as a multiple of the key's usual count, that alerts.
     pub ip_jump_factor: f64,
     /// ...and at least this many distinct IPs.
@@ -110,6 +113,7 @@ impl Default for LeakedKeyConfig {
             new_asn: true,
             hosting_asn: true,
             new_model_family: true,
+            new_user_agent: true,
             ip_jump_factor: 4.0,
             min_distinct_ips: 8,
             scan_min_keys: 10,
@@ -138,8 +142,8 @@ impl Default for RetryStormConfig {
             enabled: true,
             min_requests: 20,
             retry_share: 0.25,
-            amplification: 2.0,
-            critical_amplification: 4.0,
+            amplification: 3.0,
+            critical_amplification: 5.0,
             no_backoff_ms: 250.0,
         }
     }

@@ -344,3 +344,28 @@ fn many_countries_at_once_is_flagged_even_when_close_together() {
         travel[0].summary
     );
 }
+
+#[test]
+fn a_new_country_and_network_alone_is_not_a_leak() {
+    let mut e = engine();
+    let now = warm(&mut e, 60);
+    // The owner travels: another country and ISP, same client and model.
+    let trip = CycleData {
+        keys: vec![key_minute("k", now, 30, 0.1)],
+        usage: vec![usage(
+            "k",
+            now,
+            "FR",
+            3215,
+            "Orange S.A.",
+            "gpt-4o-mini",
+            30,
+        )],
+        ..CycleData::default()
+    };
+    let found = e.cycle(&trip, now + 30, false);
+    assert!(
+        found.iter().all(|c| c.detector != "leaked_key"),
+        "{found:?}"
+    );
+}

@@ -1,0 +1,375 @@
+//! `tripline evaluate`: how well the detectors find labelled incidents. It simulates hours of
+//! realistic traffic with the standard incident scenario, runs it through the real pipeline
+//! (Kafka → ingest → ClickHouse), replays the stored minutes through the detectors as if time
+//! were passing, and scores the alerts against the ground truth: recall, precision and time to
+//! detect per detector.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use tokio_util::sync::CancellationToken;
+use tripline_core::alert::Alert;
+use tripline_detector::data::{self, Shard, Thresholds};
+use tripline_detector::engine::Engine;
+use tripline_detector::lifecycle::{Lifecycle, Step};
+use tripline_ingest::{Ingest, IngestHealth};
+use tripline_simulate::{standard_scenario, EventTopic, Incident, SimConfig, Simulator};
+
+use crate::roles::build_processor;
+use crate::settings;
+
+#[derive(clap::Args, Debug)]
+pub struct EvaluateArgs {
+    /// TOML config file: brokers, ClickHouse, and the [detect] thresholds under test.
+    #[arg(long, short, env = "TRIPLINE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Hours of event time to simulate (the standard scenario's first round needs about 4).
+    #[arg(long, default_value_t = 4.5)]
+    hours: f64,
+    /// Mean gateway requests per second of background traffic.
+    #[arg(long, default_value_t = 20.0)]
+    rate: f64,
+    #[arg(long, default_value_t = 40)]
+    keys: usize,
+    #[arg(long, default_value_t = 7)]
+    seed: u64,
+    /// Also write the per-incident results and the alerts as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Keep the evaluation database (for dashboards or backtests) instead of dropping it.
+    #[arg(long)]
+    keep: bool,
+}
+
+/// An alert fired during the replay, at event time `at_s`.
+#[derive(Debug, Clone)]
+struct Firing {
+    at_s: u32,
+    alert: Alert,
+}
+
+const MINUTE: u32 = 60;
+/// An alert up to this long after an incident's end still belongs to it.
+const GRACE_S: i64 = 300;
+
+pub async fn run(args: EvaluateArgs) -> anyhow::Result<()> {
+    let loaded = settings::load(args.config.as_deref())?;
+    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
+    let mut kafka = loaded.config.kafka.clone();
+    kafka.gateway_topic = format!("eval.{stamp}.gateway");
+    kafka.provider_topic = format!("eval.{stamp}.provider");
+    kafka.dlq_topic = format!("eval.{stamp}.dlq");
+    kafka.ingest_group_id = format!("eval-{stamp}");
+    let env = tripline_kafka::process_env;
+    tripline_kafka::ensure_topics(&kafka, env, &[&kafka.gateway_topic, &kafka.provider_topic, &kafka.dlq_topic], 4).await?;
+
+    // 1. Traffic with incidents, ending now.
+    let duration_ms = (args.hours * 3_600_000.0) as i64;
+    let end_ms = now_ms() / 60_000 * 60_000;
+    let start_ms = end_ms - duration_ms;
+    let incidents = standard_scenario(start_ms, duration_ms, args.keys);
+    let simulator = Simulator::new(SimConfig {
+        seed: args.seed,
+        rate_per_s: args.rate,
+        keys: args.keys,
+        start_ms,
+        incidents,
+        ..SimConfig::default()
+    });
+    let truth = simulator.ground_truth();
+    if truth.is_empty() {
+        bail!("no incidents fit in {} hours with {} keys: use --hours 4.5 or more", args.hours, args.keys);
+    }
+    println!("# tripline evaluate: {:.1} h at {} requests/s, {} keys, seed {}, {} incidents", args.hours, args.rate, args.keys, args.seed, truth.len());
+    let producer: FutureProducer = tripline_kafka::producer_config(&kafka, env)?.create()?;
+    let (mut gateway, mut provider) = (0u64, 0u64);
+    let mut pending = std::collections::VecDeque::new();
+    let t = Instant::now();
+    for event in simulator {
+        if event.ts_ms >= end_ms {
+            break;
+        }
+        let topic = match event.topic {
+            EventTopic::Gateway => {
+                gateway += 1;
+                &kafka.gateway_topic
+            }
+            EventTopic::Provider => {
+                provider += 1;
+                &kafka.provider_topic
+            }
+        };
+        pending.push_back(tripline_kafka::enqueue(&producer, FutureRecord::to(topic).key(&event.key).payload(&event.payload)).await?);
+        if pending.len() > 50_000 {
+            tripline_kafka::delivered(pending.pop_front().expect("non-empty").await).map_err(anyhow::Error::msg)?;
+        }
+    }
+    for delivery in pending {
+        tripline_kafka::delivered(delivery.await).map_err(anyhow::Error::msg)?;
+    }
+    println!("produced {gateway} gateway requests and {provider} provider attempts in {:.1} s", t.elapsed().as_secs_f64());
+
+    // 2. Through the real ingest into a database of its own.
+    let database = format!("eval_{stamp}");
+    let mut ch_config = loaded.config.clickhouse.clone();
+    ch_config.database = database.clone();
+    let clickhouse = tripline_store::client(&ch_config, loaded.clickhouse_password().as_deref());
+    tripline_store::migrate(&clickhouse, &database).await?;
+    let shutdown = CancellationToken::new();
+    let ingest = Ingest {
+        kafka: kafka.clone(),
+        settings: loaded.config.ingest.clone(),
+        clickhouse: clickhouse.clone(),
+        processor: build_processor(&loaded)?,
+        health: Arc::new(IngestHealth::default()),
+    };
+    let task = tokio::spawn(ingest.run(shutdown.clone()));
+    let t = Instant::now();
+    loop {
+        let stored: u64 = clickhouse.query_raw("SELECT count() FROM gateway_requests").fetch_one().await?;
+        if stored >= gateway {
+            break;
+        }
+        if t.elapsed() > Duration::from_secs(900) {
+            bail!("ingest stored only {stored} of {gateway} requests in 15 minutes");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    shutdown.cancel();
+    task.await??;
+    println!("ingested in {:.1} s", t.elapsed().as_secs_f64());
+
+    // 3. Replay the stored minutes through the detectors, one minute at a time.
+    let mut config = loaded.config.detect.clone();
+    config.allowed_lateness_s = 0; // the data is complete: a minute is judged when it ends
+    let projects: HashMap<String, String> = clickhouse
+        .query_raw("SELECT api_key_id, any(project) FROM gateway_requests GROUP BY api_key_id")
+        .fetch_all::<(String, String)>()
+        .await?
+        .into_iter()
+        .collect();
+    apply_planned_overrides(&mut config, &truth);
+    let mut engine = Engine::new(config).context("invalid [detect] config")?;
+    let mut lifecycle = Lifecycle::default();
+    let shard = Shard { index: 0, count: 1 };
+    let thresholds = Thresholds {
+        no_backoff_ms: engine.config().retry_storm.no_backoff_ms,
+        scan_min_keys: engine.config().leaked_key.scan_min_keys,
+    };
+    let budgets = wants_budgets(engine.config());
+    let first = (start_ms / 1000) as u32;
+    engine.folded_through = first;
+    let mut firings = Vec::new();
+    let t = Instant::now();
+    let mut minute = first;
+    while i64::from(minute) * 1000 < end_ms {
+        let data = data::fetch(&clickhouse, shard, engine.folded_through, minute, &thresholds, budgets).await?;
+        let now = minute + MINUTE;
+        for candidate in engine.cycle(&data, now, false) {
+            if let Step::Fire(alert) = lifecycle.observe(&candidate, now) {
+                firings.push(Firing { at_s: now, alert: *alert });
+            }
+        }
+        lifecycle.resolve_stale(now, engine.config().resolve_after_s as u32);
+        minute += MINUTE;
+    }
+    println!("replayed {} minutes through the detectors in {:.1} s", (end_ms / 1000 - i64::from(first)) / 60, t.elapsed().as_secs_f64());
+
+    // 4. Score.
+    let report = score(&truth, &firings, &projects);
+    report.print();
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_vec_pretty(&report.json(&firings))?)?;
+        println!("details: {}", path.display());
+    }
+    if !args.keep {
+        clickhouse.clone().with_database("default").query_raw(&format!("DROP DATABASE IF EXISTS {database}")).execute().await?;
+    } else {
+        println!("kept database {database}");
+    }
+    Ok(())
+}
+
+/// A planned batch job is announced: its operator raises the key's dollar floor and budget as the
+/// ground truth prescribes ("... min_abs_usd = N, hourly_budget_usd = M"). The key's project is
+/// left alone: a project override would also raise the floor of every other key in it.
+fn apply_planned_overrides(config: &mut tripline_core::config::DetectConfig, truth: &[Incident]) {
+    let number_after = |text: &str, name: &str| -> Option<f64> {
+        let rest = &text[text.find(name)? + name.len()..];
+        let rest = rest.trim_start_matches([' ', '=']);
+        let end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        rest[..end].parse().ok()
+    };
+    for incident in truth.iter().filter(|i| i.kind.as_str() == "benign_planned_batch") {
+        let floor = number_after(&incident.note, "min_abs_usd");
+        let hourly = number_after(&incident.note, "hourly_budget_usd");
+        let o = tripline_core::config::EntityOverride {
+            min_abs_usd: floor,
+            hourly_budget_usd: hourly,
+            ..Default::default()
+        };
+        println!("planned batch on {}: override min_abs_usd = {floor:?}, hourly_budget_usd = {hourly:?}", incident.key);
+        config.keys.insert(incident.key.clone(), o);
+    }
+}
+
+fn wants_budgets(config: &tripline_core::config::DetectConfig) -> bool {
+    config.spend_spike.hourly_budget_usd.is_some()
+        || config.spend_spike.daily_budget_usd.is_some()
+        || config.keys.values().chain(config.projects.values()).any(|o| o.hourly_budget_usd.is_some() || o.daily_budget_usd.is_some())
+}
+
+/// Per detector: incidents, detected, firings, true firings, and times to detect.
+#[derive(Debug, Default)]
+struct DetectorScore {
+    incidents: usize,
+    detected: usize,
+    firings: usize,
+    true_firings: usize,
+    ttd_s: Vec<f64>,
+}
+
+struct Report {
+    per_detector: BTreeMap<&'static str, DetectorScore>,
+    /// (incident, detected by its detector, time to detect)
+    outcomes: Vec<(Incident, bool, Option<f64>)>,
+    false_alerts: Vec<usize>,
+}
+
+/// Whether `firing` is a right answer to `incident`: a detector it should trigger, on its key
+/// (or the key's project, or overall), within its window plus grace.
+fn explains(incident: &Incident, firing: &Firing, projects: &HashMap<String, String>) -> bool {
+    let Some(own) = incident.detector() else {
+        return false;
+    };
+    let detector = firing.alert.detector.as_str();
+    if detector != own && !incident.kind.also_detected_by().contains(&detector) {
+        return false;
+    }
+    let at_ms = i64::from(firing.at_s) * 1000;
+    if at_ms < incident.start_ms || at_ms > incident.end_ms + GRACE_S * 1000 {
+        return false;
+    }
+    let labels = &firing.alert.labels;
+    let label = |name: &str| labels.get(name).map(String::as_str);
+    if let Some(key) = label("api_key_id") {
+        return key == incident.key;
+    }
+    if let Some(ip) = label("client_ip") {
+        return ip == incident.key;
+    }
+    if let Some(project) = label("project") {
+        return projects.get(&incident.key).is_some_and(|p| p == project);
+    }
+    // Overall spend, or a provider/model retry storm, during the incident.
+    label("scope").is_some() || label("provider").is_some()
+}
+
+fn score(truth: &[Incident], firings: &[Firing], projects: &HashMap<String, String>) -> Report {
+    let mut per_detector: BTreeMap<&'static str, DetectorScore> = BTreeMap::new();
+    for name in tripline_core::config::DETECTORS {
+        per_detector.insert(name, DetectorScore::default());
+    }
+    let mut outcomes = Vec::new();
+    for incident in truth {
+        let Some(own) = incident.detector() else {
+            outcomes.push((incident.clone(), false, None));
+            continue;
+        };
+        let first = firings
+            .iter()
+            .filter(|f| f.alert.detector == own && explains(incident, f, projects))
+            .map(|f| i64::from(f.at_s) * 1000 - incident.start_ms)
+            .min();
+        let entry = per_detector.entry(own).or_default();
+        entry.incidents += 1;
+        if let Some(ttd_ms) = first {
+            entry.detected += 1;
+            entry.ttd_s.push(ttd_ms as f64 / 1000.0);
+        }
+        outcomes.push((incident.clone(), first.is_some(), first.map(|ms| ms as f64 / 1000.0)));
+    }
+    let mut false_alerts = Vec::new();
+    for (index, firing) in firings.iter().enumerate() {
+        let detector = tripline_core::config::DETECTORS
+            .into_iter()
+            .find(|d| *d == firing.alert.detector)
+            .unwrap_or("spend_spike");
+        let entry = per_detector.entry(detector).or_default();
+        entry.firings += 1;
+        if truth.iter().any(|i| explains(i, firing, projects)) {
+            entry.true_firings += 1;
+        } else {
+            false_alerts.push(index);
+        }
+    }
+    Report { per_detector, outcomes, false_alerts }
+}
+
+fn percentile(values: &[f64], p: f64) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    let mut sorted = values.to_vec();
+    sorted.sort_by(|a, b| a.total_cmp(b));
+    let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    Some(sorted[rank - 1])
+}
+
+impl Report {
+    fn print(&self) {
+        println!();
+        println!("| detector | incidents | detected | recall | alerts | true alerts | precision | TTD median s | TTD p95 s |");
+        println!("|---|---|---|---|---|---|---|---|---|");
+        for (name, s) in &self.per_detector {
+            let ratio = |a: usize, b: usize| if b == 0 { "-".to_owned() } else { format!("{:.2}", a as f64 / b as f64) };
+            let secs = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.0}"));
+            println!(
+                "| {name} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                s.incidents,
+                s.detected,
+                ratio(s.detected, s.incidents),
+                s.firings,
+                s.true_firings,
+                ratio(s.true_firings, s.firings),
+                secs(percentile(&s.ttd_s, 0.5)),
+                secs(percentile(&s.ttd_s, 0.95)),
+            );
+        }
+        println!();
+        for (incident, detected, ttd) in &self.outcomes {
+            let verdict = match (incident.detector(), detected) {
+                (None, _) => "benign".to_owned(),
+                (Some(_), true) => format!("detected after {:.0} s", ttd.unwrap_or(0.0)),
+                (Some(_), false) => "MISSED".to_owned(),
+            };
+            println!("{:<28} {:<16} {}", incident.kind.as_str(), incident.key, verdict);
+        }
+        println!("alerts explained by no incident: {}", self.false_alerts.len());
+    }
+
+    fn json(&self, firings: &[Firing]) -> serde_json::Value {
+        serde_json::json!({
+            "detectors": self.per_detector.iter().map(|(name, s)| (name.to_string(), serde_json::json!({
+                "incidents": s.incidents, "detected": s.detected, "alerts": s.firings,
+                "true_alerts": s.true_firings, "ttd_s": s.ttd_s,
+            }))).collect::<serde_json::Map<_, _>>(),
+            "incidents": self.outcomes.iter().map(|(i, detected, ttd)| serde_json::json!({
+                "kind": i.kind.as_str(), "key": i.key, "start_ms": i.start_ms, "end_ms": i.end_ms,
+                "detected": detected, "ttd_s": ttd, "note": i.note,
+            })).collect::<Vec<_>>(),
+            "false_alerts": self.false_alerts.iter().map(|&i| serde_json::json!({
+                "at_s": firings[i].at_s, "detector": firings[i].alert.detector,
+                "labels": firings[i].alert.labels, "summary": firings[i].alert.summary,
+            })).collect::<Vec<_>>(),
+        })
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
