@@ -1,1 +1,6 @@
-//! Alerting (routing, grouping, silences, email/webhook/Slack delivery): see issue 4.
+//! Alerting (issue 4): turns findings from `tripline.alerts` into notifications. Pure pieces
+//! first: the alert lifecycle, routing, grouping, inhibition and silences (`routing`,
+//! `lifecycle`, `grouping`, `silence`), and the receivers' payloads and delivery policy
+//! (`receivers`). The Kafka consumer, persistence, HTTP API and SMTP/HTTP transports come next.
+
+pub mod receivers;

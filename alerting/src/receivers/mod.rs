@@ -1,0 +1,1 @@
+//! Receivers: what each kind of notification looks like and how its delivery is retried.
