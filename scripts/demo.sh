@@ -64,6 +64,8 @@ ClickHouse         $TRIPLINE_CLICKHOUSE_URL (HTTP), 127.0.0.1:$TRIPLINE_CLICKHOU
   $ch -q "SELECT table, sum(rows) AS rows FROM system.parts WHERE active AND database = '$db' GROUP BY table ORDER BY table"
   $ch -q "SELECT api_key_id, countMerge(requests) AS requests, round(sumMerge(cost_usd), 4) AS usd FROM $db.rollup_key_1m GROUP BY api_key_id ORDER BY usd DESC LIMIT 10"
   $ch -q "SELECT * FROM $db.gateway_requests ORDER BY ts DESC LIMIT 3 FORMAT Vertical"
+  $ch -q "SELECT emitted_at, detector, status, severity, summary FROM $db.alerts ORDER BY emitted_at DESC LIMIT 10"
+detector scores    target/release/tripline evaluate --config $CONFIG   (hours of labelled incidents; see BENCHMARKS.md)
 Kafka (tansu)      $TRIPLINE_KAFKA_BROKERS, log $TRIPLINE_RUN/tansu/tansu.log
   $TRIPLINE_TANSU_BIN topic list --broker tcp://$TRIPLINE_KAFKA_BROKERS
 server status      scripts/servers.sh status
