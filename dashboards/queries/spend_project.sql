@@ -1,0 +1,61 @@
+-- Spend of one project per minute, against a baseline band, with the spend_spike detector's
+-- own expected and upper values at the minutes where it fired (the project's alerts, not its
+-- keys' alerts).
+--
+-- Parameters (replace before running; ClickHouse 18.16 has no server-side query parameters):
+--   {db}          database, e.g. tripline
+--   {from}, {to}  the range, as DateTime expressions, e.g. toDateTime('2026-11-26 10:00:00', 'UTC')
+--   {project}     the project ('' for requests that named none)
+-- Columns: minute, spend (USD in the minute), baseline (mean spend of the 60 minutes before),
+--   band_upper (baseline + max(13.03 sigma, $1, 50 % of baseline): the default
+--   [detect.spend_spike.model] band with the trailing hour's sigma), and alert_observed,
+--   alert_expected, alert_upper (the detector's figures, NULL where it did not fire).
+-- Computed like spend_key.sql (see there why the band is a trailing hour, not the EWMA).
+-- Budget alerts (hour/day windows) are not shown here.
+SELECT
+    minute,
+    spend,
+    baseline,
+    baseline + greatest(greatest(13.03 * sigma, 1.0), 0.5 * baseline) AS band_upper,
+    alert_observed,
+    alert_expected,
+    alert_upper
+FROM
+(
+    SELECT
+        toDateTime(target, 'UTC') AS minute,
+        toUInt32(target) AS t,
+        sumIf(s, k = 0) AS spend,
+        sumIf(s, k > 0) / 60 AS baseline,
+        sqrt(greatest(sumIf(s * s, k > 0) / 60 - baseline * baseline, 0)) AS sigma
+    FROM
+    (
+        SELECT minute AS m, sumMerge(cost_usd) AS s
+        FROM {db}.rollup_project_1m
+        WHERE project = '{project}'
+          AND minute >= toStartOfMinute({from}) - 3600
+          AND minute < {to}
+        GROUP BY m
+    )
+    ARRAY JOIN range(61) AS k
+    WHERE m + k * 60 >= toStartOfMinute({from}) AND m + k * 60 < {to}
+    GROUP BY m + k * 60 AS target
+) AS band
+ANY LEFT JOIN
+(
+    SELECT
+        toUInt32(window_start) AS t,
+        toNullable(max(observed)) AS alert_observed,
+        toNullable(max(expected)) AS alert_expected,
+        toNullable(max(upper)) AS alert_upper
+    FROM {db}.alerts
+    WHERE detector = 'spend_spike'
+      AND status = 'firing'
+      AND project = '{project}'
+      AND api_key_id = ''
+      AND window_end = window_start + 60
+      AND window_start >= toStartOfMinute({from})
+      AND window_start < {to}
+    GROUP BY t
+) AS fired USING t
+ORDER BY minute;
