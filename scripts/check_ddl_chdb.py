@@ -7,6 +7,14 @@ directories (default: dashboards/migrations/) is run in name order, in a throwaw
 statement by statement. Statements end with `;` at the end of a line; whole-line `--` comments
 and blank lines are skipped; `{db}` is replaced by the database name (--db).
 
+Then the dashboard queries (every `.sql` file in --queries, default dashboards/queries/; skip
+them with --no-queries) run against that migrated schema, after a few seed rows went in through
+the materialized views: their `{name}` parameters are replaced by the test values in
+QUERY_PARAMS, and any other `{name}` left in a query is a failure. A query only has to be
+accepted (an empty result would do); the row count is printed. Tables the dashboard queries
+read before a migration creates them (PLANNED_TABLES) are created from their planned columns
+when the migrations did not create them, and reported.
+
 Prints OK/FAIL per statement; exits 1 if any statement failed, 2 if there was nothing to check.
 Run it with the venv from scripts/install.sh: `$TRIPLINE_PYTHON scripts/check_ddl_chdb.py`.
 """
@@ -21,6 +29,56 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_DIR = REPO / "dashboards" / "migrations"
+QUERIES_DIR = REPO / "dashboards" / "queries"
+
+# Test values of the dashboard queries' parameters ({db} comes from --db). Times are DateTime
+# expressions, as Grafana's $__fromTime / $__toTime are (tests/dashboards_e2e.rs uses the same).
+QUERY_PARAMS = {
+    "from": "toDateTime('2026-11-26 10:00:00', 'UTC')",
+    "to": "toDateTime('2026-11-26 12:00:00', 'UTC')",
+    "api_key_id": "key-a",
+    "project": "search",
+    "model": "gpt-4o-mini",
+    "bucket_s": "60",
+}
+
+# Tables the dashboard queries read that no migration creates yet, with their planned columns
+# (created only if the migrations did not). `notifications` is the alerting issue's delivery log.
+PLANNED_TABLES = {
+    "notifications": """CREATE TABLE IF NOT EXISTS {db}.notifications
+(
+    sent_at DateTime('UTC'),
+    receiver String,
+    status Enum8('delivered' = 1, 'retry' = 2, 'failed' = 3),
+    attempts UInt16,
+    latency_ms UInt32,
+    error String
+)
+ENGINE = MergeTree
+ORDER BY (receiver, sent_at)""",
+}
+
+# A little traffic so the queries run over real rows (the views fill the rollups).
+SEED = [
+    """INSERT INTO {db}.gateway_requests (event_id, ts, ts_ms, api_key_id, project, provider, model,
+        status, cost_usd, client_ip, client_country, client_asn, client_as_org, attempt)
+    VALUES ('s1', '2026-11-26 10:00:10', 1795687210000, 'key-a', 'search', 'openai', 'gpt-4o-mini',
+            200, 0.5, '198.51.100.1', 'DE', 3320, 'DTAG', 1),
+           ('s2', '2026-11-26 11:30:10', 1795692610000, 'key-a', 'search', 'openai', 'gpt-4o-mini',
+            429, 1.0, '198.51.100.2', 'US', 15169, 'GOOGLE', 2)""",
+    """INSERT INTO {db}.provider_attempts (event_id, ts, ts_ms, request_id, api_key_id, provider,
+        model, attempt, status)
+    VALUES ('p1', '2026-11-26 10:00:10', 1795687210000, 'r1', 'key-a', 'openai', 'gpt-4o-mini', 1, 429),
+           ('p2', '2026-11-26 10:00:11', 1795687211000, 'r1', 'key-a', 'openai', 'gpt-4o-mini', 2, 200)""",
+    """INSERT INTO {db}.alerts (emitted_at, fingerprint, detector, status, severity, api_key_id,
+        project, entity, observed, expected, upper, score, window_start, window_end, starts_at, summary)
+    VALUES ('2026-11-26 10:00:30', 'fp-1', 'spend_spike', 'firing', 'warning', 'key-a', 'search',
+            'api_key_id=key-a,project=search', 5, 0.5, 1.5, 0.99, '2026-11-26 10:00:00',
+            '2026-11-26 10:01:00', '2026-11-26 10:00:30', 'key key-a spent $5.00 in a minute')""",
+    """INSERT INTO {db}.notifications (sent_at, receiver, status, attempts, latency_ms, error)
+    VALUES ('2026-11-26 10:01:00', 'slack-oncall', 'delivered', 1, 120, ''),
+           ('2026-11-26 10:02:00', 'webhook-ops', 'failed', 5, 3000, 'HTTP 503')""",
+]
 
 
 def split_statements(text: str) -> list[tuple[int, str]]:
@@ -55,9 +113,30 @@ def sql_files(paths: list[Path]) -> list[Path]:
     return files
 
 
+def substitute(sql: str, params: dict[str, str]) -> tuple[str, list[str]]:
+    """Replaces `{name}` placeholders; returns the SQL and the names that had no value."""
+    missing: list[str] = []
+
+    def value(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name in params:
+            return params[name]
+        missing.append(name)
+        return match.group(0)
+
+    return re.sub(r"\{([A-Za-z_][A-Za-z0-9_]*)\}", value, sql), missing
+
+
 def one_line(sql: str, width: int = 90) -> str:
     flat = re.sub(r"\s+", " ", sql).strip()
     return flat if len(flat) <= width else flat[: width - 3] + "..."
+
+
+def shown(path: Path) -> Path:
+    try:
+        return path.relative_to(REPO)
+    except ValueError:
+        return path
 
 
 def main() -> int:
@@ -65,6 +144,9 @@ def main() -> int:
     parser.add_argument("paths", nargs="*", type=Path, default=[DEFAULT_DIR],
                         help=f"directories or .sql files (default: {DEFAULT_DIR.relative_to(REPO)})")
     parser.add_argument("--db", default="tripline_ddl_check", help="value of {db} (default: %(default)s)")
+    parser.add_argument("--queries", type=Path, default=QUERIES_DIR,
+                        help=f"dashboard queries to run after the migrations (default: {QUERIES_DIR.relative_to(REPO)})")
+    parser.add_argument("--no-queries", action="store_true", help="check the migrations only")
     args = parser.parse_args()
 
     try:
@@ -83,33 +165,58 @@ def main() -> int:
     work = [(f, split_statements(f.read_text(encoding="utf-8").replace("{db}", args.db))) for f in files]
     creates_db = any(re.match(r"(?is)\s*create\s+database\b", sql) for _, stmts in work for _, sql in stmts)
 
+    queries = [] if args.no_queries or not args.queries.is_dir() else sorted(args.queries.glob("*.sql"))
+    params = {**QUERY_PARAMS, "db": args.db}
+
     ok = failed = 0
     with tempfile.TemporaryDirectory(prefix="tripline-chdb-") as tmp:
         session = chdb_session.Session(tmp)
+
+        def run(label: str, sql: str, count_rows: bool = False) -> bool:
+            nonlocal ok, failed
+            try:
+                result = session.query(sql, "TSV")
+            except Exception as err:  # chdb raises ChdbError (a RuntimeError) with the server's message
+                failed += 1
+                print(f"FAIL {label}: {one_line(sql)}")
+                for msg_line in str(err).strip().splitlines():
+                    # the server quotes the whole statement back: keep the start and the reason
+                    shown_line = msg_line if len(msg_line) <= 600 else f"{msg_line[:300]} ... {msg_line[-250:]}"
+                    print(f"       {shown_line}")
+                return False
+            ok += 1
+            rows = f" ({len(result.bytes().splitlines())} rows)" if count_rows else ""
+            print(f"OK   {label}: {one_line(sql, 90 - len(rows))}{rows}")
+            return True
+
         try:
             print(f"check_ddl_chdb: ClickHouse {chdb.engine_version} (chdb {chdb.__version__}), database {args.db}")
             if not creates_db:
                 session.query(f"CREATE DATABASE IF NOT EXISTS {args.db}")
             for path, statements in work:
-                try:
-                    shown = path.relative_to(REPO)
-                except ValueError:
-                    shown = path
                 for line, sql in statements:
-                    try:
-                        session.query(sql, "TSV")
-                    except Exception as err:  # chdb raises ChdbError (a RuntimeError) with the server's message
+                    run(f"{shown(path)}:{line}", sql)
+            if queries:
+                for table, ddl in PLANNED_TABLES.items():
+                    exists = session.query(f"EXISTS TABLE {args.db}.{table}", "TSV").bytes().strip()
+                    if exists != b"1":
+                        print(f"note: no migration creates {args.db}.{table} yet: created from its planned columns")
+                        run(f"planned table {table}", ddl.replace("{db}", args.db))
+                for index, sql in enumerate(SEED, start=1):
+                    run(f"seed row set {index}", sql.replace("{db}", args.db))
+            for path in queries:
+                for line, sql in split_statements(path.read_text(encoding="utf-8")):
+                    sql, missing = substitute(sql, params)
+                    if missing:
                         failed += 1
-                        print(f"FAIL {shown}:{line}: {one_line(sql)}")
-                        for msg_line in str(err).strip().splitlines():
-                            print(f"       {msg_line}")
-                    else:
-                        ok += 1
-                        print(f"OK   {shown}:{line}: {one_line(sql)}")
+                        print(f"FAIL {shown(path)}:{line}: parameters without a test value: "
+                              f"{', '.join(sorted(set(missing)))} (add them to QUERY_PARAMS)")
+                        continue
+                    run(f"{shown(path)}:{line}", sql, count_rows=True)
         finally:
             session.close()
 
-    print(f"check_ddl_chdb: {ok} statements ok, {failed} failed, in {len(files)} files")
+    print(f"check_ddl_chdb: {ok} statements ok, {failed} failed, in {len(files) + len(queries)} files")
     return 1 if failed else 0
 
 
