@@ -11,25 +11,7 @@ use common::*;
 async fn simulated_traffic_lands_complete_and_priced() {
     let env = TestEnv::new("sim").await;
     let start = tripline_core::time::format_ms(now_ms() - 3_600_000);
-    let output = Command::new(env!("CARGO_BIN_EXE_tripline"))
-        .args([
-            "simulate",
-            "--fast",
-            "--rate",
-            "300",
-            "--duration-s",
-            "60",
-            "--seed",
-            "11",
-            "--keys",
-            "40",
-            "--start",
-            &start,
-            "--config",
-        ])
-        .arg(env.config_path())
-        .output()
-        .unwrap();
+    let output = simulate(&env, &start);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),
@@ -95,25 +77,7 @@ async fn simulated_traffic_lands_complete_and_priced() {
     );
 
     // Same seed and start: the same events, so a second run adds nothing.
-    let again = Command::new(env!("CARGO_BIN_EXE_tripline"))
-        .args([
-            "simulate",
-            "--fast",
-            "--rate",
-            "300",
-            "--duration-s",
-            "60",
-            "--seed",
-            "11",
-            "--keys",
-            "40",
-            "--start",
-            &start,
-            "--config",
-        ])
-        .arg(env.config_path())
-        .output()
-        .unwrap();
+    let again = simulate(&env, &start);
     assert_eq!(
         String::from_utf8_lossy(&again.stdout)
             .split_whitespace()
@@ -125,4 +89,23 @@ async fn simulated_traffic_lands_complete_and_priced() {
         env.scalar("SELECT count() FROM gateway_requests").await,
         gateway
     );
+}
+
+/// Runs `tripline simulate` for one minute of event time from `start`, as fast as it goes.
+fn simulate(env: &TestEnv, start: &str) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_tripline"))
+        .args([
+            "simulate",
+            "--fast",
+            "--rate",
+            "300",
+            "--duration-s",
+            "60",
+            "--seed",
+            "11",
+        ])
+        .args(["--keys", "40", "--start", start, "--config"])
+        .arg(env.config_path())
+        .output()
+        .unwrap()
 }

@@ -189,12 +189,7 @@ pub fn decode(kind: EventKind, raw: &[u8], rules: &ValidationRules) -> Result<Ev
 pub fn decode_gateway(raw: &[u8], rules: &ValidationRules) -> Result<GatewayRequest, Reject> {
     let w: WireGateway<'_> = parse_json(raw)?;
     check_version(w.schema_version)?;
-    let api_key_id = match (w.api_key_id, w.api_key) {
-        (Some(id), _) => id,
-        // A raw `api_key` was fingerprinted by redaction; its fingerprint is the stable id.
-        (None, Some(fingerprint)) => fingerprint,
-        (None, None) => return Err(missing("api_key_id")),
-    };
+    let api_key_id = key_id(w.api_key_id, w.api_key)?;
     Ok(GatewayRequest {
         event_id: id_field("event_id", required(w.event_id, "event_id")?)?,
         ts_ms: timestamp(required(w.ts, "ts")?, rules)?,
@@ -225,11 +220,7 @@ pub fn decode_gateway(raw: &[u8], rules: &ValidationRules) -> Result<GatewayRequ
 pub fn decode_provider(raw: &[u8], rules: &ValidationRules) -> Result<ProviderAttempt, Reject> {
     let w: WireProvider<'_> = parse_json(raw)?;
     check_version(w.schema_version)?;
-    let api_key_id = match (w.api_key_id, w.api_key) {
-        (Some(id), _) => id,
-        (None, Some(fingerprint)) => fingerprint,
-        (None, None) => return Err(missing("api_key_id")),
-    };
+    let api_key_id = key_id(w.api_key_id, w.api_key)?;
     Ok(ProviderAttempt {
         event_id: id_field("event_id", required(w.event_id, "event_id")?)?,
         ts_ms: timestamp(required(w.ts, "ts")?, rules)?,
@@ -366,6 +357,15 @@ fn parse_json<'a, T: Deserialize<'a>>(raw: &'a [u8]) -> Result<T, Reject> {
         };
         Reject::new(reason, err.to_string())
     })
+}
+
+/// The key's id: `api_key_id`, or else the fingerprint that redaction put in place of a raw
+/// `api_key`.
+fn key_id<'a>(
+    id: Option<Cow<'a, str>>,
+    fingerprint: Option<Cow<'a, str>>,
+) -> Result<Cow<'a, str>, Reject> {
+    id.or(fingerprint).ok_or_else(|| missing("api_key_id"))
 }
 
 fn check_version(version: Option<u32>) -> Result<(), Reject> {
