@@ -58,14 +58,26 @@ const GRACE_S: i64 = 300;
 
 pub async fn run(args: EvaluateArgs) -> anyhow::Result<()> {
     let loaded = settings::load(args.config.as_deref())?;
-    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
     let mut kafka = loaded.config.kafka.clone();
     kafka.gateway_topic = format!("eval.{stamp}.gateway");
     kafka.provider_topic = format!("eval.{stamp}.provider");
     kafka.dlq_topic = format!("eval.{stamp}.dlq");
     kafka.ingest_group_id = format!("eval-{stamp}");
     let env = tripline_kafka::process_env;
-    tripline_kafka::ensure_topics(&kafka, env, &[&kafka.gateway_topic, &kafka.provider_topic, &kafka.dlq_topic], 4).await?;
+    tripline_kafka::ensure_topics(
+        &kafka,
+        env,
+        &[
+            &kafka.gateway_topic,
+            &kafka.provider_topic,
+            &kafka.dlq_topic,
+        ],
+        4,
+    )
+    .await?;
 
     // 1. Traffic with incidents, ending now.
     let duration_ms = (args.hours * 3_600_000.0) as i64;
@@ -82,9 +94,20 @@ pub async fn run(args: EvaluateArgs) -> anyhow::Result<()> {
     });
     let truth = simulator.ground_truth();
     if truth.is_empty() {
-        bail!("no incidents fit in {} hours with {} keys: use --hours 4.5 or more", args.hours, args.keys);
+        bail!(
+            "no incidents fit in {} hours with {} keys: use --hours 4.5 or more",
+            args.hours,
+            args.keys
+        );
     }
-    println!("# tripline evaluate: {:.1} h at {} requests/s, {} keys, seed {}, {} incidents", args.hours, args.rate, args.keys, args.seed, truth.len());
+    println!(
+        "# tripline evaluate: {:.1} h at {} requests/s, {} keys, seed {}, {} incidents",
+        args.hours,
+        args.rate,
+        args.keys,
+        args.seed,
+        truth.len()
+    );
     let producer: FutureProducer = tripline_kafka::producer_config(&kafka, env)?.create()?;
     let (mut gateway, mut provider) = (0u64, 0u64);
     let mut pending = std::collections::VecDeque::new();
@@ -103,15 +126,27 @@ pub async fn run(args: EvaluateArgs) -> anyhow::Result<()> {
                 &kafka.provider_topic
             }
         };
-        pending.push_back(tripline_kafka::enqueue(&producer, FutureRecord::to(topic).key(&event.key).payload(&event.payload)).await?);
+        pending.push_back(
+            tripline_kafka::enqueue(
+                &producer,
+                FutureRecord::to(topic)
+                    .key(&event.key)
+                    .payload(&event.payload),
+            )
+            .await?,
+        );
         if pending.len() > 50_000 {
-            tripline_kafka::delivered(pending.pop_front().expect("non-empty").await).map_err(anyhow::Error::msg)?;
+            tripline_kafka::delivered(pending.pop_front().expect("non-empty").await)
+                .map_err(anyhow::Error::msg)?;
         }
     }
     for delivery in pending {
         tripline_kafka::delivered(delivery.await).map_err(anyhow::Error::msg)?;
     }
-    println!("produced {gateway} gateway requests and {provider} provider attempts in {:.1} s", t.elapsed().as_secs_f64());
+    println!(
+        "produced {gateway} gateway requests and {provider} provider attempts in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
 
     // 2. Through the real ingest into a database of its own.
     let database = format!("eval_{stamp}");
@@ -130,7 +165,10 @@ pub async fn run(args: EvaluateArgs) -> anyhow::Result<()> {
     let task = tokio::spawn(ingest.run(shutdown.clone()));
     let t = Instant::now();
     loop {
-        let stored: u64 = clickhouse.query_raw("SELECT count() FROM gateway_requests").fetch_one().await?;
+        let stored: u64 = clickhouse
+            .query_raw("SELECT count() FROM gateway_requests")
+            .fetch_one()
+            .await?;
         if stored >= gateway {
             break;
         }
@@ -167,17 +205,32 @@ pub async fn run(args: EvaluateArgs) -> anyhow::Result<()> {
     let t = Instant::now();
     let mut minute = first;
     while i64::from(minute) * 1000 < end_ms {
-        let data = data::fetch(&clickhouse, shard, engine.folded_through, minute, &thresholds, budgets).await?;
+        let data = data::fetch(
+            &clickhouse,
+            shard,
+            engine.folded_through,
+            minute,
+            &thresholds,
+            budgets,
+        )
+        .await?;
         let now = minute + MINUTE;
         for candidate in engine.cycle(&data, now, false) {
             if let Step::Fire(alert) = lifecycle.observe(&candidate, now) {
-                firings.push(Firing { at_s: now, alert: *alert });
+                firings.push(Firing {
+                    at_s: now,
+                    alert: *alert,
+                });
             }
         }
         lifecycle.resolve_stale(now, engine.config().resolve_after_s as u32);
         minute += MINUTE;
     }
-    println!("replayed {} minutes through the detectors in {:.1} s", (end_ms / 1000 - i64::from(first)) / 60, t.elapsed().as_secs_f64());
+    println!(
+        "replayed {} minutes through the detectors in {:.1} s",
+        (end_ms / 1000 - i64::from(first)) / 60,
+        t.elapsed().as_secs_f64()
+    );
 
     // 4. Score.
     let report = score(&truth, &firings, &projects);
@@ -187,7 +240,12 @@ pub async fn run(args: EvaluateArgs) -> anyhow::Result<()> {
         println!("details: {}", path.display());
     }
     if !args.keep {
-        clickhouse.clone().with_database("default").query_raw(&format!("DROP DATABASE IF EXISTS {database}")).execute().await?;
+        clickhouse
+            .clone()
+            .with_database("default")
+            .query_raw(&format!("DROP DATABASE IF EXISTS {database}"))
+            .execute()
+            .await?;
     } else {
         println!("kept database {database}");
     }
@@ -201,10 +259,15 @@ fn apply_planned_overrides(config: &mut tripline_core::config::DetectConfig, tru
     let number_after = |text: &str, name: &str| -> Option<f64> {
         let rest = &text[text.find(name)? + name.len()..];
         let rest = rest.trim_start_matches([' ', '=']);
-        let end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        let end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
         rest[..end].parse().ok()
     };
-    for incident in truth.iter().filter(|i| i.kind.as_str() == "benign_planned_batch") {
+    for incident in truth
+        .iter()
+        .filter(|i| i.kind.as_str() == "benign_planned_batch")
+    {
         let floor = number_after(&incident.note, "min_abs_usd");
         let hourly = number_after(&incident.note, "hourly_budget_usd");
         let o = tripline_core::config::EntityOverride {
@@ -212,7 +275,10 @@ fn apply_planned_overrides(config: &mut tripline_core::config::DetectConfig, tru
             hourly_budget_usd: hourly,
             ..Default::default()
         };
-        println!("planned batch on {}: override min_abs_usd = {floor:?}, hourly_budget_usd = {hourly:?}", incident.key);
+        println!(
+            "planned batch on {}: override min_abs_usd = {floor:?}, hourly_budget_usd = {hourly:?}",
+            incident.key
+        );
         config.keys.insert(incident.key.clone(), o);
     }
 }
@@ -220,7 +286,11 @@ fn apply_planned_overrides(config: &mut tripline_core::config::DetectConfig, tru
 fn wants_budgets(config: &tripline_core::config::DetectConfig) -> bool {
     config.spend_spike.hourly_budget_usd.is_some()
         || config.spend_spike.daily_budget_usd.is_some()
-        || config.keys.values().chain(config.projects.values()).any(|o| o.hourly_budget_usd.is_some() || o.daily_budget_usd.is_some())
+        || config
+            .keys
+            .values()
+            .chain(config.projects.values())
+            .any(|o| o.hourly_budget_usd.is_some() || o.daily_budget_usd.is_some())
 }
 
 /// Per detector: incidents, detected, firings, true firings, and times to detect.
@@ -291,7 +361,11 @@ fn score(truth: &[Incident], firings: &[Firing], projects: &HashMap<String, Stri
             entry.detected += 1;
             entry.ttd_s.push(ttd_ms as f64 / 1000.0);
         }
-        outcomes.push((incident.clone(), first.is_some(), first.map(|ms| ms as f64 / 1000.0)));
+        outcomes.push((
+            incident.clone(),
+            first.is_some(),
+            first.map(|ms| ms as f64 / 1000.0),
+        ));
     }
     let mut false_alerts = Vec::new();
     for (index, firing) in firings.iter().enumerate() {
@@ -307,7 +381,11 @@ fn score(truth: &[Incident], firings: &[Firing], projects: &HashMap<String, Stri
             false_alerts.push(index);
         }
     }
-    Report { per_detector, outcomes, false_alerts }
+    Report {
+        per_detector,
+        outcomes,
+        false_alerts,
+    }
 }
 
 fn percentile(values: &[f64], p: f64) -> Option<f64> {
@@ -326,7 +404,13 @@ impl Report {
         println!("| detector | incidents | detected | recall | alerts | true alerts | precision | TTD median s | TTD p95 s |");
         println!("|---|---|---|---|---|---|---|---|---|");
         for (name, s) in &self.per_detector {
-            let ratio = |a: usize, b: usize| if b == 0 { "-".to_owned() } else { format!("{:.2}", a as f64 / b as f64) };
+            let ratio = |a: usize, b: usize| {
+                if b == 0 {
+                    "-".to_owned()
+                } else {
+                    format!("{:.2}", a as f64 / b as f64)
+                }
+            };
             let secs = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.0}"));
             println!(
                 "| {name} | {} | {} | {} | {} | {} | {} | {} | {} |",
@@ -347,9 +431,17 @@ impl Report {
                 (Some(_), true) => format!("detected after {:.0} s", ttd.unwrap_or(0.0)),
                 (Some(_), false) => "MISSED".to_owned(),
             };
-            println!("{:<28} {:<16} {}", incident.kind.as_str(), incident.key, verdict);
+            println!(
+                "{:<28} {:<16} {}",
+                incident.kind.as_str(),
+                incident.key,
+                verdict
+            );
         }
-        println!("alerts explained by no incident: {}", self.false_alerts.len());
+        println!(
+            "alerts explained by no incident: {}",
+            self.false_alerts.len()
+        );
     }
 
     fn json(&self, firings: &[Firing]) -> serde_json::Value {
@@ -371,5 +463,8 @@ impl Report {
 }
 
 fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }

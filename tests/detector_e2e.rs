@@ -64,7 +64,11 @@ async fn each_incident_raises_its_alert_once() {
     }
     produce(&producer, &env.gateway_topic, "h", &history).await;
     let stored = env
-        .wait_for("SELECT count() FROM gateway_requests", history.len() as f64, Duration::from_secs(60))
+        .wait_for(
+            "SELECT count() FROM gateway_requests",
+            history.len() as f64,
+            Duration::from_secs(60),
+        )
         .await;
     assert_eq!(stored, history.len() as f64);
 
@@ -73,7 +77,12 @@ async fn each_incident_raises_its_alert_once() {
     let base = std::fs::read_to_string(env.config_path()).unwrap();
     std::fs::write(&config, format!("{base}{DETECT}")).unwrap();
     let mut detect = spawn_detect(&env, &config, "detect");
-    wait_log(&env.log_path("detect"), "detectors ready", Duration::from_secs(60)).await;
+    wait_log(
+        &env.log_path("detect"),
+        "detectors ready",
+        Duration::from_secs(60),
+    )
+    .await;
 
     // The incidents, all now.
     let t = now_ms();
@@ -109,7 +118,12 @@ async fn each_incident_raises_its_alert_once() {
         );
     }
     for i in 0..20 {
-        incidents.push(event(&format!("quiet-{i}"), "k-quiet", t + i * 2_000, 0.005));
+        incidents.push(event(
+            &format!("quiet-{i}"),
+            "k-quiet",
+            t + i * 2_000,
+            0.005,
+        ));
     }
     produce(&producer, &env.gateway_topic, "i", &incidents).await;
 
@@ -140,18 +154,32 @@ async fn each_incident_raises_its_alert_once() {
     let log = std::fs::read_to_string(env.log_path("detect")).unwrap();
     for (detector, key) in expected {
         assert!(
-            rows.iter().any(|r| r.0 == detector && r.1.contains(&format!("api_key_id={key}"))),
+            rows.iter()
+                .any(|r| r.0 == detector && r.1.contains(&format!("api_key_id={key}"))),
             "no {detector} alert for {key}: {rows:#?}\n{log}"
         );
     }
-    assert!(rows.iter().any(|r| r.1.contains("pattern=key_scanning")), "{rows:#?}");
+    assert!(
+        rows.iter().any(|r| r.1.contains("pattern=key_scanning")),
+        "{rows:#?}"
+    );
     // Nothing on the quiet key, and each alert once (no re-firing at the same severity).
     assert!(rows.iter().all(|r| !r.1.contains("k-quiet")), "{rows:#?}");
-    let firing = env.scalar("SELECT count() FROM alerts WHERE status = 'firing'").await;
-    let distinct = env.scalar("SELECT uniqExact(fingerprint, severity) FROM alerts WHERE status = 'firing'").await;
+    let firing = env
+        .scalar("SELECT count() FROM alerts WHERE status = 'firing'")
+        .await;
+    let distinct = env
+        .scalar("SELECT uniqExact(fingerprint, severity) FROM alerts WHERE status = 'firing'")
+        .await;
     assert_eq!(firing, distinct, "{rows:#?}");
-    let retry = rows.iter().find(|r| r.0 == "retry_storm" && r.1.contains("k-retry")).unwrap();
-    assert_eq!(retry.2, "critical", "retries without backoff page: {retry:?}");
+    let retry = rows
+        .iter()
+        .find(|r| r.0 == "retry_storm" && r.1.contains("k-retry"))
+        .unwrap();
+    assert_eq!(
+        retry.2, "critical",
+        "retries without backoff page: {retry:?}"
+    );
 
     // Evidence explains the leak: the new country, user agent and model.
     let leak_json: String = env
@@ -162,35 +190,72 @@ async fn each_incident_raises_its_alert_once() {
         .unwrap();
     let leak: serde_json::Value = serde_json::from_str(&leak_json).unwrap();
     let evidence = leak["evidence"].to_string();
-    for needle in ["US", "python-requests/2.31.0", "claude-opus-4-5", "203.0.113.50"] {
-        assert!(evidence.contains(needle), "{needle} missing from {evidence}");
+    for needle in [
+        "US",
+        "python-requests/2.31.0",
+        "claude-opus-4-5",
+        "203.0.113.50",
+    ] {
+        assert!(
+            evidence.contains(needle),
+            "{needle} missing from {evidence}"
+        );
     }
     assert!(leak["summary"].as_str().unwrap().contains("new country US"));
 
     // The same alerts are on Kafka, keyed by fingerprint.
     let on_kafka = read_alerts(&env, rows.len()).await;
-    assert!(on_kafka.len() >= rows.len(), "{} on kafka, {} in clickhouse", on_kafka.len(), rows.len());
+    assert!(
+        on_kafka.len() >= rows.len(),
+        "{} on kafka, {} in clickhouse",
+        on_kafka.len(),
+        rows.len()
+    );
     for (key, value) in &on_kafka {
         assert_eq!(key, value["fingerprint"].as_str().unwrap());
     }
 
     // A restart replays history and reloads what is firing: no new page.
     assert!(detect.terminate(Duration::from_secs(20)));
-    let before = env.scalar("SELECT count() FROM alerts WHERE status = 'firing'").await;
+    let before = env
+        .scalar("SELECT count() FROM alerts WHERE status = 'firing'")
+        .await;
     let _again = spawn_detect(&env, &config, "detect-again");
-    wait_log(&env.log_path("detect-again"), "detectors ready", Duration::from_secs(60)).await;
+    wait_log(
+        &env.log_path("detect-again"),
+        "detectors ready",
+        Duration::from_secs(60),
+    )
+    .await;
     tokio::time::sleep(Duration::from_secs(5)).await;
-    assert_eq!(env.scalar("SELECT count() FROM alerts WHERE status = 'firing'").await, before);
+    assert_eq!(
+        env.scalar("SELECT count() FROM alerts WHERE status = 'firing'")
+            .await,
+        before
+    );
 
     // A broken config file is refused and the running thresholds stay.
-    std::fs::write(&config, format!("{base}{DETECT}\n[detect.retry_storm]\nretry_share = 7\n")).unwrap();
-    wait_log(&env.log_path("detect-again"), "config reload refused", Duration::from_secs(15)).await;
+    std::fs::write(
+        &config,
+        format!("{base}{DETECT}\n[detect.retry_storm]\nretry_share = 7\n"),
+    )
+    .unwrap();
+    wait_log(
+        &env.log_path("detect-again"),
+        "config reload refused",
+        Duration::from_secs(15),
+    )
+    .await;
     let log = std::fs::read_to_string(env.log_path("detect-again")).unwrap();
     assert!(log.contains("detect.retry_storm.retry_share"), "{log}");
 
     // Once the incidents stop, the alerts resolve.
     let resolved = env
-        .wait_for("SELECT uniqExact(fingerprint) >= 4 FROM alerts WHERE status = 'resolved'", 1.0, Duration::from_secs(120))
+        .wait_for(
+            "SELECT uniqExact(fingerprint) >= 4 FROM alerts WHERE status = 'resolved'",
+            1.0,
+            Duration::from_secs(120),
+        )
         .await;
     assert_eq!(resolved, 1.0, "alerts resolve after resolve_after_s");
 }
@@ -198,12 +263,19 @@ async fn each_incident_raises_its_alert_once() {
 async fn wait_log(path: &std::path::Path, needle: &str, timeout: Duration) {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
-        if std::fs::read_to_string(path).unwrap_or_default().contains(needle) {
+        if std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .contains(needle)
+        {
             return;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    panic!("{needle:?} never appeared in {}:\n{}", path.display(), std::fs::read_to_string(path).unwrap_or_default());
+    panic!(
+        "{needle:?} never appeared in {}:\n{}",
+        path.display(),
+        std::fs::read_to_string(path).unwrap_or_default()
+    );
 }
 
 async fn read_alerts(env: &TestEnv, count: usize) -> Vec<(String, serde_json::Value)> {
