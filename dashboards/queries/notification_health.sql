@@ -1,7 +1,8 @@
 -- Notification delivery health per receiver: how many notifications went out, how many were
 -- delivered, retried or failed, how many attempts and how long delivery took, the last error.
 -- Reads `notifications`, the alerting service's delivery log (one row per notification outcome:
--- delivered, retry = an attempt failed and another is scheduled, failed = gave up).
+-- delivered, retry = an attempt failed and another is scheduled, failed = gave up). Until the
+-- alerting service creates that table the query fails with "Table ... doesn't exist".
 --
 -- Parameters (replace before running; ClickHouse 18.16 has no server-side query parameters):
 --   {db}          database, e.g. tripline
