@@ -490,10 +490,10 @@ async fn every_query_returns_the_seeded_numbers() {
     assert_eq!(markers.len(), 2, "{markers:#?}");
     assert!(markers.iter().all(|r| r["time"] == "2026-11-26 10:30:00"));
     assert_eq!(
-        text(&find(&markers, "kind", "country")["text"]),
+        text(&find(&markers, "tags", "country")["text"]),
         "new country US"
     );
-    assert!(text(&find(&markers, "kind", "asn")["text"]).starts_with("new network AS15169"));
+    assert!(text(&find(&markers, "tags", "asn")["text"]).starts_with("new network AS15169"));
 
     // Alert timeline: per minute, and per hour.
     let timeline = rows(&env, "alert_timeline", &params(&db, &[("bucket_s", "60")])).await;

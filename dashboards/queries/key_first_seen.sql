@@ -7,15 +7,15 @@
 --   {from}, {to}  the range [from, to), as DateTime expressions,
 --                 e.g. toDateTime('2026-11-26 10:00:00', 'UTC')
 --   {api_key_id}  the key's id as stored (never the secret)
--- Columns: time (first seen), text ('new country US', 'new network AS15169 GOOGLE'), kind
---   ('country' or 'asn', the annotation's tag).
-SELECT time, text, kind
+-- Columns: time (first seen), text ('new country US', 'new network AS15169 Google LLC'), tags
+--   ('country' or 'asn'). Named as Grafana's annotations expect (time, text, tags).
+SELECT time, text, tags
 FROM
 (
     SELECT
         min(ts) AS time,
         concat('new country ', client_country) AS text,
-        'country' AS kind
+        'country' AS tags
     FROM {db}.gateway_requests
     WHERE api_key_id = '{api_key_id}' AND ts < {to} AND client_country != ''
     GROUP BY client_country
@@ -23,10 +23,10 @@ FROM
     SELECT
         min(ts) AS time,
         concat('new network AS', toString(client_asn), ' ', anyLast(client_as_org)) AS text,
-        'asn' AS kind
+        'asn' AS tags
     FROM {db}.gateway_requests
     WHERE api_key_id = '{api_key_id}' AND ts < {to} AND client_asn != 0
     GROUP BY client_asn
 )
 WHERE time >= {from}
-ORDER BY time, kind, text;
+ORDER BY time, tags, text;
