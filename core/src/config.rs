@@ -9,7 +9,9 @@ use std::net::SocketAddr;
 
 use serde::Deserialize;
 
+mod alerting;
 mod detect;
+pub use alerting::*;
 pub use detect::*;
 
 mod collector;
@@ -34,6 +36,8 @@ pub struct Config {
     pub collector: CollectorConfig,
     #[serde(default)]
     pub detect: DetectConfig,
+    #[serde(default)]
+    pub alerting: AlertingConfig,
 }
 
 /// The HTTP server for `/healthz`, `/readyz` and `/metrics`.
@@ -412,6 +416,8 @@ impl Config {
             "name an environment variable or set fingerprint_secret_file",
         );
         collector::validate(&self.collector, &mut check);
+        // `[alerting]` locates its own keys: they live in nested arrays of tables.
+        errors.extend(self.alerting.problems(text));
         errors
     }
 }
