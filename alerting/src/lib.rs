@@ -3,4 +3,9 @@
 //! `lifecycle`, `grouping`, `silence`), and the receivers' payloads and delivery policy
 //! (`receivers`). The Kafka consumer, persistence, HTTP API and SMTP/HTTP transports come next.
 
+pub mod grouping;
+pub mod lifecycle;
+pub mod matcher;
 pub mod receivers;
+pub mod routing;
+pub mod silence;
