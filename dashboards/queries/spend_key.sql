@@ -3,12 +3,15 @@
 --
 -- Parameters (replace before running; ClickHouse 18.16 has no server-side query parameters):
 --   {db}          database, e.g. tripline
---   {from}, {to}  the range, as DateTime expressions, e.g. toDateTime('2026-11-26 10:00:00', 'UTC')
+--   {from}, {to}  the range (minutes starting in [from, to)), as DateTime expressions,
+--                 e.g. toDateTime('2026-11-26 10:00:00', 'UTC')
 --   {api_key_id}  the key's id as stored (never the secret)
 -- Columns: minute, spend (USD in the minute), baseline (mean spend of the 60 minutes before),
---   band_upper (baseline + max(13.03 sigma, $1, 50 % of baseline): the default
---   [detect.spend_spike.model] band with the trailing hour's sigma), and alert_observed,
---   alert_expected, alert_upper (the detector's figures, NULL where it did not fire).
+--   band_upper (baseline + max(13.03 sigma, $1, 50 % of baseline), sigma of the same hour: the
+--   detector's default band, 13.03 being the Student-t (4 dof) quantile for tail_probability
+--   1e-4, $1 min_abs_usd, 50 % min_rel_increase; edit them if [detect.spend_spike.model]
+--   differs), and alert_observed, alert_expected, alert_upper: the detector's own figures from
+--   the alert rows that fired at that minute (NULL elsewhere).
 -- Why a trailing hour: the detector's EWMA (half-life 60 minutes) needs window functions that
 -- 18.16 lacks; each minute's spend is instead fanned out to the 60 minutes after it (ARRAY JOIN)
 -- and summed, which both 18.16 and current ClickHouse run. Minutes with no spend in the last

@@ -3,11 +3,12 @@
 --
 -- Parameters (replace before running; ClickHouse 18.16 has no server-side query parameters):
 --   {db}          database, e.g. tripline
---   {from}, {to}  the range, as DateTime expressions, e.g. toDateTime('2026-11-26 10:00:00', 'UTC')
+--   {from}, {to}  the range (minutes starting in [from, to)), as DateTime expressions,
+--                 e.g. toDateTime('2026-11-26 10:00:00', 'UTC')
 --   {model}       the model name as the gateway logged it, e.g. gpt-4o-mini
 -- Columns: minute, spend (USD in the minute), baseline (mean spend of the 60 minutes before),
---   band_upper (baseline + max(13.03 sigma, $1, 50 % of baseline), the default
---   [detect.spend_spike.model] band). No detector watches spend per model, so there are no alert
+--   band_upper (baseline + max(13.03 sigma, $1, 50 % of baseline), sigma of the same hour: the
+--   detector's default band, see spend_key.sql). No detector watches spend per model, so there are no alert
 --   columns; computed like spend_key.sql (see there why the band is a trailing hour).
 SELECT
     toDateTime(target, 'UTC') AS minute,
