@@ -72,8 +72,8 @@ pub struct Notification {
     /// `flips` and `flapping_since` in its evidence facts.
     pub alerts: Vec<Alert>,
     pub reason: NotificationReason,
-    /// The group's notification counter (1, 2, …), persisted with the group: two
-    /// notifications of one group never share it (see `receivers::notification_id`).
+    /// A counter over every notification produced (1, 2, …), persisted with the groups and
+    /// never reused, so no two notifications share it (see `receivers::notification_id`).
     pub sequence: u64,
     pub created_at_ms: i64,
 }
@@ -132,7 +132,6 @@ pub struct Group {
     pub notified: BTreeMap<String, Notified>,
     pub last_flush_ms: Option<i64>,
     pub last_sent_ms: Option<i64>,
-    pub sequence: u64,
 }
 
 impl Group {
@@ -155,7 +154,12 @@ impl Group {
         Some(after_interval.map_or(after_wait, |t| t.max(after_wait)))
     }
 
-    fn flush(&mut self, now: i64, muted: &dyn Fn(&TrackedAlert) -> bool) -> Option<Notification> {
+    fn flush(
+        &mut self,
+        now: i64,
+        muted: &dyn Fn(&TrackedAlert) -> bool,
+        sequence: &mut u64,
+    ) -> Option<Notification> {
         let s = self.settings.clone();
         let mut firing = Vec::new();
         let mut resolved = Vec::new();
@@ -200,7 +204,7 @@ impl Group {
             if s.send_resolved {
                 shown.extend(&resolved);
             }
-            self.sequence += 1;
+            *sequence += 1;
             self.last_sent_ms = Some(now);
             Notification {
                 receiver: self.receiver.clone(),
@@ -212,7 +216,7 @@ impl Group {
                     .map(|a| a.notified(a.phase(now, s.for_ms)))
                     .collect(),
                 reason,
-                sequence: self.sequence,
+                sequence: *sequence,
                 created_at_ms: now,
             }
         });
@@ -260,6 +264,8 @@ pub type GroupId = (String, String);
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Grouper {
     groups: BTreeMap<GroupId, Group>,
+    /// The last notification's sequence number.
+    sequence: u64,
 }
 
 /// The groups, for persistence across restarts (notified sets included, so that a restart
@@ -268,6 +274,7 @@ pub struct Grouper {
 pub struct GrouperSnapshot {
     pub version: u32,
     pub groups: Vec<Group>,
+    pub sequence: u64,
 }
 
 pub const SNAPSHOT_VERSION: u32 = 1;
@@ -308,7 +315,6 @@ impl Grouper {
                 notified: BTreeMap::new(),
                 last_flush_ms: None,
                 last_sent_ms: None,
-                sequence: 0,
             });
             group.settings = settings;
             group
@@ -356,7 +362,7 @@ impl Grouper {
         for group in self.groups.values_mut() {
             let due = group.next_flush_ms().is_some_and(|t| t <= now);
             if due {
-                out.extend(group.flush(now, muted));
+                out.extend(group.flush(now, muted, &mut self.sequence));
             }
         }
         self.groups.retain(|_, g| !g.alerts.is_empty());
@@ -381,6 +387,7 @@ impl Grouper {
         GrouperSnapshot {
             version: SNAPSHOT_VERSION,
             groups: self.groups.values().cloned().collect(),
+            sequence: self.sequence,
         }
     }
 
@@ -397,6 +404,7 @@ impl Grouper {
                 .into_iter()
                 .map(|g| ((g.receiver.clone(), g.group_key.clone()), g))
                 .collect(),
+            sequence: snapshot.sequence,
         })
     }
 }

@@ -117,6 +117,7 @@ fn group_wait_batches_alerts() {
     assert_eq!(n.common_labels["severity"], "warning");
     assert!(!n.common_labels.contains_key("api_key_id"));
     assert_eq!((n.sequence, n.status()), (1, AlertStatus::Firing));
+    assert_eq!(run.sent[1].1.sequence, 2, "numbered across groups");
 }
 
 #[test]
@@ -512,7 +513,7 @@ fn play(events: &[(i64, usize, bool)], restart_at: Option<usize>) -> Vec<(i64, N
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(64))]
+    #![proptest_config(ProptestConfig::with_cases(256))]
 
     #[test]
     fn notifications_keep_alertmanager_invariants(events in scenario()) {
