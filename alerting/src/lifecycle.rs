@@ -178,20 +178,6 @@ impl TrackedAlert {
         }
     }
 
-    /// When the phase for this `for` changes next after `now`, if it ever does by itself.
-    pub fn next_phase_change(&self, now: i64, for_ms: i64) -> Option<i64> {
-        let firing_at = self.active_since_ms.saturating_add(for_ms);
-        [
-            Some(firing_at),
-            self.resolved_at_ms
-                .filter(|_| self.flapping_since_ms.is_none()),
-        ]
-        .into_iter()
-        .flatten()
-        .filter(|t| *t > now)
-        .min()
-    }
-
     pub fn is_flapping(&self) -> bool {
         self.flapping_since_ms.is_some()
     }
