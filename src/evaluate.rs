@@ -12,10 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio_util::sync::CancellationToken;
-use tripline_core::alert::Alert;
-use tripline_detector::data::{self, Shard, Thresholds};
-use tripline_detector::engine::Engine;
-use tripline_detector::lifecycle::{Lifecycle, Step};
+use tripline_detector::replay::Firing;
 use tripline_ingest::{Ingest, IngestHealth};
 use tripline_simulate::{standard_scenario, EventTopic, Incident, SimConfig, Simulator};
 
@@ -45,14 +42,6 @@ pub struct EvaluateArgs {
     keep: bool,
 }
 
-/// An alert fired during the replay, at event time `at_s`.
-#[derive(Debug, Clone)]
-struct Firing {
-    at_s: u32,
-    alert: Alert,
-}
-
-const MINUTE: u32 = 60;
 /// An alert up to this long after an incident's end still belongs to it.
 const GRACE_S: i64 = 300;
 
@@ -191,41 +180,18 @@ pub async fn run(args: EvaluateArgs) -> anyhow::Result<()> {
         .into_iter()
         .collect();
     apply_planned_overrides(&mut config, &truth);
-    let mut engine = Engine::new(config).context("invalid [detect] config")?;
-    let mut lifecycle = Lifecycle::default();
-    let shard = Shard { index: 0, count: 1 };
-    let thresholds = Thresholds {
-        no_backoff_ms: engine.config().retry_storm.no_backoff_ms,
-        scan_min_keys: engine.config().leaked_key.scan_min_keys,
-    };
-    let budgets = wants_budgets(engine.config());
     let first = (start_ms / 1000) as u32;
-    engine.folded_through = first;
-    let mut firings = Vec::new();
     let t = Instant::now();
-    let mut minute = first;
-    while i64::from(minute) * 1000 < end_ms {
-        let data = data::fetch(
-            &clickhouse,
-            shard,
-            engine.folded_through,
-            minute,
-            &thresholds,
-            budgets,
-        )
-        .await?;
-        let now = minute + MINUTE;
-        for candidate in engine.cycle(&data, now, false) {
-            if let Step::Fire(alert) = lifecycle.observe(&candidate, now) {
-                firings.push(Firing {
-                    at_s: now,
-                    alert: *alert,
-                });
-            }
-        }
-        lifecycle.resolve_stale(now, engine.config().resolve_after_s as u32);
-        minute += MINUTE;
-    }
+    let firings = tripline_detector::replay::replay(
+        &clickhouse,
+        config,
+        first,
+        first,
+        (end_ms / 1000) as u32,
+        |_, _| {},
+    )
+    .await
+    .context("replaying through the detectors")?;
     println!(
         "replayed {} minutes through the detectors in {:.1} s",
         (end_ms / 1000 - i64::from(first)) / 60,
@@ -281,16 +247,6 @@ fn apply_planned_overrides(config: &mut tripline_core::config::DetectConfig, tru
         );
         config.keys.insert(incident.key.clone(), o);
     }
-}
-
-fn wants_budgets(config: &tripline_core::config::DetectConfig) -> bool {
-    config.spend_spike.hourly_budget_usd.is_some()
-        || config.spend_spike.daily_budget_usd.is_some()
-        || config
-            .keys
-            .values()
-            .chain(config.projects.values())
-            .any(|o| o.hourly_budget_usd.is_some() || o.daily_budget_usd.is_some())
 }
 
 /// Per detector: incidents, detected, firings, true firings, and times to detect.

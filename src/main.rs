@@ -1,5 +1,6 @@
 //! `tripline`: one binary, one subcommand per role. See `tripline --help`.
 
+mod backtest;
 mod bench;
 mod detect;
 mod evaluate;
@@ -63,6 +64,9 @@ enum Command {
     /// Score the detectors on simulated traffic with labelled incidents (recall, precision,
     /// time to detect), through the real pipeline.
     Evaluate(evaluate::EvaluateArgs),
+    /// Replay stored history through the detectors with a candidate config and the running one,
+    /// and report which alerts would be added, removed or kept.
+    Backtest(backtest::BacktestArgs),
 }
 
 fn main() -> ExitCode {
@@ -108,6 +112,7 @@ fn main() -> ExitCode {
             Command::Simulate(args) => simulate::run(args).await,
             Command::Bench(args) => bench::run(args).await,
             Command::Evaluate(args) => evaluate::run(args).await,
+            Command::Backtest(args) => backtest::run(args).await,
             Command::CheckConfig { .. } => unreachable!("handled above"),
         }
     });

@@ -10,6 +10,7 @@ mod evidence;
 pub mod familiar;
 pub mod lifecycle;
 mod publish;
+pub mod replay;
 
 use std::time::{Duration, Instant};
 
@@ -122,7 +123,8 @@ fn shard_and_thresholds(config: &DetectConfig) -> (Shard, Thresholds) {
     )
 }
 
-fn wants_budgets(config: &DetectConfig) -> bool {
+/// Whether any budget is configured (budget queries cost a little, so they run only then).
+pub fn wants_budgets(config: &DetectConfig) -> bool {
     let s = &config.spend_spike;
     s.enabled
         && (s.hourly_budget_usd.is_some()
