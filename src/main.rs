@@ -1,5 +1,6 @@
 //! `tripline`: one binary, one subcommand per role. See `tripline --help`.
 
+mod alert;
 mod backtest;
 mod bench;
 mod detect;
@@ -43,12 +44,15 @@ struct ConfigArg {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run every role (ingest, detectors) with the HTTP server (/healthz, /readyz, /metrics).
+    /// Run every role (ingest, detectors, alerting when `[alerting]` names a receiver) with the HTTP server (/healthz, /readyz, /metrics).
     Run(ConfigArg),
     /// Run ingest only: Kafka → validate, enrich, dedup → ClickHouse; bad events → DLQ.
     Ingest(ConfigArg),
     /// Run the detector workers only: rollups in ClickHouse → findings → tripline.alerts.
     Detect(ConfigArg),
+    /// Run the alerting service only: tripline.alerts → routing, grouping, silences →
+    /// email, webhook and Slack notifications (state in `[alerting] state_dir`).
+    Alert(ConfigArg),
     /// Apply the ClickHouse schema migrations and exit.
     Migrate(ConfigArg),
     /// Check a config file and print every problem with its line, column and a hint.
@@ -91,6 +95,10 @@ fn main() -> ExitCode {
                 let roles = roles::Roles {
                     ingest: true,
                     detect: true,
+                    alert: settings::load(args.config.as_deref())?
+                        .config
+                        .alerting
+                        .enabled(),
                 };
                 roles::serve(args.config.as_deref(), roles).await
             }
@@ -98,6 +106,7 @@ fn main() -> ExitCode {
                 let roles = roles::Roles {
                     ingest: true,
                     detect: false,
+                    alert: false,
                 };
                 roles::serve(args.config.as_deref(), roles).await
             }
@@ -105,6 +114,15 @@ fn main() -> ExitCode {
                 let roles = roles::Roles {
                     ingest: false,
                     detect: true,
+                    alert: false,
+                };
+                roles::serve(args.config.as_deref(), roles).await
+            }
+            Command::Alert(args) => {
+                let roles = roles::Roles {
+                    ingest: false,
+                    detect: false,
+                    alert: true,
                 };
                 roles::serve(args.config.as_deref(), roles).await
             }

@@ -26,6 +26,9 @@ use crate::telemetry;
 pub struct Roles {
     pub ingest: bool,
     pub detect: bool,
+    /// The alerting service (`tripline alert`; in `tripline run` only when `[alerting]` names
+    /// a receiver).
+    pub alert: bool,
 }
 
 pub async fn serve(config_path: Option<&Path>, roles: Roles) -> anyhow::Result<()> {
@@ -34,7 +37,13 @@ pub async fn serve(config_path: Option<&Path>, roles: Roles) -> anyhow::Result<(
     let shutdown = CancellationToken::new();
     spawn_signal_handler(shutdown.clone());
 
-    let processor = build_processor(&loaded)?;
+    // Only ingest fingerprints secrets and enriches; an alert-only process needs neither the
+    // fingerprint secret nor the IP databases.
+    let processor = if roles.ingest || roles.detect {
+        Some(build_processor(&loaded)?)
+    } else {
+        None
+    };
     let clickhouse = loaded.clickhouse();
     let health = Arc::new(IngestHealth::default());
     let listen: SocketAddr = loaded.config.server.listen.parse()?;
@@ -58,11 +67,15 @@ pub async fn serve(config_path: Option<&Path>, roles: Roles) -> anyhow::Result<(
         return Ok(());
     }
     let kafka = &loaded.config.kafka;
-    let topics = [
+    let mut topics = vec![
         kafka.gateway_topic.as_str(),
         kafka.provider_topic.as_str(),
         kafka.dlq_topic.as_str(),
     ];
+    if roles.alert {
+        // Subscribing to a topic that does not exist yet stalls the consumer on tansu.
+        topics.push(kafka.alerts_topic.as_str());
+    }
     if let Err(err) =
         tripline_kafka::ensure_topics(kafka, tripline_kafka::process_env, &topics, 4).await
     {
@@ -72,7 +85,10 @@ pub async fn serve(config_path: Option<&Path>, roles: Roles) -> anyhow::Result<(
     let detector = roles
         .detect
         .then(|| crate::detect::spawn(&loaded, config_path, shutdown.clone()));
-    let result = if roles.ingest {
+    let alerting = roles
+        .alert
+        .then(|| crate::alert::spawn(&loaded, config_path, shutdown.clone()));
+    let result = if let (true, Some(processor)) = (roles.ingest, processor) {
         let ingest = Ingest {
             kafka: loaded.config.kafka.clone(),
             settings: loaded.config.ingest.clone(),
@@ -86,6 +102,13 @@ pub async fn serve(config_path: Option<&Path>, roles: Roles) -> anyhow::Result<(
         Ok(())
     };
     shutdown.cancel();
+    if let Some(alerting) = alerting {
+        match alerting.await {
+            Ok(Err(err)) => warn!("alerting: {err:#}"),
+            Err(err) => warn!("alerting task: {err}"),
+            Ok(Ok(())) => {}
+        }
+    }
     if let Some(detector) = detector {
         match detector.await {
             Ok(Err(err)) => warn!("detectors: {err:#}"),

@@ -81,6 +81,6 @@ async fn migrations_apply_once_and_are_recorded() {
             env.database
         ))
         .await,
-        12.0
+        13.0
     );
 }

@@ -8,4 +8,5 @@ pub mod lifecycle;
 pub mod matcher;
 pub mod receivers;
 pub mod routing;
+pub mod runtime;
 pub mod silence;

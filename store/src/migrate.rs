@@ -31,6 +31,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "alerts",
         sql: include_str!("../../dashboards/migrations/0003_alerts.sql"),
     },
+    Migration {
+        version: 4,
+        name: "notifications",
+        sql: include_str!("../../dashboards/migrations/0004_notifications.sql"),
+    },
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -337,3 +337,33 @@ pub fn gateway_event(id: &str, key: &str, ts_ms: i64, extra: &str) -> Vec<u8> {
     )
     .into_bytes()
 }
+
+impl TestEnv {
+    /// Like [`TestEnv::spawn`], with extra environment variables (receiver secrets, the
+    /// alerting consumer group); the log is appended to, so a restart keeps the first run's.
+    pub fn spawn_with_env(&self, role: &str, tag: &str, vars: &[(&str, &str)]) -> Tripline {
+        let config = self.config_path();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path(tag))
+            .unwrap();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_tripline"));
+        command
+            .args([role, "--config"])
+            .arg(&config)
+            .env("TRIPLINE_FINGERPRINT_SECRET", SECRET)
+            .env("RUST_LOG", "info,tripline_alerting=debug")
+            .env_remove("TRIPLINE_KAFKA_BROKERS")
+            .env_remove("TRIPLINE_CLICKHOUSE_URL")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .stdin(Stdio::null());
+        for (name, value) in vars {
+            command.env(name, value);
+        }
+        Tripline {
+            child: command.spawn().expect("start tripline"),
+        }
+    }
+}

@@ -17,6 +17,8 @@ pub use matchers::{is_label_name, matcher_regex, MatchOp, MatcherError, MatcherS
 pub const DEFAULT_GROUP_WAIT_MS: u64 = 30_000;
 pub const DEFAULT_GROUP_INTERVAL_MS: u64 = 300_000;
 pub const DEFAULT_REPEAT_INTERVAL_S: u64 = 4 * 3_600;
+/// `[alerting] state_dir` unless set.
+pub const DEFAULT_STATE_DIR: &str = ".run/alerting";
 /// One group per detector unless the root route says otherwise.
 pub const DEFAULT_GROUP_BY: [&str; 1] = ["detector"];
 /// `group_by = ["..."]` groups by every label: one group per alert.
@@ -41,6 +43,10 @@ pub struct AlertingConfig {
     pub resolved_retention_s: u64,
     /// Expired silences stay listed this long before they are forgotten.
     pub silence_retention_s: u64,
+    /// Where `tripline alert` keeps its state (alerts, groups, silences and the outbox of
+    /// notifications not yet delivered) so that a restart, kill -9 included, loses nothing.
+    /// Relative to the config file's directory. One directory per alerting process.
+    pub state_dir: String,
     pub flapping: FlappingConfig,
     pub route: RouteConfig,
     pub receivers: Vec<ReceiverConfig>,
@@ -56,6 +62,7 @@ impl Default for AlertingConfig {
             resolve_timeout_s: 0,
             resolved_retention_s: 3_600,
             silence_retention_s: 5 * 86_400,
+            state_dir: DEFAULT_STATE_DIR.to_owned(),
             flapping: FlappingConfig::default(),
             route: RouteConfig::default(),
             receivers: Vec::new(),

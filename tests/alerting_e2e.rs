@@ -1,0 +1,368 @@
+//! Alerting end to end, in the style of Alertmanager's acceptance tests: the real `tripline
+//! alert` binary, a real broker and ClickHouse, and real HTTP receivers on 127.0.0.1 that record
+//! what arrives and when, and answer as each test scripts (200, 500, 429 + Retry-After, or
+//! hang). Alerts are published to the test's alerts topic as the detectors would. Every test
+//! asserts the total number of requests its receiver got, so an extra notification fails it.
+
+mod common;
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use common::{produce, producer, wait_ready, TestEnv};
+use tripline_alerting::receivers::webhook::{verify, WebhookSecret};
+use tripline_core::alert::{fingerprint, Alert, AlertStatus, Evidence, Severity};
+
+const WEBHOOK_SECRET: &str = "e2e-webhook-signing-secret-0123456789";
+
+/// What the receiver answers to one request.
+#[derive(Debug, Clone, Copy)]
+enum Reply {
+    Status(u16),
+    /// 429 with `Retry-After: <seconds>`.
+    TooMany(u64),
+    /// Never answers (the sender times out or dies first).
+    Hang,
+}
+
+#[derive(Debug, Clone)]
+struct Received {
+    at: Instant,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Received {
+    fn header(&self, name: &str) -> &str {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map_or("", |(_, v)| v.as_str())
+    }
+
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).expect("json body")
+    }
+}
+
+/// A webhook receiver on 127.0.0.1; replies follow `plan`, then 200.
+#[derive(Clone, Default)]
+struct Hook {
+    received: Arc<Mutex<Vec<Received>>>,
+    plan: Arc<Mutex<VecDeque<Reply>>>,
+}
+
+impl Hook {
+    async fn start(plan: &[Reply]) -> (Hook, String) {
+        let hook = Hook::default();
+        hook.plan.lock().unwrap().extend(plan.iter().copied());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let app = axum::Router::new()
+            .route("/hook", axum::routing::post(receive))
+            .with_state(hook.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (hook, url)
+    }
+
+    fn received(&self) -> Vec<Received> {
+        self.received.lock().unwrap().clone()
+    }
+
+    /// Waits until `count` requests arrived (or `timeout`); returns them all.
+    async fn wait_for(&self, count: usize, timeout: Duration) -> Vec<Received> {
+        let deadline = Instant::now() + timeout;
+        while self.received.lock().unwrap().len() < count && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.received()
+    }
+}
+
+async fn receive(State(hook): State<Hook>, headers: HeaderMap, body: Bytes) -> Response {
+    hook.received.lock().unwrap().push(Received {
+        at: Instant::now(),
+        headers: headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_owned()))
+            .collect(),
+        body: body.to_vec(),
+    });
+    let reply = hook.plan.lock().unwrap().pop_front();
+    match reply {
+        None | Some(Reply::Status(200)) => StatusCode::OK.into_response(),
+        Some(Reply::Status(code)) => {
+            (StatusCode::from_u16(code).unwrap(), "scripted failure").into_response()
+        }
+        Some(Reply::TooMany(secs)) => (
+            StatusCode::TOO_MANY_REQUESTS,
+            [("retry-after", secs.to_string())],
+            "slow down",
+        )
+            .into_response(),
+        Some(Reply::Hang) => {
+            tokio::time::sleep(Duration::from_secs(120)).await;
+            StatusCode::OK.into_response()
+        }
+    }
+}
+
+/// `[alerting]` with one signed webhook receiver, appended to the test's config.
+fn alerting_config(env: &TestEnv, url: &str, group_wait_ms: u64, group_interval_ms: u64) -> String {
+    format!(
+        r#"
+[alerting]
+state_dir = "{dir}/alerting-state"
+
+[alerting.route]
+receiver = "hook"
+group_by = ["detector"]
+group_wait_ms = {group_wait_ms}
+group_interval_ms = {group_interval_ms}
+repeat_interval_s = 3600
+
+[[alerting.receivers]]
+name = "hook"
+kind = "webhook"
+url = "{url}"
+secret_env = "E2E_WEBHOOK_SECRET"
+"#,
+        dir = env.dir.display(),
+    )
+}
+
+fn spawn_alert(env: &TestEnv, tag: &str) -> common::Tripline {
+    let group = format!("{}-alerting", env.group);
+    env.spawn_with_env(
+        "alert",
+        tag,
+        &[
+            ("E2E_WEBHOOK_SECRET", WEBHOOK_SECRET),
+            ("TRIPLINE_ALERTING_GROUP_ID", group.as_str()),
+        ],
+    )
+}
+
+fn alert(key: &str, status: AlertStatus) -> Alert {
+    let labels: std::collections::BTreeMap<String, String> = [
+        ("detector".to_owned(), "spend_spike".to_owned()),
+        ("api_key_id".to_owned(), key.to_owned()),
+    ]
+    .into();
+    let now = tripline_core::time::format_ms(common::now_ms());
+    Alert {
+        version: 1,
+        fingerprint: fingerprint(&labels),
+        detector: "spend_spike".into(),
+        status,
+        severity: Severity::Warning,
+        labels,
+        summary: format!("spend of {key} is 10x its usual"),
+        description: "a spike".into(),
+        observed: 10.0,
+        expected: 1.0,
+        upper: 2.0,
+        score: 0.99,
+        window_start: now.clone(),
+        window_end: now.clone(),
+        starts_at: now.clone(),
+        ends_at: (status == AlertStatus::Resolved).then(|| now.clone()),
+        emitted_at: now,
+        evidence: Evidence::default(),
+    }
+}
+
+async fn publish(env: &TestEnv, alerts: &[Alert]) {
+    let producer = producer();
+    for a in alerts {
+        let json = serde_json::to_vec(a).unwrap();
+        produce(&producer, &env.alerts_topic, &a.fingerprint, &[json]).await;
+    }
+}
+
+fn assert_signed(r: &Received) {
+    let secret = WebhookSecret::parse(WEBHOOK_SECRET).unwrap();
+    verify(
+        &secret,
+        r.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        &r.body,
+        SystemTime::now(),
+        Duration::from_secs(300),
+    )
+    .expect("the signature verifies");
+}
+
+/// Rows in `notifications` with `status`.
+async fn logged(env: &TestEnv, status: &str, expected: f64) -> f64 {
+    env.wait_for(
+        &format!("SELECT count() FROM notifications WHERE status = '{status}'"),
+        expected,
+        Duration::from_secs(15),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_wait_batches_then_resolves_signed() {
+    let mut env = TestEnv::new("alert_group").await;
+    let (hook, url) = Hook::start(&[]).await;
+    env.ingest_extra = alerting_config(&env, &url, 2_000, 2_000);
+    let _tripline = spawn_alert(&env, "alert");
+    assert!(
+        wait_ready(&env, Duration::from_secs(30)).await,
+        "tripline alert is ready"
+    );
+
+    // Two alerts within group_wait: one notification with both.
+    let published = Instant::now();
+    publish(
+        &env,
+        &[
+            alert("key-1", AlertStatus::Firing),
+            alert("key-2", AlertStatus::Firing),
+        ],
+    )
+    .await;
+    let got = hook.wait_for(1, Duration::from_secs(30)).await;
+    assert_eq!(got.len(), 1, "one notification for the group");
+    let first = &got[0];
+    assert!(
+        first.at.duration_since(published) >= Duration::from_millis(1_900),
+        "sent after group_wait, not at once: {:?}",
+        first.at.duration_since(published)
+    );
+    assert_signed(first);
+    let body = first.json();
+    assert_eq!(body["status"], "firing");
+    assert_eq!(body["notification_reason"], "new");
+    assert_eq!(body["receiver"], "hook");
+    assert_eq!(body["group_labels"]["detector"], "spend_spike");
+    let alerts = body["alerts"].as_array().unwrap();
+    assert_eq!(alerts.len(), 2, "{body}");
+    let mut keys: Vec<&str> = alerts
+        .iter()
+        .map(|a| a["labels"]["api_key_id"].as_str().unwrap())
+        .collect();
+    keys.sort_unstable();
+    assert_eq!(keys, ["key-1", "key-2"]);
+
+    // Both resolve: one resolved notification at the next group_interval.
+    publish(
+        &env,
+        &[
+            alert("key-1", AlertStatus::Resolved),
+            alert("key-2", AlertStatus::Resolved),
+        ],
+    )
+    .await;
+    let got = hook.wait_for(2, Duration::from_secs(30)).await;
+    assert_eq!(got.len(), 2, "a resolved notification");
+    let second = &got[1];
+    assert_signed(second);
+    assert_ne!(first.header("webhook-id"), second.header("webhook-id"));
+    let body = second.json();
+    assert_eq!(body["status"], "resolved", "{body}");
+    assert_eq!(body["notification_reason"], "resolved");
+    let alerts = body["alerts"].as_array().unwrap();
+    assert_eq!(alerts.len(), 2);
+    assert!(alerts
+        .iter()
+        .all(|a| a["status"] == "resolved" && a["ends_at"].is_string()));
+
+    // Nothing more: no repeat, no duplicate.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(hook.received().len(), 2, "exactly two notifications");
+    assert_eq!(logged(&env, "delivered", 2.0).await, 2.0);
+    assert_eq!(
+        env.scalar("SELECT count() FROM notifications").await,
+        2.0,
+        "no retries or failures logged"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_after_on_429_is_honoured_and_delivered_once() {
+    let mut env = TestEnv::new("alert_429").await;
+    let (hook, url) = Hook::start(&[Reply::TooMany(3)]).await;
+    env.ingest_extra = alerting_config(&env, &url, 200, 2_000);
+    let _tripline = spawn_alert(&env, "alert");
+    assert!(wait_ready(&env, Duration::from_secs(30)).await);
+
+    publish(&env, &[alert("key-9", AlertStatus::Firing)]).await;
+    let got = hook.wait_for(2, Duration::from_secs(40)).await;
+    assert_eq!(got.len(), 2, "the 429, then the retry");
+    let waited = got[1].at.duration_since(got[0].at);
+    assert!(
+        waited >= Duration::from_millis(2_900),
+        "retried only after Retry-After: {waited:?}"
+    );
+    assert!(
+        waited < Duration::from_secs(10),
+        "and not much later: {waited:?}"
+    );
+    assert_eq!(
+        got[0].header("webhook-id"),
+        got[1].header("webhook-id"),
+        "same webhook-id"
+    );
+    assert_ne!(got[0].header("webhook-id"), "");
+    assert_signed(&got[1]);
+    assert_eq!(got[1].json()["alerts"].as_array().unwrap().len(), 1);
+
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(hook.received().len(), 2, "delivered once");
+    assert_eq!(logged(&env, "delivered", 1.0).await, 1.0);
+    assert_eq!(logged(&env, "retry", 1.0).await, 1.0);
+    assert_eq!(
+        env.scalar(
+            "SELECT count() FROM notifications WHERE status = 'retry' AND error LIKE '%429%'"
+        )
+        .await,
+        1.0
+    );
+    assert_eq!(
+        env.scalar("SELECT max(attempts) FROM notifications").await,
+        2.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_with_a_pending_notification_delivers_it_after_restart() {
+    let mut env = TestEnv::new("alert_kill").await;
+    // 500 first (a retry is scheduled), then the retry hangs: the process dies mid-attempt.
+    let (hook, url) = Hook::start(&[Reply::Status(500), Reply::Hang]).await;
+    env.ingest_extra = alerting_config(&env, &url, 200, 2_000);
+    let mut tripline = spawn_alert(&env, "alert");
+    assert!(wait_ready(&env, Duration::from_secs(30)).await);
+
+    publish(&env, &[alert("key-3", AlertStatus::Firing)]).await;
+    let got = hook.wait_for(2, Duration::from_secs(40)).await;
+    assert_eq!(got.len(), 2, "the 500, then the retry that hangs");
+    tripline.kill_9();
+
+    let _restarted = spawn_alert(&env, "alert");
+    let got = hook.wait_for(3, Duration::from_secs(40)).await;
+    assert_eq!(got.len(), 3, "delivered after the restart");
+    let id = got[0].header("webhook-id");
+    assert!(!id.is_empty());
+    assert!(
+        got.iter().all(|r| r.header("webhook-id") == id),
+        "one notification, one webhook-id"
+    );
+    assert_signed(&got[2]);
+
+    // Redelivered Kafka messages (if their offsets were not committed) notify nothing new.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(
+        hook.received().len(),
+        3,
+        "exactly one notification, tried three times"
+    );
+    assert_eq!(logged(&env, "delivered", 1.0).await, 1.0);
+    assert_eq!(logged(&env, "retry", 1.0).await, 1.0);
+}
