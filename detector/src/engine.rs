@@ -355,6 +355,12 @@ impl Engine {
 
     fn assess_leaks(&self, data: &CycleData, out: &mut Vec<Candidate>) {
         let cfg = &self.config.leaked_key;
+        // Indexed once: looking rows up per key would be quadratic in the number of keys.
+        let ips_by_minute: HashMap<(&str, u32), u64> = data
+            .keys
+            .iter()
+            .map(|k| ((k.api_key_id.as_str(), k.minute), k.distinct_ips))
+            .collect();
         let mut per_key: BTreeMap<(&str, u32), Vec<&Usage>> = BTreeMap::new();
         for u in data
             .usage
@@ -428,11 +434,7 @@ impl Engine {
             let all = kinds.iter().filter(|k| **k).count();
             let novel_use = (strong >= 1 && all >= 2 && new_requests >= cfg.min_new_requests)
                 || (all >= 3 && new_requests >= 1);
-            let distinct_ips = data
-                .keys
-                .iter()
-                .find(|k| k.api_key_id == key && k.minute == minute)
-                .map_or(0, |k| k.distinct_ips);
+            let distinct_ips = ips_by_minute.get(&(key, minute)).copied().unwrap_or(0);
             let usual_ips = state.ips.mean.max(1.0);
             let ip_jump = distinct_ips >= cfg.min_distinct_ips
                 && distinct_ips as f64 > usual_ips * cfg.ip_jump_factor;
@@ -491,6 +493,11 @@ impl Engine {
 
     fn assess_retries(&self, data: &CycleData, out: &mut Vec<Candidate>) {
         let cfg = &self.config.retry_storm;
+        let retries_by_minute: HashMap<(&str, u32), &crate::data::KeyRetries> = data
+            .retries
+            .iter()
+            .map(|r| ((r.api_key_id.as_str(), r.minute), r))
+            .collect();
         for row in data
             .keys
             .iter()
@@ -499,10 +506,7 @@ impl Engine {
             if !self.key_enabled("retry_storm", &row.api_key_id, &row.project) {
                 continue;
             }
-            let retries = data
-                .retries
-                .iter()
-                .find(|r| r.api_key_id == row.api_key_id && r.minute == row.minute);
+            let retries = retries_by_minute.get(&(row.api_key_id.as_str(), row.minute));
             let successes = row.requests.saturating_sub(row.failures).max(1);
             let attempts = retries.map_or(0, |r| r.provider_attempts).max(row.requests);
             let amplification = attempts as f64 / successes as f64;
