@@ -366,3 +366,160 @@ async fn kill_9_with_a_pending_notification_delivers_it_after_restart() {
     assert_eq!(logged(&env, "delivered", 1.0).await, 1.0);
     assert_eq!(logged(&env, "retry", 1.0).await, 1.0);
 }
+
+/// aiosmtpd (from the venv scripts/install.sh builds) writing to a Maildir.
+struct SmtpServer {
+    child: std::process::Child,
+    port: u16,
+    maildir: std::path::PathBuf,
+}
+
+impl Drop for SmtpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl SmtpServer {
+    async fn start(env: &TestEnv) -> SmtpServer {
+        let python = std::env::var_os("TRIPLINE_PYTHON")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| {
+                let cache = std::env::var_os("TRIPLINE_CACHE")
+                    .map(std::path::PathBuf::from)
+                    .unwrap_or_else(|| {
+                        std::path::PathBuf::from(std::env::var("HOME").unwrap())
+                            .join(".cache/tripline")
+                    });
+                cache.join("venv/bin/python")
+            });
+        assert!(
+            python.exists(),
+            "{} is missing: run scripts/install.sh (it installs aiosmtpd)",
+            python.display()
+        );
+        let port = common::free_port();
+        let maildir = env.dir.join("maildir");
+        let log = std::fs::File::create(env.dir.join("smtp.log")).unwrap();
+        let child = std::process::Command::new(&python)
+            .args(["-m", "aiosmtpd", "-n", "-l"])
+            .arg(format!("127.0.0.1:{port}"))
+            .args(["-c", "aiosmtpd.handlers.Mailbox"])
+            .arg(&maildir)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .expect("start aiosmtpd");
+        let server = SmtpServer {
+            child,
+            port,
+            maildir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            assert!(
+                Instant::now() < deadline,
+                "aiosmtpd did not start; see smtp.log"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        server
+    }
+
+    /// The messages in the Maildir's `new/`, oldest first.
+    fn messages(&self) -> Vec<String> {
+        let mut files: Vec<_> = std::fs::read_dir(self.maildir.join("new"))
+            .map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect())
+            .unwrap_or_default();
+        files.sort_by_key(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok());
+        files
+            .iter()
+            .map(|p| std::fs::read_to_string(p).unwrap())
+            .collect()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn email_arrives_as_multipart_with_the_right_subject() {
+    let mut env = TestEnv::new("alert_email").await;
+    let smtp = SmtpServer::start(&env).await;
+    env.ingest_extra = format!(
+        r#"
+[alerting]
+state_dir = "{dir}/alerting-state"
+
+[alerting.route]
+receiver = "mail"
+group_by = ["detector"]
+group_wait_ms = 200
+group_interval_ms = 1000
+
+[[alerting.receivers]]
+name = "mail"
+kind = "email"
+smtp_url = "smtp://127.0.0.1:{port}"
+from = "Tripline <tripline@example.com>"
+to = ["oncall@example.com"]
+"#,
+        dir = env.dir.display(),
+        port = smtp.port,
+    );
+    let _tripline = spawn_alert(&env, "alert");
+    assert!(wait_ready(&env, Duration::from_secs(30)).await);
+
+    publish(&env, &[alert("key-5", AlertStatus::Firing)]).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while smtp.messages().is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    publish(&env, &[alert("key-5", AlertStatus::Resolved)]).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while smtp.messages().len() < 2 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mails = smtp.messages();
+    assert_eq!(mails.len(), 2, "a firing and a resolved mail, nothing else");
+    let header = |mail: &str, name: &str| -> String {
+        mail.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+            .unwrap_or("")
+            .to_owned()
+    };
+    let firing = &mails[0];
+    let subject = header(firing, "Subject");
+    assert!(subject.starts_with("[FIRING:1] spend_spike"), "{subject}");
+    assert!(subject.contains("key-5"), "{subject}");
+    assert!(
+        header(firing, "Content-Type").starts_with("multipart/alternative"),
+        "{firing}"
+    );
+    assert!(firing.contains("Content-Type: text/plain"), "{firing}");
+    assert!(firing.contains("Content-Type: text/html"), "{firing}");
+    assert!(header(firing, "To").contains("oncall@example.com"));
+    let message_id = header(firing, "Message-ID");
+    assert!(
+        message_id.starts_with("<msg_") && message_id.ends_with("@example.com>"),
+        "{message_id}"
+    );
+    let resolved = &mails[1];
+    assert!(
+        header(resolved, "Subject").starts_with("[RESOLVED:1] spend_spike"),
+        "{resolved}"
+    );
+    // One thread per alert group.
+    assert_eq!(header(firing, "References"), header(resolved, "References"));
+    assert_ne!(header(resolved, "Message-ID"), message_id);
+
+    assert_eq!(logged(&env, "delivered", 2.0).await, 2.0);
+    assert_eq!(
+        env.scalar("SELECT count() FROM notifications WHERE kind = 'email'")
+            .await,
+        2.0
+    );
+}
