@@ -1,33 +1,62 @@
 //! Running the alerting service inside `tripline alert` / `tripline run` (when `[alerting]`
-//! names at least one receiver).
+//! names at least one receiver), its HTTP API, and config reloads (file change or SIGHUP).
+//!
+//! API (bearer token from `TRIPLINE_ALERTING_API_TOKEN`, at least 16 characters; without it the
+//! API is not served), JSON in and out, bodies up to 64 KiB:
+//!
+//! | request | does |
+//! |---|---|
+//! | `GET /api/v1/alerts` | alerts with state, labels, silences and inhibition muting them |
+//! | `GET /api/v1/silences` | silences (pending, active, expired within `silence_retention_s`) |
+//! | `POST /api/v1/silences` | `{"matchers": ["api_key_id=\"key-7\""], "ends_at": "…" or "duration_s": 3600, "starts_at"?: "…", "created_by": "…", "comment": "…"}` → 201 + the silence |
+//! | `DELETE /api/v1/silences/{id}` | expires it now |
+//! | `POST /api/v1/receivers/{name}/test` | queues a test notification → 202 + its id |
+//! | `POST /api/v1/reload` | re-reads the config file and applies `[alerting]` (alerts, groups, silences and pending notifications stay) |
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
+use axum::extract::{DefaultBodyLimit, Path as UrlPath, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{error, info, warn};
+use tripline_alerting::matcher::Matcher;
 use tripline_alerting::receivers::delivery::RetryPolicy;
-use tripline_alerting::runtime::{AlertService, DEFAULT_GROUP_ID};
+use tripline_alerting::runtime::control::Handle;
+use tripline_alerting::runtime::{now_ms, AlertService, DEFAULT_GROUP_ID};
+use tripline_alerting::silence::NewSilence;
 
-use crate::settings::Loaded;
+use crate::settings::{self, Loaded};
 
 /// Overrides the consumer group (`tripline-alerting`), e.g. for two independent deployments
 /// sharing a broker.
 pub const GROUP_ID_ENV: &str = "TRIPLINE_ALERTING_GROUP_ID";
+/// The API's bearer token.
+pub const API_TOKEN_ENV: &str = "TRIPLINE_ALERTING_API_TOKEN";
+const MIN_TOKEN_CHARS: usize = 16;
+const MAX_BODY_BYTES: usize = 64 * 1024;
 
-/// Starts the alerting service; it stops at `shutdown`.
-pub fn spawn(
+/// The alerting service, built but not started (it starts once the schema and topics exist).
+pub struct Prepared {
+    service: AlertService,
+    handle: Handle,
+    config_path: Option<PathBuf>,
+}
+
+/// Builds the alerting service and its API routes (when a token is configured). Fails when
+/// `[alerting]` names no receivers.
+pub fn prepare(
     loaded: &Loaded,
-    _config_path: Option<&Path>,
-    shutdown: CancellationToken,
-) -> JoinHandle<anyhow::Result<()>> {
+    config_path: Option<&Path>,
+) -> anyhow::Result<(Prepared, Option<Router>)> {
     let config = loaded.config.alerting.clone();
     if !config.enabled() {
-        return tokio::spawn(async {
-            anyhow::bail!(
-                "alerting is off: [alerting] names no receivers (see tripline.example.toml)"
-            )
-        });
+        anyhow::bail!("alerting is off: [alerting] names no receivers (see tripline.example.toml)");
     }
     let state_dir = loaded.resolve(&config.state_dir);
     let group_id = std::env::var(GROUP_ID_ENV)
@@ -35,6 +64,7 @@ pub fn spawn(
         .filter(|g| !g.trim().is_empty())
         .unwrap_or_else(|| DEFAULT_GROUP_ID.to_owned());
     info!(receivers = config.receivers.len(), state_dir = %state_dir.display(), group = %group_id, "alerting enabled");
+    let (handle, commands) = Handle::channel();
     let service = AlertService {
         config,
         kafka: loaded.config.kafka.clone(),
@@ -42,6 +72,289 @@ pub fn spawn(
         clickhouse: loaded.clickhouse(),
         state_dir,
         retry: RetryPolicy::default(),
+        commands,
     };
-    tokio::spawn(async move { service.run(shutdown).await.map_err(anyhow::Error::from) })
+    let config_path = config_path.map(Path::to_path_buf);
+    let router = match std::env::var(API_TOKEN_ENV) {
+        Ok(token) if token.trim().chars().count() >= MIN_TOKEN_CHARS => {
+            info!("alerting api enabled on /api/v1/");
+            Some(router(Api {
+                handle: handle.clone(),
+                config_path: config_path.clone(),
+                token: token.trim().to_owned(),
+            }))
+        }
+        Ok(_) => {
+            error!("{API_TOKEN_ENV} is shorter than {MIN_TOKEN_CHARS} characters: the alerting api is off");
+            None
+        }
+        Err(_) => {
+            info!("{API_TOKEN_ENV} is not set: the alerting api is off");
+            None
+        }
+    };
+    let prepared = Prepared {
+        service,
+        handle,
+        config_path,
+    };
+    Ok((prepared, router))
+}
+
+impl Prepared {
+    /// Starts the service and the config watcher; both stop at `shutdown`.
+    pub fn spawn(self, shutdown: CancellationToken) -> JoinHandle<anyhow::Result<()>> {
+        if let Some(path) = self.config_path {
+            tokio::spawn(watch_config(path, self.handle, shutdown.clone()));
+        }
+        let service = self.service;
+        tokio::spawn(async move { service.run(shutdown).await.map_err(anyhow::Error::from) })
+    }
+}
+
+#[derive(Clone)]
+struct Api {
+    handle: Handle,
+    config_path: Option<PathBuf>,
+    token: String,
+}
+
+fn router(api: Api) -> Router {
+    Router::new()
+        .route("/api/v1/alerts", get(list_alerts))
+        .route("/api/v1/silences", get(list_silences).post(create_silence))
+        .route("/api/v1/silences/{id}", delete(expire_silence))
+        .route("/api/v1/receivers/{name}/test", post(test_notification))
+        .route("/api/v1/reload", post(reload))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(api)
+}
+
+fn problem(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(serde_json::json!({ "error": message.into() }))).into_response()
+}
+
+/// Constant-time comparison of the bearer token.
+fn unauthorized(api: &Api, headers: &HeaderMap) -> Option<Response> {
+    let given = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("")
+        .trim();
+    let expected = api.token.as_bytes();
+    let ok = given.len() == expected.len()
+        && given
+            .bytes()
+            .zip(expected)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0;
+    (!ok).then(|| problem(StatusCode::UNAUTHORIZED, "missing or wrong bearer token"))
+}
+
+/// An error from the service: unknown ids are 404, a stopped service 503, the rest 400.
+fn refused(message: String) -> Response {
+    let status = if message.starts_with("no silence") || message.starts_with("no receiver") {
+        StatusCode::NOT_FOUND
+    } else if message == tripline_alerting::runtime::control::STOPPED
+        || message.contains("state file")
+    {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::BAD_REQUEST
+    };
+    problem(status, message)
+}
+
+async fn list_alerts(State(api): State<Api>, headers: HeaderMap) -> Response {
+    if let Some(r) = unauthorized(&api, &headers) {
+        return r;
+    }
+    match api.handle.alerts().await {
+        Ok(alerts) => Json(alerts).into_response(),
+        Err(e) => refused(e),
+    }
+}
+
+async fn list_silences(State(api): State<Api>, headers: HeaderMap) -> Response {
+    if let Some(r) = unauthorized(&api, &headers) {
+        return r;
+    }
+    match api.handle.silences().await {
+        Ok(silences) => Json(silences).into_response(),
+        Err(e) => refused(e),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SilenceRequest {
+    matchers: Vec<String>,
+    #[serde(default)]
+    starts_at: Option<String>,
+    #[serde(default)]
+    ends_at: Option<String>,
+    #[serde(default)]
+    duration_s: Option<u64>,
+    created_by: String,
+    comment: String,
+}
+
+async fn create_silence(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    if let Some(r) = unauthorized(&api, &headers) {
+        return r;
+    }
+    let request: SilenceRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return problem(StatusCode::BAD_REQUEST, format!("invalid silence: {e}")),
+    };
+    let mut matchers = Vec::new();
+    for text in &request.matchers {
+        match Matcher::parse(text) {
+            Ok(m) => matchers.push(m),
+            Err(e) => return problem(StatusCode::BAD_REQUEST, e.to_string()),
+        }
+    }
+    let time = |field: &str, text: &str| {
+        tripline_core::time::parse_rfc3339_ms(text)
+            .ok_or_else(|| format!("{field} {text:?} is not an RFC 3339 time"))
+    };
+    let starts_at_ms = match request
+        .starts_at
+        .as_deref()
+        .map(|t| time("starts_at", t))
+        .transpose()
+    {
+        Ok(t) => t,
+        Err(e) => return problem(StatusCode::BAD_REQUEST, e),
+    };
+    let ends_at_ms = match (&request.ends_at, request.duration_s) {
+        (Some(text), None) => match time("ends_at", text) {
+            Ok(t) => t,
+            Err(e) => return problem(StatusCode::BAD_REQUEST, e),
+        },
+        (None, Some(secs)) => starts_at_ms
+            .unwrap_or_else(now_ms)
+            .saturating_add(i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX)),
+        _ => {
+            return problem(
+                StatusCode::BAD_REQUEST,
+                "give either ends_at (RFC 3339) or duration_s",
+            )
+        }
+    };
+    let new = NewSilence {
+        matchers,
+        starts_at_ms,
+        ends_at_ms,
+        created_by: request.created_by,
+        comment: request.comment,
+    };
+    match api.handle.create_silence(new).await {
+        Ok(silence) => (StatusCode::CREATED, Json(silence)).into_response(),
+        Err(e) => refused(e),
+    }
+}
+
+async fn expire_silence(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    UrlPath(id): UrlPath<String>,
+) -> Response {
+    if let Some(r) = unauthorized(&api, &headers) {
+        return r;
+    }
+    match api.handle.expire_silence(id).await {
+        Ok(silence) => Json(silence).into_response(),
+        Err(e) => refused(e),
+    }
+}
+
+async fn test_notification(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    UrlPath(name): UrlPath<String>,
+) -> Response {
+    if let Some(r) = unauthorized(&api, &headers) {
+        return r;
+    }
+    match api.handle.test(name).await {
+        Ok(id) => (
+            StatusCode::ACCEPTED,
+            Json(serde_json::json!({ "notification_id": id })),
+        )
+            .into_response(),
+        Err(e) => refused(e),
+    }
+}
+
+async fn reload(State(api): State<Api>, headers: HeaderMap) -> Response {
+    if let Some(r) = unauthorized(&api, &headers) {
+        return r;
+    }
+    let Some(path) = &api.config_path else {
+        return problem(
+            StatusCode::BAD_REQUEST,
+            "tripline runs without a config file: nothing to reload",
+        );
+    };
+    match reload_from(path, &api.handle).await {
+        Ok(()) => Json(serde_json::json!({ "reloaded": true })).into_response(),
+        Err(e) => refused(e),
+    }
+}
+
+async fn reload_from(path: &Path, handle: &Handle) -> Result<(), String> {
+    let loaded = settings::load(Some(path)).map_err(|e| format!("{e:#}"))?;
+    if !loaded.config.alerting.enabled() {
+        return Err(
+            "the new config names no alerting receivers; keeping the running one".to_owned(),
+        );
+    }
+    handle.reload(loaded.config.alerting).await
+}
+
+/// Reloads `[alerting]` when the file changes or on SIGHUP; a bad file is refused with its
+/// problems in the log and the running config stays.
+async fn watch_config(path: PathBuf, handle: Handle, shutdown: CancellationToken) {
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let modified =
+        |p: &Path| -> Option<SystemTime> { std::fs::metadata(p).and_then(|m| m.modified()).ok() };
+    let mut seen = modified(&path);
+    loop {
+        let hup = async {
+            match hangup.as_mut() {
+                Some(signal) => {
+                    signal.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = hup => {}
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {
+                let now = modified(&path);
+                if now == seen {
+                    continue;
+                }
+                seen = now;
+            }
+        }
+        match reload_from(&path, &handle).await {
+            Ok(()) => {
+                metrics::counter!("tripline_alerting_config_reloads_total", "result" => "ok")
+                    .increment(1);
+            }
+            Err(err) => {
+                metrics::counter!("tripline_alerting_config_reloads_total", "result" => "refused")
+                    .increment(1);
+                warn!("alerting config reload refused, the running config stays: {err}");
+            }
+        }
+    }
 }

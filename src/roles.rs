@@ -53,6 +53,19 @@ pub async fn serve(config_path: Option<&Path>, roles: Roles) -> anyhow::Result<(
     } else {
         None
     };
+    // Alerting is built before the server so that its API is served, and started after the
+    // migrations and topics exist (subscribing to a missing topic stalls on tansu).
+    let (alerting, alert_api) = if roles.alert {
+        let (prepared, api) = crate::alert::prepare(&loaded, config_path)?;
+        (Some(prepared), api)
+    } else {
+        (None, None)
+    };
+    // The server's extra routes: the collector's and the alerting API.
+    let collector = match (collector, alert_api) {
+        (Some(c), Some(a)) => Some(c.merge(a)),
+        (c, a) => c.or(a),
+    };
     let server = tokio::spawn(server::serve(
         listen,
         AppState {
@@ -82,12 +95,10 @@ pub async fn serve(config_path: Option<&Path>, roles: Roles) -> anyhow::Result<(
         warn!(%err, "could not create topics; assuming they exist");
     }
 
+    let alerting = alerting.map(|prepared| prepared.spawn(shutdown.clone()));
     let detector = roles
         .detect
         .then(|| crate::detect::spawn(&loaded, config_path, shutdown.clone()));
-    let alerting = roles
-        .alert
-        .then(|| crate::alert::spawn(&loaded, config_path, shutdown.clone()));
     let result = if let (true, Some(processor)) = (roles.ingest, processor) {
         let ingest = Ingest {
             kafka: loaded.config.kafka.clone(),

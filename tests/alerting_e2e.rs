@@ -19,6 +19,7 @@ use tripline_alerting::receivers::webhook::{verify, WebhookSecret};
 use tripline_core::alert::{fingerprint, Alert, AlertStatus, Evidence, Severity};
 
 const WEBHOOK_SECRET: &str = "e2e-webhook-signing-secret-0123456789";
+const API_TOKEN: &str = "e2e-alerting-api-token-0123456789";
 
 /// What the receiver answers to one request.
 #[derive(Debug, Clone, Copy)]
@@ -144,6 +145,7 @@ fn spawn_alert(env: &TestEnv, tag: &str) -> common::Tripline {
         &[
             ("E2E_WEBHOOK_SECRET", WEBHOOK_SECRET),
             ("TRIPLINE_ALERTING_GROUP_ID", group.as_str()),
+            ("TRIPLINE_ALERTING_API_TOKEN", API_TOKEN),
         ],
     )
 }
@@ -522,4 +524,150 @@ to = ["oncall@example.com"]
             .await,
         2.0
     );
+}
+
+/// One HTTP/1.1 request over loopback with the API token (unless `token` is empty); returns
+/// the status and the JSON body (`null` when empty).
+async fn api(
+    addr: &str,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: &str,
+) -> (u16, serde_json::Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connect to tripline");
+    let auth = if token.is_empty() {
+        String::new()
+    } else {
+        format!("Authorization: Bearer {token}\r\n")
+    };
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let status = response.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    let json = if body.trim().is_empty() {
+        serde_json::Value::Null
+    } else {
+        serde_json::from_str(body).unwrap_or_else(|_| serde_json::Value::String(body.to_owned()))
+    };
+    (status, json)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_silences_survive_a_restart_and_test_notifications_and_reload_work() {
+    let mut env = TestEnv::new("alert_api").await;
+    let (hook, url) = Hook::start(&[]).await;
+    env.ingest_extra = alerting_config(&env, &url, 200, 1_500);
+    let mut tripline = spawn_alert(&env, "alert");
+    assert!(wait_ready(&env, Duration::from_secs(30)).await);
+    let addr = env.listen.clone();
+
+    assert_eq!(
+        api(&addr, "GET", "/api/v1/alerts", "", "").await.0,
+        401,
+        "no token"
+    );
+    assert_eq!(
+        api(&addr, "GET", "/api/v1/alerts", "wrong-token-0123456789", "")
+            .await
+            .0,
+        401
+    );
+    let (status, body) = api(&addr, "POST", "/api/v1/silences", API_TOKEN, r#"{"matchers":["api_key_id=\"key-s\""],"created_by":"e2e","comment":"planned batch job","duration_s":3600}"#).await;
+    assert_eq!(status, 201, "{body}");
+    let silence = body["id"].as_str().unwrap().to_owned();
+    assert_eq!(body["state"], "active");
+    let (status, body) = api(&addr, "POST", "/api/v1/silences", API_TOKEN, r#"{"matchers":["api_key_id=~\".*\""],"created_by":"e2e","comment":"everything","duration_s":60}"#).await;
+    assert_eq!(
+        status, 400,
+        "a silence matching everything is refused: {body}"
+    );
+
+    // The silenced alert notifies nothing.
+    publish(&env, &[alert("key-s", AlertStatus::Firing)]).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, alerts) = api(&addr, "GET", "/api/v1/alerts", API_TOKEN, "").await;
+        if alerts.as_array().is_some_and(|a| !a.is_empty()) {
+            assert_eq!(alerts[0]["labels"]["api_key_id"], "key-s");
+            assert_eq!(alerts[0]["state"], "firing");
+            assert_eq!(alerts[0]["silenced_by"][0], silence.as_str());
+            break;
+        }
+        assert!(Instant::now() < deadline, "the alert is listed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(hook.received().len(), 0, "silenced");
+
+    // A restart keeps the silence (and the alert).
+    assert!(tripline.terminate(Duration::from_secs(20)), "clean stop");
+    let _tripline = spawn_alert(&env, "alert");
+    assert!(wait_ready(&env, Duration::from_secs(30)).await);
+    let (status, silences) = api(&addr, "GET", "/api/v1/silences", API_TOKEN, "").await;
+    assert_eq!(status, 200);
+    assert_eq!(silences.as_array().unwrap().len(), 1, "{silences}");
+    assert_eq!(silences[0]["id"], silence.as_str());
+    assert_eq!(silences[0]["state"], "active");
+    assert_eq!(silences[0]["created_by"], "e2e");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(hook.received().len(), 0, "still silenced after the restart");
+
+    // Expired early: the alert is notified at the group's next interval.
+    let (status, body) = api(
+        &addr,
+        "DELETE",
+        &format!("/api/v1/silences/{silence}"),
+        API_TOKEN,
+        "",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["state"], "expired");
+    assert_eq!(
+        api(&addr, "DELETE", "/api/v1/silences/sil_nope", API_TOKEN, "")
+            .await
+            .0,
+        404
+    );
+    let got = hook.wait_for(1, Duration::from_secs(20)).await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].json()["alerts"][0]["labels"]["api_key_id"], "key-s");
+
+    // A test notification goes out once; an unknown receiver is a 404.
+    let (status, body) = api(&addr, "POST", "/api/v1/receivers/hook/test", API_TOKEN, "").await;
+    assert_eq!(status, 202, "{body}");
+    let test_id = body["notification_id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        api(&addr, "POST", "/api/v1/receivers/nope/test", API_TOKEN, "")
+            .await
+            .0,
+        404
+    );
+    let got = hook.wait_for(2, Duration::from_secs(20)).await;
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[1].header("webhook-id"), test_id);
+    assert_eq!(got[1].json()["alerts"][0]["labels"]["detector"], "test");
+    assert_signed(&got[1]);
+
+    // A reload keeps alerts and what the receiver was told: nothing is sent again.
+    let (status, body) = api(&addr, "POST", "/api/v1/reload", API_TOKEN, "").await;
+    assert_eq!(status, 200, "{body}");
+    let (_, alerts) = api(&addr, "GET", "/api/v1/alerts", API_TOKEN, "").await;
+    assert_eq!(alerts.as_array().unwrap().len(), 1);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(
+        hook.received().len(),
+        2,
+        "exactly the unsilenced alert and the test"
+    );
+    assert_eq!(logged(&env, "delivered", 2.0).await, 2.0);
 }
