@@ -671,3 +671,123 @@ async fn api_silences_survive_a_restart_and_test_notifications_and_reload_work()
     );
     assert_eq!(logged(&env, "delivered", 2.0).await, 2.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_receiver_does_not_duplicate_slack_which_is_paced() {
+    let mut env = TestEnv::new("alert_slack").await;
+    // 400 is a configuration error: reported once per notification, never retried.
+    let (broken, broken_url) = Hook::start(&[Reply::Status(400), Reply::Status(400)]).await;
+    let (slack, slack_url) = Hook::start(&[]).await;
+    env.ingest_extra = format!(
+        r#"
+[alerting]
+state_dir = "{dir}/alerting-state"
+
+[alerting.route]
+receiver = "slack"
+group_by = ["detector", "api_key_id"]
+group_wait_ms = 300
+group_interval_ms = 2000
+repeat_interval_s = 3600
+
+[[alerting.route.routes]]
+matchers = ['detector="spend_spike"']
+receiver = "broken"
+continue = true
+
+[[alerting.route.routes]]
+matchers = ['detector="spend_spike"']
+receiver = "slack"
+
+[[alerting.receivers]]
+name = "broken"
+kind = "webhook"
+url = "{broken_url}"
+
+[[alerting.receivers]]
+name = "slack"
+kind = "slack"
+url_env = "E2E_SLACK_URL"
+"#,
+        dir = env.dir.display(),
+    );
+    let group = format!("{}-alerting", env.group);
+    let _tripline = env.spawn_with_env(
+        "alert",
+        "alert",
+        &[
+            ("E2E_SLACK_URL", slack_url.as_str()),
+            ("TRIPLINE_ALERTING_GROUP_ID", group.as_str()),
+        ],
+    );
+    assert!(wait_ready(&env, Duration::from_secs(30)).await);
+
+    // Two groups (one per key) at once: two Slack messages, at most one per second.
+    publish(
+        &env,
+        &[
+            alert("key-a", AlertStatus::Firing),
+            alert("key-b", AlertStatus::Firing),
+        ],
+    )
+    .await;
+    let got = slack.wait_for(2, Duration::from_secs(30)).await;
+    assert_eq!(got.len(), 2);
+    let gap = got[1].at.duration_since(got[0].at);
+    assert!(
+        gap >= Duration::from_millis(900),
+        "Slack is paced at 1/s: {gap:?}"
+    );
+    for r in &got {
+        let body = r.json();
+        assert!(
+            body["blocks"].as_array().is_some_and(|b| !b.is_empty()),
+            "{body}"
+        );
+        assert!(
+            body["text"]
+                .as_str()
+                .is_some_and(|t| t.contains("spend_spike")),
+            "{body}"
+        );
+    }
+    let failed = broken.wait_for(2, Duration::from_secs(10)).await;
+    assert_eq!(failed.len(), 2, "one attempt per notification");
+
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        slack.received().len(),
+        2,
+        "the failing receiver causes no Slack duplicates"
+    );
+    assert_eq!(broken.received().len(), 2, "400 is not retried");
+    assert_eq!(
+        env.wait_for(
+            "SELECT count() FROM notifications WHERE receiver = 'broken' AND status = 'failed' AND error LIKE '%configuration error%'",
+            2.0,
+            Duration::from_secs(15),
+        )
+        .await,
+        2.0
+    );
+    assert_eq!(
+        env.wait_for(
+            "SELECT count() FROM notifications WHERE receiver = 'slack' AND status = 'delivered' AND kind = 'slack'",
+            2.0,
+            Duration::from_secs(15),
+        )
+        .await,
+        2.0
+    );
+    assert_eq!(env.scalar("SELECT count() FROM notifications").await, 4.0);
+    let metrics = env.metrics().await;
+    let delivered = metrics
+        .iter()
+        .find(|(k, _)| {
+            k.starts_with("tripline_alerting_delivery_attempts_total")
+                && k.contains("receiver=\"slack\"")
+                && k.contains("outcome=\"delivered\"")
+        })
+        .map(|(_, v)| *v);
+    assert_eq!(delivered, Some(2.0), "{metrics:?}");
+}

@@ -177,11 +177,17 @@ impl AlertService {
 
         loop {
             runner.tick();
-            if runner.persist(&consumer) {
+            let saved = runner.persist(&consumer);
+            if saved {
                 runner.dispatch();
             }
-            let wake = runner.next_wake_ms();
-            let sleep = Duration::from_millis((wake - now_ms()).clamp(1, TICK_EVERY_MS) as u64);
+            // A state file that cannot be written is retried every tick, not in a hot loop.
+            let sleep = if saved {
+                (runner.next_wake_ms() - now_ms()).clamp(1, TICK_EVERY_MS)
+            } else {
+                TICK_EVERY_MS
+            };
+            let sleep = Duration::from_millis(sleep as u64);
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 received = consumer.recv() => {
