@@ -791,3 +791,42 @@ url_env = "E2E_SLACK_URL"
         .map(|(_, v)| *v);
     assert_eq!(delivered, Some(2.0), "{metrics:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_replayed_after_a_restart_change_nothing() {
+    let mut env = TestEnv::new("alert_replay").await;
+    let (hook, url) = Hook::start(&[]).await;
+    env.ingest_extra = alerting_config(&env, &url, 200, 1_000);
+    let mut tripline = spawn_alert(&env, "alert");
+    assert!(wait_ready(&env, Duration::from_secs(30)).await);
+    publish(&env, &[alert("key-r", AlertStatus::Firing)]).await;
+    assert_eq!(hook.wait_for(1, Duration::from_secs(30)).await.len(), 1);
+    publish(&env, &[alert("key-r", AlertStatus::Resolved)]).await;
+    assert_eq!(hook.wait_for(2, Duration::from_secs(30)).await.len(), 2);
+    assert!(tripline.terminate(Duration::from_secs(20)));
+
+    // A new consumer group reads the topic from the start: every message comes again, as after
+    // a lost commit. The state already holds them: the resolved alert must not fire again.
+    let group = format!("{}-replay", env.group);
+    let _tripline = env.spawn_with_env(
+        "alert",
+        "replay",
+        &[
+            ("E2E_WEBHOOK_SECRET", WEBHOOK_SECRET),
+            ("TRIPLINE_ALERTING_GROUP_ID", group.as_str()),
+        ],
+    );
+    assert!(wait_ready(&env, Duration::from_secs(30)).await);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let key = "tripline_alerting_redelivered_messages_total";
+    while env.metrics().await.get(key).copied() != Some(2.0) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        env.metrics().await.get(key).copied(),
+        Some(2.0),
+        "both messages recognised"
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(hook.received().len(), 2, "nothing notified again");
+}

@@ -44,7 +44,7 @@ use control::{AlertView, Command, SilenceView};
 use deliver::Receivers;
 use log::{DeliveryLog, NotificationRow};
 use outbox::OutboxEntry;
-use state::{State, StateError, StateFile, STATE_VERSION};
+use state::{partition_key, State, StateError, StateFile, STATE_VERSION};
 
 /// The consumer group of `tripline alert` unless the deployment names another.
 pub const DEFAULT_GROUP_ID: &str = "tripline-alerting";
@@ -54,6 +54,10 @@ pub const MAX_IN_FLIGHT_PER_RECEIVER: usize = 4;
 const TICK_EVERY_MS: i64 = 1_000;
 /// Messages taken from Kafka before the state is written and their offsets committed.
 const MAX_MESSAGES_PER_ROUND: usize = 500;
+/// A message this far behind the last applied offset of its partition is not a redelivery
+/// (commits follow every round of at most `MAX_MESSAGES_PER_ROUND` messages) but a recreated
+/// topic.
+const MAX_UNCOMMITTED: i64 = 20 * MAX_MESSAGES_PER_ROUND as i64;
 /// At shutdown, attempts in flight get this long to finish before the state is written.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -119,6 +123,8 @@ struct Runner {
     done_tx: mpsc::UnboundedSender<Attempted>,
     /// Offsets (one past the last message applied) not yet committed.
     offsets: BTreeMap<(String, i32), i64>,
+    /// Per `topic/partition`: one past the last message applied (persisted with the state).
+    applied: BTreeMap<String, i64>,
     dirty: bool,
     last_tick_ms: i64,
 }
@@ -127,12 +133,17 @@ impl AlertService {
     pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), AlertingError> {
         let state_file = StateFile::new(&self.state_dir);
         let now = now_ms();
-        let (pipeline, outbox) = match state_file.load()? {
+        let (pipeline, outbox, applied) = match state_file.load()? {
             Some(state) => (
                 Pipeline::restore(&self.config, state.pipeline, now)?,
                 state.outbox,
+                state.applied,
             ),
-            None => (Pipeline::from_config(&self.config)?, Vec::new()),
+            None => (
+                Pipeline::from_config(&self.config)?,
+                Vec::new(),
+                BTreeMap::new(),
+            ),
         };
         info!(
             state = %state_file.path().display(),
@@ -171,6 +182,7 @@ impl AlertService {
             per_receiver: HashMap::new(),
             done_tx,
             offsets: BTreeMap::new(),
+            applied,
             dirty: false,
             last_tick_ms: 0,
         };
@@ -392,6 +404,24 @@ impl Runner {
         };
         metrics::counter!("tripline_alerting_messages_consumed_total").increment(1);
         let key = (message.topic().to_owned(), message.partition());
+        let applied_key = partition_key(&key.0, key.1);
+        match self.applied.get(&applied_key) {
+            Some(next)
+                if message.offset() < *next && *next - message.offset() <= MAX_UNCOMMITTED =>
+            {
+                // Already in the state: its commit was lost (crash, rebalance). Commit it now.
+                metrics::counter!("tripline_alerting_redelivered_messages_total").increment(1);
+                self.offsets.insert(key, message.offset() + 1);
+                return;
+            }
+            Some(next) if message.offset() < *next => {
+                // Far behind what was applied: not a redelivery (at most one round of messages
+                // is ever uncommitted) but a topic that was deleted and created again.
+                warn!(topic = %key.0, partition = key.1, offset = message.offset(), applied_up_to = *next, "partition offsets went back: topic recreated? applying its messages");
+            }
+            _ => {}
+        }
+        self.applied.insert(applied_key, message.offset() + 1);
         match message.payload().map(serde_json::from_slice::<Alert>) {
             Some(Ok(alert)) => {
                 let now = now_ms();
@@ -455,6 +485,7 @@ impl Runner {
                 saved_at_ms: now_ms(),
                 pipeline: self.pipeline.snapshot(),
                 outbox: self.outbox.clone(),
+                applied: self.applied.clone(),
             };
             if let Err(err) = self.state_file.save(&state) {
                 metrics::counter!("tripline_alerting_state_write_failures_total").increment(1);

@@ -4,6 +4,7 @@
 //! committed, so a crash (kill -9 included) at any point either redelivers a message into the
 //! old state or finds the new state on disk: nothing is lost.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -22,6 +23,16 @@ pub struct State {
     pub pipeline: PipelineSnapshot,
     /// Notifications not yet delivered (nor given up), oldest first.
     pub outbox: Vec<OutboxEntry>,
+    /// Per `topic/partition`: one past the last message applied to `pipeline`. Messages Kafka
+    /// redelivers (their commit was lost in a crash) are skipped, so a replayed firing message
+    /// cannot bring back an alert that has since resolved.
+    #[serde(default)]
+    pub applied: BTreeMap<String, i64>,
+}
+
+/// The key of a partition in [`State::applied`].
+pub fn partition_key(topic: &str, partition: i32) -> String {
+    format!("{topic}/{partition}")
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -121,12 +132,14 @@ mod tests {
             saved_at_ms: 7,
             pipeline: pipeline.snapshot(),
             outbox: Vec::new(),
+            applied: [(partition_key("t", 0), 5)].into(),
         };
         file.save(&state).unwrap();
         file.save(&state).unwrap();
         let loaded = file.load().unwrap().unwrap();
         assert_eq!(loaded.saved_at_ms, 7);
         assert_eq!(loaded.pipeline, state.pipeline);
+        assert_eq!(loaded.applied, state.applied);
         assert!(!dir.join("state.json.tmp").exists());
         std::fs::write(file.path(), b"{not json").unwrap();
         assert!(matches!(file.load(), Err(StateError::Corrupt { .. })));
