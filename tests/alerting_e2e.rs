@@ -151,8 +151,12 @@ fn spawn_alert(env: &TestEnv, tag: &str) -> common::Tripline {
 }
 
 fn alert(key: &str, status: AlertStatus) -> Alert {
+    alert_from("spend_spike", key, status)
+}
+
+fn alert_from(detector: &str, key: &str, status: AlertStatus) -> Alert {
     let labels: std::collections::BTreeMap<String, String> = [
-        ("detector".to_owned(), "spend_spike".to_owned()),
+        ("detector".to_owned(), detector.to_owned()),
         ("api_key_id".to_owned(), key.to_owned()),
     ]
     .into();
@@ -160,7 +164,7 @@ fn alert(key: &str, status: AlertStatus) -> Alert {
     Alert {
         version: 1,
         fingerprint: fingerprint(&labels),
-        detector: "spend_spike".into(),
+        detector: detector.into(),
         status,
         severity: Severity::Warning,
         labels,
@@ -829,4 +833,139 @@ async fn messages_replayed_after_a_restart_change_nothing() {
     );
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(hook.received().len(), 2, "nothing notified again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_alerts_wait_for_group_interval_repeats_follow_and_a_flap_sends_nothing() {
+    let mut env = TestEnv::new("alert_timing").await;
+    let (hook, url) = Hook::start(&[]).await;
+    env.ingest_extra = alerting_config(&env, &url, 1_000, 2_000)
+        .replace("repeat_interval_s = 3600", "repeat_interval_s = 5");
+    let _tripline = spawn_alert(&env, "alert");
+    assert!(wait_ready(&env, Duration::from_secs(30)).await);
+
+    // A flap inside group_wait (its own group: another detector) sends nothing.
+    publish(
+        &env,
+        &[alert_from("retry_storm", "key-f", AlertStatus::Firing)],
+    )
+    .await;
+    publish(
+        &env,
+        &[alert_from("retry_storm", "key-f", AlertStatus::Resolved)],
+    )
+    .await;
+
+    publish(&env, &[alert("key-1", AlertStatus::Firing)]).await;
+    let got = hook.wait_for(1, Duration::from_secs(30)).await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].json()["alerts"].as_array().unwrap().len(), 1);
+    // A late alert joins the group: sent at the next group_interval, not at once.
+    publish(&env, &[alert("key-2", AlertStatus::Firing)]).await;
+    let got = hook.wait_for(2, Duration::from_secs(30)).await;
+    assert_eq!(got.len(), 2);
+    let gap = got[1].at.duration_since(got[0].at);
+    assert!(
+        gap >= Duration::from_millis(1_900),
+        "group_interval: {gap:?}"
+    );
+    let body = got[1].json();
+    assert_eq!(body["notification_reason"], "changed", "{body}");
+    assert_eq!(body["alerts"].as_array().unwrap().len(), 2);
+    // Unchanged: repeated after repeat_interval (5 s, looked at every group_interval).
+    let got = hook.wait_for(3, Duration::from_secs(30)).await;
+    assert_eq!(got.len(), 3);
+    let gap = got[2].at.duration_since(got[1].at);
+    assert!(
+        gap >= Duration::from_millis(4_900),
+        "repeat_interval: {gap:?}"
+    );
+    assert_eq!(got[2].json()["notification_reason"], "repeat");
+    assert_ne!(got[2].header("webhook-id"), got[1].header("webhook-id"));
+
+    publish(
+        &env,
+        &[
+            alert("key-1", AlertStatus::Resolved),
+            alert("key-2", AlertStatus::Resolved),
+        ],
+    )
+    .await;
+    let got = hook.wait_for(4, Duration::from_secs(30)).await;
+    assert_eq!(got.len(), 4);
+    assert_eq!(got[3].json()["status"], "resolved");
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let got = hook.received();
+    assert_eq!(
+        got.len(),
+        4,
+        "no more repeats once resolved, nothing for the flap"
+    );
+    assert!(got
+        .iter()
+        .all(|r| r.json()["group_labels"]["detector"] == "spend_spike"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tripline_run_includes_alerting_and_inhibits_warnings_under_a_critical() {
+    let mut env = TestEnv::new("alert_run").await;
+    let (hook, url) = Hook::start(&[]).await;
+    env.ingest_extra = alerting_config(&env, &url, 1_000, 2_000).replace(
+        "[[alerting.receivers]]",
+        "[[alerting.inhibit_rules]]\nsource_matchers = ['severity=\"critical\"']\ntarget_matchers = ['severity=\"warning\"']\nequal = [\"api_key_id\"]\n\n[[alerting.receivers]]",
+    );
+    let _tripline = env.spawn_with_env(
+        "run",
+        "run",
+        &[
+            ("E2E_WEBHOOK_SECRET", WEBHOOK_SECRET),
+            (
+                "TRIPLINE_ALERTING_GROUP_ID",
+                format!("{}-alerting", env.group).as_str(),
+            ),
+        ],
+    );
+    assert!(
+        wait_ready(&env, Duration::from_secs(60)).await,
+        "tripline run is ready"
+    );
+
+    let mut critical = alert_from("spend_spike", "key-i", AlertStatus::Firing);
+    critical.severity = Severity::Critical;
+    let warning = alert_from("retry_storm", "key-i", AlertStatus::Firing);
+    let other_key = alert_from("retry_storm", "key-j", AlertStatus::Firing);
+    publish(&env, &[critical, warning, other_key]).await;
+    let got = hook.wait_for(2, Duration::from_secs(30)).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let got_all = hook.received();
+    assert_eq!(
+        got_all.len(),
+        2,
+        "the critical and the other key's warning: {got:?}"
+    );
+    let mut seen: Vec<(String, String)> = got_all
+        .iter()
+        .flat_map(|r| {
+            r.json()["alerts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|a| {
+                    (
+                        a["labels"]["detector"].as_str().unwrap().to_owned(),
+                        a["labels"]["api_key_id"].as_str().unwrap().to_owned(),
+                    )
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            ("retry_storm".to_owned(), "key-j".to_owned()),
+            ("spend_spike".to_owned(), "key-i".to_owned())
+        ],
+        "the warning for key-i is inhibited by its critical"
+    );
 }
