@@ -162,3 +162,95 @@ pub async fn attempt(
         ))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lifecycle::test_support::alerting_config;
+
+    fn receivers(body: &str, env: &[(&str, &str)]) -> Receivers {
+        let config = alerting_config(&format!("[alerting.route]\nreceiver = \"a\"\n{body}"));
+        let env: BTreeMap<String, String> = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Receivers::from_config(&config, &|k| env.get(k).cloned()).unwrap()
+    }
+
+    #[test]
+    fn receivers_come_from_the_config_and_the_environment() {
+        let r = receivers(
+            r#"
+[[alerting.receivers]]
+name = "a"
+kind = "webhook"
+url = "http://127.0.0.1:1/hook"
+secret_env = "SECRET"
+
+[[alerting.receivers]]
+name = "s"
+kind = "slack"
+url_env = "SLACK_URL"
+
+[[alerting.receivers]]
+name = "m"
+kind = "email"
+smtp_url = "smtps://alerts@smtp.example.com"
+smtp_password_env = "SMTP_PASSWORD"
+from = "tripline@example.com"
+to = ["oncall@example.com"]
+"#,
+            &[
+                ("SECRET", "0123456789abcdef-secret"),
+                ("SLACK_URL", "https://hooks.slack.com/services/T/B/x"),
+                ("SMTP_PASSWORD", "pw"),
+            ],
+        );
+        assert!(r.broken().is_empty(), "{:?}", r.broken());
+        assert!(matches!(&*r.by_name["a"].transport, Transport::Webhook(w) if w.secret.is_some()));
+        assert!(matches!(&*r.by_name["s"].transport, Transport::Slack(_)));
+        assert!(r.by_name["s"].limiter.is_some(), "slack is paced");
+        assert!(r.by_name["a"].limiter.is_none());
+        match &*r.by_name["m"].transport {
+            Transport::Email(e) => assert_eq!(e.target().host, "smtp.example.com"),
+            _ => panic!("email"),
+        }
+    }
+
+    #[test]
+    fn a_missing_secret_breaks_only_its_receiver_and_says_which_variable() {
+        let r = receivers(
+            r#"
+[[alerting.receivers]]
+name = "a"
+kind = "webhook"
+url = "http://127.0.0.1:1/hook"
+
+[[alerting.receivers]]
+name = "s"
+kind = "slack"
+url_env = "SLACK_URL"
+
+[[alerting.receivers]]
+name = "m"
+kind = "email"
+smtp_url = "smtps://alerts@smtp.example.com"
+smtp_password_env = "SMTP_PASSWORD"
+from = "tripline@example.com"
+to = ["oncall@example.com"]
+"#,
+            &[],
+        );
+        let broken = r.broken();
+        assert_eq!(broken.len(), 2, "{broken:?}");
+        assert!(
+            broken[0].0 == "m" && broken[0].1.contains("SMTP_PASSWORD"),
+            "{broken:?}"
+        );
+        assert!(
+            broken[1].0 == "s" && broken[1].1.contains("SLACK_URL"),
+            "{broken:?}"
+        );
+        assert!(matches!(&*r.by_name["a"].transport, Transport::Webhook(w) if w.secret.is_none()));
+    }
+}

@@ -50,3 +50,49 @@ impl OutboxEntry {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::grouping::NotificationReason;
+    use crate::lifecycle::test_support::{firing, labels, resolved};
+    use tripline_core::alert::AlertStatus;
+
+    fn notification(alerts: Vec<tripline_core::alert::Alert>, sequence: u64) -> Notification {
+        Notification {
+            receiver: "hook".into(),
+            group_key: "{}:{detector=\"spend_spike\"}".into(),
+            group_labels: labels(&[("detector", "spend_spike")]),
+            common_labels: labels(&[("detector", "spend_spike")]),
+            alerts,
+            reason: NotificationReason::New,
+            sequence,
+            created_at_ms: 1_000,
+        }
+    }
+
+    #[test]
+    fn an_entry_is_due_at_once_and_its_id_is_the_notification_id() {
+        let n = notification(vec![firing("spend_spike", "k", 0)], 7);
+        let e = OutboxEntry::new(n.clone(), Some("https://t.example".into()));
+        assert_eq!(e.id, notification_id(&e.message, 7));
+        assert_eq!(
+            (e.attempts, e.first_attempt_at_ms, e.next_attempt_at_ms),
+            (0, None, 1_000)
+        );
+        assert_eq!(e.message.status, AlertStatus::Firing);
+        assert_eq!(e.message.reason, "new");
+        assert_eq!(e.message.external_url.as_deref(), Some("https://t.example"));
+        // The same notification gives the same id (a restart rebuilds nothing differently);
+        // another sequence gives another.
+        assert_eq!(OutboxEntry::new(n.clone(), None).id, e.id);
+        let mut later = n;
+        later.sequence = 8;
+        assert_ne!(OutboxEntry::new(later, None).id, e.id);
+        let done = OutboxEntry::new(notification(vec![resolved("spend_spike", "k", 0)], 9), None);
+        assert_eq!(done.message.status, AlertStatus::Resolved);
+        // Survives the state file.
+        let json = serde_json::to_string(&e).unwrap();
+        assert_eq!(serde_json::from_str::<OutboxEntry>(&json).unwrap(), e);
+    }
+}
