@@ -85,6 +85,23 @@ struct KeyState {
     countries: Ewma,
 }
 
+/// Spend excused from the shared baselines, by (minute, project) and by minute.
+#[derive(Default)]
+struct Excused<'a> {
+    project: HashMap<(u32, &'a str), f64>,
+    overall: HashMap<u32, f64>,
+}
+
+impl Excused<'_> {
+    fn get(&self, minute: u32, project: Option<&str>) -> f64 {
+        match project {
+            Some(p) => self.project.get(&(minute, p)).copied(),
+            None => self.overall.get(&minute).copied(),
+        }
+        .unwrap_or(0.0)
+    }
+}
+
 pub struct Engine {
     config: DetectConfig,
     spend_params: SpendParams,
@@ -220,6 +237,7 @@ impl Engine {
             ),
             ("overall", &data.overall, self.config.spend_spike.overall),
         ];
+        let excused = self.excused_spend(data);
         for (kind, rows, enabled) in shared {
             if !enabled {
                 continue;
@@ -237,8 +255,7 @@ impl Engine {
                     self.spend_params.clone()
                 };
                 let cost = row.cost_usd
-                    - self.excused_spend(
-                        data,
+                    - excused.get(
                         row.minute,
                         (kind == "project").then_some(row.entity.as_str()),
                     );
@@ -275,24 +292,30 @@ impl Engine {
         self.assess_budgets(data, now_s, out);
     }
 
-    /// Spend of keys with their own spend override (a planned batch job, say) in `minute`: they
-    /// are judged on their own terms, so their project's and the overall baselines leave them out.
-    fn excused_spend(&self, data: &CycleData, minute: u32, project: Option<&str>) -> f64 {
+    /// Spend of keys with their own spend override (a planned batch job, say), per minute and
+    /// project: they are judged on their own terms, so their project's and the overall baselines
+    /// leave them out. Summed in one pass over the key rows (a pass per project row was
+    /// quadratic: projects x keys).
+    fn excused_spend<'a>(&self, data: &'a CycleData) -> Excused<'a> {
+        let mut excused = Excused::default();
         if self.config.keys.is_empty() {
-            return 0.0;
+            return excused;
         }
-        data.keys
-            .iter()
-            .filter(|k| k.minute == minute && project.is_none_or(|p| k.project == p))
-            .filter(|k| {
-                self.config.keys.get(&k.api_key_id).is_some_and(|o| {
-                    o.min_abs_usd.is_some()
-                        || o.hourly_budget_usd.is_some()
-                        || o.daily_budget_usd.is_some()
-                })
-            })
-            .map(|k| k.cost_usd)
-            .sum()
+        for k in &data.keys {
+            let own = self.config.keys.get(&k.api_key_id).is_some_and(|o| {
+                o.min_abs_usd.is_some()
+                    || o.hourly_budget_usd.is_some()
+                    || o.daily_budget_usd.is_some()
+            });
+            if own {
+                *excused
+                    .project
+                    .entry((k.minute, k.project.as_str()))
+                    .or_default() += k.cost_usd;
+                *excused.overall.entry(k.minute).or_default() += k.cost_usd;
+            }
+        }
+        excused
     }
 
     fn assess_budgets(&self, data: &CycleData, now_s: u32, out: &mut Vec<Candidate>) {
@@ -361,7 +384,11 @@ impl Engine {
             .iter()
             .map(|k| ((k.api_key_id.as_str(), k.minute), k.distinct_ips))
             .collect();
-        let mut per_key: BTreeMap<(&str, u32), Vec<&Usage>> = BTreeMap::new();
+        // Grouped by hash (a BTreeMap of string keys compares ~17 cache-missing strings per
+        // row); the candidates are sorted by (key, minute) below, the order the BTreeMap gave.
+        let mut per_key: HashMap<(&str, u32), Vec<&Usage>> =
+            HashMap::with_capacity(data.keys.len());
+        let mut found: Vec<((&str, u32), Candidate)> = Vec::new();
         for u in data
             .usage
             .iter()
@@ -404,8 +431,8 @@ impl Engine {
                     flag(1, format!("new network AS{} {}", u.asn, u.as_org));
                 }
                 if cfg.hosting_asn
-                    && crate::familiar::is_hosting(&u.as_org)
                     && !state.familiar.used_hosting
+                    && crate::familiar::is_hosting(&u.as_org)
                 {
                     flag(2, format!("hosting network {}", u.as_org));
                 }
@@ -465,8 +492,10 @@ impl Engine {
             c.score = (reasons.len() as f64 / 4.0).min(1.0);
             c.summary = format!("key {key} used in unfamiliar ways: {}", reasons.join(", "));
             c.facts.insert("reasons".into(), json!(reasons));
-            out.push(c);
+            found.push(((key, minute), c));
         }
+        found.sort_by(|a, b| a.0.cmp(&b.0));
+        out.extend(found.into_iter().map(|(_, c)| c));
         for scan in &data.scans {
             let minute = (scan.first_ms / 60_000 * 60) as u32;
             let mut c = Candidate::new(
@@ -582,22 +611,31 @@ impl Engine {
     fn assess_travel(&self, data: &CycleData, out: &mut Vec<Candidate>) {
         let cfg = &self.config.cross_region;
         // Per key: (country, first_ms, last_ms, requests) over the unfolded minutes.
-        let mut uses: BTreeMap<&str, BTreeMap<&str, (i64, i64, u64)>> = BTreeMap::new();
+        // A key has few countries: a small vector per key, sorted by country below, and the
+        // candidates sorted by key at the end (the order the nested BTreeMaps gave).
+        type Spans<'a> = Vec<(&'a str, (i64, i64, u64))>;
+        let mut uses: HashMap<&str, Spans> = HashMap::with_capacity(data.keys.len());
         for u in data
             .usage
             .iter()
             .filter(|u| u.minute >= self.folded_through && !u.country.is_empty())
         {
-            let entry = uses
-                .entry(&u.api_key_id)
-                .or_default()
-                .entry(&u.country)
-                .or_insert((i64::MAX, i64::MIN, 0));
+            let list = uses.entry(&u.api_key_id).or_default();
+            let i = match list.iter().position(|(c, _)| *c == u.country) {
+                Some(i) => i,
+                None => {
+                    list.push((&u.country, (i64::MAX, i64::MIN, 0)));
+                    list.len() - 1
+                }
+            };
+            let entry = &mut list[i].1;
             entry.0 = entry.0.min(u.first_ms);
             entry.1 = entry.1.max(u.last_ms);
             entry.2 += u.requests;
         }
-        for (key, countries) in uses {
+        let mut found: Vec<(&str, Candidate)> = Vec::new();
+        for (key, mut countries) in uses {
+            countries.sort_unstable_by(|a, b| a.0.cmp(b.0));
             let Some(state) = self.keys.get(key) else {
                 continue;
             };
@@ -637,8 +675,8 @@ impl Engine {
             let many = countries.len() as u64;
             let usual = state.countries.mean.max(1.0).ceil() as u64;
             if worst.is_none() && many >= usual + cfg.countries_margin {
-                let first = countries.values().map(|v| v.0).min().unwrap_or(0);
-                let last = countries.values().map(|v| v.1).max().unwrap_or(first);
+                let first = countries.iter().map(|v| v.1 .0).min().unwrap_or(0);
+                let last = countries.iter().map(|v| v.1 .1).max().unwrap_or(first);
                 let labels = [("api_key_id", key), ("project", state.project.as_str())];
                 let mut c = Candidate::new(
                     "cross_region",
@@ -650,13 +688,13 @@ impl Engine {
                 c.expected = state.countries.mean;
                 c.upper = (usual + cfg.countries_margin) as f64;
                 c.score = 0.9;
-                let list: Vec<&str> = countries.keys().copied().collect();
+                let list: Vec<&str> = countries.iter().map(|v| v.0).collect();
                 c.summary = format!(
                     "key {key} used from {many} countries at once ({}), usually {usual}",
                     list.join(", ")
                 );
                 c.facts.insert("countries".into(), json!(list));
-                out.push(c);
+                found.push((key, c));
                 continue;
             }
             let Some((speed, km, from, to, hours)) = worst else {
@@ -690,8 +728,10 @@ impl Engine {
                     json!("simultaneous")
                 },
             );
-            out.push(c);
+            found.push((key, c));
         }
+        found.sort_by(|a, b| a.0.cmp(b.0));
+        out.extend(found.into_iter().map(|(_, c)| c));
     }
 
     /// Folds every closed minute (< `closed_before`) not folded yet into the models.
@@ -704,17 +744,29 @@ impl Engine {
         let params = self.spend_params.clone();
 
         // Keys: spend per minute, zero-filled for minutes without traffic.
-        let mut spend: HashMap<&str, BTreeMap<u32, (f64, u64, &str)>> = HashMap::new();
+        // Per key, its closed minutes in order (one in a live cycle, up to 60 in a replay
+        // chunk): a small sorted vector rather than a BTreeMap allocated per key.
+        type Minutes<'a> = Vec<(u32, (f64, u64, &'a str))>;
+        let mut spend: HashMap<&str, Minutes> = HashMap::with_capacity(data.keys.len());
         for row in data.keys.iter().filter(|r| closed(r.minute)) {
             spend
                 .entry(&row.api_key_id)
                 .or_default()
-                .insert(row.minute, (row.cost_usd, row.distinct_ips, &row.project));
+                .push((row.minute, (row.cost_usd, row.distinct_ips, &row.project)));
+        }
+        for minutes in spend.values_mut() {
+            if minutes.len() > 1 {
+                // Stable, then the last row of a minute wins, as a map insert would have it.
+                minutes.sort_by_key(|m| m.0);
+                minutes.reverse();
+                minutes.dedup_by_key(|m| m.0);
+                minutes.reverse();
+            }
         }
         for (key, minutes) in &spend {
             if !self.keys.contains_key(*key) {
-                let first = *minutes.keys().next().expect("non-empty");
-                let project = minutes.values().next().map_or("", |v| v.2).to_owned();
+                let first = minutes.first().expect("non-empty").0;
+                let project = minutes.first().map_or("", |v| v.1 .2).to_owned();
                 self.keys.insert(
                     (*key).to_owned(),
                     KeyState {
@@ -734,7 +786,7 @@ impl Engine {
         let ip_alpha = self.ip_alpha;
         for (key, state) in self.keys.iter_mut() {
             let minutes = spend.get(key.as_str());
-            if let Some((_, _, project)) = minutes.and_then(|m| m.values().next_back()) {
+            if let Some((_, (_, _, project))) = minutes.and_then(|m| m.last()) {
                 if !project.is_empty() && state.project != *project {
                     state.project = (*project).to_owned();
                 }
@@ -742,7 +794,11 @@ impl Engine {
             let mut minute = state.spend.last_folded.max(from);
             while minute < closed_before {
                 let (cost, ips) = minutes
-                    .and_then(|m| m.get(&minute))
+                    .and_then(|m| {
+                        m.binary_search_by_key(&minute, |v| v.0)
+                            .ok()
+                            .map(|i| &m[i].1)
+                    })
                     .map_or((0.0, 0), |v| (v.0, v.1));
                 state
                     .spend
@@ -775,21 +831,26 @@ impl Engine {
         for u in data.usage.iter().filter(|u| closed(u.minute)) {
             if let Some(state) = self.keys.get_mut(&u.api_key_id) {
                 state.familiar.learn(u);
-                if !u.country.is_empty()
-                    && state
-                        .last_country
-                        .as_ref()
-                        .is_none_or(|(_, at)| u.last_ms >= *at)
-                {
-                    state.last_country = Some((u.country.clone(), u.last_ms));
+                // No new String per row: the country rarely changes.
+                if !u.country.is_empty() {
+                    match &mut state.last_country {
+                        Some((country, at)) if u.last_ms >= *at => {
+                            if *country != u.country {
+                                country.clone_from(&u.country);
+                            }
+                            *at = u.last_ms;
+                        }
+                        Some(_) => {}
+                        None => state.last_country = Some((u.country.clone(), u.last_ms)),
+                    }
                 }
             }
         }
+        let excused = self.excused_spend(data);
         for (rows, is_project) in [(&data.projects, true), (&data.overall, false)] {
             let mut per: HashMap<&str, BTreeMap<u32, f64>> = HashMap::new();
             for r in rows.iter().filter(|r| closed(r.minute)) {
-                let excused =
-                    self.excused_spend(data, r.minute, is_project.then_some(r.entity.as_str()));
+                let excused = excused.get(r.minute, is_project.then_some(r.entity.as_str()));
                 per.entry(&r.entity)
                     .or_default()
                     .insert(r.minute, r.cost_usd - excused);
