@@ -969,3 +969,60 @@ async fn tripline_run_includes_alerting_and_inhibits_warnings_under_a_critical()
         "the warning for key-i is inhibited by its critical"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_file_change_reloads_routes_and_keeps_state() {
+    let mut env = TestEnv::new("alert_reload").await;
+    let (first, first_url) = Hook::start(&[]).await;
+    let (second, second_url) = Hook::start(&[]).await;
+    env.ingest_extra = alerting_config(&env, &first_url, 200, 1_000);
+    let _tripline = spawn_alert(&env, "alert");
+    assert!(wait_ready(&env, Duration::from_secs(30)).await);
+    publish(&env, &[alert("key-1", AlertStatus::Firing)]).await;
+    assert_eq!(first.wait_for(1, Duration::from_secs(30)).await.len(), 1);
+
+    // The receiver's URL changes and send_resolved goes off: the file is re-read by itself.
+    let path = env.dir.join("tripline.toml");
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace(&first_url, &second_url)
+        .replace(
+            "secret_env = \"E2E_WEBHOOK_SECRET\"",
+            "secret_env = \"E2E_WEBHOOK_SECRET\"\nsend_resolved = false",
+        );
+    std::fs::write(&path, text).unwrap();
+    let log = env.log_path("alert");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !std::fs::read_to_string(&log)
+        .unwrap()
+        .contains("alerting config reloaded")
+    {
+        assert!(Instant::now() < deadline, "the config is reloaded");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // What the receiver was told survives: key-1 is not sent again; the new alert goes to the
+    // new URL with key-1 still in its group.
+    publish(&env, &[alert("key-2", AlertStatus::Firing)]).await;
+    let got = second.wait_for(1, Duration::from_secs(30)).await;
+    assert_eq!(got.len(), 1);
+    let body = got[0].json();
+    assert_eq!(body["notification_reason"], "changed", "{body}");
+    assert_eq!(body["alerts"].as_array().unwrap().len(), 2);
+    // send_resolved is off now: resolving sends nothing.
+    publish(
+        &env,
+        &[
+            alert("key-1", AlertStatus::Resolved),
+            alert("key-2", AlertStatus::Resolved),
+        ],
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(first.received().len(), 1, "the old URL gets nothing more");
+    assert_eq!(
+        second.received().len(),
+        1,
+        "no resolved notification with send_resolved off"
+    );
+}
