@@ -1,0 +1,154 @@
+//! Folding closed minutes into each entity's models (zero-filled for idle minutes).
+
+use super::*;
+
+impl Engine {
+    /// Folds every closed minute (< `closed_before`) not folded yet into the models.
+    pub(super) fn fold(&mut self, data: &CycleData, closed_before: u32) {
+        if closed_before <= self.folded_through {
+            return;
+        }
+        let from = self.folded_through;
+        let closed = |minute: u32| minute >= from && minute < closed_before;
+        let params = self.spend_params.clone();
+
+        // Keys: spend per minute, zero-filled for minutes without traffic.
+        // Per key, its closed minutes in order (one in a live cycle, up to 60 in a replay
+        // chunk): a small sorted vector rather than a BTreeMap allocated per key.
+        type Minutes<'a> = Vec<(u32, (f64, u64, &'a str))>;
+        let mut spend: HashMap<&str, Minutes> = HashMap::with_capacity(data.keys.len());
+        for row in data.keys.iter().filter(|r| closed(r.minute)) {
+            spend
+                .entry(&row.api_key_id)
+                .or_default()
+                .push((row.minute, (row.cost_usd, row.distinct_ips, &row.project)));
+        }
+        for minutes in spend.values_mut() {
+            if minutes.len() > 1 {
+                // Stable, then the last row of a minute wins, as a map insert would have it.
+                minutes.sort_by_key(|m| m.0);
+                minutes.reverse();
+                minutes.dedup_by_key(|m| m.0);
+                minutes.reverse();
+            }
+        }
+        for (key, minutes) in &spend {
+            if !self.keys.contains_key(*key) {
+                let first = minutes.first().expect("non-empty").0;
+                let project = minutes.first().map_or("", |v| v.1 .2).to_owned();
+                self.keys.insert(
+                    (*key).to_owned(),
+                    KeyState {
+                        project,
+                        spend: SpendTrack {
+                            model: SpendModel::new(&params),
+                            last_folded: first,
+                        },
+                        familiar: Familiar::default(),
+                        ips: Ewma::default(),
+                        last_country: None,
+                        countries: Ewma::default(),
+                    },
+                );
+            }
+        }
+        let ip_alpha = self.ip_alpha;
+        for (key, state) in self.keys.iter_mut() {
+            let minutes = spend.get(key.as_str());
+            if let Some((_, (_, _, project))) = minutes.and_then(|m| m.last()) {
+                if !project.is_empty() && state.project != *project {
+                    state.project = (*project).to_owned();
+                }
+            }
+            let mut minute = state.spend.last_folded.max(from);
+            while minute < closed_before {
+                let (cost, ips) = minutes
+                    .and_then(|m| {
+                        m.binary_search_by_key(&minute, |v| v.0)
+                            .ok()
+                            .map(|i| &m[i].1)
+                    })
+                    .map_or((0.0, 0), |v| (v.0, v.1));
+                state
+                    .spend
+                    .model
+                    .update(&params, cost, hour_of_week(i64::from(minute) * 1000));
+                if ips > 0 {
+                    state.ips.update(ips as f64, ip_alpha);
+                    state.familiar.minutes += 1;
+                }
+                minute += MINUTE;
+            }
+            state.spend.last_folded = closed_before;
+        }
+        let mut per_minute: HashMap<(&str, u32), Vec<&str>> = HashMap::new();
+        for u in data
+            .usage
+            .iter()
+            .filter(|u| closed(u.minute) && !u.country.is_empty())
+        {
+            let list = per_minute.entry((&u.api_key_id, u.minute)).or_default();
+            if !list.contains(&u.country.as_str()) {
+                list.push(&u.country);
+            }
+        }
+        for ((key, _), list) in per_minute {
+            if let Some(state) = self.keys.get_mut(key) {
+                state.countries.update(list.len() as f64, ip_alpha);
+            }
+        }
+        for u in data.usage.iter().filter(|u| closed(u.minute)) {
+            if let Some(state) = self.keys.get_mut(&u.api_key_id) {
+                state.familiar.learn(u);
+                // No new String per row: the country rarely changes.
+                if !u.country.is_empty() {
+                    match &mut state.last_country {
+                        Some((country, at)) if u.last_ms >= *at => {
+                            if *country != u.country {
+                                country.clone_from(&u.country);
+                            }
+                            *at = u.last_ms;
+                        }
+                        Some(_) => {}
+                        None => state.last_country = Some((u.country.clone(), u.last_ms)),
+                    }
+                }
+            }
+        }
+        let excused = self.excused_spend(data);
+        for (rows, is_project) in [(&data.projects, true), (&data.overall, false)] {
+            let mut per: HashMap<&str, BTreeMap<u32, f64>> = HashMap::new();
+            for r in rows.iter().filter(|r| closed(r.minute)) {
+                let excused = excused.get(r.minute, is_project.then_some(r.entity.as_str()));
+                per.entry(&r.entity)
+                    .or_default()
+                    .insert(r.minute, r.cost_usd - excused);
+            }
+            for (entity, minutes) in per {
+                let track = if is_project {
+                    self.projects
+                        .entry(entity.to_owned())
+                        .or_insert_with(|| SpendTrack {
+                            model: SpendModel::new(&params),
+                            last_folded: *minutes.keys().next().expect("non-empty"),
+                        })
+                } else {
+                    self.overall.get_or_insert_with(|| SpendTrack {
+                        model: SpendModel::new(&params),
+                        last_folded: *minutes.keys().next().expect("non-empty"),
+                    })
+                };
+                let mut minute = track.last_folded.max(from);
+                while minute < closed_before {
+                    let cost = minutes.get(&minute).copied().unwrap_or(0.0);
+                    track
+                        .model
+                        .update(&params, cost, hour_of_week(i64::from(minute) * 1000));
+                    minute += MINUTE;
+                }
+                track.last_folded = closed_before;
+            }
+        }
+        self.folded_through = closed_before;
+    }
+}

@@ -1,0 +1,93 @@
+//! retry_storm: retry share and amplification per key and per provider/model.
+
+use super::*;
+
+impl Engine {
+    pub(super) fn assess_retries(&self, data: &CycleData, out: &mut Vec<Candidate>) {
+        let cfg = &self.config.retry_storm;
+        let retries_by_minute: HashMap<(&str, u32), &crate::data::KeyRetries> = data
+            .retries
+            .iter()
+            .map(|r| ((r.api_key_id.as_str(), r.minute), r))
+            .collect();
+        for row in data
+            .keys
+            .iter()
+            .filter(|r| r.minute >= self.folded_through && r.requests >= cfg.min_requests)
+        {
+            if !self.key_enabled("retry_storm", &row.api_key_id, &row.project) {
+                continue;
+            }
+            let retries = retries_by_minute.get(&(row.api_key_id.as_str(), row.minute));
+            let successes = row.requests.saturating_sub(row.failures).max(1);
+            let attempts = retries.map_or(0, |r| r.provider_attempts).max(row.requests);
+            let amplification = attempts as f64 / successes as f64;
+            let share = row.retries as f64 / row.requests as f64;
+            let fast = retries.map_or(0, |r| r.fast_chains);
+            let chains = retries.map_or(0, |r| r.chains);
+            if share < cfg.retry_share && amplification < cfg.amplification {
+                continue;
+            }
+            let no_backoff = chains > 0 && fast * 2 >= chains;
+            let mut c = Candidate::new(
+                "retry_storm",
+                &[("api_key_id", &row.api_key_id), ("project", &row.project)],
+                row.minute,
+                row.minute + MINUTE,
+            );
+            c.severity = if amplification >= cfg.critical_amplification
+                || (no_backoff && amplification >= cfg.amplification)
+            {
+                Severity::Critical
+            } else {
+                Severity::Warning
+            };
+            (c.observed, c.expected, c.upper) = (amplification, 1.0, cfg.amplification);
+            c.score = (1.0 - 1.0 / amplification.max(1.0)).max(share).min(1.0);
+            c.summary =
+                format!(
+                "key {}: {:.1} attempts per successful request, {:.0} % of requests are retries{}",
+                row.api_key_id,
+                amplification,
+                share * 100.0,
+                if no_backoff { ", retried without backoff" } else { "" }
+            );
+            c.facts.insert("amplification".into(), json!(amplification));
+            c.facts.insert("retry_share".into(), json!(share));
+            c.facts.insert("retry_chains".into(), json!(chains));
+            c.facts.insert("chains_without_backoff".into(), json!(fast));
+            out.push(c);
+        }
+        if !data.providers.is_empty() {
+            for p in data
+                .providers
+                .iter()
+                .filter(|p| p.minute >= self.folded_through && p.attempts >= cfg.min_requests * 2)
+            {
+                let amplification = p.attempts as f64 / p.successes.max(1) as f64;
+                if amplification < cfg.amplification {
+                    continue;
+                }
+                let mut c = Candidate::new(
+                    "retry_storm",
+                    &[("provider", &p.provider), ("model", &p.model)],
+                    p.minute,
+                    p.minute + MINUTE,
+                );
+                c.severity = if amplification >= cfg.critical_amplification {
+                    Severity::Critical
+                } else {
+                    Severity::Warning
+                };
+                (c.observed, c.expected, c.upper) = (amplification, 1.0, cfg.amplification);
+                c.score = (1.0 - 1.0 / amplification).min(1.0);
+                c.summary = format!(
+                    "{}/{}: {:.1} upstream attempts per success",
+                    p.provider, p.model, amplification
+                );
+                c.facts.insert("amplification".into(), json!(amplification));
+                out.push(c);
+            }
+        }
+    }
+}

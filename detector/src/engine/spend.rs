@@ -1,0 +1,191 @@
+//! spend_spike: per-minute spend of each key, project and all keys against its baseline, and
+//! the hourly and daily budgets.
+
+use super::*;
+
+impl Engine {
+    pub(super) fn assess_spend(&self, data: &CycleData, now_s: u32, out: &mut Vec<Candidate>) {
+        let fraction =
+            |minute: u32| (f64::from(now_s.saturating_sub(minute)) / 60.0).clamp(0.05, 1.0);
+        for row in data.keys.iter().filter(|r| r.minute >= self.folded_through) {
+            let Some(state) = self.keys.get(&row.api_key_id) else {
+                continue;
+            };
+            if !self.key_enabled("spend_spike", &row.api_key_id, &row.project) {
+                continue;
+            }
+            let params = self.params_for(&row.api_key_id, &row.project);
+            let how = hour_of_week(i64::from(row.minute) * 1000);
+            let a = state
+                .spend
+                .model
+                .assess(&params, row.cost_usd, fraction(row.minute), how);
+            if a.breach {
+                let mut c = Candidate::new(
+                    "spend_spike",
+                    &[("api_key_id", &row.api_key_id), ("project", &row.project)],
+                    row.minute,
+                    row.minute + MINUTE,
+                );
+                c.severity = if row.cost_usd > a.expected * 10.0 + 10.0 {
+                    Severity::Critical
+                } else {
+                    Severity::Warning
+                };
+                (c.observed, c.expected, c.upper, c.score) =
+                    (row.cost_usd, a.expected, a.upper, a.score);
+                c.summary = format!(
+                    "key {} spent ${:.2} in a minute (expected ${:.2}, upper ${:.2})",
+                    row.api_key_id, row.cost_usd, a.expected, a.upper
+                );
+                c.facts.insert("requests".into(), json!(row.requests));
+                out.push(c);
+            }
+        }
+        let shared: [(&str, &Vec<crate::data::SpendMinute>, bool); 2] = [
+            (
+                "project",
+                &data.projects,
+                self.config.spend_spike.per_project,
+            ),
+            ("overall", &data.overall, self.config.spend_spike.overall),
+        ];
+        let excused = self.excused_spend(data);
+        for (kind, rows, enabled) in shared {
+            if !enabled {
+                continue;
+            }
+            for row in rows.iter().filter(|r| r.minute >= self.folded_through) {
+                let track = if kind == "project" {
+                    self.projects.get(&row.entity)
+                } else {
+                    self.overall.as_ref()
+                };
+                let Some(track) = track else { continue };
+                let params = if kind == "project" {
+                    self.params_for("", &row.entity)
+                } else {
+                    self.spend_params.clone()
+                };
+                let cost = row.cost_usd
+                    - excused.get(
+                        row.minute,
+                        (kind == "project").then_some(row.entity.as_str()),
+                    );
+                let a = track.model.assess(
+                    &params,
+                    cost,
+                    fraction(row.minute),
+                    hour_of_week(i64::from(row.minute) * 1000),
+                );
+                if a.breach {
+                    let labels: &[(&str, &str)] = if kind == "project" {
+                        &[("project", &row.entity)]
+                    } else {
+                        &[("scope", "overall")]
+                    };
+                    let mut c =
+                        Candidate::new("spend_spike", labels, row.minute, row.minute + MINUTE);
+                    (c.observed, c.expected, c.upper, c.score) =
+                        (cost, a.expected, a.upper, a.score);
+                    c.summary = format!(
+                        "{kind} {} spent ${:.2} in a minute (expected ${:.2})",
+                        if row.entity.is_empty() {
+                            "all keys"
+                        } else {
+                            &row.entity
+                        },
+                        row.cost_usd,
+                        a.expected
+                    );
+                    out.push(c);
+                }
+            }
+        }
+        self.assess_budgets(data, now_s, out);
+    }
+
+    /// Spend of keys with their own spend override (a planned batch job, say), per minute and
+    /// project: they are judged on their own terms, so their project's and the overall baselines
+    /// leave them out. Summed in one pass over the key rows (a pass per project row was
+    /// quadratic: projects x keys).
+    pub(super) fn excused_spend<'a>(&self, data: &'a CycleData) -> Excused<'a> {
+        let mut excused = Excused::default();
+        if self.config.keys.is_empty() {
+            return excused;
+        }
+        for k in &data.keys {
+            let own = self.config.keys.get(&k.api_key_id).is_some_and(|o| {
+                o.min_abs_usd.is_some()
+                    || o.hourly_budget_usd.is_some()
+                    || o.daily_budget_usd.is_some()
+            });
+            if own {
+                *excused
+                    .project
+                    .entry((k.minute, k.project.as_str()))
+                    .or_default() += k.cost_usd;
+                *excused.overall.entry(k.minute).or_default() += k.cost_usd;
+            }
+        }
+        excused
+    }
+
+    fn assess_budgets(&self, data: &CycleData, now_s: u32, out: &mut Vec<Candidate>) {
+        let s = &self.config.spend_spike;
+        let hour_start = now_s / 3600 * 3600;
+        let day_start = now_s / 86_400 * 86_400;
+        for b in &data.budgets {
+            let o = self.config.override_for(&b.api_key_id, &b.project);
+            let hourly = o.and_then(|o| o.hourly_budget_usd).or(s.hourly_budget_usd);
+            let daily = o.and_then(|o| o.daily_budget_usd).or(s.daily_budget_usd);
+            let labels = [
+                ("api_key_id", b.api_key_id.as_str()),
+                ("project", b.project.as_str()),
+            ];
+            if let Some(cap) = hourly.filter(|cap| b.hour_usd > *cap) {
+                let mut c = Candidate::new("spend_spike", &labels, hour_start, hour_start + 3600);
+                c.severity = Severity::Critical;
+                (c.observed, c.expected, c.upper, c.score) = (b.hour_usd, cap, cap, 1.0);
+                c.summary = format!(
+                    "key {} spent ${:.2} this hour, over its ${cap:.2} hourly budget",
+                    b.api_key_id, b.hour_usd
+                );
+                c.facts.insert("budget".into(), json!("hourly"));
+                c.labels.insert("budget".into(), "hourly".into());
+                out.push(c);
+            }
+            if let Some(cap) = daily {
+                let remaining_h = f64::from(day_start + 86_400 - now_s) / 3600.0;
+                let projected = b.day_usd + b.last_hour_usd * remaining_h;
+                if b.day_usd > cap || projected > cap {
+                    let over = b.day_usd > cap;
+                    let mut c =
+                        Candidate::new("spend_spike", &labels, day_start, day_start + 86_400);
+                    c.severity = if over {
+                        Severity::Critical
+                    } else {
+                        Severity::Warning
+                    };
+                    (c.observed, c.expected, c.upper, c.score) = (
+                        if over { b.day_usd } else { projected },
+                        cap,
+                        cap,
+                        if over { 1.0 } else { 0.9 },
+                    );
+                    c.summary = if over {
+                        format!(
+                            "key {} spent ${:.2} today, over its ${cap:.2} daily budget",
+                            b.api_key_id, b.day_usd
+                        )
+                    } else {
+                        format!("key {} is on course for ${projected:.2} today, over its ${cap:.2} daily budget", b.api_key_id)
+                    };
+                    c.labels.insert("budget".into(), "daily".into());
+                    c.facts.insert("projected_usd".into(), json!(projected));
+                    out.push(c);
+                }
+            }
+        }
+    }
+}
