@@ -31,6 +31,9 @@ enum Reply {
     Hang,
 }
 
+/// Every reply is delayed this long (a slow receiver); 0 = answer at once.
+static SLOW_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 #[derive(Debug, Clone)]
 struct Received {
     at: Instant,
@@ -56,11 +59,20 @@ impl Received {
 struct Hook {
     received: Arc<Mutex<Vec<Received>>>,
     plan: Arc<Mutex<VecDeque<Reply>>>,
+    /// Replies wait `SLOW_MS`.
+    slow: bool,
 }
 
 impl Hook {
     async fn start(plan: &[Reply]) -> (Hook, String) {
-        let hook = Hook::default();
+        Hook::start_with(plan, false).await
+    }
+
+    async fn start_with(plan: &[Reply], slow: bool) -> (Hook, String) {
+        let hook = Hook {
+            slow,
+            ..Hook::default()
+        };
         hook.plan.lock().unwrap().extend(plan.iter().copied());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/hook", listener.local_addr().unwrap());
@@ -95,6 +107,10 @@ async fn receive(State(hook): State<Hook>, headers: HeaderMap, body: Bytes) -> R
         body: body.to_vec(),
     });
     let reply = hook.plan.lock().unwrap().pop_front();
+    if hook.slow {
+        let ms = SLOW_MS.load(std::sync::atomic::Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
     match reply {
         None | Some(Reply::Status(200)) => StatusCode::OK.into_response(),
         Some(Reply::Status(code)) => {
@@ -1024,5 +1040,101 @@ async fn a_config_file_change_reloads_routes_and_keeps_state() {
         second.received().len(),
         1,
         "no resolved notification with send_resolved off"
+    );
+}
+
+/// Measurement, not a check (run with `--ignored --nocapture`): time from an alert on Kafka to
+/// its webhook request (group_wait 0, one group per alert), and notification throughput to a
+/// fast receiver while a slow one (2 s per answer) gets the same notifications.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn measure_latency_and_throughput_with_a_slow_receiver() {
+    let mut env = TestEnv::new("alert_bench").await;
+    let (fast, fast_url) = Hook::start(&[]).await;
+    let (slow, slow_url) = Hook::start_with(&[], true).await;
+    SLOW_MS.store(2_000, std::sync::atomic::Ordering::Relaxed);
+    env.ingest_extra = format!(
+        r#"
+[alerting]
+state_dir = "{dir}/alerting-state"
+[alerting.route]
+receiver = "fast"
+group_by = ["..."]
+group_wait_ms = 0
+group_interval_ms = 60000
+[[alerting.route.routes]]
+matchers = ['detector="spend_spike"']
+receiver = "slow"
+continue = true
+[[alerting.route.routes]]
+matchers = ['detector="spend_spike"']
+receiver = "fast"
+[[alerting.receivers]]
+name = "fast"
+kind = "webhook"
+url = "{fast_url}"
+[[alerting.receivers]]
+name = "slow"
+kind = "webhook"
+url = "{slow_url}"
+"#,
+        dir = env.dir.display(),
+    );
+    let _tripline = spawn_alert(&env, "alert");
+    assert!(wait_ready(&env, Duration::from_secs(30)).await);
+    // Warm up: the consumer has joined once the first notification arrives.
+    publish(&env, &[alert("warm-up", AlertStatus::Firing)]).await;
+    assert_eq!(fast.wait_for(1, Duration::from_secs(30)).await.len(), 1);
+
+    // Latency: one alert every 50 ms.
+    let producer = producer();
+    let mut sent = std::collections::HashMap::new();
+    for i in 0..200 {
+        let a = alert(&format!("lat-{i}"), AlertStatus::Firing);
+        sent.insert(a.fingerprint.clone(), Instant::now());
+        produce(
+            &producer,
+            &env.alerts_topic,
+            &a.fingerprint,
+            &[serde_json::to_vec(&a).unwrap()],
+        )
+        .await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let got = fast.wait_for(201, Duration::from_secs(60)).await;
+    let mut latencies: Vec<Duration> = got[1..]
+        .iter()
+        .filter_map(|r| {
+            let fp = r.json()["alerts"][0]["fingerprint"].as_str()?.to_owned();
+            Some(r.at.duration_since(sent[&fp]))
+        })
+        .collect();
+    latencies.sort();
+    let q = |p: f64| latencies[((latencies.len() as f64 - 1.0) * p).round() as usize];
+    println!(
+        "latency kafka -> webhook over {} alerts: p50 {:?}, p99 {:?}, max {:?}",
+        latencies.len(),
+        q(0.5),
+        q(0.99),
+        latencies[latencies.len() - 1]
+    );
+
+    // Throughput: 1,000 alerts at once.
+    let before = fast.received().len();
+    let burst: Vec<Alert> = (0..1000)
+        .map(|i| alert(&format!("tp-{i}"), AlertStatus::Firing))
+        .collect();
+    let start = Instant::now();
+    publish(&env, &burst).await;
+    let published = start.elapsed();
+    let got = fast.wait_for(before + 1000, Duration::from_secs(300)).await;
+    let elapsed = got.last().unwrap().at.duration_since(start);
+    println!(
+        "throughput: {} notifications to the fast receiver in {:?} ({:.0}/s; publishing took {:?}); the slow one got {} meanwhile",
+        got.len() - before,
+        elapsed,
+        (got.len() - before) as f64 / elapsed.as_secs_f64(),
+        published,
+        slow.received().len()
     );
 }

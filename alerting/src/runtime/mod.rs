@@ -58,6 +58,9 @@ const MAX_MESSAGES_PER_ROUND: usize = 500;
 /// (commits follow every round of at most `MAX_MESSAGES_PER_ROUND` messages) but a recreated
 /// topic.
 const MAX_UNCOMMITTED: i64 = 20 * MAX_MESSAGES_PER_ROUND as i64;
+/// Delivery results are written to the state file at most this often (a burst of deliveries
+/// costs one write, not one each). New notifications and consumed messages are written at once.
+const SAVE_EVERY_MS: i64 = 200;
 /// At shutdown, attempts in flight get this long to finish before the state is written.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -125,6 +128,9 @@ struct Runner {
     offsets: BTreeMap<(String, i32), i64>,
     /// Per `topic/partition`: one past the last message applied (persisted with the state).
     applied: BTreeMap<String, i64>,
+    /// Outbox entries not on disk yet: not attempted before they are.
+    unsaved: HashSet<String>,
+    last_save_ms: i64,
     dirty: bool,
     last_tick_ms: i64,
 }
@@ -183,6 +189,8 @@ impl AlertService {
             done_tx,
             offsets: BTreeMap::new(),
             applied,
+            unsaved: HashSet::new(),
+            last_save_ms: 0,
             dirty: false,
             last_tick_ms: 0,
         };
@@ -213,7 +221,12 @@ impl AlertService {
                         }
                     }
                 }
-                Some(done) = done_rx.recv() => runner.settle(done),
+                Some(done) = done_rx.recv() => {
+                    runner.settle(done);
+                    while let Ok(done) = done_rx.try_recv() {
+                        runner.settle(done);
+                    }
+                }
                 Some(command) = commands.recv() => runner.command(command, &consumer),
                 _ = tokio::time::sleep(sleep) => {}
             }
@@ -228,7 +241,7 @@ impl AlertService {
             }
         }
         runner.dirty = true;
-        runner.persist_with(&consumer, CommitMode::Sync);
+        runner.persist_with(&consumer, CommitMode::Sync, true);
         info!(
             pending_notifications = runner.outbox.len(),
             "alerting stopped"
@@ -328,7 +341,7 @@ impl Runner {
     ) -> Result<T, String> {
         let value = result?;
         self.dirty = true;
-        if self.persist(consumer) {
+        if self.persist_with(consumer, CommitMode::Async, true) {
             Ok(value)
         } else {
             Err(
@@ -366,6 +379,7 @@ impl Runner {
         };
         let id = entry.id.clone();
         info!(receiver = %entry.message.receiver, id = %id, "test notification queued");
+        self.unsaved.insert(id.clone());
         self.outbox.push(entry);
         Ok(id)
     }
@@ -467,6 +481,7 @@ impl Runner {
             );
             metrics::counter!("tripline_alerting_notifications_total", "receiver" => entry.message.receiver.clone())
                 .increment(1);
+            self.unsaved.insert(entry.id.clone());
             self.outbox.push(entry);
         }
         metrics::gauge!("tripline_alerting_outbox_pending").set(self.outbox.len() as f64);
@@ -475,11 +490,15 @@ impl Runner {
     /// Writes the state if it changed, then commits the offsets it includes. `false` when the
     /// state could not be written (nothing is committed or sent until it can).
     fn persist(&mut self, consumer: &StreamConsumer) -> bool {
-        self.persist_with(consumer, CommitMode::Async)
+        self.persist_with(consumer, CommitMode::Async, false)
     }
 
-    fn persist_with(&mut self, consumer: &StreamConsumer, mode: CommitMode) -> bool {
-        if self.dirty {
+    /// Writes now when `force`, when messages wait for their commit or notifications for
+    /// their first attempt; otherwise (delivery results only) at most every `SAVE_EVERY_MS`.
+    fn persist_with(&mut self, consumer: &StreamConsumer, mode: CommitMode, force: bool) -> bool {
+        let now = now_ms();
+        let urgent = force || !self.unsaved.is_empty() || !self.offsets.is_empty();
+        if self.dirty && (urgent || now >= self.last_save_ms + SAVE_EVERY_MS) {
             let state = State {
                 version: STATE_VERSION,
                 saved_at_ms: now_ms(),
@@ -493,8 +512,12 @@ impl Runner {
                 return false;
             }
             self.dirty = false;
+            self.unsaved.clear();
+            // From the end of the write: a large state never makes the loop write back to back.
+            self.last_save_ms = now_ms();
         }
-        if !self.offsets.is_empty() {
+        // Offsets are committed only once the state that applied them is on disk.
+        if !self.dirty && !self.offsets.is_empty() {
             let mut list = TopicPartitionList::new();
             for ((topic, partition), offset) in &self.offsets {
                 if let Err(err) =
@@ -533,6 +556,7 @@ impl Runner {
             self.pipeline.next_wakeup(),
             due,
             Some(self.last_tick_ms + TICK_EVERY_MS),
+            self.dirty.then_some(self.last_save_ms + SAVE_EVERY_MS),
         ]
         .into_iter()
         .flatten()
@@ -545,7 +569,10 @@ impl Runner {
         let now = now_ms();
         let mut unknown = Vec::new();
         for entry in &mut self.outbox {
-            if entry.next_attempt_at_ms > now || self.in_flight.contains(&entry.id) {
+            if entry.next_attempt_at_ms > now
+                || self.in_flight.contains(&entry.id)
+                || self.unsaved.contains(&entry.id)
+            {
                 continue;
             }
             let Some(receiver) = self.receivers.by_name.get_mut(&entry.message.receiver) else {
