@@ -16,6 +16,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
+use anyhow::Context;
 use axum::extract::{DefaultBodyLimit, Path as UrlPath, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -108,7 +109,15 @@ impl Prepared {
             tokio::spawn(watch_config(path, self.handle, shutdown.clone()));
         }
         let service = self.service;
-        tokio::spawn(async move { service.run(shutdown).await.map_err(anyhow::Error::from) })
+        tokio::spawn(async move {
+            let result = service.run(shutdown.clone()).await;
+            if let Err(err) = &result {
+                // Not left running without its alerting: stop, so that a supervisor sees it.
+                error!("alerting failed, stopping: {err}");
+                shutdown.cancel();
+            }
+            result.context("alerting failed")
+        })
     }
 }
 

@@ -99,7 +99,7 @@ pub async fn serve(config_path: Option<&Path>, roles: Roles) -> anyhow::Result<(
     let detector = roles
         .detect
         .then(|| crate::detect::spawn(&loaded, config_path, shutdown.clone()));
-    let result = if let (true, Some(processor)) = (roles.ingest, processor) {
+    let mut result = if let (true, Some(processor)) = (roles.ingest, processor) {
         let ingest = Ingest {
             kafka: loaded.config.kafka.clone(),
             settings: loaded.config.ingest.clone(),
@@ -114,7 +114,9 @@ pub async fn serve(config_path: Option<&Path>, roles: Roles) -> anyhow::Result<(
     };
     shutdown.cancel();
     if let Some(alerting) = alerting {
+        // Alerting that failed stopped the process (see alert::Prepared::spawn): exit non-zero.
         match alerting.await {
+            Ok(Err(err)) if result.is_ok() => result = Err(err),
             Ok(Err(err)) => warn!("alerting: {err:#}"),
             Err(err) => warn!("alerting task: {err}"),
             Ok(Ok(())) => {}

@@ -1138,3 +1138,32 @@ url = "{slow_url}"
         slow.received().len()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_state_file_stops_tripline_alert_with_its_reason() {
+    let mut env = TestEnv::new("alert_corrupt").await;
+    env.ingest_extra = alerting_config(&env, "http://127.0.0.1:9/hook", 200, 1_000);
+    let state = env.dir.join("alerting-state");
+    std::fs::create_dir_all(&state).unwrap();
+    std::fs::write(state.join("state.json"), b"{half a file").unwrap();
+    let mut tripline = spawn_alert(&env, "alert");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = tripline.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "tripline alert keeps running without its state"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(!status.success());
+    let log = std::fs::read_to_string(env.log_path("alert")).unwrap();
+    assert!(log.contains("is not readable state"), "{log}");
+    // Nothing was overwritten: the operator decides what to do with the file.
+    assert_eq!(
+        std::fs::read(state.join("state.json")).unwrap(),
+        b"{half a file"
+    );
+}
