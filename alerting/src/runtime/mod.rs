@@ -7,17 +7,22 @@
 //! 1. a message from Kafka goes to `Pipeline::ingest`; its offset is noted, not committed;
 //! 2. `Pipeline::tick` runs whenever `next_wakeup()` has passed (and at least every second);
 //!    each notification becomes an [`outbox::OutboxEntry`];
-//! 3. after any change the state (pipeline snapshot + outbox) is written atomically
-//!    ([`state`]), and only then are the noted offsets committed: a crash before the write
-//!    redelivers the messages into the old state, a crash after it finds them applied. A
-//!    notification is on disk before its first attempt, so kill -9 loses none;
+//! 3. the state (pipeline snapshot, outbox, applied offsets) is written atomically ([`state`])
+//!    at once after messages or new notifications, and only then are the noted offsets
+//!    committed: a crash before the write redelivers the messages into the old state (messages
+//!    already applied are recognised by offset and skipped), a crash after it finds them
+//!    applied. A notification is on disk before its first attempt, so kill -9 loses none.
+//!    Delivery results alone are written at most every `SAVE_EVERY_MS` (a crash in between
+//!    repeats an attempt, never loses one);
 //! 4. due outbox entries are attempted (rate limit per receiver, at most
 //!    [`MAX_IN_FLIGHT_PER_RECEIVER`] at once); each result goes through
 //!    `RetryPolicy::decide` and is logged in ClickHouse ([`log`]).
 //!
 //! Delivery is at least once: an attempt cut short by a crash is made again after the restart
-//! with the same `webhook-id`, so receivers can drop the duplicate.
+//! with the same `webhook-id`, so receivers can drop the duplicate. API requests and config
+//! reloads reach the loop through [`control::Handle`] (handled in `commands`).
 
+mod commands;
 pub mod control;
 pub mod deliver;
 pub mod log;
@@ -39,8 +44,7 @@ use tripline_core::config::{AlertingConfig, KafkaConfig};
 
 use crate::grouping::{Pipeline, PipelineError};
 use crate::receivers::delivery::{DeliveryError, Outcome, RetryPolicy};
-use crate::receivers::{notification_id, reason, Message};
-use control::{AlertView, Command, SilenceView};
+use control::Command;
 use deliver::Receivers;
 use log::{DeliveryLog, NotificationRow};
 use outbox::OutboxEntry;
@@ -254,157 +258,6 @@ impl AlertService {
 }
 
 impl Runner {
-    /// Answers a request; changes are written to disk before the answer.
-    fn command(&mut self, command: Command, consumer: &StreamConsumer) {
-        let now = now_ms();
-        match command {
-            Command::ListAlerts(reply) => {
-                let mut views: Vec<AlertView> = self
-                    .pipeline
-                    .store
-                    .alerts()
-                    .map(|a| {
-                        let (silenced_by, inhibited_by) =
-                            self.pipeline.muted_by(&a.fingerprint, now);
-                        AlertView {
-                            fingerprint: a.fingerprint.clone(),
-                            state: self
-                                .pipeline
-                                .store
-                                .state(&a.fingerprint, now)
-                                .map_or("resolved", |s| s.as_str()),
-                            severity: a.alert.severity.as_str(),
-                            labels: a.alert.labels.clone(),
-                            summary: a.alert.summary.clone(),
-                            starts_at: tripline_core::time::format_ms(a.starts_at_ms),
-                            ends_at: a.resolved_at_ms.map(tripline_core::time::format_ms),
-                            last_message_at: tripline_core::time::format_ms(a.last_message_ms),
-                            silenced_by,
-                            inhibited_by,
-                        }
-                    })
-                    .collect();
-                views.sort_by(|a, b| {
-                    (&a.starts_at, &a.fingerprint).cmp(&(&b.starts_at, &b.fingerprint))
-                });
-                let _ = reply.send(Ok(views));
-            }
-            Command::ListSilences(reply) => {
-                let views = self
-                    .pipeline
-                    .silences
-                    .list()
-                    .map(|s| SilenceView::of(s, now))
-                    .collect();
-                let _ = reply.send(Ok(views));
-            }
-            Command::CreateSilence(new, reply) => {
-                let result = self
-                    .pipeline
-                    .silences
-                    .create(new, now)
-                    .map(|s| SilenceView::of(s, now))
-                    .map_err(|e| e.to_string());
-                if let Ok(view) = &result {
-                    info!(id = %view.id, matchers = ?view.matchers, by = %view.created_by, ends_at = %view.ends_at, "silence created");
-                }
-                let _ = reply.send(self.saved(result, consumer));
-            }
-            Command::ExpireSilence(id, reply) => {
-                let result = self
-                    .pipeline
-                    .silences
-                    .expire(&id, now)
-                    .map(|s| SilenceView::of(s, now))
-                    .map_err(|e| e.to_string());
-                if result.is_ok() {
-                    info!(id = %id, "silence expired");
-                }
-                let _ = reply.send(self.saved(result, consumer));
-            }
-            Command::Test(receiver, reply) => {
-                let result = self.queue_test(receiver, now);
-                let _ = reply.send(self.saved(result, consumer));
-            }
-            Command::Reload(config, reply) => {
-                let result = self.reload(*config, now);
-                let _ = reply.send(self.saved(result, consumer));
-            }
-        }
-    }
-
-    /// `result`, once a change it made is on disk.
-    fn saved<T>(
-        &mut self,
-        result: Result<T, String>,
-        consumer: &StreamConsumer,
-    ) -> Result<T, String> {
-        let value = result?;
-        self.dirty = true;
-        if self.persist_with(consumer, CommitMode::Async, true) {
-            Ok(value)
-        } else {
-            Err(
-                "the change is applied but the state file could not be written (see the log)"
-                    .to_owned(),
-            )
-        }
-    }
-
-    fn queue_test(&mut self, receiver: String, now: i64) -> Result<String, String> {
-        if !self.receivers.by_name.contains_key(&receiver) {
-            return Err(format!("no receiver {receiver:?} in [alerting]"));
-        }
-        let alert = control::test_alert(&receiver, now);
-        let message = Message {
-            group_key: format!("test:{now}"),
-            group_labels: [("detector".to_owned(), "test".to_owned())].into(),
-            common_labels: alert.labels.clone(),
-            receiver,
-            reason: reason::NEW.to_owned(),
-            status: tripline_core::alert::AlertStatus::Firing,
-            alerts: vec![alert],
-            external_url: self.service.config.external_url.clone(),
-        };
-        let sequence = now.max(0) as u64;
-        let entry = OutboxEntry {
-            id: notification_id(&message, sequence),
-            message,
-            sequence,
-            created_at_ms: now,
-            attempts: 0,
-            first_attempt_at_ms: None,
-            next_attempt_at_ms: now,
-            last_error: String::new(),
-        };
-        let id = entry.id.clone();
-        info!(receiver = %entry.message.receiver, id = %id, "test notification queued");
-        self.unsaved.insert(id.clone());
-        self.outbox.push(entry);
-        Ok(id)
-    }
-
-    fn reload(&mut self, config: AlertingConfig, now: i64) -> Result<(), String> {
-        let receivers = Receivers::from_config(&config, &tripline_kafka::process_env)
-            .map_err(|e| e.to_string())?;
-        self.pipeline
-            .reload(&config, now)
-            .map_err(|e| e.to_string())?;
-        for (name, err) in receivers.broken() {
-            error!(
-                receiver = name,
-                "receiver misconfigured, its notifications will fail: {err}"
-            );
-        }
-        self.receivers = receivers;
-        self.service.config = config;
-        info!(
-            receivers = self.receivers.by_name.len(),
-            "alerting config reloaded"
-        );
-        Ok(())
-    }
-
     fn take(
         &mut self,
         received: Result<rdkafka::message::BorrowedMessage<'_>, rdkafka::error::KafkaError>,
