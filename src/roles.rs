@@ -76,9 +76,6 @@ pub async fn serve(config_path: Option<&Path>, roles: Roles) -> anyhow::Result<(
         shutdown.clone(),
     ));
 
-    if !migrate_until_done(&loaded, &shutdown).await {
-        return Ok(());
-    }
     let kafka = &loaded.config.kafka;
     let mut topics = vec![
         kafka.gateway_topic.as_str(),
@@ -95,7 +92,16 @@ pub async fn serve(config_path: Option<&Path>, roles: Roles) -> anyhow::Result<(
         warn!(%err, "could not create topics; assuming they exist");
     }
 
+    // Alerting does not wait for ClickHouse: its state is on disk, and its delivery log keeps
+    // rows (and retries) until the `notifications` table exists. A page must not wait for the
+    // database.
     let alerting = alerting.map(|prepared| prepared.spawn(shutdown.clone()));
+    if !migrate_until_done(&loaded, &shutdown).await {
+        if let Some(alerting) = alerting {
+            let _ = alerting.await;
+        }
+        return Ok(());
+    }
     let detector = roles
         .detect
         .then(|| crate::detect::spawn(&loaded, config_path, shutdown.clone()));

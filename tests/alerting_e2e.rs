@@ -14,7 +14,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use common::{produce, producer, wait_ready, TestEnv};
+use common::{clickhouse_url, produce, producer, proxy, wait_ready, TestEnv};
 use tripline_alerting::receivers::webhook::{verify, WebhookSecret};
 use tripline_core::alert::{fingerprint, Alert, AlertStatus, Evidence, Severity};
 
@@ -1166,4 +1166,31 @@ async fn an_unreadable_state_file_stops_tripline_alert_with_its_reason() {
         std::fs::read(state.join("state.json")).unwrap(),
         b"{half a file"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_go_out_while_clickhouse_is_down_and_are_logged_when_it_is_back() {
+    let mut env = TestEnv::new("alert_ch_down").await;
+    let proxy =
+        proxy::Proxy::start(clickhouse_url().trim_start_matches("http://").to_owned()).await;
+    proxy.go_down();
+    env.tripline_clickhouse_url = format!("http://{}", proxy.addr);
+    let (hook, url) = Hook::start(&[]).await;
+    env.ingest_extra = alerting_config(&env, &url, 200, 1_000);
+    let _tripline = spawn_alert(&env, "alert");
+    assert!(wait_ready(&env, Duration::from_secs(30)).await);
+
+    publish(&env, &[alert("key-d", AlertStatus::Firing)]).await;
+    assert_eq!(
+        hook.wait_for(1, Duration::from_secs(30)).await.len(),
+        1,
+        "sent without ClickHouse"
+    );
+
+    // Back: the schema is applied and the delivery log catches up.
+    proxy.come_back();
+    assert_eq!(logged(&env, "delivered", 1.0).await, 1.0);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(hook.received().len(), 1);
+    assert_eq!(env.scalar("SELECT count() FROM notifications").await, 1.0);
 }
