@@ -38,7 +38,9 @@ impl Familiar {
                 MAX_USER_AGENTS,
             );
         }
-        self.used_hosting |= is_hosting(&usage.as_org);
+        if !self.used_hosting {
+            self.used_hosting = is_hosting(&usage.as_org);
+        }
     }
 
     pub fn has_country(&self, country: &str) -> bool {
