@@ -20,9 +20,30 @@ pub struct Familiar {
     pub used_hosting: bool,
     /// Active minutes folded in so far: "new" means little on a key with no history.
     pub minutes: u32,
+    /// Active minutes per UTC hour of the day (saturating), to know the hours a key sleeps.
+    active_by_hour: [u16; 24],
 }
 
+/// Active minutes of history before a key's quiet hours mean anything (about two busy days).
+const IDLE_HOURS_HISTORY_MINUTES: u32 = 2_000;
+
 impl Familiar {
+    /// Records an active minute (epoch seconds of its start).
+    pub fn note_active(&mut self, minute: u32) {
+        self.minutes += 1;
+        let hour = (minute / 3600 % 24) as usize;
+        self.active_by_hour[hour] = self.active_by_hour[hour].saturating_add(1);
+    }
+
+    /// Whether the key is normally idle at this minute's hour: long history, never active at
+    /// that hour, and busy at others.
+    pub fn idle_at(&self, minute: u32) -> bool {
+        let hour = (minute / 3600 % 24) as usize;
+        self.minutes >= IDLE_HOURS_HISTORY_MINUTES
+            && self.active_by_hour[hour] == 0
+            && self.active_by_hour.iter().any(|&n| n >= 60)
+    }
+
     pub fn learn(&mut self, usage: &Usage) {
         if let Some(code) = country_code(&usage.country) {
             push_bounded(&mut self.countries, code, MAX_COUNTRIES);
@@ -190,5 +211,28 @@ mod tests {
         }
         assert!(f.asns.len() <= MAX_ASNS);
         assert!(f.has_asn(99_999), "a saturated set knows everything");
+    }
+}
+
+#[cfg(test)]
+mod idle_tests {
+    use super::*;
+
+    #[test]
+    fn hours_never_used_over_a_long_history_are_idle() {
+        let mut f = Familiar::default();
+        // Four days of office hours: 08:00-17:59 UTC, every minute.
+        for day in 0..4u32 {
+            for minute in (8 * 60)..(18 * 60) {
+                f.note_active(day * 86_400 + minute * 60);
+            }
+        }
+        assert!(f.idle_at(4 * 86_400 + 3 * 3600), "03:00 was never used");
+        assert!(!f.idle_at(4 * 86_400 + 9 * 3600), "09:00 is a working hour");
+        let young = Familiar::default();
+        assert!(
+            !young.idle_at(3 * 3600),
+            "no history: nothing is known to be idle"
+        );
     }
 }

@@ -95,6 +95,9 @@ pub struct LeakedKeyConfig {
     pub new_model_family: bool,
     /// A client (user agent) the key never used.
     pub new_user_agent: bool,
+    /// Activity at an hour of the day the key has never been active in (after about two busy
+    /// days of history); a weak signal, like a new country.
+    pub idle_hours: bool,
     /// Distinct client IPs in a minute, as a multiple of the key's usual count, that alerts.
     pub ip_jump_factor: f64,
     /// ...and at least this many distinct IPs.
@@ -114,6 +117,7 @@ impl Default for LeakedKeyConfig {
             hosting_asn: true,
             new_model_family: true,
             new_user_agent: true,
+            idle_hours: true,
             ip_jump_factor: 4.0,
             min_distinct_ips: 8,
             scan_min_keys: 10,

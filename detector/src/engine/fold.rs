@@ -75,7 +75,7 @@ impl Engine {
                     .update(&params, cost, hour_of_week(i64::from(minute) * 1000));
                 if ips > 0 {
                     state.ips.update(ips as f64, ip_alpha);
-                    state.familiar.minutes += 1;
+                    state.familiar.note_active(minute);
                 }
                 minute += MINUTE;
             }

@@ -40,7 +40,8 @@ impl Engine {
             // change ISP; strong ones (a hosting network, a model family or client never used)
             // rarely do. A leak shows a strong signal with another, or three kinds at once.
             let mut reasons = Vec::new();
-            let mut kinds = [false; 5]; // country, network, hosting, model family, user agent
+            // country, network, idle hour (weak); hosting, model family, user agent (strong)
+            let mut kinds = [false; 6];
             let mut new_requests = 0;
             for u in &usage {
                 let mut novel = false;
@@ -58,15 +59,24 @@ impl Engine {
                 if cfg.new_asn && u.asn != 0 && !state.familiar.has_asn(u.asn) {
                     flag(1, format!("new network AS{} {}", u.asn, u.as_org));
                 }
+                if cfg.idle_hours && state.familiar.idle_at(minute) {
+                    flag(
+                        2,
+                        format!(
+                            "active at {:02}:00 UTC, an hour it is normally idle",
+                            minute / 3600 % 24
+                        ),
+                    );
+                }
                 if cfg.hosting_asn
                     && !state.familiar.used_hosting
                     && crate::familiar::is_hosting(&u.as_org)
                 {
-                    flag(2, format!("hosting network {}", u.as_org));
+                    flag(3, format!("hosting network {}", u.as_org));
                 }
                 if cfg.new_model_family && !state.familiar.has_model(&u.model) {
                     flag(
-                        3,
+                        4,
                         format!(
                             "new model family {}",
                             crate::familiar::model_family(&u.model)
@@ -77,7 +87,7 @@ impl Engine {
                     && !u.user_agent.is_empty()
                     && !state.familiar.has_user_agent(&u.user_agent)
                 {
-                    flag(4, format!("new client {}", u.user_agent));
+                    flag(5, format!("new client {}", u.user_agent));
                 }
                 if novel {
                     new_requests += u.requests;
@@ -85,7 +95,7 @@ impl Engine {
             }
             reasons.sort();
             reasons.dedup();
-            let strong = kinds[2..].iter().filter(|k| **k).count();
+            let strong = kinds[3..].iter().filter(|k| **k).count();
             let all = kinds.iter().filter(|k| **k).count();
             let novel_use = (strong >= 1 && all >= 2 && new_requests >= cfg.min_new_requests)
                 || (all >= 3 && new_requests >= 1);

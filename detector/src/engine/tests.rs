@@ -369,3 +369,57 @@ fn a_new_country_and_network_alone_is_not_a_leak() {
         "{found:?}"
     );
 }
+
+#[test]
+fn use_at_a_sleeping_hour_from_a_new_place_is_a_leak() {
+    let mut e = engine();
+    // Four days of office hours (08:00-17:59 UTC) from Germany.
+    let day0 = T0 / 86_400 * 86_400 + 86_400;
+    e.folded_through = day0;
+    for day in 0..4u32 {
+        for minute in (8 * 60)..(18 * 60) {
+            let m = day0 + day * 86_400 + minute * 60;
+            let data = CycleData {
+                keys: vec![key_minute("k", m, 30, 0.1)],
+                usage: vec![usage(
+                    "k",
+                    m,
+                    "DE",
+                    3320,
+                    "Deutsche Telekom AG",
+                    "gpt-4o-mini",
+                    30,
+                )],
+                ..CycleData::default()
+            };
+            e.cycle(&data, m + 60, true);
+        }
+    }
+    // 03:00 UTC on day five, from France on another network: two weak signals and the hour.
+    let night = day0 + 4 * 86_400 + 3 * 3600;
+    e.folded_through = night;
+    let data = CycleData {
+        keys: vec![key_minute("k", night, 2, 0.01)],
+        usage: vec![usage(
+            "k",
+            night,
+            "FR",
+            3215,
+            "Orange S.A.",
+            "gpt-4o-mini",
+            2,
+        )],
+        ..CycleData::default()
+    };
+    let found = e.cycle(&data, night + 30, false);
+    let leaks: Vec<_> = found
+        .iter()
+        .filter(|c| c.detector == "leaked_key")
+        .collect();
+    assert_eq!(leaks.len(), 1, "{found:?}");
+    assert!(
+        leaks[0].summary.contains("03:00 UTC"),
+        "{}",
+        leaks[0].summary
+    );
+}
