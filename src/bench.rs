@@ -41,22 +41,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let stamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_secs();
-    let mut kafka = loaded.config.kafka.clone();
-    kafka.gateway_topic = format!("bench.{stamp}.gateway");
-    kafka.provider_topic = format!("bench.{stamp}.provider");
-    kafka.dlq_topic = format!("bench.{stamp}.dlq");
+    let mut kafka = settings::scratch_topics(&loaded.config.kafka, "bench", stamp).await?;
     let env = tripline_kafka::process_env;
-    tripline_kafka::ensure_topics(
-        &kafka,
-        env,
-        &[
-            &kafka.gateway_topic,
-            &kafka.provider_topic,
-            &kafka.dlq_topic,
-        ],
-        4,
-    )
-    .await?;
 
     println!("# tripline bench: {} gateway events", args.events);
     println!("machine: {} cores, {}", num_cpus(), cpu_model());

@@ -50,23 +50,8 @@ pub async fn run(args: EvaluateArgs) -> anyhow::Result<()> {
     let stamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_secs();
-    let mut kafka = loaded.config.kafka.clone();
-    kafka.gateway_topic = format!("eval.{stamp}.gateway");
-    kafka.provider_topic = format!("eval.{stamp}.provider");
-    kafka.dlq_topic = format!("eval.{stamp}.dlq");
-    kafka.ingest_group_id = format!("eval-{stamp}");
+    let kafka = settings::scratch_topics(&loaded.config.kafka, "eval", stamp).await?;
     let env = tripline_kafka::process_env;
-    tripline_kafka::ensure_topics(
-        &kafka,
-        env,
-        &[
-            &kafka.gateway_topic,
-            &kafka.provider_topic,
-            &kafka.dlq_topic,
-        ],
-        4,
-    )
-    .await?;
 
     // 1. Traffic with incidents, ending now.
     let duration_ms = (args.hours * 3_600_000.0) as i64;

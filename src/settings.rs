@@ -108,3 +108,25 @@ fn trim_ascii(mut bytes: Vec<u8>) -> Vec<u8> {
     }
     bytes
 }
+
+/// Kafka settings with fresh topics (and consumer group) named `{prefix}.{stamp}.*`, created
+/// on the broker: how `bench` and `evaluate` run without touching production topics.
+pub async fn scratch_topics(
+    kafka: &tripline_core::config::KafkaConfig,
+    prefix: &str,
+    stamp: u64,
+) -> anyhow::Result<tripline_core::config::KafkaConfig> {
+    let mut kafka = kafka.clone();
+    kafka.gateway_topic = format!("{prefix}.{stamp}.gateway");
+    kafka.provider_topic = format!("{prefix}.{stamp}.provider");
+    kafka.dlq_topic = format!("{prefix}.{stamp}.dlq");
+    kafka.ingest_group_id = format!("{prefix}-{stamp}");
+    let topics = [
+        &kafka.gateway_topic,
+        &kafka.provider_topic,
+        &kafka.dlq_topic,
+    ];
+    let topics: Vec<&str> = topics.iter().map(|t| t.as_str()).collect();
+    tripline_kafka::ensure_topics(&kafka, tripline_kafka::process_env, &topics, 4).await?;
+    Ok(kafka)
+}
