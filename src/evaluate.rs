@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tripline_core::time::now_ms;
 
 use anyhow::{bail, Context};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -401,11 +402,4 @@ impl Report {
             })).collect::<Vec<_>>(),
         })
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }

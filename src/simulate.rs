@@ -5,6 +5,7 @@
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
+use tripline_core::time::now_ms;
 
 use anyhow::{bail, Context};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
@@ -159,11 +160,4 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
         bail!("{failed} messages were not acknowledged by Kafka");
     }
     Ok(())
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }

@@ -19,6 +19,7 @@ pub mod metrics;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tripline_core::time::now_ms;
 
 use axum::body::Body;
 use axum::extract::{Query, State};
@@ -408,13 +409,6 @@ fn error(
             .insert(name.clone(), HeaderValue::from_static(value));
     }
     response
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

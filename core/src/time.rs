@@ -9,6 +9,19 @@ pub fn parse_rfc3339_ms(text: &str) -> Option<i64> {
         .map(|t| t.timestamp_millis())
 }
 
+/// The wall clock in epoch milliseconds: the one place the workspace reads it. Pure code takes
+/// `now` as an argument instead, so that it can be tested with any clock.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// [`now_ms`] in whole seconds, as ClickHouse `DateTime` columns store it.
+pub fn now_s() -> u32 {
+    (now_ms() / 1000) as u32
+}
+
 /// Formats epoch milliseconds as RFC 3339 UTC with milliseconds, the contract's canonical form.
 pub fn format_ms(ms: i64) -> String {
     DateTime::from_timestamp_millis(ms)

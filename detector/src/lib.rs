@@ -13,6 +13,7 @@ mod publish;
 pub mod replay;
 
 use std::time::{Duration, Instant};
+use tripline_core::time::now_s;
 
 use clickhouse::Client;
 use tokio::sync::watch;
@@ -201,11 +202,4 @@ async fn replay_history(
         "models warmed on history"
     );
     Ok(())
-}
-
-fn now_s() -> u32 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as u32)
-        .unwrap_or(0)
 }

@@ -4,6 +4,7 @@
 
 use sha2::{Digest, Sha256};
 use tracing::{info, warn};
+use tripline_core::time::now_s;
 
 /// One migration file from `dashboards/migrations/`.
 #[derive(Debug, Clone, Copy)]
@@ -172,13 +173,6 @@ pub async fn migrate(
         newly_applied.push(migration.version);
     }
     Ok(newly_applied)
-}
-
-fn now_s() -> u32 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as u32)
-        .unwrap_or(0)
 }
 
 #[cfg(test)]
