@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 mod alerting;
 mod detect;
@@ -17,7 +17,11 @@ pub use detect::*;
 mod collector;
 pub use collector::CollectorConfig;
 
-#[derive(Debug, Clone, Deserialize, Default)]
+mod diagnose;
+pub use diagnose::quote_key;
+use diagnose::Source;
+
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     #[serde(default)]
@@ -41,7 +45,7 @@ pub struct Config {
 }
 
 /// The HTTP server for `/healthz`, `/readyz` and `/metrics`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
     pub listen: String,
@@ -55,7 +59,7 @@ impl Default for ServerConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct KafkaConfig {
     /// Comma-separated `host:port` list.
@@ -93,7 +97,7 @@ impl Default for KafkaConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClickHouseConfig {
     pub url: String,
@@ -117,7 +121,7 @@ impl Default for ClickHouseConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct IngestConfig {
     /// A batch is inserted when it holds this many rows...
@@ -152,7 +156,7 @@ impl Default for IngestConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SecretsConfig {
     /// Environment variable holding the HMAC key used to fingerprint raw API keys.
@@ -170,7 +174,7 @@ impl Default for SecretsConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EnrichConfig {
     /// MaxMind-format country database; relative paths are relative to the config file.
@@ -191,31 +195,67 @@ impl Default for EnrichConfig {
     }
 }
 
-/// A configuration problem, with its place in the file when it has one.
+/// A configuration problem: where it is, what is wrong, and how to fix it.
+///
+/// Displayed as `file:line:column: key: message` and, on the next line, `  hint: …`. The place
+/// is the file and position when the key is written in the file, or the environment variable
+/// when the value came from one ([`ENV_OVERRIDES`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConfigError {
-    /// 1-based line and column.
+    /// The config file, as the loader names it (set by [`ConfigError::in_file`]).
+    pub file: Option<String>,
+    /// The environment variable the bad value came from, when it did not come from the file.
+    pub env: Option<String>,
+    /// 1-based line and column (in characters) of the value, or of the key for an unknown key,
+    /// or of the table's header for something missing from it.
     pub line: Option<usize>,
     pub column: Option<usize>,
-    /// Dotted key, e.g. `ingest.batch_max_rows`.
+    /// Dotted key, e.g. `ingest.batch_max_rows` or `alerting.receivers[1].url`.
     pub key: String,
     pub message: String,
-    pub hint: Option<String>,
+    /// How to fix it: the valid range or choices, the default, or a close spelling.
+    pub hint: String,
+}
+
+impl ConfigError {
+    /// A problem with `key` found outside the file's checks (a secret that cannot be read, a
+    /// database file that is missing), placed where `key` is written in `text`.
+    pub fn at(text: &str, key: &str, message: impl Into<String>, hint: &str) -> Self {
+        Source::new(text).error(key, message.into(), hint)
+    }
+
+    /// Names the file the error is in, for its place.
+    pub fn in_file(mut self, file: impl Into<String>) -> Self {
+        self.file = Some(file.into());
+        self
+    }
+
+    /// `file:line:column`, `file`, `environment variable X`, or nothing known.
+    pub fn place(&self) -> String {
+        if let Some(var) = &self.env {
+            return format!("environment variable {var}");
+        }
+        let mut place = self.file.clone().unwrap_or_default();
+        if let (Some(line), Some(column)) = (self.line, self.column) {
+            if !place.is_empty() {
+                place.push(':');
+            }
+            place.push_str(&format!("{line}:{column}"));
+        }
+        place
+    }
 }
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if let (Some(line), Some(column)) = (self.line, self.column) {
-            write!(f, "line {line}, column {column}: ")?;
+        let place = self.place();
+        if !place.is_empty() {
+            write!(f, "{place}: ")?;
         }
         if !self.key.is_empty() {
             write!(f, "{}: ", self.key)?;
         }
-        f.write_str(&self.message)?;
-        if let Some(hint) = &self.hint {
-            write!(f, " (hint: {hint})")?;
-        }
-        Ok(())
+        write!(f, "{}\n  hint: {}", self.message, self.hint)
     }
 }
 
@@ -231,20 +271,45 @@ pub const ENV_OVERRIDES: [(&str, &str); 5] = [
 ];
 
 impl Config {
-    /// Parses and validates a config file's text. All validation errors are returned together.
+    /// Parses and validates a config file's text. Every problem found is returned, each with
+    /// its place and a hint.
     pub fn from_toml(text: &str) -> Result<Config, Vec<ConfigError>> {
-        let config: Config = toml::from_str(text).map_err(|err| vec![parse_error(text, &err)])?;
-        let errors = config.validate(text);
-        if errors.is_empty() {
-            Ok(config)
-        } else {
-            Err(errors)
-        }
+        Self::load(text, |_| None)
     }
 
-    /// Applies [`ENV_OVERRIDES`] through `lookup` (the process environment in production).
-    pub fn apply_env_overrides(&mut self, lookup: impl Fn(&str) -> Option<String>) {
-        for (var, _) in ENV_OVERRIDES {
+    /// Parses `text` (empty: all defaults), applies [`ENV_OVERRIDES`] through `env` (the
+    /// process environment in production) and validates the result. A bad value that came
+    /// from an environment variable is reported with that variable as its place.
+    pub fn load(
+        text: &str,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, Vec<ConfigError>> {
+        diagnose::parse(text, |config, source| {
+            let applied = config.apply_env_overrides(&env);
+            let mut errors = config.validate_in(source);
+            for error in &mut errors {
+                if let Some((var, _)) = applied.iter().find(|(_, key)| *key == error.key) {
+                    error.env = Some((*var).to_owned());
+                    error.line = None;
+                    error.column = None;
+                    error.hint = format!(
+                        "{}; {var} overrides {} from the file: fix or unset it",
+                        error.hint, error.key
+                    );
+                }
+            }
+            errors
+        })
+    }
+
+    /// Applies [`ENV_OVERRIDES`] through `lookup` (the process environment in production), and
+    /// returns the (variable, key) pairs it applied.
+    pub fn apply_env_overrides(
+        &mut self,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Vec<(&'static str, &'static str)> {
+        let mut applied = Vec::new();
+        for (var, key) in ENV_OVERRIDES {
             let Some(value) = lookup(var).filter(|v| !v.trim().is_empty()) else {
                 continue;
             };
@@ -256,22 +321,22 @@ impl Config {
                 "TRIPLINE_LISTEN" => self.server.listen = value,
                 _ => unreachable!("every override is matched"),
             }
+            applied.push((var, key));
         }
+        applied
     }
 
-    /// Checks values that parse but make no sense. `text` is used to find each key's line.
+    /// Checks values that parse but make no sense, locating each key in `text` (the file the
+    /// config came from; empty when none).
     pub fn validate(&self, text: &str) -> Vec<ConfigError> {
+        self.validate_in(&Source::new(text))
+    }
+
+    fn validate_in(&self, source: &Source) -> Vec<ConfigError> {
         let mut errors = Vec::new();
         let mut check = |ok: bool, key: &str, message: String, hint: &str| {
             if !ok {
-                let (line, column) = locate_key(text, key).unzip();
-                errors.push(ConfigError {
-                    line,
-                    column,
-                    key: key.to_owned(),
-                    message,
-                    hint: (!hint.is_empty()).then(|| hint.to_owned()),
-                });
+                errors.push(source.error(key, message, hint));
             }
         };
 
@@ -280,7 +345,7 @@ impl Config {
             listen.parse::<SocketAddr>().is_ok(),
             "server.listen",
             format!("{listen:?} is not a socket address"),
-            "use host:port, e.g. \"127.0.0.1:9898\"",
+            "an IP address and port, e.g. \"127.0.0.1:9898\" (\"0.0.0.0:9898\" for every interface)",
         );
 
         let k = &self.kafka;
@@ -288,7 +353,13 @@ impl Config {
             !k.brokers.trim().is_empty(),
             "kafka.brokers",
             "is empty".into(),
-            "a comma-separated host:port list",
+            "a comma-separated host:port list, e.g. \"kafka-1:9092,kafka-2:9092\"",
+        );
+        check(
+            !k.ingest_group_id.trim().is_empty(),
+            "kafka.ingest_group_id",
+            "is empty".into(),
+            "the consumer group every ingest process shares",
         );
         for (key, topic) in [
             ("kafka.gateway_topic", &k.gateway_topic),
@@ -303,12 +374,22 @@ impl Config {
                 "letters, digits, '.', '_' and '-', at most 249 characters",
             );
         }
-        check(
-            k.gateway_topic != k.provider_topic && k.dlq_topic != k.gateway_topic,
-            "kafka.dlq_topic",
-            "topics must be distinct".into(),
-            "",
-        );
+        let topics = [
+            ("kafka.gateway_topic", &k.gateway_topic),
+            ("kafka.provider_topic", &k.provider_topic),
+            ("kafka.dlq_topic", &k.dlq_topic),
+            ("kafka.alerts_topic", &k.alerts_topic),
+        ];
+        for (i, (key, topic)) in topics.iter().enumerate() {
+            if let Some((other, _)) = topics[..i].iter().find(|(_, t)| t == topic) {
+                check(
+                    false,
+                    key,
+                    format!("{topic:?} is also {other}"),
+                    "the four topics must be distinct: give this one its own name",
+                );
+            }
+        }
         check(
             (1..=5_000).contains(&k.fetch_wait_max_ms),
             "kafka.fetch_wait_max_ms",
@@ -316,20 +397,38 @@ impl Config {
             "10 keeps latency low on tansu; 100-500 suits Apache Kafka",
         );
         check(
-            k.heartbeat_interval_ms > 0 && k.heartbeat_interval_ms * 3 <= k.session_timeout_ms,
+            k.heartbeat_interval_ms > 0
+                && u64::from(k.heartbeat_interval_ms) * 3 <= u64::from(k.session_timeout_ms),
             "kafka.heartbeat_interval_ms",
             format!(
-                "must be positive and at most a third of session_timeout_ms ({})",
-                k.session_timeout_ms
+                "must be positive and at most a third of session_timeout_ms (got {} with session_timeout_ms {})",
+                k.heartbeat_interval_ms, k.session_timeout_ms
             ),
-            "",
+            "lower it, or raise kafka.session_timeout_ms to at least three times it",
         );
-        for key in k.properties.keys().chain(k.secret_properties_env.keys()) {
+        for (table, map) in [
+            ("kafka.properties", &k.properties),
+            ("kafka.secret_properties_env", &k.secret_properties_env),
+        ] {
+            for property in map.keys() {
+                check(
+                    !MANAGED_KAFKA_PROPERTIES.contains(&property.as_str()),
+                    &format!("{table}.{}", quote_key(property)),
+                    format!("{property:?} is set by Tripline itself"),
+                    match property.as_str() {
+                        "bootstrap.servers" => "use kafka.brokers instead",
+                        "group.id" => "use kafka.ingest_group_id instead",
+                        _ => "remove it: Tripline sets it to keep its delivery guarantees",
+                    },
+                );
+            }
+        }
+        for (property, var) in &k.secret_properties_env {
             check(
-                !MANAGED_KAFKA_PROPERTIES.contains(&key.as_str()),
-                "kafka.properties",
-                format!("{key:?} is set by Tripline itself"),
-                "use the matching kafka.* setting instead",
+                !var.trim().is_empty(),
+                &format!("kafka.secret_properties_env.{}", quote_key(property)),
+                "names no environment variable".into(),
+                "e.g. \"sasl.password\" = \"TRIPLINE_KAFKA_PASSWORD\"",
             );
         }
 
@@ -338,7 +437,7 @@ impl Config {
             c.url.starts_with("http://") || c.url.starts_with("https://"),
             "clickhouse.url",
             format!("{:?} is not an http(s) URL", c.url),
-            "ClickHouse's HTTP interface, e.g. \"http://127.0.0.1:8123\"",
+            "ClickHouse's HTTP interface (port 8123 by default), e.g. \"http://127.0.0.1:8123\"",
         );
         check(
             is_identifier(&c.database),
@@ -346,7 +445,6 @@ impl Config {
             format!("{:?} is not a plain identifier", c.database),
             "letters, digits and '_', not starting with a digit",
         );
-
         check(
             matches!(c.compression.as_str(), "lz4" | "none"),
             "clickhouse.compression",
@@ -359,13 +457,13 @@ impl Config {
             (1..=1_000_000).contains(&i.batch_max_rows),
             "ingest.batch_max_rows",
             format!("must be between 1 and 1000000 (got {})", i.batch_max_rows),
-            "",
+            "rows per ClickHouse insert: fewer means more, smaller inserts",
         );
         check(
             (10..=60_000).contains(&i.batch_max_age_ms),
             "ingest.batch_max_age_ms",
             format!("must be between 10 and 60000 (got {})", i.batch_max_age_ms),
-            "",
+            "how long a batch may fill before it is inserted, in milliseconds",
         );
         check(
             (256..=16 * 1024 * 1024).contains(&i.max_message_bytes),
@@ -374,38 +472,38 @@ impl Config {
                 "must be between 256 and 16777216 (got {})",
                 i.max_message_bytes
             ),
-            "",
+            "larger messages are dead-lettered as oversize",
         );
         check(
             i.max_future_skew_ms >= 0,
             "ingest.max_future_skew_ms",
             format!("must not be negative (got {})", i.max_future_skew_ms),
-            "",
+            "0 refuses any event stamped in the future",
         );
         check(
             (60..=7 * 86_400).contains(&i.dedup_window_s),
             "ingest.dedup_window_s",
             format!("must be between 60 and 604800 (got {})", i.dedup_window_s),
-            "",
+            "seconds of event time within which a repeated event_id is dropped",
         );
         check(
             i.dedup_max_entries >= 1_000,
             "ingest.dedup_max_entries",
             format!("must be at least 1000 (got {})", i.dedup_max_entries),
-            "",
+            "about 16 bytes of memory per entry",
         );
         check(
             i.retry_initial_ms > 0 && i.retry_initial_ms <= i.retry_max_ms,
             "ingest.retry_initial_ms",
             format!(
-                "must be positive and at most retry_max_ms ({})",
-                i.retry_max_ms
+                "must be positive and at most retry_max_ms (got {} with retry_max_ms {})",
+                i.retry_initial_ms, i.retry_max_ms
             ),
-            "",
+            "lower it, or raise ingest.retry_max_ms",
         );
 
         for (key, message, hint) in self.detect.problems() {
-            check(false, &key, message, hint);
+            check(false, &key, message, &hint);
         }
 
         let s = &self.secrets;
@@ -413,11 +511,10 @@ impl Config {
             !s.fingerprint_secret_env.is_empty() || s.fingerprint_secret_file.is_some(),
             "secrets.fingerprint_secret_env",
             "no source for the fingerprint secret".into(),
-            "name an environment variable or set fingerprint_secret_file",
+            "name an environment variable (default \"TRIPLINE_FINGERPRINT_SECRET\") or set secrets.fingerprint_secret_file",
         );
         collector::validate(&self.collector, &mut check);
-        // `[alerting]` locates its own keys: they live in nested arrays of tables.
-        errors.extend(self.alerting.problems(text));
+        errors.extend(self.alerting.problems_in(source));
         errors
     }
 }
@@ -444,51 +541,6 @@ fn is_identifier(name: &str) -> bool {
     let mut bytes = name.bytes();
     matches!(bytes.next(), Some(b) if b.is_ascii_alphabetic() || b == b'_')
         && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
-}
-
-fn parse_error(text: &str, err: &toml::de::Error) -> ConfigError {
-    let (line, column) = err.span().map(|span| line_column(text, span.start)).unzip();
-    let message = err.message().to_owned();
-    let hint = if message.contains("unknown field") {
-        Some("check the spelling against tripline.example.toml".to_owned())
-    } else {
-        None
-    };
-    ConfigError {
-        line,
-        column,
-        key: String::new(),
-        message,
-        hint,
-    }
-}
-
-fn line_column(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
-    let line = before.matches('\n').count() + 1;
-    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
-    (line, column)
-}
-
-/// Finds the line and column of `section.key = …` in the file, for errors found after parsing.
-fn locate_key(text: &str, dotted: &str) -> Option<(usize, usize)> {
-    let (section, key) = dotted.rsplit_once('.')?;
-    let mut in_section = false;
-    for (index, line) in text.lines().enumerate() {
-        let trimmed = line.trim();
-        if let Some(header) = trimmed.strip_prefix('[') {
-            in_section = header.trim_end_matches(']').trim() == section;
-            continue;
-        }
-        let Some((name, _)) = trimmed.split_once('=') else {
-            continue;
-        };
-        if in_section && name.trim() == key {
-            let column = line.len() - line.trim_start().len() + 1;
-            return Some((index + 1, column));
-        }
-    }
-    None
 }
 
 #[cfg(test)]

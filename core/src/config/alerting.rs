@@ -4,11 +4,11 @@
 //! An empty section (no receivers) means alerting is off: nothing is routed anywhere.
 //! Silences are not configured here; they are created through the HTTP API and persisted.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
+use super::diagnose::Source;
 use super::ConfigError;
 
-mod locate;
 mod matchers;
 mod validate;
 pub use matchers::{is_label_name, matcher_regex, MatchOp, MatcherError, MatcherSpec};
@@ -24,7 +24,7 @@ pub const DEFAULT_GROUP_BY: [&str; 1] = ["detector"];
 /// `group_by = ["..."]` groups by every label: one group per alert.
 pub const GROUP_BY_ALL: &str = "...";
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AlertingConfig {
     /// Where Tripline's API/UI is reachable, for links in notifications.
@@ -74,7 +74,7 @@ impl Default for AlertingConfig {
 /// An alert that ends and fires again so often that `flips` firing/resolved flips fall within
 /// `window_s` is held firing as "flapping" (one notification says so) until it has been quiet
 /// for `window_s`. A dip bridged by `keep_firing_for_ms` is no flip.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FlappingConfig {
     pub enabled: bool,
@@ -94,7 +94,7 @@ impl Default for FlappingConfig {
 
 /// One node of the routing tree. Unset fields are inherited from the parent route; the root's
 /// fall back to the `DEFAULT_*` constants (and `for_ms` to `[alerting] for_ms`).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
     /// A receiver's `name`; required on the root.
@@ -127,7 +127,7 @@ pub struct RouteConfig {
     pub routes: Vec<RouteConfig>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ReceiverKind {
     Webhook,
@@ -146,7 +146,7 @@ impl ReceiverKind {
 }
 
 /// Where notifications go (`[[alerting.receivers]]`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReceiverConfig {
     pub name: String,
@@ -193,7 +193,7 @@ impl ReceiverConfig {
 
 /// Mutes `target` alerts while a firing `source` alert has the same values for `equal`, e.g.
 /// a critical alert for a key mutes the warnings for that key.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct InhibitRuleConfig {
     pub source_matchers: Vec<String>,
@@ -215,18 +215,13 @@ impl AlertingConfig {
     /// Every value that makes no sense, with its place in `text` when it can be found.
     /// Keys name array elements by index: `alerting.route.routes[1].receiver`.
     pub fn problems(&self, text: &str) -> Vec<ConfigError> {
+        self.problems_in(&Source::new(text))
+    }
+
+    pub(crate) fn problems_in(&self, source: &Source) -> Vec<ConfigError> {
         validate::problems(self)
             .into_iter()
-            .map(|p| {
-                let (line, column) = locate::locate(text, &p.table, &p.field).unzip();
-                ConfigError {
-                    line,
-                    column,
-                    key: format!("{}.{}", p.table, p.field),
-                    message: p.message,
-                    hint: p.hint.map(str::to_owned),
-                }
-            })
+            .map(|p| source.error(&format!("{}.{}", p.table, p.field), p.message, p.hint))
             .collect()
     }
 }

@@ -3,9 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CollectorConfig {
     /// Source name → environment variable holding that source's bearer token. The endpoints
@@ -40,15 +40,16 @@ impl Default for CollectorConfig {
 /// Checks the section through the caller's `check(ok, key, message, hint)`.
 pub(super) fn validate(c: &CollectorConfig, check: &mut dyn FnMut(bool, &str, String, &str)) {
     for (source, var) in &c.token_env {
+        let key = format!("collector.token_env.{}", super::quote_key(source));
         check(
             is_source_name(source),
-            "collector.token_env",
+            &key,
             format!("{source:?} is not a valid source name"),
-            "lowercase letters, digits, '_' and '-', at most 64 characters",
+            "lowercase letters, digits, '_' and '-', at most 64 characters (it labels metrics)",
         );
         check(
             !var.trim().is_empty(),
-            "collector.token_env",
+            &key,
             format!("source {source:?} names no environment variable"),
             "e.g. litellm = \"TRIPLINE_COLLECTOR_TOKEN_LITELLM\"",
         );
@@ -60,13 +61,13 @@ pub(super) fn validate(c: &CollectorConfig, check: &mut dyn FnMut(bool, &str, St
             "must be between 1024 and 268435456 (got {})",
             c.max_body_bytes
         ),
-        "",
+        "bytes of one request after gzip decoding; LiteLLM payloads carry prompts, so keep room",
     );
     check(
         (1..=1_000_000).contains(&c.max_batch_events),
         "collector.max_batch_events",
         format!("must be between 1 and 1000000 (got {})", c.max_batch_events),
-        "",
+        "events (lines or array elements) in one request",
     );
     check(
         (1..=1024).contains(&c.max_concurrent_batches),
@@ -75,7 +76,7 @@ pub(super) fn validate(c: &CollectorConfig, check: &mut dyn FnMut(bool, &str, St
             "must be between 1 and 1024 (got {})",
             c.max_concurrent_batches
         ),
-        "",
+        "requests processed at once; each may hold a few times max_body_bytes",
     );
     check(
         (100..=300_000).contains(&c.produce_timeout_ms),
@@ -84,13 +85,13 @@ pub(super) fn validate(c: &CollectorConfig, check: &mut dyn FnMut(bool, &str, St
             "must be between 100 and 300000 (got {})",
             c.produce_timeout_ms
         ),
-        "",
+        "milliseconds Kafka has to acknowledge a batch before the answer is 503",
     );
     check(
         (1..=3600).contains(&c.retry_after_s),
         "collector.retry_after_s",
         format!("must be between 1 and 3600 (got {})", c.retry_after_s),
-        "",
+        "the Retry-After seconds sent with a 503",
     );
 }
 

@@ -3,11 +3,11 @@
 
 use std::collections::BTreeMap;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::models::spend::SpendModelConfig;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DetectConfig {
     /// How often the detectors evaluate (closed windows plus the current partial one).
@@ -50,7 +50,7 @@ impl Default for DetectConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SpendSpikeConfig {
     pub enabled: bool,
@@ -78,7 +78,7 @@ impl Default for SpendSpikeConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LeakedKeyConfig {
     pub enabled: bool,
@@ -125,7 +125,7 @@ impl Default for LeakedKeyConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RetryStormConfig {
     pub enabled: bool,
@@ -153,7 +153,7 @@ impl Default for RetryStormConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CrossRegionConfig {
     pub enabled: bool,
@@ -180,7 +180,7 @@ impl Default for CrossRegionConfig {
 }
 
 /// Per-entity adjustments; unset fields fall back to the detector's settings.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EntityOverride {
     /// Detectors switched off for this entity, e.g. `["cross_region"]`.
@@ -207,11 +207,11 @@ impl DetectConfig {
     }
 
     /// (key, message, hint) for every value that makes no sense.
-    pub fn problems(&self) -> Vec<(String, String, &'static str)> {
+    pub fn problems(&self) -> Vec<(String, String, String)> {
         let mut out = Vec::new();
-        let mut check = |ok: bool, key: &str, message: String, hint: &'static str| {
+        let mut check = |ok: bool, key: &str, message: String, hint: &str| {
             if !ok {
-                out.push((key.to_owned(), message, hint));
+                out.push((key.to_owned(), message, hint.to_owned()));
             }
         };
         check(
@@ -221,60 +221,182 @@ impl DetectConfig {
                 "must be between 500 and 300000 (got {})",
                 self.eval_interval_ms
             ),
-            "",
+            "milliseconds between evaluations; lower alerts sooner and costs more ClickHouse queries",
         );
         check(
-            self.shard_count >= 1 && self.shard_index < self.shard_count,
+            self.history_hours <= 24 * 31,
+            "detect.history_hours",
+            format!("must be at most 744 (got {})", self.history_hours),
+            "hours of history replayed at start-up; 0 starts the models cold",
+        );
+        check(
+            self.resolve_after_s > 0,
+            "detect.resolve_after_s",
+            "must be positive".into(),
+            "seconds without being flagged before a firing alert resolves",
+        );
+        check(
+            self.shard_count >= 1,
+            "detect.shard_count",
+            "must be at least 1".into(),
+            "the number of detector processes; 1 runs everything in one",
+        );
+        check(
+            self.shard_count == 0 || self.shard_index < self.shard_count,
             "detect.shard_index",
             format!(
-                "must be below shard_count ({} of {})",
+                "must be below shard_count (got {} with shard_count {})",
                 self.shard_index, self.shard_count
             ),
-            "shards are numbered 0..shard_count",
+            "shards are numbered 0 to shard_count - 1",
         );
-        if let Err(err) = self.spend_spike.model.validate() {
+        for (field, message, hint) in spend_model_problems(&self.spend_spike.model) {
             check(
                 false,
-                &format!("detect.spend_spike.model.{}", err.field),
-                err.to_string(),
-                "",
+                &format!("detect.spend_spike.model.{field}"),
+                message,
+                &hint,
             );
         }
+        let sp = &self.spend_spike;
+        for (key, budget) in [
+            ("detect.spend_spike.hourly_budget_usd", sp.hourly_budget_usd),
+            ("detect.spend_spike.daily_budget_usd", sp.daily_budget_usd),
+        ] {
+            if let Some(budget) = budget {
+                check(
+                    budget.is_finite() && budget > 0.0,
+                    key,
+                    format!("must be a positive amount of dollars (got {budget})"),
+                    "leave it out for no budget",
+                );
+            }
+        }
+        let l = &self.leaked_key;
+        check(
+            l.ip_jump_factor.is_finite() && l.ip_jump_factor >= 1.0,
+            "detect.leaked_key.ip_jump_factor",
+            format!("must be at least 1 (got {})", l.ip_jump_factor),
+            "a multiple of the key's usual distinct IPs per minute",
+        );
+        check(
+            l.scan_min_keys >= 2,
+            "detect.leaked_key.scan_min_keys",
+            format!("must be at least 2 (got {})", l.scan_min_keys),
+            "keys one IP must fail authentication on to count as scanning",
+        );
         let r = &self.retry_storm;
         check(
-            (0.0..=1.0).contains(&r.retry_share),
+            r.retry_share > 0.0 && r.retry_share <= 1.0,
             "detect.retry_storm.retry_share",
-            format!("must be a share between 0 and 1 (got {})", r.retry_share),
-            "",
+            format!(
+                "must be a share above 0 and at most 1 (got {})",
+                r.retry_share
+            ),
+            "0.25 alerts when a quarter of requests are retries",
         );
         check(
             r.amplification >= 1.0 && r.critical_amplification >= r.amplification,
             "detect.retry_storm.amplification",
             format!(
-                "must be at least 1 and at most critical_amplification (got {} and {})",
+                "must be at least 1 and at most critical_amplification (got {} with critical_amplification {})",
                 r.amplification, r.critical_amplification
             ),
-            "",
+            "attempts per successful request; keep amplification <= critical_amplification",
+        );
+        check(
+            r.no_backoff_ms.is_finite() && r.no_backoff_ms >= 0.0,
+            "detect.retry_storm.no_backoff_ms",
+            format!("must not be negative (got {})", r.no_backoff_ms),
+            "milliseconds between retries under which a client is taken to have no backoff",
         );
         let c = &self.cross_region;
         check(
-            c.max_speed_kmh > 0.0,
+            c.max_speed_kmh.is_finite() && c.max_speed_kmh > 0.0,
             "detect.cross_region.max_speed_kmh",
             format!("must be positive (got {})", c.max_speed_kmh),
             "airliners cruise at about 900 km/h",
         );
+        check(
+            c.min_distance_km.is_finite() && c.min_distance_km >= 0.0,
+            "detect.cross_region.min_distance_km",
+            format!("must not be negative (got {})", c.min_distance_km),
+            "countries closer than this never count as travel",
+        );
         for (table, overrides) in [("keys", &self.keys), ("projects", &self.projects)] {
             for (name, o) in overrides {
+                let base = format!("detect.{table}.{}", crate::config::quote_key(name));
                 for detector in &o.disabled {
+                    let choices: Vec<String> = DETECTORS.iter().map(|d| d.to_string()).collect();
+                    let hint = match super::diagnose::suggest(detector, &choices) {
+                        Some(best) => format!(
+                            "did you mean \"{best}\"? One of spend_spike, leaked_key, retry_storm, cross_region"
+                        ),
+                        None => "one of spend_spike, leaked_key, retry_storm, cross_region".to_owned(),
+                    };
                     check(
                         DETECTORS.contains(&detector.as_str()),
-                        &format!("detect.{table}.{name}.disabled"),
+                        &format!("{base}.disabled"),
                         format!("{detector:?} is not a detector"),
-                        "one of spend_spike, leaked_key, retry_storm, cross_region",
+                        &hint,
                     );
+                }
+                if let Some(floor) = o.min_abs_usd {
+                    check(
+                        floor.is_finite() && floor >= 0.0,
+                        &format!("{base}.min_abs_usd"),
+                        format!("must not be negative (got {floor})"),
+                        "the dollar floor for this entity; leave it out to use detect.spend_spike.model.min_abs_usd",
+                    );
+                }
+                for (field, budget) in [
+                    ("hourly_budget_usd", o.hourly_budget_usd),
+                    ("daily_budget_usd", o.daily_budget_usd),
+                ] {
+                    if let Some(budget) = budget {
+                        check(
+                            budget.is_finite() && budget > 0.0,
+                            &format!("{base}.{field}"),
+                            format!("must be a positive amount of dollars (got {budget})"),
+                            "leave it out to use the detector's budget",
+                        );
+                    }
                 }
             }
         }
         out
     }
+}
+
+/// Every out-of-range field of the spend model, not only the first: each field is checked on
+/// its own against the defaults (the model's `validate` stops at the first).
+fn spend_model_problems(model: &SpendModelConfig) -> Vec<(String, String, String)> {
+    let mut out = Vec::new();
+    let Ok(toml::Value::Table(fields)) = toml::Value::try_from(model) else {
+        return out;
+    };
+    for (field, value) in fields {
+        let mut one = toml::map::Map::new();
+        one.insert(field.clone(), value);
+        let Ok(alone) = toml::Value::Table(one).try_into::<SpendModelConfig>() else {
+            continue;
+        };
+        if let Err(err) = alone.validate() {
+            out.push((
+                err.field.to_owned(),
+                format!("{} is out of range", err.value),
+                format!("must be {}", err.expected),
+            ));
+        }
+    }
+    if out.is_empty() {
+        if let Err(err) = model.validate() {
+            out.push((
+                err.field.to_owned(),
+                format!("{} is out of range", err.value),
+                format!("must be {}", err.expected),
+            ));
+        }
+    }
+    out
 }

@@ -23,7 +23,7 @@ impl AlertingConfig {
                 t,
                 "external_url",
                 format!("{url:?} is not an http(s) URL"),
-                None,
+                "the address people open Tripline at, e.g. \"https://tripline.example.com\"",
             );
         }
         let f = &self.flapping;
@@ -33,14 +33,14 @@ impl AlertingConfig {
                 "alerting.flapping",
                 "flips",
                 format!("must be at least 2 (got {})", f.flips),
-                None,
+                "how many firing/resolved flips within window_s make an alert flapping; or set enabled = false",
             );
             out.check(
                 f.window_s > 0,
                 "alerting.flapping",
                 "window_s",
                 "must be positive".into(),
-                Some("or set enabled = false"),
+                "seconds; or set enabled = false",
             );
         }
 
@@ -53,7 +53,7 @@ impl AlertingConfig {
                 &table,
                 "name",
                 format!("{:?} is defined twice", r.name),
-                None,
+                "receiver names must be unique: rename one",
             );
         }
 
@@ -64,21 +64,21 @@ impl AlertingConfig {
             t,
             "matchers",
             "the root route matches every alert and takes no matchers".into(),
-            Some("put matchers on [[alerting.route.routes]]"),
+            "put matchers on [[alerting.route.routes]]",
         );
         out.check(
             !root.continue_matching,
             t,
             "continue",
             "the root route cannot continue".into(),
-            None,
+            "remove continue from [alerting.route]; it belongs on [[alerting.route.routes]]",
         );
         if root.receiver.is_none() && (self.enabled() || !root.routes.is_empty()) {
             out.push(
                 t,
                 "receiver",
                 "the root route needs a receiver (alerts no other route takes go there)".into(),
-                Some("the name of one of [[alerting.receivers]]"),
+                "the name of one of [[alerting.receivers]]",
             );
         }
         self.check_route(root, t, out);
@@ -94,7 +94,7 @@ impl AlertingConfig {
                     &table,
                     field,
                     "is empty: the rule would apply to every alert".into(),
-                    Some("e.g. ['severity=\"critical\"']"),
+                    "e.g. ['severity=\"critical\"']",
                 );
                 check_matchers(list, &table, field, out);
             }
@@ -104,7 +104,7 @@ impl AlertingConfig {
                     &table,
                     "equal",
                     format!("{label:?} is not a label name"),
-                    None,
+                    "label names are letters, digits and '_', not starting with a digit",
                 );
             }
         }
@@ -117,7 +117,7 @@ impl AlertingConfig {
                 table,
                 "receiver",
                 format!("{name:?} is not a receiver"),
-                Some("the name of one of [[alerting.receivers]]"),
+                "the name of one of [[alerting.receivers]]",
             );
         }
         check_matchers(&route.matchers, table, "matchers", out);
@@ -128,7 +128,7 @@ impl AlertingConfig {
                 table,
                 "group_by",
                 "\"...\" (all labels) cannot be combined with other labels".into(),
-                None,
+                "use [\"...\"] alone, or list the labels",
             );
             for label in group_by.iter().filter(|l| *l != GROUP_BY_ALL) {
                 out.check(
@@ -136,7 +136,7 @@ impl AlertingConfig {
                     table,
                     "group_by",
                     format!("{label:?} is not a label name"),
-                    None,
+                    "label names are letters, digits and '_', not starting with a digit",
                 );
             }
             let unique: BTreeSet<&String> = group_by.iter().collect();
@@ -145,7 +145,7 @@ impl AlertingConfig {
                 table,
                 "group_by",
                 "lists a label twice".into(),
-                None,
+                "remove the repeated label",
             );
         }
         out.check(
@@ -153,14 +153,14 @@ impl AlertingConfig {
             table,
             "group_interval_ms",
             "must be positive".into(),
-            None,
+            "milliseconds a group waits between notifications of its changes; leave it out to inherit",
         );
         out.check(
             route.repeat_interval_s != Some(0),
             table,
             "repeat_interval_s",
             "must be positive".into(),
-            None,
+            "seconds before a still-firing group is notified again; leave it out to inherit",
         );
         for (i, child) in route.routes.iter().enumerate() {
             self.check_route(child, &format!("{table}.routes[{i}]"), out);
@@ -179,7 +179,7 @@ fn check_receiver(r: &ReceiverConfig, table: &str, out: &mut Problems) {
         table,
         "name",
         format!("{:?} is not a valid receiver name", r.name),
-        Some("letters, digits, '_', '-' and '.', at most 64 characters"),
+        "letters, digits, '_', '-' and '.', at most 64 characters",
     );
     let kind = r.kind.as_str();
     let only = |field: &str, set: bool, for_kind: &'static str, out: &mut Problems| {
@@ -188,7 +188,7 @@ fn check_receiver(r: &ReceiverConfig, table: &str, out: &mut Problems) {
             table,
             field,
             format!("is not used by {kind} receivers"),
-            Some(for_kind),
+            for_kind,
         );
     };
     match r.kind {
@@ -199,30 +199,30 @@ fn check_receiver(r: &ReceiverConfig, table: &str, out: &mut Problems) {
                     table,
                     "url",
                     format!("{url:?} is not an http(s) URL"),
-                    None,
+                    "e.g. \"https://hooks.example.com/tripline\"",
                 ),
                 (None, Some(var)) => out.check(
                     !var.trim().is_empty(),
                     table,
                     "url_env",
                     "names no environment variable".into(),
-                    None,
+                    "the environment variable holding the URL, e.g. \"TRIPLINE_SLACK_WEBHOOK_URL\"",
                 ),
                 (None, None) => out.push(
                     table,
                     "url",
                     format!("a {kind} receiver needs url or url_env"),
-                    None,
+                    "add url = \"https://...\" or url_env = \"VAR\" (a Slack webhook URL is a secret: use url_env)",
                 ),
                 (Some(_), Some(_)) => {
-                    out.push(table, "url", "set url or url_env, not both".into(), None)
+                    out.push(table, "url", "set url or url_env, not both".into(), "remove one of url and url_env")
                 }
             }
             if r.kind == ReceiverKind::Slack {
                 only(
                     "secret_env",
                     r.secret_env.is_some(),
-                    "webhook receivers sign with it",
+                    "remove it: only webhook receivers sign",
                     out,
                 );
             } else if let Some(var) = &r.secret_env {
@@ -231,18 +231,33 @@ fn check_receiver(r: &ReceiverConfig, table: &str, out: &mut Problems) {
                     table,
                     "secret_env",
                     "names no environment variable".into(),
-                    None,
+                    "the environment variable holding the signing secret, e.g. \"TRIPLINE_WEBHOOK_SECRET\"",
                 );
             }
-            only("smtp_url", r.smtp_url.is_some(), "email only", out);
+            only(
+                "smtp_url",
+                r.smtp_url.is_some(),
+                "remove it: only email receivers use it",
+                out,
+            );
             only(
                 "smtp_password_env",
                 r.smtp_password_env.is_some(),
-                "email only",
+                "remove it: only email receivers use it",
                 out,
             );
-            only("from", r.from.is_some(), "email only", out);
-            only("to", !r.to.is_empty(), "email only", out);
+            only(
+                "from",
+                r.from.is_some(),
+                "remove it: only email receivers use it",
+                out,
+            );
+            only(
+                "to",
+                !r.to.is_empty(),
+                "remove it: only email receivers use it",
+                out,
+            );
         }
         ReceiverKind::Email => {
             match &r.smtp_url {
@@ -250,7 +265,7 @@ fn check_receiver(r: &ReceiverConfig, table: &str, out: &mut Problems) {
                     table,
                     "smtp_url",
                     "an email receiver needs smtp_url".into(),
-                    Some("e.g. \"smtps://smtp.example.com:465\""),
+                    "e.g. \"smtps://smtp.example.com:465\"",
                 ),
                 Some(url) => {
                     let scheme_ok = url.starts_with("smtp://") || url.starts_with("smtps://");
@@ -259,7 +274,7 @@ fn check_receiver(r: &ReceiverConfig, table: &str, out: &mut Problems) {
                         table,
                         "smtp_url",
                         format!("{url:?} is not an smtp:// or smtps:// URL"),
-                        None,
+                        "e.g. \"smtps://smtp.example.com:465\" or \"smtp://relay.internal:25\"",
                     );
                     let authority = url
                         .split_once("://")
@@ -267,7 +282,7 @@ fn check_receiver(r: &ReceiverConfig, table: &str, out: &mut Problems) {
                     let has_password = authority
                         .rsplit_once('@')
                         .is_some_and(|(user, _)| user.contains(':'));
-                    out.check(!has_password, table, "smtp_url", "contains a password".into(), Some("keep the user in the URL and put the password in the variable named by smtp_password_env"));
+                    out.check(!has_password, table, "smtp_url", "contains a password".into(), "keep the user in the URL and put the password in the variable named by smtp_password_env");
                 }
             }
             match &r.from {
@@ -276,16 +291,21 @@ fn check_receiver(r: &ReceiverConfig, table: &str, out: &mut Problems) {
                     table,
                     "from",
                     format!("{from:?} is not an email address"),
-                    None,
+                    "e.g. \"tripline@example.com\"",
                 ),
-                None => out.push(table, "from", "an email receiver needs from".into(), None),
+                None => out.push(
+                    table,
+                    "from",
+                    "an email receiver needs from".into(),
+                    "add from = \"tripline@example.com\"",
+                ),
             }
             out.check(
                 !r.to.is_empty(),
                 table,
                 "to",
                 "an email receiver needs at least one address".into(),
-                None,
+                "add to = [\"oncall@example.com\"]",
             );
             for to in &r.to {
                 out.check(
@@ -293,17 +313,27 @@ fn check_receiver(r: &ReceiverConfig, table: &str, out: &mut Problems) {
                     table,
                     "to",
                     format!("{to:?} is not an email address"),
-                    None,
+                    "e.g. \"oncall@example.com\"",
                 );
             }
-            only("url", r.url.is_some(), "webhook and slack only", out);
+            only(
+                "url",
+                r.url.is_some(),
+                "remove it: only webhook and slack receivers use it",
+                out,
+            );
             only(
                 "url_env",
                 r.url_env.is_some(),
-                "webhook and slack only",
+                "remove it: only webhook and slack receivers use it",
                 out,
             );
-            only("secret_env", r.secret_env.is_some(), "webhook only", out);
+            only(
+                "secret_env",
+                r.secret_env.is_some(),
+                "remove it: only webhook receivers use it",
+                out,
+            );
         }
     }
     if let Some(rate) = r.rate_limit_per_s {
@@ -312,7 +342,7 @@ fn check_receiver(r: &ReceiverConfig, table: &str, out: &mut Problems) {
             table,
             "rate_limit_per_s",
             format!("must be positive (got {rate})"),
-            None,
+            "notifications per second, e.g. 1.0; leave it out for no limit (Slack: 1)",
         );
     }
 }
@@ -324,7 +354,7 @@ fn check_matchers(list: &[String], table: &str, field: &str, out: &mut Problems)
                 table,
                 field,
                 err.to_string(),
-                Some("name=\"value\", name!=\"value\", name=~\"regex\" or name!~\"regex\""),
+                "name=\"value\", name!=\"value\", name=~\"regex\" or name!~\"regex\"",
             );
         }
     }
@@ -341,14 +371,14 @@ pub(super) struct Problem {
     pub table: String,
     pub field: String,
     pub message: String,
-    pub hint: Option<&'static str>,
+    pub hint: &'static str,
 }
 
 #[derive(Default)]
 pub(super) struct Problems(Vec<Problem>);
 
 impl Problems {
-    fn push(&mut self, table: &str, field: &str, message: String, hint: Option<&'static str>) {
+    fn push(&mut self, table: &str, field: &str, message: String, hint: &'static str) {
         self.0.push(Problem {
             table: table.to_owned(),
             field: field.to_owned(),
@@ -357,14 +387,7 @@ impl Problems {
         });
     }
 
-    fn check(
-        &mut self,
-        ok: bool,
-        table: &str,
-        field: &str,
-        message: String,
-        hint: Option<&'static str>,
-    ) {
+    fn check(&mut self, ok: bool, table: &str, field: &str, message: String, hint: &'static str) {
         if !ok {
             self.push(table, field, message, hint);
         }
