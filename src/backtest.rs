@@ -13,22 +13,25 @@ use crate::settings;
 
 #[derive(clap::Args, Debug)]
 pub struct BacktestArgs {
-    /// The candidate config (its [detect] section is what is tried; ClickHouse comes from it too).
+    /// The candidate config file (required): its [detect] section is what is tried, and the
+    /// ClickHouse to read history from comes from it too.
     #[arg(long, short)]
     config: PathBuf,
-    /// The running config to compare with (default: TRIPLINE_CONFIG, else the built-in defaults).
+    /// The running config file to compare with (default: TRIPLINE_CONFIG, else the built-in
+    /// defaults).
     #[arg(long, env = "TRIPLINE_CONFIG")]
     running: Option<PathBuf>,
-    /// Start of the replayed history (RFC 3339).
+    /// Start of the compared history (RFC 3339, e.g. 2026-11-25T00:00:00Z; required).
     #[arg(long)]
     from: String,
-    /// End of the replayed history (RFC 3339; default now).
+    /// End of the compared history (RFC 3339; default: now).
     #[arg(long)]
     to: Option<String>,
     /// Minutes replayed before `--from` only to warm the models (default: detect.history_hours).
     #[arg(long)]
     warmup_minutes: Option<u32>,
-    /// Also write the comparison as JSON here (`-` for standard output, then no table).
+    /// Also write the comparison as JSON here (`-` for standard output, then no table; default:
+    /// the table only).
     #[arg(long)]
     json: Option<PathBuf>,
 }

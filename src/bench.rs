@@ -22,17 +22,19 @@ use crate::settings;
 
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
-    /// TOML config file (brokers, ClickHouse, ingest batch settings).
+    /// The TOML config file: brokers, ClickHouse and the ingest batch settings come from it
+    /// (default: the built-in defaults plus environment overrides). The benchmark uses scratch
+    /// topics and a scratch database, never the configured ones.
     #[arg(long, short, env = "TRIPLINE_CONFIG")]
     config: Option<PathBuf>,
-    /// Gateway events to push through each stage.
+    /// Gateway events to push through each stage (raw produce, raw insert, the pipeline).
     #[arg(long, default_value_t = 500_000)]
     events: usize,
     /// Keep ingest running this many extra seconds under a steady load to watch memory
     /// (0 = skip the soak phase).
     #[arg(long, default_value_t = 0)]
     soak_s: u64,
-    /// Event rate of the soak phase.
+    /// Events per second produced during the soak phase.
     #[arg(long, default_value_t = 20_000.0)]
     soak_rate: f64,
 }

@@ -22,7 +22,9 @@ use crate::settings;
 
 #[derive(clap::Args, Debug)]
 pub struct EvaluateArgs {
-    /// TOML config file: brokers, ClickHouse, and the [detect] thresholds under test.
+    /// The TOML config file: brokers, ClickHouse, and the [detect] thresholds under test
+    /// (default: the built-in defaults plus environment overrides). Runs on scratch topics and a
+    /// scratch database.
     #[arg(long, short, env = "TRIPLINE_CONFIG")]
     config: Option<PathBuf>,
     /// Hours of event time to simulate (the standard scenario's first round needs about 4).
@@ -31,14 +33,17 @@ pub struct EvaluateArgs {
     /// Mean gateway requests per second of background traffic.
     #[arg(long, default_value_t = 20.0)]
     rate: f64,
+    /// Number of simulated API keys.
     #[arg(long, default_value_t = 40)]
     keys: usize,
+    /// Seed of the simulated traffic and incidents: the same seed gives the same events.
     #[arg(long, default_value_t = 7)]
     seed: u64,
-    /// Also write the per-incident results and the alerts as JSON here.
+    /// Also write the per-incident results and the alerts as JSON here (default: not written).
     #[arg(long)]
     json: Option<PathBuf>,
-    /// Keep the evaluation database (for dashboards or backtests) instead of dropping it.
+    /// Keep the evaluation database (for dashboards or backtests) instead of dropping it
+    /// (default: dropped at the end).
     #[arg(long)]
     keep: bool,
 }

@@ -87,7 +87,8 @@ enum Command {
     /// changes or on SIGHUP.
     Run(ConfigArg),
     /// Run ingest only: Kafka → fingerprint secrets, validate, enrich, deduplicate →
-    /// ClickHouse; refused events → the dead-letter topic. Also serves the HTTP collector.
+    /// ClickHouse; refused events → the dead-letter topic. Also serves the HTTP collector when
+    /// `[collector.token_env]` names a source.
     ///
     /// Start several with the same `kafka.ingest_group_id` to share the topics' partitions.
     Ingest(ConfigArg),

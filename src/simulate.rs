@@ -16,7 +16,9 @@ use crate::settings;
 
 #[derive(clap::Args, Debug)]
 pub struct SimulateArgs {
-    /// TOML config file (for the Kafka brokers and topic names).
+    /// The TOML config file: the Kafka brokers and topic names come from it. Without it, the
+    /// built-in defaults (127.0.0.1:9092, tripline.gateway.requests, ...) plus environment
+    /// overrides such as TRIPLINE_KAFKA_BROKERS.
     #[arg(long, short, env = "TRIPLINE_CONFIG")]
     config: Option<PathBuf>,
     /// Mean gateway requests per second of event time.
@@ -28,22 +30,26 @@ pub struct SimulateArgs {
     /// Seed of the random stream: the same seed gives the same events.
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// Number of API keys.
+    /// Number of API keys (tenants), with volumes as concentrated as real tenants'.
     #[arg(long, default_value_t = 50)]
     keys: usize,
-    /// Event time of the first request (RFC 3339); default now.
+    /// Event time of the first request (RFC 3339, e.g. 2026-11-26T10:00:00Z); default: now.
+    /// Give it with --fast for a fully deterministic run.
     #[arg(long)]
     start: Option<String>,
-    /// Send as fast as the broker takes it instead of pacing to the event timestamps.
+    /// Send as fast as the broker takes it instead of pacing to the event timestamps (the
+    /// default paces to real time).
     #[arg(long)]
     fast: bool,
     /// Labelled incidents on top of the background: `standard` spreads one or two of every kind
     /// (spend spikes and a ramp, a leaked key, key scanning, retry storms, impossible travel,
     /// and benign look-alikes) over the run after 40 minutes of warm-up; every kind from 5 h 30.
+    /// `none`: background traffic only.
     #[arg(long, value_enum, default_value_t = Incidents::None)]
     incidents: Incidents,
     /// Write the ground truth here, one JSON object per incident and line: kind, detector (null
     /// when benign), key, start, end (RFC 3339), start_ms, end_ms, also_detected_by, note.
+    /// Default: not written.
     #[arg(long)]
     truth: Option<PathBuf>,
 }
