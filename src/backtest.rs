@@ -7,7 +7,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
-use tripline_detector::replay::{replay, Firing};
+use tripline_detector::replay::{replay, Firing, Span};
 
 use crate::settings;
 
@@ -85,21 +85,24 @@ pub async fn run(args: BacktestArgs) -> anyhow::Result<()> {
         ("running", &running.config.detect),
     ] {
         let mut last_percent = u32::MAX;
-        let firings = replay(
-            &clickhouse,
-            config.clone(),
-            from.saturating_sub(warmup_s),
-            from,
-            to,
-            |done, total| {
-                let percent = done * 100 / total.max(1);
-                if percent / 10 != last_percent / 10 || done == total {
-                    last_percent = percent;
-                    eprint!("\r{name}: replaying {done}/{total} minutes ({percent} %)");
-                    let _ = std::io::stderr().flush();
-                }
-            },
-        )
+        let span = Span {
+            from_s: from.saturating_sub(warmup_s),
+            active_from_s: from,
+            to_s: to,
+            step_s: 60,
+        };
+        let firings = replay(&clickhouse, config.clone(), span, |done, total| {
+            let percent = done * 100 / total.max(1);
+            if percent / 10 != last_percent / 10 || done == total {
+                last_percent = percent;
+                eprint!(
+                    "\r{name}: replaying {}/{} minutes ({percent} %)",
+                    done / 60,
+                    total / 60
+                );
+                let _ = std::io::stderr().flush();
+            }
+        })
         .await
         .with_context(|| format!("replaying with the {name} config"))?;
         eprintln!();

@@ -46,6 +46,11 @@ pub struct EvaluateArgs {
     /// (default: dropped at the end).
     #[arg(long)]
     keep: bool,
+    /// Seconds of event time between two assessments in the replay, 1 to 60. The live worker
+    /// assesses every `detect.eval_interval_ms` (5 s by default), open minutes included; 60
+    /// judges each minute only when it ends.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=60))]
+    step_s: u32,
 }
 
 /// An alert up to this long after an incident's end still belongs to it.
@@ -173,19 +178,19 @@ pub async fn run(args: EvaluateArgs) -> anyhow::Result<()> {
     apply_planned_overrides(&mut config, &truth);
     let first = (start_ms / 1000) as u32;
     let t = Instant::now();
-    let firings = tripline_detector::replay::replay(
-        &clickhouse,
-        config,
-        first,
-        first,
-        (end_ms / 1000) as u32,
-        |_, _| {},
-    )
-    .await
-    .context("replaying through the detectors")?;
+    let span = tripline_detector::replay::Span {
+        from_s: first,
+        active_from_s: first,
+        to_s: (end_ms / 1000) as u32,
+        step_s: args.step_s,
+    };
+    let firings = tripline_detector::replay::replay(&clickhouse, config, span, |_, _| {})
+        .await
+        .context("replaying through the detectors")?;
     println!(
-        "replayed {} minutes through the detectors in {:.1} s",
+        "replayed {} minutes through the detectors, every {} s, in {:.1} s",
         (end_ms / 1000 - i64::from(first)) / 60,
+        args.step_s,
         t.elapsed().as_secs_f64()
     );
 
@@ -278,6 +283,13 @@ fn explains(incident: &Incident, firing: &Firing, projects: &HashMap<String, Str
     }
     if let Some(ip) = label("client_ip") {
         return ip == incident.key;
+    }
+    if label("user").is_some() {
+        // An end user's travel: right when it came through the incident's key.
+        let keys = firing.alert.evidence.facts.get("api_key_ids");
+        return keys
+            .and_then(|k| k.as_array())
+            .is_some_and(|k| k.iter().any(|k| k.as_str() == Some(incident.key.as_str())));
     }
     if let Some(project) = label("project") {
         return projects.get(&incident.key).is_some_and(|p| p == project);

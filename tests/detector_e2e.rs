@@ -62,6 +62,12 @@ async fn each_incident_raises_its_alert_once() {
             }
         }
     }
+    // An end user, alice, who always comes through k-user-a from Germany.
+    for minute in (2..42).rev() {
+        for i in 0..3 {
+            history.push(format!(r#"{{"event_id":"h-alice-{minute}-{i}","ts":{},"api_key_id":"k-user-a","project":"e2e","model":"gpt-4o-mini","provider":"openai","status":200,"cost_usd":0.001,"client_ip":"91.0.1.1","client_country":"DE","user":"alice","user_agent":"openai-python/1.52.0"}}"#, now - minute * 60_000 + i * 15_000).into_bytes());
+        }
+    }
     produce(&producer, &env.gateway_topic, "h", &history).await;
     let stored = env
         .wait_for(
@@ -111,6 +117,13 @@ async fn each_incident_raises_its_alert_once() {
                 .into_bytes(),
         );
     }
+    // alice, now through another key from Brazil: the key is new, the user is not.
+    for i in 0..3 {
+        incidents.push(
+            format!(r#"{{"event_id":"alice-br-{i}","ts":{},"api_key_id":"k-user-b","project":"e2e","model":"gpt-4o-mini","provider":"openai","status":200,"cost_usd":0.001,"client_country":"BR","user":"alice","user_agent":"openai-python/1.52.0"}}"#, t + i * 300)
+                .into_bytes(),
+        );
+    }
     for i in 0..12 {
         incidents.push(
             format!(r#"{{"event_id":"scan-{i}","ts":{},"api_key_id":"guess-{i}","model":"gpt-4o","status":401,"client_ip":"198.51.100.7"}}"#, t + i * 100)
@@ -140,7 +153,8 @@ async fn each_incident_raises_its_alert_once() {
             expected.iter().map(|(d, k)| format!("('{d}', '{k}')")).collect::<Vec<_>>().join(",")
         )).await;
         let scans = env.scalar("SELECT count() FROM alerts WHERE entity = 'client_ip=198.51.100.7,pattern=key_scanning'").await;
-        if (found == 4.0 && scans >= 1.0) || Instant::now() > deadline {
+        let user = env.scalar("SELECT count() FROM alerts WHERE entity = 'user=alice'").await;
+        if (found == 4.0 && scans >= 1.0 && user >= 1.0) || Instant::now() > deadline {
             break;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -161,6 +175,16 @@ async fn each_incident_raises_its_alert_once() {
     }
     assert!(
         rows.iter().any(|r| r.1.contains("pattern=key_scanning")),
+        "{rows:#?}"
+    );
+    // alice's jump is impossible travel of the user; neither of her keys travelled.
+    let alice = rows
+        .iter()
+        .find(|r| r.0 == "cross_region" && r.1 == "user=alice")
+        .unwrap_or_else(|| panic!("no cross_region alert for user alice: {rows:#?}"));
+    assert!(alice.3.contains("user alice used from DE and BR"), "{alice:?}");
+    assert!(
+        rows.iter().all(|r| !r.1.contains("k-user-")),
         "{rows:#?}"
     );
     // Nothing on the quiet key, and each alert once (no re-firing at the same severity).
@@ -252,7 +276,7 @@ async fn each_incident_raises_its_alert_once() {
     // Once the incidents stop, the alerts resolve.
     let resolved = env
         .wait_for(
-            "SELECT uniqExact(fingerprint) >= 4 FROM alerts WHERE status = 'resolved'",
+            "SELECT uniqExact(fingerprint) >= 5 FROM alerts WHERE status = 'resolved'",
             1.0,
             Duration::from_secs(120),
         )

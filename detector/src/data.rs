@@ -33,6 +33,19 @@ pub struct Usage {
     pub last_ms: i64,
 }
 
+/// One (end user, minute, country) seen in raw requests that name a `user`.
+#[derive(Debug, Clone, Default, PartialEq, clickhouse::Row, Deserialize)]
+pub struct UserUse {
+    pub user: String,
+    pub minute: u32,
+    pub country: String,
+    /// One of the keys the user came through in that minute and country.
+    pub api_key_id: String,
+    pub requests: u64,
+    pub first_ms: i64,
+    pub last_ms: i64,
+}
+
 /// Retry behaviour of one key in a minute: provider attempts and retry chains.
 #[derive(Debug, Clone, Default, PartialEq, clickhouse::Row, Deserialize)]
 pub struct KeyRetries {
@@ -89,6 +102,8 @@ pub struct BudgetUse {
 pub struct CycleData {
     pub keys: Vec<KeyMinute>,
     pub usage: Vec<Usage>,
+    /// End users' places (shard 0 only: users are not sharded by key).
+    pub users: Vec<UserUse>,
     pub retries: Vec<KeyRetries>,
     pub projects: Vec<SpendMinute>,
     pub overall: Vec<SpendMinute>,
@@ -124,7 +139,10 @@ pub struct Thresholds {
     pub scan_min_keys: u64,
 }
 
-/// Reads minutes `[from_minute, to_minute]` (epoch seconds of minute starts).
+/// Reads minutes `[from_minute, to_minute]` (epoch seconds of minute starts). With `as_of_ms`,
+/// only what had happened before that instant: whole minutes before it from the rollups, its
+/// own minute from the raw events up to it. That is what a replay needs to judge a minute while
+/// it is still open, as the live detector does every few seconds.
 pub async fn fetch(
     client: &Client,
     shard: Shard,
@@ -132,6 +150,7 @@ pub async fn fetch(
     to_minute: u32,
     thresholds: &Thresholds,
     with_budgets: bool,
+    as_of_ms: Option<i64>,
 ) -> Result<CycleData, clickhouse::error::Error> {
     let keys_filter = shard.key_filter();
     let range =
@@ -140,89 +159,189 @@ pub async fn fetch(
         "ts >= toDateTime({from_minute}) AND ts < toDateTime({})",
         to_minute + 60
     );
-    let mut data = CycleData {
-        keys: client
-            .query_raw(&format!(
-                "SELECT api_key_id, toUInt32(minute), anyLastMerge(project), countMerge(requests), \
-                 sumMerge(errors_auth) + sumMerge(errors_rate_limited) + sumMerge(errors_client) + sumMerge(errors_server), \
-                 sumMerge(retries), sumMerge(cost_usd), uniqIfMerge(distinct_ips) \
-                 FROM rollup_key_1m WHERE {range} AND {keys_filter} GROUP BY api_key_id, minute"
-            ))
-            .fetch_all()
-            .await?,
-        usage: client
-            .query_raw(&format!(
+    let cut = as_of_ms.map(Cut::at);
+    // Raw tables: nothing after the cut. Rollups: whole minutes before it, and the rest from the
+    // raw table (`with_cut`).
+    let raw_ts_range = match &cut {
+        Some(cut) => format!("{ts_range} AND ts_ms < {}", cut.ms),
+        None => ts_range.clone(),
+    };
+    // `rollup_where` and `raw` end in a WHERE clause, each group clause follows it.
+    let with_cut = |rollup_where: &str, rollup_group: &str, raw: &str, raw_group: &str| -> String {
+        match &cut {
+            None => format!("{rollup_where} {rollup_group}"),
+            Some(cut) => format!(
+                "{rollup_where} AND minute < toDateTime({m}) {rollup_group} \
+                 UNION ALL {raw} AND ts >= toDateTime({m}) AND ts_ms < {ms} {raw_group}",
+                m = cut.minute,
+                ms = cut.ms,
+            ),
+        }
+    };
+    let keys_sql = with_cut(
+                &format!(
+                    "SELECT api_key_id, toUInt32(minute), anyLastMerge(project), countMerge(requests), \
+                     sumMerge(errors_auth) + sumMerge(errors_rate_limited) + sumMerge(errors_client) + sumMerge(errors_server), \
+                     sumMerge(retries), sumMerge(cost_usd), uniqIfMerge(distinct_ips) \
+                     FROM rollup_key_1m WHERE {range} AND {keys_filter}"
+                ),
+                "GROUP BY api_key_id, minute",
+                &format!(
+                    "SELECT api_key_id, toUInt32(toStartOfMinute(ts)) AS m, anyLast(project), count(), \
+                     countIf(status >= 400), countIf(attempt > 1), sum(cost_usd), uniqIf(client_ip, client_ip != '') \
+                     FROM gateway_requests WHERE {ts_range} AND {keys_filter}"
+                ),
+                "GROUP BY api_key_id, m",
+            );
+    let usage_sql = format!(
                 "SELECT api_key_id, toUInt32(toStartOfMinute(ts)) AS m, client_country, client_asn, client_as_org, model, user_agent, \
-                 count(), min(ts_ms), max(ts_ms) FROM gateway_requests WHERE {ts_range} AND {keys_filter} \
+                 count(), min(ts_ms), max(ts_ms) FROM gateway_requests WHERE {raw_ts_range} AND {keys_filter} \
                  AND status NOT IN (401, 403) \
                  GROUP BY api_key_id, m, client_country, client_asn, client_as_org, model, user_agent"
-            ))
-            .fetch_all()
-            .await?,
-        retries: client
-            .query_raw(&format!(
+            );
+    let retries_sql = format!(
                 "SELECT api_key_id, m, sum(attempts), sum(successes), sum(chains), sum(fast) FROM ( \
                    SELECT api_key_id, toUInt32(toStartOfMinute(ts)) AS m, count() AS attempts, countIf(status < 400) AS successes, \
                           toUInt64(0) AS chains, toUInt64(0) AS fast \
-                   FROM provider_attempts WHERE {ts_range} AND {keys_filter} GROUP BY api_key_id, m \
+                   FROM provider_attempts WHERE {raw_ts_range} AND {keys_filter} GROUP BY api_key_id, m \
                    UNION ALL \
                    SELECT api_key_id, m, toUInt64(0), toUInt64(0), count(), countIf((last - first) / (n - 1) < {nb}) FROM ( \
                      SELECT api_key_id, idempotency_key, toUInt32(toStartOfMinute(max(ts))) AS m, count() AS n, min(ts_ms) AS first, max(ts_ms) AS last \
-                     FROM gateway_requests WHERE {ts_range} AND {keys_filter} AND idempotency_key != '' \
+                     FROM gateway_requests WHERE {raw_ts_range} AND {keys_filter} AND idempotency_key != '' \
                      GROUP BY api_key_id, idempotency_key HAVING n > 1) \
                    GROUP BY api_key_id, m) \
                  GROUP BY api_key_id, m",
                 nb = thresholds.no_backoff_ms
-            ))
-            .fetch_all()
-            .await?,
-        ..CycleData::default()
+            );
+    let shared = shard.owns_shared();
+    let projects_sql = shared.then(|| with_cut(
+                &format!(
+                    "SELECT project, toUInt32(minute), sumMerge(cost_usd) FROM rollup_project_1m \
+                     WHERE {range} AND project != ''"
+                ),
+                "GROUP BY project, minute",
+                &format!(
+                    "SELECT project, toUInt32(toStartOfMinute(ts)) AS m, sum(cost_usd) FROM gateway_requests \
+                     WHERE {ts_range} AND project != ''"
+                ),
+                "GROUP BY project, m",
+            ));
+    let overall_sql = shared.then(|| with_cut(
+                &format!(
+                    "SELECT '', toUInt32(minute), sumMerge(cost_usd) FROM rollup_project_1m WHERE {range}"
+                ),
+                "GROUP BY minute",
+                &format!(
+                    "SELECT '', toUInt32(toStartOfMinute(ts)) AS m, sum(cost_usd) FROM gateway_requests WHERE {ts_range}"
+                ),
+                "GROUP BY m",
+            ));
+    let providers_sql = shared.then(|| with_cut(
+                &format!(
+                    "SELECT provider, model, toUInt32(minute), countMerge(attempts), sumMerge(successes) \
+                     FROM rollup_provider_1m WHERE {range}"
+                ),
+                "GROUP BY provider, model, minute",
+                &format!(
+                    "SELECT provider, model, toUInt32(toStartOfMinute(ts)) AS m, count(), countIf(status < 400) \
+                     FROM provider_attempts WHERE {ts_range}"
+                ),
+                "GROUP BY provider, model, m",
+            ));
+    let users_sql = shared.then(|| format!(
+                "SELECT user, toUInt32(toStartOfMinute(ts)) AS m, client_country, any(api_key_id), \
+                 count(), min(ts_ms), max(ts_ms) FROM gateway_requests \
+                 WHERE {raw_ts_range} AND user != '' AND client_country != '' AND status NOT IN (401, 403) \
+                 GROUP BY user, m, client_country"
+            ));
+    let scan_ts = match &cut {
+        Some(cut) => format!("AND ts_ms < {}", cut.ms),
+        None => String::new(),
     };
-    if shard.owns_shared() {
-        data.projects = client
-            .query_raw(&format!(
-                "SELECT project, toUInt32(minute), sumMerge(cost_usd) FROM rollup_project_1m \
-                 WHERE {range} AND project != '' GROUP BY project, minute"
-            ))
-            .fetch_all()
-            .await?;
-        data.overall = client
-            .query_raw(&format!(
-                "SELECT '', toUInt32(minute), sumMerge(cost_usd) FROM rollup_project_1m WHERE {range} GROUP BY minute"
-            ))
-            .fetch_all()
-            .await?;
-        data.providers = client
-            .query_raw(&format!(
-                "SELECT provider, model, toUInt32(minute), countMerge(attempts), sumMerge(successes) \
-                 FROM rollup_provider_1m WHERE {range} GROUP BY provider, model, minute"
-            ))
-            .fetch_all()
-            .await?;
-        data.scans = client
-            .query_raw(&format!(
+    let scans_sql = shared.then(|| format!(
                 "SELECT client_ip, uniqExact(api_key_id) AS keys, count(), min(ts_ms), max(ts_ms) FROM gateway_requests \
-                 WHERE ts >= toDateTime({}) AND ts < toDateTime({}) AND status IN (401, 403) AND client_ip != '' \
+                 WHERE ts >= toDateTime({}) AND ts < toDateTime({}) {scan_ts} AND status IN (401, 403) AND client_ip != '' \
                  GROUP BY client_ip HAVING keys >= {}",
                 to_minute.saturating_sub(240),
                 to_minute + 60,
                 thresholds.scan_min_keys
-            ))
-            .fetch_all()
-            .await?;
+            ));
+    let budgets_sql = with_budgets.then(|| {
+        let hour = format!("toStartOfHour(toDateTime({to_minute}))");
+        let last_hour = format!("toDateTime({to_minute}) - 3600");
+        let rollup = format!(
+            "SELECT api_key_id, anyLastMerge(project) AS project, \
+             sumMergeIf(cost_usd, minute >= {hour}) AS hour_usd, \
+             sumMerge(cost_usd) AS day_usd, \
+             sumMergeIf(cost_usd, minute > {last_hour}) AS last_hour_usd \
+             FROM rollup_key_1m WHERE minute >= toStartOfDay(toDateTime({to_minute})) AND {keys_filter}"
+        );
+        let query = match &cut {
+            None => format!("{rollup} GROUP BY api_key_id"),
+            Some(_) => format!(
+                "SELECT api_key_id, anyLast(project), sum(hour_usd), sum(day_usd), sum(last_hour_usd) FROM ({}) \
+                 GROUP BY api_key_id",
+                with_cut(
+                    &rollup,
+                    "GROUP BY api_key_id",
+                    &format!(
+                        "SELECT api_key_id, anyLast(project), sumIf(cost_usd, ts >= {hour}), sum(cost_usd), \
+                         sumIf(cost_usd, ts > {last_hour}) FROM gateway_requests \
+                         WHERE ts >= toStartOfDay(toDateTime({to_minute})) AND {keys_filter}"
+                    ),
+                    "GROUP BY api_key_id",
+                )
+            ),
+        };
+        query
+    });
+    // Independent reads: concurrently, so a cycle waits for the slowest, not for their sum.
+    let (keys, usage, retries, projects, overall, providers, users, scans, budgets) = tokio::try_join!(
+        rows(client, Some(keys_sql)),
+        rows(client, Some(usage_sql)),
+        rows(client, Some(retries_sql)),
+        rows(client, projects_sql),
+        rows(client, overall_sql),
+        rows(client, providers_sql),
+        rows(client, users_sql),
+        rows(client, scans_sql),
+        rows(client, budgets_sql),
+    )?;
+    Ok(CycleData {
+        keys,
+        usage,
+        users,
+        retries,
+        projects,
+        overall,
+        providers,
+        scans,
+        budgets,
+    })
+}
+
+/// The rows of `sql`, or none without a query.
+async fn rows<T>(client: &Client, sql: Option<String>) -> Result<Vec<T>, clickhouse::error::Error>
+where
+    T: clickhouse::RowOwned + clickhouse::RowRead,
+{
+    match sql {
+        Some(sql) => client.query_raw(&sql).fetch_all().await,
+        None => Ok(Vec::new()),
     }
-    if with_budgets {
-        data.budgets = client
-            .query_raw(&format!(
-                "SELECT api_key_id, anyLastMerge(project), \
-                 sumMergeIf(cost_usd, minute >= toStartOfHour(toDateTime({to_minute}))), \
-                 sumMerge(cost_usd), \
-                 sumMergeIf(cost_usd, minute > toDateTime({to_minute}) - 3600) \
-                 FROM rollup_key_1m WHERE minute >= toStartOfDay(toDateTime({to_minute})) AND {keys_filter} \
-                 GROUP BY api_key_id"
-            ))
-            .fetch_all()
-            .await?;
+}
+
+/// Where a replay stops reading: the instant, and the start of its (open) minute.
+struct Cut {
+    ms: i64,
+    minute: u32,
+}
+
+impl Cut {
+    fn at(ms: i64) -> Self {
+        Self {
+            ms,
+            minute: (ms.div_euclid(60_000) * 60) as u32,
+        }
     }
-    Ok(data)
 }

@@ -85,8 +85,8 @@ struct KeyState {
     familiar: Familiar,
     /// Distinct client IPs per active minute.
     ips: Ewma,
-    /// The last country the key was used from, and when.
-    last_country: Option<(String, i64)>,
+    /// The last country the key was used from, and the far-apart ones it uses at once.
+    whereabouts: travel::Whereabouts,
     /// Distinct countries per active minute.
     countries: Ewma,
 }
@@ -114,6 +114,8 @@ pub struct Engine {
     keys: HashMap<String, KeyState>,
     projects: HashMap<String, SpendTrack>,
     overall: Option<SpendTrack>,
+    /// End users (the events' `user`) seen in the last day, for their impossible travel.
+    users: HashMap<String, travel::UserState>,
     ip_alpha: f64,
     /// Minutes before this (epoch seconds) are folded into the models.
     pub folded_through: u32,
@@ -132,6 +134,7 @@ impl Engine {
             keys: HashMap::new(),
             projects: HashMap::new(),
             overall: None,
+            users: HashMap::new(),
             ip_alpha: alpha_from_half_life(60.0),
             folded_through: 0,
         })

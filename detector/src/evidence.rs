@@ -70,6 +70,9 @@ fn entity_filter(alert: &Alert) -> Option<String> {
     if let Some(ip) = l.get("client_ip") {
         return Some(eq("client_ip", ip));
     }
+    if let Some(user) = l.get("user") {
+        return Some(eq("user", user));
+    }
     if let (Some(provider), Some(model)) = (l.get("provider"), l.get("model")) {
         return Some(format!(
             "{} AND {}",

@@ -156,6 +156,7 @@ async fn cycle(
         now / MINUTE * MINUTE,
         &thresholds,
         wants_budgets(engine.config()),
+        None,
     )
     .await?;
     let candidates = engine.cycle(&data, now, false);
@@ -188,7 +189,7 @@ async fn replay_history(
     while from < now {
         let (shard, thresholds) = shard_and_thresholds(engine.config());
         let to = (from + 3600 - MINUTE).min(now / MINUTE * MINUTE);
-        let data = data::fetch(clickhouse, shard, from, to, &thresholds, false).await?;
+        let data = data::fetch(clickhouse, shard, from, to, &thresholds, false, None).await?;
         // Pretend it is just after this chunk so that all its minutes count as closed, but
         // never later than now: minutes still open are assessed live.
         let as_of = (to + MINUTE + lateness).min(now);

@@ -24,15 +24,16 @@ pub enum ReplayError {
     ClickHouse(#[from] clickhouse::error::Error),
 }
 
-/// Replays the minutes `[from_s, to_s)`. Minutes before `active_from_s` only warm the models;
-/// alerts from the rest are returned. Each minute is judged when it ends (the stored data is
-/// complete, so no lateness is waited for). `progress(done, total)` is called every minute.
+/// Replays `[from_s, to_s)`. Time before `active_from_s` only warms the models (an hour of
+/// minutes per read); from there the detectors run every `step_s` seconds of event time, each
+/// time on exactly what had happened by then, as the live worker does every few seconds (a step
+/// under 60 s judges open minutes and so measures early firing; 60 s judges each minute as it
+/// ends). The stored data is complete, so no lateness is waited for. `progress(done, total)`
+/// is called after every step, in seconds of event time.
 pub async fn replay(
     clickhouse: &Client,
     mut config: DetectConfig,
-    from_s: u32,
-    active_from_s: u32,
-    to_s: u32,
+    span: Span,
     mut progress: impl FnMut(u32, u32),
 ) -> Result<Vec<Firing>, ReplayError> {
     config.allowed_lateness_s = 0;
@@ -43,26 +44,51 @@ pub async fn replay(
     };
     let budgets = crate::wants_budgets(&config);
     let resolve_after_s = config.resolve_after_s as u32;
+    let step = span.step_s.clamp(1, MINUTE);
     let mut engine = Engine::new(config)?;
     let mut lifecycle = Lifecycle::default();
-    let first = from_s / 60 * 60;
+    let first = span.from_s / MINUTE * MINUTE;
+    let active_from = (span.active_from_s / MINUTE * MINUTE).clamp(first, span.to_s);
+    let total = span.to_s.saturating_sub(first);
     engine.folded_through = first;
-    let total = to_s.saturating_sub(first) / 60;
+
+    // Warm-up: whole hours of closed minutes per read, nothing flagged.
+    let mut from = first;
+    while from < active_from {
+        let to = (from + 3600).min(active_from);
+        let data = data::fetch(
+            clickhouse,
+            shard,
+            from,
+            to - MINUTE,
+            &thresholds,
+            false,
+            None,
+        )
+        .await?;
+        engine.cycle(&data, to, true);
+        from = to;
+        progress(from - first, total);
+    }
+
     let mut firings = Vec::new();
-    let mut minute = first;
-    while minute < to_s {
+    let mut now = active_from;
+    while now < span.to_s {
+        now = (now + step).min(span.to_s.div_ceil(MINUTE) * MINUTE);
+        // The minute `now` falls in, or the one that just ended when `now` is a minute start.
+        let open_minute = (now - 1) / MINUTE * MINUTE;
+        let as_of_ms = (!now.is_multiple_of(MINUTE)).then_some(i64::from(now) * 1000);
         let data = data::fetch(
             clickhouse,
             shard,
             engine.folded_through,
-            minute,
+            open_minute,
             &thresholds,
             budgets,
+            as_of_ms,
         )
         .await?;
-        let now = minute + 60;
-        let quiet = minute < active_from_s;
-        for candidate in engine.cycle(&data, now, quiet) {
+        for candidate in engine.cycle(&data, now, false) {
             if let Step::Fire(alert) = lifecycle.observe(&candidate, now) {
                 firings.push(Firing {
                     at_s: now,
@@ -71,8 +97,21 @@ pub async fn replay(
             }
         }
         lifecycle.resolve_stale(now, resolve_after_s);
-        minute += 60;
-        progress((minute - first) / 60, total);
+        progress(now.min(span.to_s) - first, total);
     }
     Ok(firings)
 }
+
+/// What `replay` covers, in epoch seconds.
+#[derive(Debug, Clone, Copy)]
+pub struct Span {
+    /// Start of the warm-up (rounded down to a minute).
+    pub from_s: u32,
+    /// Alerts count from here (rounded down to a minute).
+    pub active_from_s: u32,
+    pub to_s: u32,
+    /// Seconds of event time between two assessments (1 to 60).
+    pub step_s: u32,
+}
+
+const MINUTE: u32 = 60;

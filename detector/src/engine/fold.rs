@@ -46,7 +46,7 @@ impl Engine {
                         },
                         familiar: Familiar::default(),
                         ips: Ewma::default(),
-                        last_country: None,
+                        whereabouts: travel::Whereabouts::default(),
                         countries: Ewma::default(),
                     },
                 );
@@ -81,40 +81,13 @@ impl Engine {
             }
             state.spend.last_folded = closed_before;
         }
-        let mut per_minute: HashMap<(&str, u32), Vec<&str>> = HashMap::new();
-        for u in data
-            .usage
-            .iter()
-            .filter(|u| closed(u.minute) && !u.country.is_empty())
-        {
-            let list = per_minute.entry((&u.api_key_id, u.minute)).or_default();
-            if !list.contains(&u.country.as_str()) {
-                list.push(&u.country);
-            }
-        }
-        for ((key, _), list) in per_minute {
-            if let Some(state) = self.keys.get_mut(key) {
-                state.countries.update(list.len() as f64, ip_alpha);
-            }
-        }
         for u in data.usage.iter().filter(|u| closed(u.minute)) {
             if let Some(state) = self.keys.get_mut(&u.api_key_id) {
                 state.familiar.learn(u);
-                // No new String per row: the country rarely changes.
-                if !u.country.is_empty() {
-                    match &mut state.last_country {
-                        Some((country, at)) if u.last_ms >= *at => {
-                            if *country != u.country {
-                                country.clone_from(&u.country);
-                            }
-                            *at = u.last_ms;
-                        }
-                        Some(_) => {}
-                        None => state.last_country = Some((u.country.clone(), u.last_ms)),
-                    }
-                }
             }
         }
+        self.fold_key_travel(&data.usage, from, closed_before);
+        self.fold_users(&data.users, from, closed_before);
         let excused = self.excused_spend(data);
         for (rows, is_project) in [(&data.projects, true), (&data.overall, false)] {
             let mut per: HashMap<&str, BTreeMap<u32, f64>> = HashMap::new();

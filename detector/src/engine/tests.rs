@@ -1,5 +1,5 @@
 use super::*;
-use crate::data::{KeyMinute, KeyRetries, ScanCandidate, Usage};
+use crate::data::{KeyMinute, KeyRetries, ScanCandidate, Usage, UserUse};
 
 const T0: u32 = 1_795_680_000; // a minute boundary
 
@@ -422,4 +422,118 @@ fn use_at_a_sleeping_hour_from_a_new_place_is_a_leak() {
         "{}",
         leaks[0].summary
     );
+}
+
+fn user_use(user: &str, key: &str, minute: u32, country: &str, requests: u64) -> UserUse {
+    UserUse {
+        user: user.into(),
+        minute,
+        country: country.into(),
+        api_key_id: key.into(),
+        requests,
+        first_ms: i64::from(minute) * 1000 + 1_000,
+        last_ms: i64::from(minute) * 1000 + 50_000,
+    }
+}
+
+fn travel_of(found: &[Candidate]) -> Vec<&Candidate> {
+    found
+        .iter()
+        .filter(|c| c.detector == "cross_region")
+        .collect()
+}
+
+#[test]
+fn a_user_on_two_keys_in_far_countries_is_impossible_travel() {
+    let mut e = engine();
+    // Twenty minutes of "alice" in Germany through key k1.
+    for i in 0..20 {
+        let minute = T0 + i * 60;
+        let data = CycleData {
+            users: vec![user_use("alice", "k1", minute, "DE", 5)],
+            ..CycleData::default()
+        };
+        assert!(travel_of(&e.cycle(&data, minute + 60, false)).is_empty());
+    }
+    // Then alice through key k2 from Brazil, two minutes later: ~9,800 km.
+    let now = T0 + 22 * 60;
+    let data = CycleData {
+        users: vec![user_use("alice", "k2", now, "BR", 3)],
+        ..CycleData::default()
+    };
+    let found = e.cycle(&data, now + 30, false);
+    let travel = travel_of(&found);
+    assert_eq!(travel.len(), 1, "{found:?}");
+    assert_eq!(
+        travel[0].labels.get("user").map(String::as_str),
+        Some("alice")
+    );
+    assert!(!travel[0].labels.contains_key("api_key_id"));
+    assert!(travel[0].summary.contains("user alice used from DE and BR"));
+    assert_eq!(travel[0].facts["api_key_ids"], json!(["k2"]));
+
+    // Bob is new: five minutes are too little to know where he belongs.
+    let bob = CycleData {
+        users: vec![
+            user_use("bob", "k1", now, "DE", 3),
+            user_use("bob", "k2", now, "BR", 3),
+        ],
+        ..CycleData::default()
+    };
+    assert!(travel_of(&e.cycle(&bob, now + 40, false)).is_empty());
+}
+
+#[test]
+fn a_key_used_from_two_far_regions_for_half_an_hour_stops_alerting() {
+    let mut e = engine();
+    let now = warm(&mut e, 30);
+    // From now on the key serves from Germany and Japan in every minute (a second region).
+    let both = |minute: u32| CycleData {
+        keys: vec![key_minute("k", minute, 20, 0.1)],
+        usage: vec![
+            usage(
+                "k",
+                minute,
+                "DE",
+                3320,
+                "Deutsche Telekom AG",
+                "gpt-4o-mini",
+                10,
+            ),
+            usage("k", minute, "JP", 2516, "KDDI", "gpt-4o-mini", 10),
+        ],
+        ..CycleData::default()
+    };
+    let mut alerting_minutes = 0;
+    for i in 0..40 {
+        let minute = now + i * 60;
+        if !travel_of(&e.cycle(&both(minute), minute + 60, false)).is_empty() {
+            alerting_minutes += 1;
+        }
+    }
+    // Flagged while the pair is news (30 closed minutes), quiet once it is the key's habit.
+    assert_eq!(alerting_minutes, 30);
+    // Another far country is still news.
+    let minute = now + 40 * 60;
+    let mut data = both(minute);
+    data.usage
+        .push(usage("k", minute, "BR", 28573, "Claro", "gpt-4o-mini", 5));
+    let found = e.cycle(&data, minute + 30, false);
+    let travel = travel_of(&found);
+    assert_eq!(travel.len(), 1, "{found:?}");
+    assert!(travel[0].summary.contains("BR"), "{}", travel[0].summary);
+}
+
+#[test]
+fn users_idle_for_a_day_are_forgotten() {
+    let mut e = engine();
+    let data = CycleData {
+        users: vec![user_use("carol", "k1", T0, "DE", 5)],
+        ..CycleData::default()
+    };
+    e.cycle(&data, T0 + 60, true);
+    assert_eq!(e.users.len(), 1);
+    let later = T0 + 25 * 3600;
+    e.cycle(&CycleData::default(), later, true);
+    assert!(e.users.is_empty());
 }

@@ -1,131 +1,361 @@
-//! cross_region: impossible travel between countries, and many countries at once.
+//! cross_region: impossible travel between countries, per key and per end user, and many
+//! countries at once per key.
+//!
+//! Two far-apart countries used within less time than travel allows fire, unless the entity is
+//! known to be in both at once: a pair seen together for `PAIR_FAMILIAR_MINUTES` closed minutes
+//! (a service deployed in two regions, a user whose requests reach two of the app's servers)
+//! is no longer news. Until then it keeps firing, so a thief using a key beside its owner is
+//! flagged for the first half hour, not once.
+
+use tripline_core::config::CrossRegionConfig;
 
 use super::*;
+use crate::data::UserUse;
+
+/// Closed minutes two countries must be seen together before their pair stops alerting.
+const PAIR_FAMILIAR_MINUTES: u16 = 30;
+/// Pairs remembered per entity.
+const MAX_PAIRS: usize = 8;
+/// Active minutes of a user before its moves are judged (its usual places are unknown before).
+const USER_MIN_HISTORY_MINUTES: u32 = 10;
+/// No move is impossible after this long (half the Earth's circumference at 1,000 km/h is
+/// 20 hours): a user not seen for longer is forgotten.
+const USER_MEMORY_S: i64 = 24 * 3600;
+
+/// Where an entity was, and which far-apart countries it is known to use at once.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Whereabouts {
+    /// The last country used, and when (ms).
+    pub last: Option<(String, i64)>,
+    /// Country pairs (codes in order) seen together, with the closed minutes they were seen in.
+    pairs: Vec<([u8; 4], u16)>,
+}
+
+impl Whereabouts {
+    fn pair_key(a: &str, b: &str) -> Option<[u8; 4]> {
+        let (a, b) = (a.as_bytes(), b.as_bytes());
+        if a.len() != 2 || b.len() != 2 {
+            return None;
+        }
+        let (x, y) = if a <= b { (a, b) } else { (b, a) };
+        Some([x[0], x[1], y[0], y[1]])
+    }
+
+    fn familiar_pair(&self, a: &str, b: &str) -> bool {
+        Self::pair_key(a, b).is_some_and(|k| {
+            self.pairs
+                .iter()
+                .any(|(p, n)| *p == k && *n >= PAIR_FAMILIAR_MINUTES)
+        })
+    }
+
+    fn note_pair(&mut self, k: [u8; 4]) {
+        if let Some(entry) = self.pairs.iter_mut().find(|(p, _)| *p == k) {
+            entry.1 = entry.1.saturating_add(1);
+        } else if self.pairs.len() < MAX_PAIRS {
+            self.pairs.push((k, 1));
+        }
+    }
+
+    /// Folds one closed minute of stays: learns the impossible pairs, moves the last place.
+    pub(super) fn fold_minute(&mut self, stays: &[Stay], cfg: &CrossRegionConfig) {
+        if stays.is_empty() {
+            return;
+        }
+        let mut seen: Vec<[u8; 4]> = Vec::new();
+        for m in moves(stays, self.last.as_ref(), cfg) {
+            if let Some(k) = Self::pair_key(m.from, m.to).filter(|k| !seen.contains(k)) {
+                seen.push(k);
+            }
+        }
+        for k in seen {
+            self.note_pair(k);
+        }
+        if let Some(latest) = stays.iter().max_by_key(|s| s.last_ms) {
+            match &mut self.last {
+                Some((country, at)) if latest.last_ms >= *at => {
+                    if country != latest.country {
+                        country.clear();
+                        country.push_str(latest.country);
+                    }
+                    *at = latest.last_ms;
+                }
+                Some(_) => {}
+                None => self.last = Some((latest.country.to_owned(), latest.last_ms)),
+            }
+        }
+    }
+
+    /// The fastest impossible move among `stays` that is not a familiar pair.
+    fn news<'a>(&'a self, stays: &'a [Stay<'a>], cfg: &'a CrossRegionConfig) -> Option<Move<'a>> {
+        moves(stays, self.last.as_ref(), cfg)
+            .filter(|m| !self.familiar_pair(m.from, m.to))
+            .max_by(|a, b| a.speed_kmh.total_cmp(&b.speed_kmh))
+    }
+}
+
+/// Use from one country in the minutes looked at.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Stay<'a> {
+    pub country: &'a str,
+    pub first_ms: i64,
+    pub last_ms: i64,
+    pub requests: u64,
+}
+
+/// Adds a row to the stays of an entity (one per country).
+fn add_stay<'a>(stays: &mut Vec<Stay<'a>>, country: &'a str, first: i64, last: i64, n: u64) {
+    match stays.iter_mut().find(|s| s.country == country) {
+        Some(s) => {
+            s.first_ms = s.first_ms.min(first);
+            s.last_ms = s.last_ms.max(last);
+            s.requests += n;
+        }
+        None => stays.push(Stay {
+            country,
+            first_ms: first,
+            last_ms: last,
+            requests: n,
+        }),
+    }
+}
+
+/// A move between two countries faster than travel allows.
+#[derive(Debug, Clone, Copy)]
+struct Move<'a> {
+    from: &'a str,
+    to: &'a str,
+    km: f64,
+    hours: f64,
+    /// Infinite when the two were used at the same time.
+    speed_kmh: f64,
+}
+
+/// Every impossible move into one of `stays` (from another stay, or from the last known place),
+/// the destination having at least `min_requests` requests.
+fn moves<'a>(
+    stays: &'a [Stay<'a>],
+    last: Option<&'a (String, i64)>,
+    cfg: &'a CrossRegionConfig,
+) -> impl Iterator<Item = Move<'a>> + 'a {
+    let before = last.map(|(country, at)| Stay {
+        country: country.as_str(),
+        first_ms: *at,
+        last_ms: *at,
+        requests: 0,
+    });
+    let sources = stays.iter().copied().chain(before);
+    sources.flat_map(move |a| {
+        stays.iter().filter_map(move |b| {
+            if a.country == b.country || b.requests < cfg.min_requests || b.first_ms < a.first_ms {
+                return None;
+            }
+            let km = geo::country_distance_km(a.country, b.country)?;
+            if km < cfg.min_distance_km {
+                return None;
+            }
+            let hours = ((b.first_ms - a.last_ms) as f64 / 3_600_000.0).max(0.0);
+            let speed_kmh = if hours <= 0.0 {
+                f64::INFINITY
+            } else {
+                km / hours
+            };
+            (speed_kmh > cfg.max_speed_kmh).then_some(Move {
+                from: a.country,
+                to: b.country,
+                km,
+                hours,
+                speed_kmh,
+            })
+        })
+    })
+}
+
+/// Fills a candidate's figures and facts for an impossible move.
+fn describe_move(c: &mut Candidate, who: &str, m: &Move, cfg: &CrossRegionConfig) {
+    c.severity = Severity::Critical;
+    let shown_speed = if m.speed_kmh.is_finite() {
+        m.speed_kmh
+    } else {
+        m.km * 60.0
+    };
+    (c.observed, c.expected, c.upper, c.score) = (shown_speed, 0.0, cfg.max_speed_kmh, 1.0);
+    c.summary = format!(
+        "{who} used from {} and {} ({:.0} km apart) within {:.0} minutes: impossible travel",
+        m.from,
+        m.to,
+        m.km,
+        m.hours * 60.0
+    );
+    c.facts.insert("from".into(), json!(m.from));
+    c.facts.insert("to".into(), json!(m.to));
+    c.facts.insert("distance_km".into(), json!(m.km.round()));
+    c.facts.insert(
+        "implied_speed_kmh".into(),
+        if m.speed_kmh.is_finite() {
+            json!(m.speed_kmh.round())
+        } else {
+            json!("simultaneous")
+        },
+    );
+}
+
+/// Per end user: the user's whereabouts and how long it has been seen.
+#[derive(Debug, Clone, Default)]
+pub(super) struct UserState {
+    pub whereabouts: Whereabouts,
+    pub minutes: u32,
+}
 
 impl Engine {
     pub(super) fn assess_travel(&self, data: &CycleData, out: &mut Vec<Candidate>) {
         let cfg = &self.config.cross_region;
-        // Per key: (country, first_ms, last_ms, requests) over the unfolded minutes.
-        // A key has few countries: a small vector per key, sorted by country below, and the
-        // candidates sorted by key at the end (the order the nested BTreeMaps gave).
-        type Spans<'a> = Vec<(&'a str, (i64, i64, u64))>;
-        let mut uses: HashMap<&str, Spans> = HashMap::with_capacity(data.keys.len());
+        // Per key, its stays over the unfolded minutes. A key has few countries: a small
+        // vector per key, and the candidates sorted by key at the end.
+        let mut uses: HashMap<&str, Vec<Stay>> = HashMap::with_capacity(data.keys.len());
         for u in data
             .usage
             .iter()
             .filter(|u| u.minute >= self.folded_through && !u.country.is_empty())
         {
-            let list = uses.entry(&u.api_key_id).or_default();
-            let i = match list.iter().position(|(c, _)| *c == u.country) {
-                Some(i) => i,
-                None => {
-                    list.push((&u.country, (i64::MAX, i64::MIN, 0)));
-                    list.len() - 1
-                }
-            };
-            let entry = &mut list[i].1;
-            entry.0 = entry.0.min(u.first_ms);
-            entry.1 = entry.1.max(u.last_ms);
-            entry.2 += u.requests;
+            let stays = uses.entry(&u.api_key_id).or_default();
+            add_stay(stays, &u.country, u.first_ms, u.last_ms, u.requests);
         }
         let mut found: Vec<(&str, Candidate)> = Vec::new();
-        for (key, mut countries) in uses {
-            countries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        for (key, mut stays) in uses {
+            stays.sort_unstable_by(|a, b| a.country.cmp(b.country));
             let Some(state) = self.keys.get(key) else {
                 continue;
             };
             if !self.key_enabled("cross_region", key, &state.project) {
                 continue;
             }
-            let mut spans: Vec<(&str, i64, i64, u64)> = countries
-                .iter()
-                .map(|(c, (a, b, n))| (*c, *a, *b, *n))
-                .collect();
-            if let Some((country, at)) = &state.last_country {
-                spans.push((country.as_str(), *at, *at, u64::MAX));
+            let first = stays.iter().map(|s| s.first_ms).min().unwrap_or(0);
+            let last = stays.iter().map(|s| s.last_ms).max().unwrap_or(first);
+            let labels = [("api_key_id", key), ("project", state.project.as_str())];
+            let mut c = Candidate::new(
+                "cross_region",
+                &labels,
+                (first / 1000) as u32,
+                (last / 1000) as u32 + 1,
+            );
+            if let Some(m) = state.whereabouts.news(&stays, cfg) {
+                let first = state
+                    .whereabouts
+                    .last
+                    .as_ref()
+                    .map_or(first, |l| l.1.min(first));
+                c.window_start_s = (first / 1000) as u32;
+                describe_move(&mut c, &format!("key {key}"), &m, cfg);
+                found.push((key, c));
+                continue;
             }
-            let mut worst: Option<(f64, f64, &str, &str, f64)> = None; // speed, km, from, to, hours
-            for a in &spans {
-                for b in &spans {
-                    if a.0 == b.0 || b.3 < cfg.min_requests || b.1 < a.1 {
-                        continue;
-                    }
-                    let Some(km) = geo::country_distance_km(a.0, b.0) else {
-                        continue;
-                    };
-                    if km < cfg.min_distance_km {
-                        continue;
-                    }
-                    let gap_h = ((b.1 - a.2) as f64 / 3_600_000.0).max(0.0);
-                    let speed = if gap_h <= 0.0 {
-                        f64::INFINITY
-                    } else {
-                        km / gap_h
-                    };
-                    if speed > cfg.max_speed_kmh && worst.is_none_or(|w| speed > w.0) {
-                        worst = Some((speed, km, a.0, b.0, gap_h));
-                    }
-                }
-            }
-            let many = countries.len() as u64;
+            let many = stays.len() as u64;
             let usual = state.countries.mean.max(1.0).ceil() as u64;
-            if worst.is_none() && many >= usual + cfg.countries_margin {
-                let first = countries.iter().map(|v| v.1 .0).min().unwrap_or(0);
-                let last = countries.iter().map(|v| v.1 .1).max().unwrap_or(first);
-                let labels = [("api_key_id", key), ("project", state.project.as_str())];
-                let mut c = Candidate::new(
-                    "cross_region",
-                    &labels,
-                    (first / 1000) as u32,
-                    (last / 1000) as u32 + 1,
-                );
+            if many >= usual + cfg.countries_margin {
                 c.observed = many as f64;
                 c.expected = state.countries.mean;
                 c.upper = (usual + cfg.countries_margin) as f64;
                 c.score = 0.9;
-                let list: Vec<&str> = countries.iter().map(|v| v.0).collect();
+                let list: Vec<&str> = stays.iter().map(|s| s.country).collect();
                 c.summary = format!(
                     "key {key} used from {many} countries at once ({}), usually {usual}",
                     list.join(", ")
                 );
                 c.facts.insert("countries".into(), json!(list));
                 found.push((key, c));
-                continue;
             }
-            let Some((speed, km, from, to, hours)) = worst else {
-                continue;
-            };
-            let first = spans.iter().map(|s| s.1).min().unwrap_or(0);
-            let last = spans
-                .iter()
-                .filter(|s| s.3 != u64::MAX)
-                .map(|s| s.2)
-                .max()
-                .unwrap_or(first);
-            let mut c = Candidate::new(
-                "cross_region",
-                &[("api_key_id", key), ("project", &state.project)],
-                (first / 1000) as u32,
-                (last / 1000) as u32 + 1,
-            );
-            c.severity = Severity::Critical;
-            let shown_speed = if speed.is_finite() { speed } else { km * 60.0 };
-            (c.observed, c.expected, c.upper, c.score) = (shown_speed, 0.0, cfg.max_speed_kmh, 1.0);
-            c.summary = format!("key {key} used from {from} and {to} ({km:.0} km apart) within {:.0} minutes: impossible travel", hours * 60.0);
-            c.facts.insert("from".into(), json!(from));
-            c.facts.insert("to".into(), json!(to));
-            c.facts.insert("distance_km".into(), json!(km.round()));
-            c.facts.insert(
-                "implied_speed_kmh".into(),
-                if speed.is_finite() {
-                    json!(speed.round())
-                } else {
-                    json!("simultaneous")
-                },
-            );
-            found.push((key, c));
         }
         found.sort_by(|a, b| a.0.cmp(b.0));
         out.extend(found.into_iter().map(|(_, c)| c));
+        self.assess_user_travel(&data.users, out);
+    }
+
+    /// Impossible travel of end users (the `user` field), across all the keys they use.
+    fn assess_user_travel(&self, rows: &[UserUse], out: &mut Vec<Candidate>) {
+        let cfg = &self.config.cross_region;
+        let mut uses: BTreeMap<&str, (Vec<Stay>, Vec<&str>)> = BTreeMap::new();
+        for u in rows.iter().filter(|u| u.minute >= self.folded_through) {
+            let (stays, keys) = uses.entry(&u.user).or_default();
+            add_stay(stays, &u.country, u.first_ms, u.last_ms, u.requests);
+            if !keys.contains(&u.api_key_id.as_str()) {
+                keys.push(&u.api_key_id);
+            }
+        }
+        for (user, (mut stays, keys)) in uses {
+            let Some(state) = self.users.get(user) else {
+                continue;
+            };
+            if state.minutes < USER_MIN_HISTORY_MINUTES {
+                continue;
+            }
+            stays.sort_unstable_by(|a, b| a.country.cmp(b.country));
+            let Some(m) = state.whereabouts.news(&stays, cfg) else {
+                continue;
+            };
+            let first = stays.iter().map(|s| s.first_ms).min().unwrap_or(0);
+            let last = stays.iter().map(|s| s.last_ms).max().unwrap_or(first);
+            let mut c = Candidate::new(
+                "cross_region",
+                &[("user", user)],
+                (first / 1000) as u32,
+                (last / 1000) as u32 + 1,
+            );
+            describe_move(&mut c, &format!("user {user}"), &m, cfg);
+            c.facts.insert("api_key_ids".into(), json!(keys));
+            out.push(c);
+        }
+    }
+
+    /// Folds closed minutes of end-user use: whereabouts, pairs, history; forgets users idle for
+    /// longer than any impossible move could span.
+    pub(super) fn fold_users(&mut self, rows: &[UserUse], from: u32, closed_before: u32) {
+        let cfg = self.config.cross_region.clone();
+        let mut per_minute: BTreeMap<(&str, u32), Vec<Stay>> = BTreeMap::new();
+        for u in rows
+            .iter()
+            .filter(|u| u.minute >= from && u.minute < closed_before)
+        {
+            let stays = per_minute.entry((&u.user, u.minute)).or_default();
+            add_stay(stays, &u.country, u.first_ms, u.last_ms, u.requests);
+        }
+        // Minutes in order per user (the map's order), so "last place" moves forward.
+        for ((user, _), stays) in per_minute {
+            let state = match self.users.get_mut(user) {
+                Some(state) => state,
+                None => self.users.entry(user.to_owned()).or_default(),
+            };
+            state.whereabouts.fold_minute(&stays, &cfg);
+            state.minutes = state.minutes.saturating_add(1);
+        }
+        if closed_before / 3600 != from / 3600 {
+            let horizon = i64::from(closed_before) * 1000 - USER_MEMORY_S * 1000;
+            self.users.retain(|_, s| {
+                s.whereabouts
+                    .last
+                    .as_ref()
+                    .is_some_and(|(_, at)| *at >= horizon)
+            });
+        }
+    }
+
+    /// Folds closed minutes of a key's use into its whereabouts (last place, familiar pairs).
+    pub(super) fn fold_key_travel(&mut self, rows: &[Usage], from: u32, closed_before: u32) {
+        let cfg = self.config.cross_region.clone();
+        // Order does not matter here: a last place later than a minute's stays is no source.
+        let mut per_minute: HashMap<(&str, u32), Vec<Stay>> = HashMap::new();
+        for u in rows
+            .iter()
+            .filter(|u| u.minute >= from && u.minute < closed_before && !u.country.is_empty())
+        {
+            let stays = per_minute.entry((&u.api_key_id, u.minute)).or_default();
+            add_stay(stays, &u.country, u.first_ms, u.last_ms, u.requests);
+        }
+        for ((key, _), stays) in per_minute {
+            if let Some(state) = self.keys.get_mut(key) {
+                state.countries.update(stays.len() as f64, self.ip_alpha);
+                state.whereabouts.fold_minute(&stays, &cfg);
+            }
+        }
     }
 }
