@@ -12,6 +12,9 @@
 //! | `DELETE /api/v1/silences/{id}` | expires it now |
 //! | `POST /api/v1/receivers/{name}/test` | queues a test notification → 202 + its id |
 //! | `POST /api/v1/reload` | re-reads the config file and applies `[alerting]` (alerts, groups, silences and pending notifications stay) |
+//! | `GET /api/v1/keys/{api_key_id}/series?from=…&to=…` | a key's per-minute spend and requests with their baseline bands, and its alert rows (see [`console`]) |
+//!
+//! The built-in console (`/ui/`, see [`console`]) is served with the API and uses the same token.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -33,6 +36,10 @@ use tripline_alerting::runtime::{now_ms, AlertService, DEFAULT_GROUP_ID};
 use tripline_alerting::silence::NewSilence;
 
 use crate::settings::{self, Loaded};
+
+/// The built-in web page and its series API, served with this API.
+#[path = "console.rs"]
+pub mod console;
 
 /// Overrides the consumer group (`tripline-alerting`), e.g. for two independent deployments
 /// sharing a broker.
@@ -78,12 +85,21 @@ pub fn prepare(
     let config_path = config_path.map(Path::to_path_buf);
     let router = match std::env::var(API_TOKEN_ENV) {
         Ok(token) if token.trim().chars().count() >= MIN_TOKEN_CHARS => {
-            info!("alerting api enabled on /api/v1/");
-            Some(router(Api {
-                handle: handle.clone(),
-                config_path: config_path.clone(),
+            info!("alerting api enabled on /api/v1/, console on /ui/");
+            let console = console::router(console::Console {
                 token: token.trim().to_owned(),
-            }))
+                clickhouse: loaded.clickhouse(),
+                config_path: config_path.clone(),
+                detect: loaded.config.detect.clone(),
+            });
+            Some(
+                router(Api {
+                    handle: handle.clone(),
+                    config_path: config_path.clone(),
+                    token: token.trim().to_owned(),
+                })
+                .merge(console),
+            )
         }
         Ok(_) => {
             error!("{API_TOKEN_ENV} is shorter than {MIN_TOKEN_CHARS} characters: the alerting api is off");
@@ -143,22 +159,26 @@ fn problem(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(serde_json::json!({ "error": message.into() }))).into_response()
 }
 
-/// Constant-time comparison of the bearer token.
 fn unauthorized(api: &Api, headers: &HeaderMap) -> Option<Response> {
+    (!bearer_ok(&api.token, headers))
+        .then(|| problem(StatusCode::UNAUTHORIZED, "missing or wrong bearer token"))
+}
+
+/// Whether `headers` carry `Authorization: Bearer <token>` (constant-time comparison).
+pub(crate) fn bearer_ok(token: &str, headers: &HeaderMap) -> bool {
     let given = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("")
         .trim();
-    let expected = api.token.as_bytes();
-    let ok = given.len() == expected.len()
+    let expected = token.as_bytes();
+    given.len() == expected.len()
         && given
             .bytes()
             .zip(expected)
             .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0;
-    (!ok).then(|| problem(StatusCode::UNAUTHORIZED, "missing or wrong bearer token"))
+            == 0
 }
 
 /// An error from the service: unknown ids are 404, a stopped service 503, the rest 400.
