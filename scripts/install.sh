@@ -2,7 +2,7 @@
 # Install what Tripline's tests and demo need on a Debian 12 machine. Idempotent and quiet:
 # one line per step, full output only when a step fails. Works with CI=true and no stdin.
 #
-#   apt packages (skipped entirely when all are installed)
+#   apt packages (skipped entirely when all are installed), chromium for the console's test
 #   tansu (Kafka-compatible broker), built once into $TRIPLINE_CACHE
 #   a Python venv in $TRIPLINE_CACHE with aiosmtpd, chdb-core and LiteLLM's proxy (for the
 #   collector's end-to-end test: a real LiteLLM on loopback with mock_response models)
@@ -13,8 +13,9 @@ set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 
 export DEBIAN_FRONTEND=noninteractive
+# chromium + chromium-driver: the console's end-to-end test (headless, over WebDriver).
 APT_PACKAGES=(build-essential zlib1g-dev pkg-config curl ca-certificates
-  clickhouse-server clickhouse-client python3-venv)
+  clickhouse-server clickhouse-client python3-venv chromium chromium-driver)
 # litellm: pinned to the version the collector is tested against. Never 1.107.0 (a compromised
 # release); review the release before raising the pin.
 PY_REQUIREMENTS=("chdb-core==26.9.0" "aiosmtpd==1.4.6" "litellm[proxy]==1.106.12")
