@@ -37,10 +37,6 @@ use tripline_alerting::silence::NewSilence;
 
 use crate::settings::{self, Loaded};
 
-/// The built-in web page and its series API, served with this API.
-#[path = "console.rs"]
-pub mod console;
-
 /// Overrides the consumer group (`tripline-alerting`), e.g. for two independent deployments
 /// sharing a broker.
 pub const GROUP_ID_ENV: &str = "TRIPLINE_ALERTING_GROUP_ID";
@@ -86,7 +82,7 @@ pub fn prepare(
     let router = match std::env::var(API_TOKEN_ENV) {
         Ok(token) if token.trim().chars().count() >= MIN_TOKEN_CHARS => {
             info!("alerting api enabled on /api/v1/, console on /ui/");
-            let console = console::router(console::Console {
+            let console = crate::console::router(crate::console::Console {
                 token: token.trim().to_owned(),
                 clickhouse: loaded.clickhouse(),
                 config_path: config_path.clone(),

@@ -312,7 +312,7 @@ fn score(truth: &[Incident], firings: &[Firing], projects: &HashMap<String, Stri
         let first = firings
             .iter()
             .filter(|f| f.alert.detector == own && explains(incident, f, projects))
-            .map(|f| i64::from(f.at_s) * 1000 - incident.start_ms)
+            .map(|f| i64::from(f.at_s) * 1000 - incident.onset_ms)
             .min();
         let entry = per_detector.entry(own).or_default();
         entry.incidents += 1;
@@ -410,7 +410,7 @@ impl Report {
                 "true_alerts": s.true_firings, "ttd_s": s.ttd_s,
             }))).collect::<serde_json::Map<_, _>>(),
             "incidents": self.outcomes.iter().map(|(i, detected, ttd)| serde_json::json!({
-                "kind": i.kind.as_str(), "key": i.key, "start_ms": i.start_ms, "end_ms": i.end_ms,
+                "kind": i.kind.as_str(), "key": i.key, "start_ms": i.start_ms, "onset_ms": i.onset_ms, "end_ms": i.end_ms,
                 "detected": detected, "ttd_s": ttd, "note": i.note,
             })).collect::<Vec<_>>(),
             "false_alerts": self.false_alerts.iter().map(|&i| serde_json::json!({

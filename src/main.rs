@@ -3,6 +3,8 @@
 mod alert;
 mod backtest;
 mod bench;
+/// The built-in web page and its series API, served with the alerting API.
+mod console;
 mod detect;
 mod evaluate;
 mod roles;

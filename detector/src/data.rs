@@ -137,6 +137,8 @@ impl Shard {
 pub struct Thresholds {
     pub no_backoff_ms: f64,
     pub scan_min_keys: u64,
+    /// Whether end users' places are read (`cross_region.per_user`).
+    pub users: bool,
 }
 
 /// Reads minutes `[from_minute, to_minute]` (epoch seconds of minute starts). With `as_of_ms`,
@@ -248,7 +250,7 @@ pub async fn fetch(
                 ),
                 "GROUP BY provider, model, m",
             ));
-    let users_sql = shared.then(|| format!(
+    let users_sql = (shared && thresholds.users).then(|| format!(
                 "SELECT user, toUInt32(toStartOfMinute(ts)) AS m, client_country, any(api_key_id), \
                  count(), min(ts_ms), max(ts_ms) FROM gateway_requests \
                  WHERE {raw_ts_range} AND user != '' AND client_country != '' AND status NOT IN (401, 403) \

@@ -41,6 +41,7 @@ pub async fn replay(
     let thresholds = Thresholds {
         no_backoff_ms: config.retry_storm.no_backoff_ms,
         scan_min_keys: config.leaked_key.scan_min_keys,
+        users: config.cross_region.enabled && config.cross_region.per_user,
     };
     let budgets = crate::wants_budgets(&config);
     let resolve_after_s = config.resolve_after_s as u32;

@@ -187,6 +187,10 @@ pub struct Incident {
     /// `start_ms..end_ms`.
     pub start_ms: i64,
     pub end_ms: i64,
+    /// When its first anomalous event happens: the window start for a change of rate (spend,
+    /// retries), the first probe of a leaked key, the first far-away use of impossible travel,
+    /// the first failed try of key scanning. Time to detect counts from here.
+    pub onset_ms: i64,
     /// What happens, with the concrete figures (size, addresses, countries, expected spend).
     pub note: String,
 }
@@ -207,6 +211,8 @@ impl Incident {
             "end": tripline_core::time::format_ms(self.end_ms),
             "start_ms": self.start_ms,
             "end_ms": self.end_ms,
+            "onset": tripline_core::time::format_ms(self.onset_ms),
+            "onset_ms": self.onset_ms,
             "also_detected_by": self.kind.also_detected_by(),
             "note": self.note,
         })

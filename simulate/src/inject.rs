@@ -214,6 +214,7 @@ impl Injector {
                 key,
                 start_ms,
                 end_ms,
+                onset_ms,
                 note,
                 truth_key,
                 schedule,
@@ -232,6 +233,7 @@ impl Injector {
                 key: truth_key,
                 start_ms,
                 end_ms,
+                onset_ms,
                 note,
             });
             let wake_at = if rate.is_some() {

@@ -32,6 +32,8 @@ pub(crate) struct Resolved {
     pub key: usize,
     pub start_ms: i64,
     pub end_ms: i64,
+    /// When the first anomalous event happens (the window start unless set otherwise).
+    pub onset_ms: i64,
     pub note: String,
     pub truth_key: String,
     pub schedule: Vec<(i64, Draft)>,
@@ -55,6 +57,7 @@ pub(crate) fn resolve(
         key,
         start_ms: start,
         end_ms: end,
+        onset_ms: start,
         note: String::new(),
         truth_key: k.id.clone(),
         schedule: Vec::new(),
@@ -257,7 +260,9 @@ fn leaked(r: &mut Resolved, k: &KeyProfile, trace: &Trace, rng: &mut ChaCha8Rng,
         stream: false,
         mode: Mode::NoClientRetry,
     };
-    for t in uniform_times(rng, n_probe, r.start_ms, r.start_ms + probe_span) {
+    let probes = uniform_times(rng, n_probe, r.start_ms, r.start_ms + probe_span);
+    r.onset_ms = probes.iter().copied().min().unwrap_or(r.start_ms);
+    for t in probes {
         let (p, c) = (rng.random_range(8..=60), rng.random_range(1..=30));
         r.schedule.push((t, draft(probe.clone(), p, c)));
     }
@@ -308,6 +313,7 @@ fn scanning(r: &mut Resolved, rng: &mut ChaCha8Rng) {
         tries.swap(i, j);
     }
     let times = uniform_times(rng, tries.len(), r.start_ms, r.end_ms);
+    r.onset_ms = times.iter().copied().min().unwrap_or(r.start_ms);
     for (t, id) in times.into_iter().zip(&tries) {
         let draft = Draft {
             key: 0,
@@ -356,7 +362,11 @@ fn travel(r: &mut Resolved, k: &KeyProfile, trace: &Trace, rng: &mut ChaCha8Rng)
         let abroad = segment % 2 == 1;
         let n = rng.random_range(3..=6);
         let to = (seg_start + 60_000).min(r.end_ms);
-        for t in uniform_times(rng, n, seg_start, to) {
+        let times = uniform_times(rng, n, seg_start, to);
+        if abroad && segment == 1 {
+            r.onset_ms = times.iter().copied().min().unwrap_or(seg_start);
+        }
+        for t in times {
             let origin = abroad.then(|| origins[rng.random_range(0..origins.len())].clone());
             r.schedule
                 .push((t, own_draft(r.key, k, trace, rng, origin)));

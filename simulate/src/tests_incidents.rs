@@ -258,6 +258,20 @@ fn ground_truth_resolves_the_plans() {
     for (plan, truth) in run.config.incidents.iter().zip(&run.truth) {
         assert_eq!(plan.kind, truth.kind);
         assert_eq!(truth.start_ms, start + plan.offset_ms);
+        assert!(
+            (truth.start_ms..truth.end_ms).contains(&truth.onset_ms),
+            "{truth:?}"
+        );
+        match plan.kind {
+            // The first far-away use comes after a first stretch at home.
+            IncidentKind::ImpossibleTravel => {
+                assert!(truth.onset_ms >= truth.start_ms + 150_000, "{truth:?}")
+            }
+            IncidentKind::LeakedKeyProbeThenBurst | IncidentKind::KeyScanning => {
+                assert!(truth.onset_ms >= truth.start_ms, "{truth:?}")
+            }
+            _ => assert_eq!(truth.onset_ms, truth.start_ms, "{truth:?}"),
+        }
         if plan.kind == IncidentKind::BenignSlowRegionMove {
             assert!(truth.end_ms >= truth.start_ms + plan.duration_ms);
         } else {

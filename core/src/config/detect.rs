@@ -165,6 +165,11 @@ pub struct CrossRegionConfig {
     pub min_requests: u64,
     /// Distinct countries in an hour above the key's usual count plus this margin alert.
     pub countries_margin: u64,
+    /// Also judge end users (the events' `user`) across all their keys. Turn it on when `user`
+    /// names a person calling from their own devices; leave it off when requests reach the
+    /// gateway from your servers on the users' behalf (client IPs are then your servers', and a
+    /// user served from two regions is not travelling).
+    pub per_user: bool,
 }
 
 impl Default for CrossRegionConfig {
@@ -175,6 +180,7 @@ impl Default for CrossRegionConfig {
             min_distance_km: 1_000.0,
             min_requests: 2,
             countries_margin: 3,
+            per_user: false,
         }
     }
 }

@@ -8,10 +8,12 @@
 //! - [`seasonal`]: hour-of-week factors with shrinkage toward the global level.
 //! - [`spend`]: the spend-spike model built from the above, with floors and early firing.
 //! - [`geo`]: great-circle distances, country points and implied travel speed.
+//! - [`proportion`]: confidence bounds for shares counted in small samples.
 
 pub mod calibration;
 pub mod ewma;
 pub mod geo;
+pub mod proportion;
 pub mod robust;
 pub mod seasonal;
 pub mod spend;

@@ -87,7 +87,9 @@ impl Engine {
             }
         }
         self.fold_key_travel(&data.usage, from, closed_before);
-        self.fold_users(&data.users, from, closed_before);
+        if self.config.cross_region.per_user {
+            self.fold_users(&data.users, from, closed_before);
+        }
         let excused = self.excused_spend(data);
         for (rows, is_project) in [(&data.projects, true), (&data.overall, false)] {
             let mut per: HashMap<&str, BTreeMap<u32, f64>> = HashMap::new();

@@ -1,6 +1,27 @@
 //! retry_storm: retry share and amplification per key and per provider/model.
 
+use tripline_core::models::proportion::wilson_lower;
+
 use super::*;
+use crate::data::{KeyMinute, KeyRetries};
+
+/// One-sided 95 % normal quantile.
+const Z_95: f64 = 1.645;
+
+/// Attempts per successful request. With upstream attempts logged, both counts come from them:
+/// attempts and their successes share timestamps, whereas a gateway request and its attempts
+/// can fall in different minutes (a burst that just ended leaves attempts in the next minute,
+/// with few requests to divide by), and cache hits have no attempt at all. Without them,
+/// gateway requests over gateway successes.
+fn amplification(row: &KeyMinute, retries: Option<&KeyRetries>) -> f64 {
+    match retries.filter(|r| r.provider_attempts > 0) {
+        Some(r) => r.provider_attempts as f64 / r.provider_successes.max(1) as f64,
+        None => {
+            let successes = row.requests.saturating_sub(row.failures).max(1);
+            row.requests as f64 / successes as f64
+        }
+    }
+}
 
 impl Engine {
     pub(super) fn assess_retries(&self, data: &CycleData, out: &mut Vec<Candidate>) {
@@ -19,13 +40,14 @@ impl Engine {
                 continue;
             }
             let retries = retries_by_minute.get(&(row.api_key_id.as_str(), row.minute));
-            let successes = row.requests.saturating_sub(row.failures).max(1);
-            let attempts = retries.map_or(0, |r| r.provider_attempts).max(row.requests);
-            let amplification = attempts as f64 / successes as f64;
+            let amplification = amplification(row, retries.copied());
             let share = row.retries as f64 / row.requests as f64;
+            // The share must be clear of the threshold given how few requests a minute (or
+            // the first seconds of one) holds.
+            let share_low = wilson_lower(row.retries, row.requests, Z_95);
             let fast = retries.map_or(0, |r| r.fast_chains);
             let chains = retries.map_or(0, |r| r.chains);
-            if share < cfg.retry_share && amplification < cfg.amplification {
+            if share_low < cfg.retry_share && amplification < cfg.amplification {
                 continue;
             }
             let no_backoff = chains > 0 && fast * 2 >= chains;

@@ -245,9 +245,10 @@ fn retry_storm_severity_follows_amplification_and_backoff() {
     assert_eq!(storm[0].severity, Severity::Critical);
     assert!(storm[0].observed > 6.0);
 
+    // 40 % of 100 requests are retries: clearly above 25 %, with little amplification.
     let mut mild = key_minute("k", now, 100, 0.5);
     mild.failures = 10;
-    mild.retries = 30;
+    mild.retries = 40;
     let data = CycleData {
         keys: vec![mild],
         ..CycleData::default()
@@ -258,6 +259,20 @@ fn retry_storm_severity_follows_amplification_and_backoff() {
         1
     );
     assert_eq!(found[0].severity, Severity::Warning);
+
+    // 7 retries among the first 20 requests of a minute (35 %) could be chance at a 25 %
+    // threshold: not yet a storm.
+    let mut early = key_minute("k", now, 20, 0.1);
+    early.retries = 7;
+    let data = CycleData {
+        keys: vec![early],
+        ..CycleData::default()
+    };
+    let found = e.cycle(&data, now + 10, false);
+    assert!(
+        found.iter().all(|c| c.detector != "retry_storm"),
+        "{found:?}"
+    );
 }
 
 #[test]
@@ -446,6 +461,9 @@ fn travel_of(found: &[Candidate]) -> Vec<&Candidate> {
 #[test]
 fn a_user_on_two_keys_in_far_countries_is_impossible_travel() {
     let mut e = engine();
+    let mut config = e.config().clone();
+    config.cross_region.per_user = true;
+    e.reconfigure(config).unwrap();
     // Twenty minutes of "alice" in Germany through key k1.
     for i in 0..20 {
         let minute = T0 + i * 60;
@@ -527,6 +545,9 @@ fn a_key_used_from_two_far_regions_for_half_an_hour_stops_alerting() {
 #[test]
 fn users_idle_for_a_day_are_forgotten() {
     let mut e = engine();
+    let mut config = e.config().clone();
+    config.cross_region.per_user = true;
+    e.reconfigure(config).unwrap();
     let data = CycleData {
         users: vec![user_use("carol", "k1", T0, "DE", 5)],
         ..CycleData::default()

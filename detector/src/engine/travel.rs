@@ -268,7 +268,9 @@ impl Engine {
         }
         found.sort_by(|a, b| a.0.cmp(b.0));
         out.extend(found.into_iter().map(|(_, c)| c));
-        self.assess_user_travel(&data.users, out);
+        if cfg.per_user {
+            self.assess_user_travel(&data.users, out);
+        }
     }
 
     /// Impossible travel of end users (the `user` field), across all the keys they use.
