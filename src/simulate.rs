@@ -94,6 +94,15 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
             );
         }
     }
+    // A fresh broker has no topics yet: producing to one that does not exist fails.
+    tripline_kafka::ensure_topics(
+        kafka,
+        tripline_kafka::process_env,
+        &[kafka.gateway_topic.as_str(), kafka.provider_topic.as_str()],
+        4,
+    )
+    .await
+    .context("creating the gateway and provider topics")?;
     let producer: FutureProducer =
         tripline_kafka::producer_config(kafka, tripline_kafka::process_env)?.create()?;
     let simulator = Simulator::new(SimConfig {

@@ -362,6 +362,8 @@ fn add_minute(
             project: k.project.clone(),
             requests,
             failures,
+            // Rate limits and server errors: most failures of a busy gateway.
+            throttled: failures * 4 / 5,
             retries,
             cost_usd: cost,
             distinct_ips: ips,

@@ -13,6 +13,8 @@ pub struct KeyMinute {
     pub project: String,
     pub requests: u64,
     pub failures: u64,
+    /// Answers 429 or 5xx (among `failures`).
+    pub throttled: u64,
     pub retries: u64,
     pub cost_usd: f64,
     pub distinct_ips: u64,
@@ -85,6 +87,51 @@ pub struct ScanCandidate {
     pub requests: u64,
     pub first_ms: i64,
     pub last_ms: i64,
+}
+
+/// One client IP's failed authentications (401/403) on one key in one minute: what a replay
+/// rebuilds each minute's key-scanning candidates from.
+#[derive(Debug, Clone, Default, PartialEq, clickhouse::Row, Deserialize)]
+pub struct AuthFailures {
+    pub client_ip: String,
+    pub minute: u32,
+    pub api_key_id: String,
+    pub requests: u64,
+    pub first_ms: i64,
+    pub last_ms: i64,
+}
+
+/// Failed authentications per (IP, minute, key) in minutes `[from_minute, to_minute]`.
+pub async fn fetch_auth_failures(
+    client: &Client,
+    from_minute: u32,
+    to_minute: u32,
+) -> Result<Vec<AuthFailures>, clickhouse::error::Error> {
+    client
+        .query_raw(&format!(
+            "SELECT client_ip, toUInt32(toStartOfMinute(ts)) AS m, api_key_id, count(), min(ts_ms), max(ts_ms) \
+             FROM gateway_requests WHERE ts >= toDateTime({from_minute}) AND ts < toDateTime({}) \
+             AND status IN (401, 403) AND client_ip != '' GROUP BY client_ip, m, api_key_id",
+            to_minute + 60
+        ))
+        .fetch_all()
+        .await
+}
+
+/// Each key's (id, project, minute, spend) in `[from_minute, to_minute)`: what budgets add up.
+pub async fn fetch_key_spend(
+    client: &Client,
+    from_minute: u32,
+    to_minute: u32,
+) -> Result<Vec<(String, String, u32, f64)>, clickhouse::error::Error> {
+    client
+        .query_raw(&format!(
+            "SELECT api_key_id, anyLastMerge(project), toUInt32(minute), sumMerge(cost_usd) FROM rollup_key_1m \
+             WHERE minute >= toDateTime({from_minute}) AND minute < toDateTime({to_minute}) \
+             GROUP BY api_key_id, minute"
+        ))
+        .fetch_all()
+        .await
 }
 
 /// Spend so far in the current hour and day, per key.
@@ -184,13 +231,13 @@ pub async fn fetch(
                 &format!(
                     "SELECT api_key_id, toUInt32(minute), anyLastMerge(project), countMerge(requests), \
                      sumMerge(errors_auth) + sumMerge(errors_rate_limited) + sumMerge(errors_client) + sumMerge(errors_server), \
-                     sumMerge(retries), sumMerge(cost_usd), uniqIfMerge(distinct_ips) \
+                     sumMerge(errors_rate_limited) + sumMerge(errors_server), sumMerge(retries), sumMerge(cost_usd), uniqIfMerge(distinct_ips) \
                      FROM rollup_key_1m WHERE {range} AND {keys_filter}"
                 ),
                 "GROUP BY api_key_id, minute",
                 &format!(
                     "SELECT api_key_id, toUInt32(toStartOfMinute(ts)) AS m, anyLast(project), count(), \
-                     countIf(status >= 400), countIf(attempt > 1), sum(cost_usd), uniqIf(client_ip, client_ip != '') \
+                     countIf(status >= 400), countIf(status = 429 OR status >= 500), countIf(attempt > 1), sum(cost_usd), uniqIf(client_ip, client_ip != '') \
                      FROM gateway_requests WHERE {ts_range} AND {keys_filter}"
                 ),
                 "GROUP BY api_key_id, m",

@@ -12,7 +12,7 @@ use tripline_core::models::geo;
 use tripline_core::models::seasonal::hour_of_week;
 use tripline_core::models::spend::{SpendModel, SpendParams};
 
-use crate::data::{CycleData, Usage};
+use crate::data::{CycleData, KeyMinute, Usage};
 use crate::familiar::Familiar;
 
 mod fold;
@@ -85,6 +85,9 @@ struct KeyState {
     familiar: Familiar,
     /// Distinct client IPs per active minute.
     ips: Ewma,
+    /// Requests per active minute, and the share of them answered 429 or 5xx.
+    traffic: Ewma,
+    throttled: Ewma,
     /// The last country the key was used from, and the far-apart ones it uses at once.
     whereabouts: travel::Whereabouts,
     /// Distinct countries per active minute.
@@ -174,7 +177,7 @@ impl Engine {
                 self.assess_leaks(data, &mut out);
             }
             if self.config.retry_storm.enabled {
-                self.assess_retries(data, &mut out);
+                self.assess_retries(data, now_s, &mut out);
             }
             if self.config.cross_region.enabled {
                 self.assess_travel(data, &mut out);

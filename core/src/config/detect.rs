@@ -138,6 +138,12 @@ pub struct RetryStormConfig {
     pub critical_amplification: f64,
     /// Retries of one request arriving faster than this on average had no backoff.
     pub no_backoff_ms: f64,
+    /// A storm building: requests at least `rate_rise` times the key's usual rate while its
+    /// share of 429/5xx answers is `failure_rise` above its usual share and its retries come
+    /// without backoff. Catches a storm in its first minute, before shares and amplification
+    /// peak.
+    pub rate_rise: f64,
+    pub failure_rise: f64,
 }
 
 impl Default for RetryStormConfig {
@@ -149,6 +155,8 @@ impl Default for RetryStormConfig {
             amplification: 3.0,
             critical_amplification: 5.0,
             no_backoff_ms: 250.0,
+            rate_rise: 2.0,
+            failure_rise: 0.10,
         }
     }
 }
@@ -309,6 +317,21 @@ impl DetectConfig {
                 r.amplification, r.critical_amplification
             ),
             "attempts per successful request; keep amplification <= critical_amplification",
+        );
+        check(
+            r.rate_rise.is_finite() && r.rate_rise >= 1.0,
+            "detect.retry_storm.rate_rise",
+            format!("must be at least 1 (got {})", r.rate_rise),
+            "a multiple of the key's usual requests per minute, e.g. 2.0",
+        );
+        check(
+            r.failure_rise > 0.0 && r.failure_rise <= 1.0,
+            "detect.retry_storm.failure_rise",
+            format!(
+                "must be a share above 0 and at most 1 (got {})",
+                r.failure_rise
+            ),
+            "0.10: 429/5xx answers ten points above the key's usual share",
         );
         check(
             r.no_backoff_ms.is_finite() && r.no_backoff_ms >= 0.0,

@@ -15,13 +15,13 @@ impl Engine {
         // Keys: spend per minute, zero-filled for minutes without traffic.
         // Per key, its closed minutes in order (one in a live cycle, up to 60 in a replay
         // chunk): a small sorted vector rather than a BTreeMap allocated per key.
-        type Minutes<'a> = Vec<(u32, (f64, u64, &'a str))>;
+        type Minutes<'a> = Vec<(u32, &'a KeyMinute)>;
         let mut spend: HashMap<&str, Minutes> = HashMap::with_capacity(data.keys.len());
         for row in data.keys.iter().filter(|r| closed(r.minute)) {
             spend
                 .entry(&row.api_key_id)
                 .or_default()
-                .push((row.minute, (row.cost_usd, row.distinct_ips, &row.project)));
+                .push((row.minute, row));
         }
         for minutes in spend.values_mut() {
             if minutes.len() > 1 {
@@ -35,7 +35,10 @@ impl Engine {
         for (key, minutes) in &spend {
             if !self.keys.contains_key(*key) {
                 let first = minutes.first().expect("non-empty").0;
-                let project = minutes.first().map_or("", |v| v.1 .2).to_owned();
+                let project = minutes
+                    .first()
+                    .map_or("", |v| v.1.project.as_str())
+                    .to_owned();
                 self.keys.insert(
                     (*key).to_owned(),
                     KeyState {
@@ -46,6 +49,8 @@ impl Engine {
                         },
                         familiar: Familiar::default(),
                         ips: Ewma::default(),
+                        traffic: Ewma::default(),
+                        throttled: Ewma::default(),
                         whereabouts: travel::Whereabouts::default(),
                         countries: Ewma::default(),
                     },
@@ -55,25 +60,30 @@ impl Engine {
         let ip_alpha = self.ip_alpha;
         for (key, state) in self.keys.iter_mut() {
             let minutes = spend.get(key.as_str());
-            if let Some((_, (_, _, project))) = minutes.and_then(|m| m.last()) {
-                if !project.is_empty() && state.project != *project {
-                    state.project = (*project).to_owned();
+            if let Some((_, row)) = minutes.and_then(|m| m.last()) {
+                if !row.project.is_empty() && state.project != row.project {
+                    state.project.clone_from(&row.project);
                 }
             }
             let mut minute = state.spend.last_folded.max(from);
             while minute < closed_before {
-                let (cost, ips) = minutes
-                    .and_then(|m| {
-                        m.binary_search_by_key(&minute, |v| v.0)
-                            .ok()
-                            .map(|i| &m[i].1)
-                    })
-                    .map_or((0.0, 0), |v| (v.0, v.1));
+                let row = minutes.and_then(|m| {
+                    m.binary_search_by_key(&minute, |v| v.0)
+                        .ok()
+                        .map(|i| m[i].1)
+                });
+                let cost = row.map_or(0.0, |r| r.cost_usd);
                 state
                     .spend
                     .model
                     .update(&params, cost, hour_of_week(i64::from(minute) * 1000));
-                if ips > 0 {
+                if let Some(row) = row.filter(|r| r.requests > 0) {
+                    state.traffic.update(row.requests as f64, ip_alpha);
+                    state
+                        .throttled
+                        .update(row.throttled as f64 / row.requests as f64, ip_alpha);
+                }
+                if let Some(ips) = row.map(|r| r.distinct_ips).filter(|ips| *ips > 0) {
                     state.ips.update(ips as f64, ip_alpha);
                     state.familiar.note_active(minute);
                 }

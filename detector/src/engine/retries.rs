@@ -3,7 +3,7 @@
 use tripline_core::models::proportion::wilson_lower;
 
 use super::*;
-use crate::data::{KeyMinute, KeyRetries};
+use crate::data::KeyRetries;
 
 /// One-sided 95 % normal quantile.
 const Z_95: f64 = 1.645;
@@ -24,33 +24,41 @@ fn amplification(row: &KeyMinute, retries: Option<&KeyRetries>) -> f64 {
 }
 
 impl Engine {
-    pub(super) fn assess_retries(&self, data: &CycleData, out: &mut Vec<Candidate>) {
+    pub(super) fn assess_retries(&self, data: &CycleData, now_s: u32, out: &mut Vec<Candidate>) {
         let cfg = &self.config.retry_storm;
         let retries_by_minute: HashMap<(&str, u32), &crate::data::KeyRetries> = data
             .retries
             .iter()
             .map(|r| ((r.api_key_id.as_str(), r.minute), r))
             .collect();
-        for row in data
-            .keys
-            .iter()
-            .filter(|r| r.minute >= self.folded_through && r.requests >= cfg.min_requests)
-        {
+        for row in data.keys.iter().filter(|r| r.minute >= self.folded_through) {
             if !self.key_enabled("retry_storm", &row.api_key_id, &row.project) {
                 continue;
             }
             let retries = retries_by_minute.get(&(row.api_key_id.as_str(), row.minute));
+            let fast = retries.map_or(0, |r| r.fast_chains);
+            let chains = retries.map_or(0, |r| r.chains);
+            let no_backoff = chains > 0 && fast * 2 >= chains;
+            // A storm building needs retries arriving without backoff: clients that back off
+            // during a provider's bad minute (429/5xx with a burst of traffic) are what retries
+            // are for, and the provider/model alert covers the provider.
+            let building = (no_backoff && chains >= 2)
+                .then(|| self.storm_building(row, now_s))
+                .flatten();
+            if row.requests < cfg.min_requests && building.is_none() {
+                continue;
+            }
             let amplification = amplification(row, retries.copied());
             let share = row.retries as f64 / row.requests as f64;
             // The share must be clear of the threshold given how few requests a minute (or
             // the first seconds of one) holds.
             let share_low = wilson_lower(row.retries, row.requests, Z_95);
-            let fast = retries.map_or(0, |r| r.fast_chains);
-            let chains = retries.map_or(0, |r| r.chains);
-            if share_low < cfg.retry_share && amplification < cfg.amplification {
+            if share_low < cfg.retry_share
+                && amplification < cfg.amplification
+                && building.is_none()
+            {
                 continue;
             }
-            let no_backoff = chains > 0 && fast * 2 >= chains;
             let mut c = Candidate::new(
                 "retry_storm",
                 &[("api_key_id", &row.api_key_id), ("project", &row.project)],
@@ -78,6 +86,15 @@ impl Engine {
             c.facts.insert("retry_share".into(), json!(share));
             c.facts.insert("retry_chains".into(), json!(chains));
             c.facts.insert("chains_without_backoff".into(), json!(fast));
+            if let Some((rate, usual)) = building {
+                c.summary.push_str(&format!(
+                    "; {:.0} % of answers are 429/5xx (usually {:.0} %) at {rate:.1}x its usual \
+                     request rate",
+                    100.0 * row.throttled as f64 / row.requests as f64,
+                    100.0 * usual
+                ));
+                c.facts.insert("request_rate_ratio".into(), json!(rate));
+            }
             out.push(c);
         }
         if !data.providers.is_empty() {
@@ -111,5 +128,25 @@ impl Engine {
                 out.push(c);
             }
         }
+    }
+
+    /// A storm building on a key: its requests (so far in the minute, pro rata) at
+    /// `rate_rise` times its usual rate and its share of 429/5xx answers, by its Wilson lower
+    /// bound, `failure_rise` above its usual share. Returns (rate ratio, usual 429/5xx share).
+    fn storm_building(&self, row: &KeyMinute, now_s: u32) -> Option<(f64, f64)> {
+        let cfg = &self.config.retry_storm;
+        let state = self.keys.get(&row.api_key_id)?;
+        // Too little history to know the key's usual rate; too few requests to judge a share.
+        if state.traffic.n < 10 || row.requests < 10 {
+            return None;
+        }
+        // Pro rata over the part of the minute seen, but at least a quarter of it: the first
+        // seconds of a minute say little about its rate.
+        let seen = (f64::from(now_s.saturating_sub(row.minute)) / 60.0).clamp(0.25, 1.0);
+        let rate = row.requests as f64 / (state.traffic.mean.max(1.0) * seen);
+        let usual = state.throttled.mean.clamp(0.0, 1.0);
+        let throttled_low = wilson_lower(row.throttled, row.requests, Z_95);
+        (rate >= cfg.rate_rise && throttled_low >= usual + cfg.failure_rise)
+            .then_some((rate, usual))
     }
 }

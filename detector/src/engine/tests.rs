@@ -558,3 +558,53 @@ fn users_idle_for_a_day_are_forgotten() {
     e.cycle(&CycleData::default(), later, true);
     assert!(e.users.is_empty());
 }
+
+#[test]
+fn a_storm_building_is_caught_in_its_first_minute() {
+    let mut e = engine();
+    let now = warm(&mut e, 30); // 30 requests a minute, no failures
+    let minute_with = |requests: u64, throttled: u64, retries: u64| {
+        let mut row = key_minute("k", now, requests, 0.05);
+        (row.failures, row.throttled, row.retries) = (throttled, throttled, retries);
+        CycleData {
+            keys: vec![row],
+            // The retries follow their failures within milliseconds.
+            retries: vec![KeyRetries {
+                api_key_id: "k".into(),
+                minute: now,
+                chains: retries.min(3),
+                fast_chains: retries.min(3),
+                ..KeyRetries::default()
+            }],
+            ..CycleData::default()
+        }
+    };
+    // 20 s into the minute: 25 requests (2.5x the usual pace), 8 answered 429, 5 retries.
+    // Neither the retry share (20 %) nor the amplification says storm yet; the trend does.
+    let found = e.cycle(&minute_with(25, 8, 5), now + 20, false);
+    let storm: Vec<_> = found
+        .iter()
+        .filter(|c| c.detector == "retry_storm")
+        .collect();
+    assert_eq!(storm.len(), 1, "{found:?}");
+    assert!(storm[0].summary.contains("429/5xx"), "{}", storm[0].summary);
+    assert_eq!(storm[0].severity, Severity::Warning);
+
+    // The same pace without failures is a busy minute; failures at the usual pace, or without
+    // any retry, are not a storm either.
+    for (requests, throttled, retries) in [(25, 0, 5), (10, 4, 3), (25, 8, 0)] {
+        let found = e.cycle(&minute_with(requests, throttled, retries), now + 20, false);
+        assert!(
+            found.iter().all(|c| c.detector != "retry_storm"),
+            "{requests} requests, {throttled} throttled, {retries} retries: {found:?}"
+        );
+    }
+    // Clients that back off during a bad minute are not a storm building.
+    let mut backing_off = minute_with(25, 8, 5);
+    backing_off.retries[0].fast_chains = 0;
+    let found = e.cycle(&backing_off, now + 20, false);
+    assert!(
+        found.iter().all(|c| c.detector != "retry_storm"),
+        "{found:?}"
+    );
+}
