@@ -7,7 +7,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
-use tripline_detector::replay::{replay, Firing, Span};
+use tripline_detector::replay::{replay_each, Firing, Span};
 
 use crate::settings;
 
@@ -79,35 +79,33 @@ pub async fn run(args: BacktestArgs) -> anyhow::Result<()> {
     let clickhouse = candidate.clickhouse();
     let quiet = args.json.as_deref().is_some_and(|p| p.as_os_str() == "-");
 
-    let mut results = Vec::new();
-    for (name, config) in [
-        ("candidate", &candidate.config.detect),
-        ("running", &running.config.detect),
-    ] {
-        let mut last_percent = u32::MAX;
-        let span = Span {
-            from_s: from.saturating_sub(warmup_s),
-            active_from_s: from,
-            to_s: to,
-            step_s: 60,
-        };
-        let firings = replay(&clickhouse, config.clone(), span, |done, total| {
-            let percent = done * 100 / total.max(1);
-            if percent / 10 != last_percent / 10 || done == total {
-                last_percent = percent;
-                eprint!(
-                    "\r{name}: replaying {}/{} minutes ({percent} %)",
-                    done / 60,
-                    total / 60
-                );
-                let _ = std::io::stderr().flush();
-            }
-        })
-        .await
-        .with_context(|| format!("replaying with the {name} config"))?;
-        eprintln!();
-        results.push(firings);
-    }
+    // Both configs replay side by side from the same reads.
+    let span = Span {
+        from_s: from.saturating_sub(warmup_s),
+        active_from_s: from,
+        to_s: to,
+        step_s: 60,
+    };
+    let configs = vec![
+        candidate.config.detect.clone(),
+        running.config.detect.clone(),
+    ];
+    let mut last_percent = u32::MAX;
+    let results = replay_each(&clickhouse, configs, span, |done, total| {
+        let percent = done * 100 / total.max(1);
+        if percent / 10 != last_percent / 10 || done == total {
+            last_percent = percent;
+            eprint!(
+                "\rreplaying {}/{} minutes ({percent} %)",
+                done / 60,
+                total / 60
+            );
+            let _ = std::io::stderr().flush();
+        }
+    })
+    .await
+    .context("replaying stored history through the detectors")?;
+    eprintln!();
     let rows = compare(&results[0], &results[1]);
     if let Some(path) = &args.json {
         let json = serde_json::to_string_pretty(&serde_json::json!({

@@ -27,34 +27,113 @@ pub enum ReplayError {
     ClickHouse(#[from] clickhouse::error::Error),
 }
 
-/// Replays `[from_s, to_s)`. Time before `active_from_s` only warms the models (an hour of
-/// minutes per read); from there the detectors run every `step_s` seconds of event time, each
-/// time on exactly what had happened by then, as the live worker does every few seconds (a step
-/// under 60 s judges open minutes and so measures early firing; 60 s judges each minute as it
-/// ends). The stored data is complete, so no lateness is waited for. `progress(done, total)`
-/// is called after every step, in seconds of event time.
+/// Replays `[from_s, to_s)` with one config. See [`replay_each`].
 pub async fn replay(
     clickhouse: &Client,
-    mut config: DetectConfig,
+    config: DetectConfig,
+    span: Span,
+    progress: impl FnMut(u32, u32),
+) -> Result<Vec<Firing>, ReplayError> {
+    let mut runs = replay_each(clickhouse, vec![config], span, progress).await?;
+    Ok(runs.pop().unwrap_or_default())
+}
+
+/// Replays `[from_s, to_s)` once per config, from the same reads (configs whose no-backoff
+/// thresholds differ need reads of their own and replay one after the other). Time before
+/// `active_from_s` only warms the models (an hour of minutes per read); from there the
+/// detectors run every `step_s` seconds of event time, each time on exactly what had happened
+/// by then, as the live worker does every few seconds (a step under 60 s judges open minutes
+/// and so measures early firing; 60 s judges each minute as it ends, reading an hour of minutes
+/// at a time). The stored data is complete, so no lateness is waited for. `progress(done,
+/// total)` is called after every step, in seconds of event time. Returns the firings per config,
+/// in the configs' order.
+pub async fn replay_each(
+    clickhouse: &Client,
+    configs: Vec<DetectConfig>,
     span: Span,
     mut progress: impl FnMut(u32, u32),
-) -> Result<Vec<Firing>, ReplayError> {
-    config.allowed_lateness_s = 0;
+) -> Result<Vec<Vec<Firing>>, ReplayError> {
+    let mut out: Vec<Option<Vec<Firing>>> = vec![None; configs.len()];
+    let mut left: Vec<(usize, DetectConfig)> = configs.into_iter().enumerate().collect();
+    while let Some((_, head)) = left.first() {
+        let no_backoff_ms = head.retry_storm.no_backoff_ms;
+        let (group, rest): (Vec<_>, Vec<_>) = left
+            .into_iter()
+            .partition(|(_, c)| c.retry_storm.no_backoff_ms == no_backoff_ms);
+        left = rest;
+        let (indexes, configs): (Vec<usize>, Vec<DetectConfig>) = group.into_iter().unzip();
+        let firings = replay_together(clickhouse, configs, span, &mut progress).await?;
+        for (i, f) in indexes.into_iter().zip(firings) {
+            out[i] = Some(f);
+        }
+    }
+    Ok(out.into_iter().map(Option::unwrap_or_default).collect())
+}
+
+/// One config's replay: its detectors, its alerts' lifecycle, what fired.
+struct Run {
+    engine: Engine,
+    lifecycle: Lifecycle,
+    firings: Vec<Firing>,
+    resolve_after_s: u32,
+    scan_min_keys: u64,
+}
+
+impl Run {
+    fn step(&mut self, data: &CycleData, now: u32) {
+        for candidate in self.engine.cycle(data, now, false) {
+            if let Step::Fire(alert) = self.lifecycle.observe(&candidate, now) {
+                self.firings.push(Firing {
+                    at_s: now,
+                    alert: *alert,
+                });
+            }
+        }
+        self.lifecycle.resolve_stale(now, self.resolve_after_s);
+    }
+}
+
+/// Replays configs that read the same rows side by side.
+async fn replay_together(
+    clickhouse: &Client,
+    configs: Vec<DetectConfig>,
+    span: Span,
+    progress: &mut impl FnMut(u32, u32),
+) -> Result<Vec<Vec<Firing>>, ReplayError> {
     let shard = Shard { index: 0, count: 1 };
     let thresholds = Thresholds {
-        no_backoff_ms: config.retry_storm.no_backoff_ms,
-        scan_min_keys: config.leaked_key.scan_min_keys,
-        users: config.cross_region.enabled && config.cross_region.per_user,
+        no_backoff_ms: configs.first().map_or(0.0, |c| c.retry_storm.no_backoff_ms),
+        scan_min_keys: configs
+            .iter()
+            .map(|c| c.leaked_key.scan_min_keys)
+            .min()
+            .unwrap_or(u64::MAX),
+        users: configs
+            .iter()
+            .any(|c| c.cross_region.enabled && c.cross_region.per_user),
     };
-    let wants_budgets = crate::wants_budgets(&config);
-    let resolve_after_s = config.resolve_after_s as u32;
+    let wants_budgets = configs.iter().any(crate::wants_budgets);
     let step = span.step_s.clamp(1, MINUTE);
-    let mut engine = Engine::new(config)?;
-    let mut lifecycle = Lifecycle::default();
     let first = span.from_s / MINUTE * MINUTE;
     let active_from = (span.active_from_s / MINUTE * MINUTE).clamp(first, span.to_s);
     let total = span.to_s.saturating_sub(first);
-    engine.folded_through = first;
+    let mut runs = Vec::with_capacity(configs.len());
+    for mut config in configs {
+        config.allowed_lateness_s = 0;
+        let (resolve_after_s, scan_min_keys) = (
+            config.resolve_after_s as u32,
+            config.leaked_key.scan_min_keys,
+        );
+        let mut engine = Engine::new(config)?;
+        engine.folded_through = first;
+        runs.push(Run {
+            engine,
+            lifecycle: Lifecycle::default(),
+            firings: Vec::new(),
+            resolve_after_s,
+            scan_min_keys,
+        });
+    }
 
     // Warm-up: whole hours of closed minutes per read, nothing flagged.
     let mut from = first;
@@ -70,23 +149,13 @@ pub async fn replay(
             None,
         )
         .await?;
-        engine.cycle(&data, to, true);
+        for run in &mut runs {
+            run.engine.cycle(&data, to, true);
+        }
         from = to;
         progress(from - first, total);
     }
 
-    let mut firings = Vec::new();
-    let mut fire = |engine: &mut Engine, data: &CycleData, now: u32| {
-        for candidate in engine.cycle(data, now, false) {
-            if let Step::Fire(alert) = lifecycle.observe(&candidate, now) {
-                firings.push(Firing {
-                    at_s: now,
-                    alert: *alert,
-                });
-            }
-        }
-        lifecycle.resolve_stale(now, resolve_after_s);
-    };
     if step == MINUTE {
         // Minute by minute, from one read per hour of minutes: the same rows the live worker
         // reads when each minute ends, with scans and budgets rebuilt in memory.
@@ -111,40 +180,55 @@ pub async fn replay(
             let mut minutes = split_by_minute(rows);
             for minute in (from..to).step_by(MINUTE as usize) {
                 let mut data = minutes.remove(&minute).unwrap_or_default();
-                data.scans = scans_at(&failures, minute, thresholds.scan_min_keys);
                 if wants_budgets {
                     for k in &data.keys {
                         budgets.add(&k.api_key_id, &k.project, minute, k.cost_usd);
                     }
                     data.budgets = budgets.at(minute);
                 }
-                fire(&mut engine, &data, minute + MINUTE);
+                for run in &mut runs {
+                    data.scans = scans_at(&failures, minute, run.scan_min_keys);
+                    run.step(&data, minute + MINUTE);
+                }
                 progress(minute + MINUTE - first, total);
             }
             from = to;
         }
-        return Ok(firings);
+    } else {
+        let mut now = active_from;
+        while now < span.to_s {
+            now = (now + step).min(span.to_s.div_ceil(MINUTE) * MINUTE);
+            // The minute `now` falls in, or the one that just ended when `now` is a minute
+            // start.
+            let open_minute = (now - 1) / MINUTE * MINUTE;
+            let as_of_ms = (!now.is_multiple_of(MINUTE)).then_some(i64::from(now) * 1000);
+            // Every run has folded the same minutes.
+            let folded = runs
+                .first()
+                .map_or(open_minute, |r| r.engine.folded_through);
+            let mut data = data::fetch(
+                clickhouse,
+                shard,
+                folded,
+                open_minute,
+                &thresholds,
+                wants_budgets,
+                as_of_ms,
+            )
+            .await?;
+            let scans = std::mem::take(&mut data.scans);
+            for run in &mut runs {
+                data.scans = scans
+                    .iter()
+                    .filter(|s| s.keys >= run.scan_min_keys)
+                    .cloned()
+                    .collect();
+                run.step(&data, now);
+            }
+            progress(now.min(span.to_s) - first, total);
+        }
     }
-    let mut now = active_from;
-    while now < span.to_s {
-        now = (now + step).min(span.to_s.div_ceil(MINUTE) * MINUTE);
-        // The minute `now` falls in, or the one that just ended when `now` is a minute start.
-        let open_minute = (now - 1) / MINUTE * MINUTE;
-        let as_of_ms = (!now.is_multiple_of(MINUTE)).then_some(i64::from(now) * 1000);
-        let data = data::fetch(
-            clickhouse,
-            shard,
-            engine.folded_through,
-            open_minute,
-            &thresholds,
-            wants_budgets,
-            as_of_ms,
-        )
-        .await?;
-        fire(&mut engine, &data, now);
-        progress(now.min(span.to_s) - first, total);
-    }
-    Ok(firings)
+    Ok(runs.into_iter().map(|r| r.firings).collect())
 }
 
 /// What `replay` covers, in epoch seconds.
