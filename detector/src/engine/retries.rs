@@ -43,7 +43,7 @@ impl Engine {
             // during a provider's bad minute (429/5xx with a burst of traffic) are what retries
             // are for, and the provider/model alert covers the provider.
             let building = (no_backoff && chains >= 2)
-                .then(|| self.storm_building(row, now_s))
+                .then(|| self.storm_building(row, retries.copied(), now_s))
                 .flatten();
             if row.requests < cfg.min_requests && building.is_none() {
                 continue;
@@ -131,9 +131,16 @@ impl Engine {
     }
 
     /// A storm building on a key: its requests (so far in the minute, pro rata) at
-    /// `rate_rise` times its usual rate and its share of 429/5xx answers, by its Wilson lower
-    /// bound, `failure_rise` above its usual share. Returns (rate ratio, usual 429/5xx share).
-    fn storm_building(&self, row: &KeyMinute, now_s: u32) -> Option<(f64, f64)> {
+    /// `rate_rise` times its usual rate and its share of failures, by its Wilson lower bound,
+    /// `failure_rise` above its usual share of 429/5xx answers. The failures are the gateway's
+    /// 429/5xx answers or the failed upstream attempts, whichever share is higher: a gateway
+    /// that retries upstream answers 200 in the end. Returns (rate ratio, usual share).
+    fn storm_building(
+        &self,
+        row: &KeyMinute,
+        retries: Option<&KeyRetries>,
+        now_s: u32,
+    ) -> Option<(f64, f64)> {
         let cfg = &self.config.retry_storm;
         let state = self.keys.get(&row.api_key_id)?;
         // Too little history to know the key's usual rate; too few requests to judge a share.
@@ -145,8 +152,12 @@ impl Engine {
         let seen = (f64::from(now_s.saturating_sub(row.minute)) / 60.0).clamp(0.25, 1.0);
         let rate = row.requests as f64 / (state.traffic.mean.max(1.0) * seen);
         let usual = state.throttled.mean.clamp(0.0, 1.0);
-        let throttled_low = wilson_lower(row.throttled, row.requests, Z_95);
-        (rate >= cfg.rate_rise && throttled_low >= usual + cfg.failure_rise)
-            .then_some((rate, usual))
+        let answers_low = wilson_lower(row.throttled, row.requests, Z_95);
+        let upstream_low = retries.map_or(0.0, |r| {
+            let failed = r.provider_attempts.saturating_sub(r.provider_successes);
+            wilson_lower(failed, r.provider_attempts, Z_95)
+        });
+        let failing_low = answers_low.max(upstream_low);
+        (rate >= cfg.rate_rise && failing_low >= usual + cfg.failure_rise).then_some((rate, usual))
     }
 }

@@ -599,6 +599,16 @@ fn a_storm_building_is_caught_in_its_first_minute() {
             "{requests} requests, {throttled} throttled, {retries} retries: {found:?}"
         );
     }
+    // A gateway retrying upstream answers 200 in the end: its failed attempts count.
+    let mut upstream = minute_with(25, 0, 5);
+    upstream.retries[0].provider_attempts = 40;
+    upstream.retries[0].provider_successes = 25;
+    let found = e.cycle(&upstream, now + 20, false);
+    assert_eq!(
+        found.iter().filter(|c| c.detector == "retry_storm").count(),
+        1,
+        "{found:?}"
+    );
     // Clients that back off during a bad minute are not a storm building.
     let mut backing_off = minute_with(25, 8, 5);
     backing_off.retries[0].fast_chains = 0;
