@@ -366,6 +366,7 @@ fn add_minute(
             throttled: failures * 4 / 5,
             retries,
             cost_usd: cost,
+            tokens: requests * 1_500,
             distinct_ips: ips,
         });
         *projects.entry(&k.project).or_default() += cost;

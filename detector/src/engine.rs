@@ -85,8 +85,9 @@ struct KeyState {
     familiar: Familiar,
     /// Distinct client IPs per active minute.
     ips: Ewma,
-    /// Requests per active minute, and the share of them answered 429 or 5xx.
+    /// Requests and tokens per active minute, and the share of requests answered 429 or 5xx.
     traffic: Ewma,
+    tokens: Ewma,
     throttled: Ewma,
     /// The last country the key was used from, and the far-apart ones it uses at once.
     whereabouts: travel::Whereabouts,

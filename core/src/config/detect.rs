@@ -63,6 +63,10 @@ pub struct SpendSpikeConfig {
     /// Budgets for every key (None = no budget); per-key and per-project overrides win.
     pub hourly_budget_usd: Option<f64>,
     pub daily_budget_usd: Option<f64>,
+    /// Tokens per minute a key must use above its usual count (and above six spreads and twice
+    /// its usual) to alert on tokens: a runaway job on a model missing from the price table
+    /// costs $0 here but not on the bill. 0 switches token alerts off.
+    pub min_abs_tokens: u64,
 }
 
 impl Default for SpendSpikeConfig {
@@ -74,6 +78,7 @@ impl Default for SpendSpikeConfig {
             overall: true,
             hourly_budget_usd: None,
             daily_budget_usd: None,
+            min_abs_tokens: 200_000,
         }
     }
 }
@@ -203,6 +208,9 @@ pub struct EntityOverride {
     pub min_abs_usd: Option<f64>,
     pub hourly_budget_usd: Option<f64>,
     pub daily_budget_usd: Option<f64>,
+    /// Replaces `spend_spike.min_abs_tokens` for this entity. An entity whose dollar floor or
+    /// budget is overridden (a planned batch job) gets no token alerts unless this is set too.
+    pub min_abs_tokens: Option<u64>,
 }
 
 pub const DETECTORS: [&str; 4] = ["spend_spike", "leaked_key", "retry_storm", "cross_region"];

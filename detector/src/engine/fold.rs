@@ -50,6 +50,7 @@ impl Engine {
                         familiar: Familiar::default(),
                         ips: Ewma::default(),
                         traffic: Ewma::default(),
+                        tokens: Ewma::default(),
                         throttled: Ewma::default(),
                         whereabouts: travel::Whereabouts::default(),
                         countries: Ewma::default(),
@@ -79,6 +80,7 @@ impl Engine {
                     .update(&params, cost, hour_of_week(i64::from(minute) * 1000));
                 if let Some(row) = row.filter(|r| r.requests > 0) {
                     state.traffic.update(row.requests as f64, ip_alpha);
+                    state.tokens.update(row.tokens as f64, ip_alpha);
                     state
                         .throttled
                         .update(row.throttled as f64 / row.requests as f64, ip_alpha);

@@ -14,6 +14,9 @@ impl Engine {
             if !self.key_enabled("spend_spike", &row.api_key_id, &row.project) {
                 continue;
             }
+            if let Some(c) = self.assess_tokens(row, state) {
+                out.push(c);
+            }
             let params = self.params_for(&row.api_key_id, &row.project);
             let how = hour_of_week(i64::from(row.minute) * 1000);
             let a = state
@@ -103,6 +106,57 @@ impl Engine {
             }
         }
         self.assess_budgets(data, now_s, out);
+    }
+
+    /// Tokens of a key's minute (so far) against its usual tokens per active minute: above it by
+    /// `min_abs_tokens`, by six spreads, and at least twice it. Tokens only grow within a
+    /// minute, so an open minute already past the bound has breached it.
+    fn assess_tokens(&self, row: &crate::data::KeyMinute, state: &KeyState) -> Option<Candidate> {
+        const SPREADS: f64 = 6.0;
+        const MIN_HISTORY_MINUTES: u64 = 30;
+        let floor = match self.config.override_for(&row.api_key_id, &row.project) {
+            Some(o) if o.min_abs_tokens.is_some() => o.min_abs_tokens,
+            // A raised dollar floor or budget (a planned batch) speaks for its tokens too.
+            Some(o)
+                if o.min_abs_usd.is_some()
+                    || o.hourly_budget_usd.is_some()
+                    || o.daily_budget_usd.is_some() =>
+            {
+                None
+            }
+            _ => Some(self.config.spend_spike.min_abs_tokens),
+        }
+        .filter(|f| *f > 0)?;
+        let usual = &state.tokens;
+        if usual.n < MIN_HISTORY_MINUTES {
+            return None;
+        }
+        let observed = row.tokens as f64;
+        let upper = (usual.mean + floor as f64)
+            .max(usual.mean + SPREADS * usual.std())
+            .max(2.0 * usual.mean);
+        if observed <= upper {
+            return None;
+        }
+        let mut c = Candidate::new(
+            "spend_spike",
+            &[
+                ("api_key_id", &row.api_key_id),
+                ("project", &row.project),
+                ("measure", "tokens"),
+            ],
+            row.minute,
+            row.minute + MINUTE,
+        );
+        (c.observed, c.expected, c.upper) = (observed, usual.mean, upper);
+        c.score = (1.0 - upper / observed).clamp(0.0, 1.0);
+        c.summary = format!(
+            "key {} used {} tokens in a minute (usually {:.0}, upper {:.0}) for ${:.2}",
+            row.api_key_id, row.tokens, usual.mean, upper, row.cost_usd
+        );
+        c.facts.insert("tokens".into(), json!(row.tokens));
+        c.facts.insert("requests".into(), json!(row.requests));
+        Some(c)
     }
 
     /// Spend of keys with their own spend override (a planned batch job, say), per minute and

@@ -1,5 +1,6 @@
 use super::*;
 use crate::data::{KeyMinute, KeyRetries, ScanCandidate, Usage, UserUse};
+use tripline_core::config::EntityOverride;
 
 const T0: u32 = 1_795_680_000; // a minute boundary
 
@@ -617,4 +618,68 @@ fn a_storm_building_is_caught_in_its_first_minute() {
         found.iter().all(|c| c.detector != "retry_storm"),
         "{found:?}"
     );
+}
+
+#[test]
+fn a_token_spike_on_an_unpriced_model_fires_and_a_planned_batch_does_not() {
+    let with_tokens = |minute: u32, tokens: u64| {
+        let mut row = key_minute("k", minute, 30, 0.0); // a model missing from the price table
+        row.tokens = tokens;
+        CycleData {
+            keys: vec![row],
+            ..CycleData::default()
+        }
+    };
+    let run = |config: DetectConfig| {
+        let mut e = Engine::new(config).unwrap();
+        e.folded_through = T0;
+        for i in 0..40 {
+            let minute = T0 + i * 60;
+            e.cycle(
+                &with_tokens(minute, 40_000 + u64::from(i % 5) * 1_000),
+                minute + 60,
+                true,
+            );
+        }
+        let now = T0 + 40 * 60;
+        // 30 s into the minute the key has used 900,000 tokens (usually ~42,000).
+        e.cycle(&with_tokens(now, 900_000), now + 30, false)
+    };
+    let config = engine().config().clone();
+    let found = run(config.clone());
+    let tokens: Vec<_> = found
+        .iter()
+        .filter(|c| c.labels.get("measure").map(String::as_str) == Some("tokens"))
+        .collect();
+    assert_eq!(tokens.len(), 1, "{found:?}");
+    assert_eq!(tokens[0].detector, "spend_spike");
+    assert!(
+        tokens[0].summary.contains("900000 tokens"),
+        "{}",
+        tokens[0].summary
+    );
+    assert!(tokens[0].upper - tokens[0].expected >= 200_000.0);
+    assert!(
+        (39_000.0..45_000.0).contains(&tokens[0].expected),
+        "{:?}",
+        tokens[0]
+    );
+
+    // A planned batch: its operator raised the dollar floor; its tokens are expected too.
+    let mut planned = config.clone();
+    planned.keys.insert(
+        "k".into(),
+        EntityOverride {
+            min_abs_usd: Some(50.0),
+            ..EntityOverride::default()
+        },
+    );
+    assert!(run(planned.clone()).is_empty());
+    // Unless the override names a token floor as well.
+    planned.keys.get_mut("k").unwrap().min_abs_tokens = Some(500_000);
+    assert_eq!(run(planned).len(), 1);
+    // 0 switches token alerts off.
+    let mut off = config;
+    off.spend_spike.min_abs_tokens = 0;
+    assert!(run(off).is_empty());
 }
