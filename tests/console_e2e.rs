@@ -227,6 +227,21 @@ async fn wait_for(browser: &Client, css: &str) -> fantoccini::elements::Element 
         .unwrap_or_else(|e| panic!("no {css} on the page: {e}"))
 }
 
+async fn click(browser: &Client, css: &str) {
+    let element = browser.find(Locator::Css(css)).await.unwrap();
+    element.click().await.unwrap();
+}
+
+async fn type_into(browser: &Client, css: &str, text: &str) {
+    let element = browser.find(Locator::Css(css)).await.unwrap();
+    element.send_keys(text).await.unwrap();
+}
+
+async fn shown(browser: &Client, css: &str) -> bool {
+    let element = browser.find(Locator::Css(css)).await.unwrap();
+    element.is_displayed().await.unwrap()
+}
+
 async fn count(browser: &Client, css: &str) -> usize {
     browser.find_all(Locator::Css(css)).await.unwrap().len()
 }
@@ -457,47 +472,23 @@ async fn console_shows_a_firing_alert_its_chart_and_silences() {
     // A wrong token: an error, no data.
     let token = wait_for(&browser, "#token").await;
     token.send_keys("a-wrong-token-0123456789").await.unwrap();
-    browser
-        .find(Locator::Css("#token-submit"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&browser, "#token-submit").await;
     let error = wait_for(&browser, "#token-error:not(.hidden)").await;
     assert!(error.text().await.unwrap().contains("401"));
-    assert!(!browser
-        .find(Locator::Css("#app"))
-        .await
-        .unwrap()
-        .is_displayed()
-        .await
-        .unwrap());
+    assert!(!shown(&browser, "#app").await);
     assert_eq!(count(&browser, "tr.alert").await, 0);
     assert_eq!(count(&browser, "tr.silence").await, 0);
 
     // The right one: the alert is listed, firing.
     let token = wait_for(&browser, "#token").await;
     token.send_keys(API_TOKEN).await.unwrap();
-    browser
-        .find(Locator::Css("#token-submit"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&browser, "#token-submit").await;
     let row_css = format!("tr.alert[data-fingerprint=\"{fingerprint}\"]");
     let row = wait_for(&browser, &format!("{row_css}[data-state=\"firing\"]")).await;
     let text = row.text().await.unwrap();
     assert!(text.contains(&format!("api_key_id={KEY}")), "{text}");
     assert!(text.contains("spend_spike"), "{text}");
-    assert!(!browser
-        .find(Locator::Css("#token-error"))
-        .await
-        .unwrap()
-        .is_displayed()
-        .await
-        .unwrap());
+    assert!(!shown(&browser, "#token-error").await);
 
     // Its chart: the band, the observed line, and the finding at the spend the detector saw.
     row.find(Locator::Css("td.summary"))
@@ -580,27 +571,9 @@ async fn console_shows_a_firing_alert_its_chart_and_silences() {
         .unwrap()
         .unwrap();
     assert_eq!(matchers, format!("api_key_id=\"{KEY}\""));
-    browser
-        .find(Locator::Css("#silence-created-by"))
-        .await
-        .unwrap()
-        .send_keys("e2e")
-        .await
-        .unwrap();
-    browser
-        .find(Locator::Css("#silence-comment"))
-        .await
-        .unwrap()
-        .send_keys("<b>console</b> test")
-        .await
-        .unwrap();
-    browser
-        .find(Locator::Css("#silence-submit"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    type_into(&browser, "#silence-created-by", "e2e").await;
+    type_into(&browser, "#silence-comment", "<b>console</b> test").await;
+    click(&browser, "#silence-submit").await;
     let silence = wait_for(&browser, "tr.silence[data-state=\"active\"]").await;
     let silence_id = silence.attr("data-id").await.unwrap().unwrap();
     let text = silence.text().await.unwrap();
@@ -665,13 +638,7 @@ async fn console_shows_a_firing_alert_its_chart_and_silences() {
     screenshot(&browser, "console-expired.png").await;
 
     // Signing out forgets the token and the data.
-    browser
-        .find(Locator::Css("#sign-out"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&browser, "#sign-out").await;
     wait_for(&browser, "#login:not(.hidden)").await;
     assert_eq!(count(&browser, "tr.alert").await, 0);
     let stored_token = browser
