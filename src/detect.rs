@@ -5,12 +5,14 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
+use std::sync::Arc;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 use tripline_core::config::DetectConfig;
-use tripline_detector::Detector;
+
+use tripline_detector::{Detector, DetectorHealth};
 
 use crate::settings::{self, Loaded};
 
@@ -18,6 +20,7 @@ use crate::settings::{self, Loaded};
 pub fn spawn(
     loaded: &Loaded,
     config_path: Option<&Path>,
+    health: Arc<DetectorHealth>,
     shutdown: CancellationToken,
 ) -> JoinHandle<anyhow::Result<()>> {
     let (sender, receiver) = watch::channel(loaded.config.detect.clone());
@@ -28,6 +31,7 @@ pub fn spawn(
         config: receiver,
         kafka: loaded.config.kafka.clone(),
         clickhouse: loaded.clickhouse(),
+        health,
     };
     tokio::spawn(async move { detector.run(shutdown).await.map_err(anyhow::Error::from) })
 }

@@ -46,6 +46,7 @@ pub async fn serve(config_path: Option<&Path>, roles: Roles) -> anyhow::Result<(
     };
     let clickhouse = loaded.clickhouse();
     let health = Arc::new(IngestHealth::default());
+    let detector_health = Arc::new(tripline_detector::DetectorHealth::default());
     let listen: SocketAddr = loaded.config.server.listen.parse()?;
     // The collector is ingest's HTTP door: `run` and `ingest` serve it, detect-only workers do not.
     let collector = if roles.ingest {
@@ -71,6 +72,7 @@ pub async fn serve(config_path: Option<&Path>, roles: Roles) -> anyhow::Result<(
         AppState {
             metrics,
             ingest: roles.ingest.then(|| health.clone()),
+            detector: roles.detect.then(|| detector_health.clone()),
             collector,
         },
         shutdown.clone(),
@@ -104,7 +106,7 @@ pub async fn serve(config_path: Option<&Path>, roles: Roles) -> anyhow::Result<(
     }
     let detector = roles
         .detect
-        .then(|| crate::detect::spawn(&loaded, config_path, shutdown.clone()));
+        .then(|| crate::detect::spawn(&loaded, config_path, detector_health, shutdown.clone()));
     let mut result = if let (true, Some(processor)) = (roles.ingest, processor) {
         let ingest = Ingest {
             kafka: loaded.config.kafka.clone(),

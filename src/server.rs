@@ -12,12 +12,15 @@ use axum::routing::get;
 use axum::{Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_util::sync::CancellationToken;
+use tripline_detector::DetectorHealth;
 use tripline_ingest::IngestHealth;
 
 #[derive(Clone)]
 pub struct AppState {
     pub metrics: PrometheusHandle,
     pub ingest: Option<Arc<IngestHealth>>,
+    /// Present when this process runs the detectors.
+    pub detector: Option<Arc<DetectorHealth>>,
     /// `POST /v1/events` and `/v1/logs/litellm` when `[collector]` names a source.
     pub collector: Option<Router>,
 }
@@ -46,6 +49,11 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
             ready &= ok;
             checks.insert(name.into(), ok.into());
         }
+    }
+    if let Some(detector) = &state.detector {
+        let ok = detector.ready(tripline_core::time::now_s());
+        ready &= ok;
+        checks.insert("detector".into(), ok.into());
     }
     let status = if ready {
         StatusCode::OK

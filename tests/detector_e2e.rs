@@ -31,19 +31,22 @@ fn event(id: &str, key: &str, ts: i64, cost_usd: f64) -> Vec<u8> {
     .into_bytes()
 }
 
-fn spawn_detect(env: &TestEnv, config: &std::path::Path, tag: &str) -> Tripline {
+/// Starts `tripline detect` with its HTTP server on a port of its own (ingest has the config's).
+fn spawn_detect(env: &TestEnv, config: &std::path::Path, tag: &str) -> (Tripline, String) {
     let log = std::fs::File::create(env.log_path(tag)).unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
     let child = Command::new(env!("CARGO_BIN_EXE_tripline"))
         .args(["detect", "--config"])
         .arg(config)
         .env("TRIPLINE_FINGERPRINT_SECRET", SECRET)
+        .env("TRIPLINE_LISTEN", &listen)
         .env("RUST_LOG", "info")
         .stdout(log.try_clone().unwrap())
         .stderr(log)
         .stdin(Stdio::null())
         .spawn()
         .unwrap();
-    Tripline { child }
+    (Tripline { child }, listen)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -85,13 +88,25 @@ async fn each_incident_raises_its_alert_once() {
     let config = env.dir.join("detect.toml");
     let base = std::fs::read_to_string(env.config_path()).unwrap();
     std::fs::write(&config, format!("{base}{DETECT}")).unwrap();
-    let mut detect = spawn_detect(&env, &config, "detect");
+    let (mut detect, detect_listen) = spawn_detect(&env, &config, "detect");
     wait_log(
         &env.log_path("detect"),
         "detectors ready",
         Duration::from_secs(60),
     )
     .await;
+    // Ready once a cycle has succeeded: /readyz says so for the detector.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let readyz = loop {
+        let answer = http_get(&detect_listen, "/readyz").await;
+        if matches!(answer, Some((200, _))) || Instant::now() > deadline {
+            break answer;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let (status, body) = readyz.expect("detect serves /readyz");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(r#""detector":true"#), "{body}");
 
     // The incidents, all now.
     let t = now_ms();
@@ -249,7 +264,7 @@ async fn each_incident_raises_its_alert_once() {
     let before = env
         .scalar("SELECT count() FROM alerts WHERE status = 'firing'")
         .await;
-    let _again = spawn_detect(&env, &config, "detect-again");
+    let (_again, _) = spawn_detect(&env, &config, "detect-again");
     wait_log(
         &env.log_path("detect-again"),
         "detectors ready",

@@ -12,6 +12,8 @@ pub mod lifecycle;
 mod publish;
 pub mod replay;
 
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tripline_core::time::now_s;
 
@@ -40,6 +42,31 @@ pub struct Detector {
     pub config: watch::Receiver<DetectConfig>,
     pub kafka: KafkaConfig,
     pub clickhouse: Client,
+    pub health: Arc<DetectorHealth>,
+}
+
+/// What `/readyz` asks of the detectors: warmed up on history, and a cycle that succeeded
+/// recently (ClickHouse answering).
+#[derive(Debug, Default)]
+pub struct DetectorHealth {
+    /// Epoch seconds of the last successful cycle; 0 while warming up.
+    last_cycle_ok_s: AtomicU32,
+    /// The evaluation interval in ms, to tell a late cycle from a stuck one.
+    interval_ms: AtomicU64,
+}
+
+impl DetectorHealth {
+    /// Ready when the last good cycle is at most three intervals old (and at most a minute).
+    pub fn ready(&self, now_s: u32) -> bool {
+        let last = self.last_cycle_ok_s.load(Ordering::Relaxed);
+        let allowed = (3 * self.interval_ms.load(Ordering::Relaxed) / 1000).max(60) as u32;
+        last > 0 && now_s.saturating_sub(last) <= allowed
+    }
+
+    fn cycle_ok(&self, now_s: u32, interval_ms: u64) {
+        self.interval_ms.store(interval_ms, Ordering::Relaxed);
+        self.last_cycle_ok_s.store(now_s, Ordering::Relaxed);
+    }
 }
 
 const MINUTE: u32 = 60;
@@ -101,6 +128,8 @@ impl Detector {
                 warn!(%err, "detector cycle failed; retrying next interval");
                 continue;
             }
+            self.health
+                .cycle_ok(now_s(), engine.config().eval_interval_ms);
             metrics::histogram!("tripline_detector_cycle_seconds")
                 .record(started.elapsed().as_secs_f64());
             metrics::gauge!("tripline_detector_keys").set(engine.tracked_keys() as f64);
@@ -204,4 +233,21 @@ async fn replay_history(
         "models warmed on history"
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod health_tests {
+    use super::*;
+
+    #[test]
+    fn ready_after_a_recent_cycle_only() {
+        let health = DetectorHealth::default();
+        assert!(!health.ready(1_000), "warming up");
+        health.cycle_ok(1_000, 5_000);
+        assert!(health.ready(1_030));
+        assert!(health.ready(1_060));
+        assert!(!health.ready(1_061), "no good cycle for a minute");
+        health.cycle_ok(2_000, 60_000); // a slow interval allows three of them
+        assert!(health.ready(2_180) && !health.ready(2_181));
+    }
 }
