@@ -17,6 +17,7 @@
 //! The built-in console (`/ui/`, see [`console`]) is served with the API and uses the same token.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
@@ -32,7 +33,7 @@ use tracing::{error, info, warn};
 use tripline_alerting::matcher::Matcher;
 use tripline_alerting::receivers::delivery::RetryPolicy;
 use tripline_alerting::runtime::control::Handle;
-use tripline_alerting::runtime::{now_ms, AlertService, DEFAULT_GROUP_ID};
+use tripline_alerting::runtime::{now_ms, AlertService, AlertingHealth, DEFAULT_GROUP_ID};
 use tripline_alerting::silence::NewSilence;
 
 use crate::settings::{self, Loaded};
@@ -77,6 +78,7 @@ pub fn prepare(
         state_dir,
         retry: RetryPolicy::default(),
         commands,
+        health: Arc::new(AlertingHealth::default()),
     };
     let config_path = config_path.map(Path::to_path_buf);
     let router = match std::env::var(API_TOKEN_ENV) {
@@ -115,6 +117,11 @@ pub fn prepare(
 }
 
 impl Prepared {
+    /// What `/readyz` reads of the service.
+    pub fn health(&self) -> Arc<AlertingHealth> {
+        self.service.health.clone()
+    }
+
     /// Starts the service and the config watcher; both stop at `shutdown`.
     pub fn spawn(self, shutdown: CancellationToken) -> JoinHandle<anyhow::Result<()>> {
         if let Some(path) = self.config_path {

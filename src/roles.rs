@@ -73,6 +73,7 @@ pub async fn serve(config_path: Option<&Path>, roles: Roles) -> anyhow::Result<(
             metrics,
             ingest: roles.ingest.then(|| health.clone()),
             detector: roles.detect.then(|| detector_health.clone()),
+            alerting: alerting.as_ref().map(|prepared| prepared.health()),
             collector,
         },
         shutdown.clone(),

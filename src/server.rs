@@ -12,6 +12,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_util::sync::CancellationToken;
+use tripline_alerting::runtime::AlertingHealth;
 use tripline_detector::DetectorHealth;
 use tripline_ingest::IngestHealth;
 
@@ -21,6 +22,8 @@ pub struct AppState {
     pub ingest: Option<Arc<IngestHealth>>,
     /// Present when this process runs the detectors.
     pub detector: Option<Arc<DetectorHealth>>,
+    /// Present when this process runs alerting.
+    pub alerting: Option<Arc<AlertingHealth>>,
     /// `POST /v1/events` and `/v1/logs/litellm` when `[collector]` names a source.
     pub collector: Option<Router>,
 }
@@ -54,6 +57,11 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
         let ok = detector.ready(tripline_core::time::now_s());
         ready &= ok;
         checks.insert("detector".into(), ok.into());
+    }
+    if let Some(alerting) = &state.alerting {
+        let ok = alerting.ready(tripline_core::time::now_ms());
+        ready &= ok;
+        checks.insert("alerting".into(), ok.into());
     }
     let status = if ready {
         StatusCode::OK

@@ -239,6 +239,9 @@ async fn group_wait_batches_then_resolves_signed() {
         wait_ready(&env, Duration::from_secs(30)).await,
         "tripline alert is ready"
     );
+    // Ready means the alerting service runs with a writable state, not only that it answers.
+    let (_, readyz) = common::http_get(&env.listen, "/readyz").await.unwrap();
+    assert!(readyz.contains(r#""alerting":true"#), "{readyz}");
 
     // Two alerts within group_wait: one notification with both.
     let published = Instant::now();

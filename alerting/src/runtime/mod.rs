@@ -25,12 +25,14 @@
 mod commands;
 pub mod control;
 pub mod deliver;
+mod health;
 pub mod log;
 pub mod outbox;
 pub mod state;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clickhouse::Client;
@@ -93,6 +95,8 @@ pub struct AlertService {
     pub retry: RetryPolicy,
     /// Requests from the API and config reloads (see [`control::Handle::channel`]).
     pub commands: mpsc::Receiver<Command>,
+    /// What `/readyz` reads.
+    pub health: Arc<AlertingHealth>,
 }
 
 /// An attempt's result, reported by its task.
@@ -101,6 +105,7 @@ struct Attempted {
     result: Result<(), DeliveryError>,
 }
 
+pub use health::AlertingHealth;
 pub use tripline_core::time::now_ms;
 
 fn system_time(ms: i64) -> SystemTime {
@@ -172,6 +177,11 @@ impl AlertService {
         .create()?;
         consumer.subscribe(&[&self.kafka.alerts_topic])?;
         info!(topic = %self.kafka.alerts_topic, group = %self.group_id, "alerting consumer subscribed");
+        let health = self.health.clone();
+        health.set_running(true);
+        // Not ready until the state is known to be writable (the first save, or nothing to
+        // save yet).
+        health.state_written(health::dir_writable(&self.state_dir));
         let (log, log_task) = DeliveryLog::start(self.clickhouse.clone(), shutdown.clone());
         let (done_tx, mut done_rx) = mpsc::unbounded_channel();
         // The receiver moves out of the service, which the runner takes whole.
@@ -198,6 +208,7 @@ impl AlertService {
         loop {
             runner.tick();
             let saved = runner.persist(&consumer);
+            health.state_written(saved);
             if saved {
                 runner.dispatch();
             }
@@ -232,6 +243,7 @@ impl AlertService {
             }
         }
 
+        health.set_running(false);
         // Shutdown: stop polling, let attempts in flight finish, write the state, commit.
         let deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
         while !runner.in_flight.is_empty() {
@@ -262,6 +274,7 @@ impl Runner {
             Ok(message) => message,
             Err(err) => {
                 warn!(%err, "kafka consumer error");
+                self.service.health.kafka_error(now_ms());
                 return;
             }
         };
