@@ -312,7 +312,8 @@ fn score(truth: &[Incident], firings: &[Firing], projects: &HashMap<String, Stri
         let first = firings
             .iter()
             .filter(|f| f.alert.detector == own && explains(incident, f, projects))
-            .map(|f| i64::from(f.at_s) * 1000 - incident.onset_ms)
+            // An alert between the window start and the onset counts as immediate.
+            .map(|f| (i64::from(f.at_s) * 1000 - incident.onset_ms).max(0))
             .min();
         let entry = per_detector.entry(own).or_default();
         entry.incidents += 1;

@@ -130,7 +130,7 @@ pub async fn fetch_key_spend(
         .query_raw(&format!(
             "SELECT api_key_id, anyLastMerge(project), toUInt32(minute), sumMerge(cost_usd) FROM rollup_key_1m \
              WHERE minute >= toDateTime({from_minute}) AND minute < toDateTime({to_minute}) \
-             GROUP BY api_key_id, minute"
+             GROUP BY api_key_id, minute ORDER BY api_key_id, minute"
         ))
         .fetch_all()
         .await
@@ -159,6 +159,9 @@ pub struct CycleData {
     pub providers: Vec<ProviderMinute>,
     pub scans: Vec<ScanCandidate>,
     pub budgets: Vec<BudgetUse>,
+    /// The minute (start, epoch seconds) `budgets` were summed up to: its hour and day are the
+    /// budgets' hour and day.
+    pub budget_minute: u32,
 }
 
 /// Which keys this worker owns: `cityHash64(api_key_id) % count = index`.
@@ -370,6 +373,7 @@ pub async fn fetch(
         providers,
         scans,
         budgets,
+        budget_minute: to_minute,
     })
 }
 

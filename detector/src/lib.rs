@@ -56,7 +56,8 @@ pub struct DetectorHealth {
 }
 
 impl DetectorHealth {
-    /// Ready when the last good cycle is at most three intervals old (and at most a minute).
+    /// Ready when the last good cycle is at most three intervals old (and at least a minute is
+    /// allowed).
     pub fn ready(&self, now_s: u32) -> bool {
         let last = self.last_cycle_ok_s.load(Ordering::Relaxed);
         let allowed = (3 * self.interval_ms.load(Ordering::Relaxed) / 1000).max(60) as u32;

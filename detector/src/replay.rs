@@ -59,7 +59,7 @@ pub async fn replay_each(
         let no_backoff_ms = head.retry_storm.no_backoff_ms;
         let (group, rest): (Vec<_>, Vec<_>) = left
             .into_iter()
-            .partition(|(_, c)| c.retry_storm.no_backoff_ms == no_backoff_ms);
+            .partition(|(_, c)| c.retry_storm.no_backoff_ms.to_bits() == no_backoff_ms.to_bits());
         left = rest;
         let (indexes, configs): (Vec<usize>, Vec<DetectConfig>) = group.into_iter().unzip();
         let firings = replay_together(clickhouse, configs, span, &mut progress).await?;
@@ -185,6 +185,7 @@ async fn replay_together(
                         budgets.add(&k.api_key_id, &k.project, minute, k.cost_usd);
                     }
                     data.budgets = budgets.at(minute);
+                    data.budget_minute = minute;
                 }
                 for run in &mut runs {
                     data.scans = scans_at(&failures, minute, run.scan_min_keys);

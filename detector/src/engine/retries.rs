@@ -8,19 +8,24 @@ use crate::data::KeyRetries;
 /// One-sided 95 % normal quantile.
 const Z_95: f64 = 1.645;
 
-/// Attempts per successful request. With upstream attempts logged, both counts come from them:
-/// attempts and their successes share timestamps, whereas a gateway request and its attempts
-/// can fall in different minutes (a burst that just ended leaves attempts in the next minute,
-/// with few requests to divide by), and cache hits have no attempt at all. Without them,
-/// gateway requests over gateway successes.
-fn amplification(row: &KeyMinute, retries: Option<&KeyRetries>) -> f64 {
-    match retries.filter(|r| r.provider_attempts > 0) {
-        Some(r) => r.provider_attempts as f64 / r.provider_successes.max(1) as f64,
-        None => {
-            let successes = row.requests.saturating_sub(row.failures).max(1);
-            row.requests as f64 / successes as f64
-        }
-    }
+/// Attempts per successful request, and the same judged by the one-sided 95 % Wilson lower
+/// bound of the failed share (`1 / (1 - failed)`), so that a handful of fast failures at the
+/// start of a minute, before its slow successes finish, is not a storm. With upstream attempts
+/// logged, both counts come from them: attempts and their successes share timestamps, whereas
+/// a gateway request and its attempts can fall in different minutes (a burst that just ended
+/// leaves attempts in the next minute, with few requests to divide by), and cache hits have no
+/// attempt at all. Without them, gateway requests over gateway successes.
+fn amplification(row: &KeyMinute, retries: Option<&KeyRetries>) -> (f64, f64) {
+    let (attempts, successes) = match retries.filter(|r| r.provider_attempts > 0) {
+        Some(r) => (
+            r.provider_attempts,
+            r.provider_successes.min(r.provider_attempts),
+        ),
+        None => (row.requests, row.requests.saturating_sub(row.failures)),
+    };
+    let point = attempts as f64 / successes.max(1) as f64;
+    let failed_low = wilson_lower(attempts - successes, attempts, Z_95);
+    (point, 1.0 / (1.0 - failed_low).max(1e-9))
 }
 
 impl Engine {
@@ -48,13 +53,13 @@ impl Engine {
             if row.requests < cfg.min_requests && building.is_none() {
                 continue;
             }
-            let amplification = amplification(row, retries.copied());
+            let (amplification, amplification_low) = amplification(row, retries.copied());
             let share = row.retries as f64 / row.requests as f64;
             // The share must be clear of the threshold given how few requests a minute (or
             // the first seconds of one) holds.
             let share_low = wilson_lower(row.retries, row.requests, Z_95);
             if share_low < cfg.retry_share
-                && amplification < cfg.amplification
+                && amplification_low < cfg.amplification
                 && building.is_none()
             {
                 continue;
@@ -65,6 +70,7 @@ impl Engine {
                 row.minute,
                 row.minute + MINUTE,
             );
+            // Whether to alert is judged on the lower bound; how bad it is, on what was seen.
             c.severity = if amplification >= cfg.critical_amplification
                 || (no_backoff && amplification >= cfg.amplification)
             {
@@ -104,7 +110,10 @@ impl Engine {
                 .filter(|p| p.minute >= self.folded_through && p.attempts >= cfg.min_requests * 2)
             {
                 let amplification = p.attempts as f64 / p.successes.max(1) as f64;
-                if amplification < cfg.amplification {
+                let successes = p.successes.min(p.attempts);
+                let failed_low = wilson_lower(p.attempts - successes, p.attempts, Z_95);
+                let amplification_low = 1.0 / (1.0 - failed_low).max(1e-9);
+                if amplification_low < cfg.amplification {
                     continue;
                 }
                 let mut c = Candidate::new(

@@ -187,8 +187,11 @@ impl Engine {
 
     fn assess_budgets(&self, data: &CycleData, now_s: u32, out: &mut Vec<Candidate>) {
         let s = &self.config.spend_spike;
-        let hour_start = now_s / 3600 * 3600;
-        let day_start = now_s / 86_400 * 86_400;
+        // The hour and day the sums belong to (a replay judges a minute when it has ended,
+        // which at 23:59 is already the next day).
+        let hour_start = data.budget_minute / 3600 * 3600;
+        let day_start = data.budget_minute / 86_400 * 86_400;
+        let now_s = now_s.clamp(data.budget_minute, day_start + 86_400);
         for b in &data.budgets {
             let o = self.config.override_for(&b.api_key_id, &b.project);
             let hourly = o.and_then(|o| o.hourly_budget_usd).or(s.hourly_budget_usd);

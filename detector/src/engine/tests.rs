@@ -130,6 +130,7 @@ fn budgets_fire_on_overspend_and_projection() {
                 last_hour_usd: 0.5,
             },
         ],
+        budget_minute: now - 60,
         ..CycleData::default()
     };
     let found = e.cycle(&data, now, false);
@@ -138,6 +139,26 @@ fn budgets_fire_on_overspend_and_projection() {
         .any(|c| c.labels["api_key_id"] == "over" && c.labels["budget"] == "hourly"));
     assert!(
         found.iter().all(|c| c.labels["api_key_id"] != "ok"),
+        "{found:?}"
+    );
+
+    // A replay judges 23:59 when it has ended, at 00:00 of the next day: the sums are still
+    // that day's, with no day left to project over ($48 so far at $3 an hour stays under $100).
+    let day_end = T0 / 86_400 * 86_400 + 86_400;
+    let data = CycleData {
+        budgets: vec![crate::data::BudgetUse {
+            api_key_id: "steady".into(),
+            project: "p".into(),
+            hour_usd: 3.0,
+            day_usd: 48.0,
+            last_hour_usd: 3.0,
+        }],
+        budget_minute: day_end - 60,
+        ..CycleData::default()
+    };
+    let found = e.cycle(&data, day_end, false);
+    assert!(
+        found.iter().all(|c| c.detector != "spend_spike"),
         "{found:?}"
     );
 }
@@ -558,6 +579,30 @@ fn users_idle_for_a_day_are_forgotten() {
     let later = T0 + 25 * 3600;
     e.cycle(&CycleData::default(), later, true);
     assert!(e.users.is_empty());
+}
+
+#[test]
+fn a_few_fast_failures_early_in_a_minute_are_not_amplification() {
+    let mut e = engine();
+    let now = warm(&mut e, 30);
+    // 10 s in: 25 requests, but of the upstream attempts finished so far 8 failed fast and
+    // only 1 slow success is back (9 attempts per success, on nine attempts).
+    let data = CycleData {
+        keys: vec![key_minute("k", now, 25, 0.05)],
+        retries: vec![KeyRetries {
+            api_key_id: "k".into(),
+            minute: now,
+            provider_attempts: 9,
+            provider_successes: 1,
+            ..KeyRetries::default()
+        }],
+        ..CycleData::default()
+    };
+    let found = e.cycle(&data, now + 10, false);
+    assert!(
+        found.iter().all(|c| c.detector != "retry_storm"),
+        "{found:?}"
+    );
 }
 
 #[test]

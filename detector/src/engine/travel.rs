@@ -344,7 +344,6 @@ impl Engine {
     /// Folds closed minutes of a key's use into its whereabouts (last place, familiar pairs).
     pub(super) fn fold_key_travel(&mut self, rows: &[Usage], from: u32, closed_before: u32) {
         let cfg = self.config.cross_region.clone();
-        // Order does not matter here: a last place later than a minute's stays is no source.
         let mut per_minute: HashMap<(&str, u32), Vec<Stay>> = HashMap::new();
         for u in rows
             .iter()
@@ -352,6 +351,12 @@ impl Engine {
         {
             let stays = per_minute.entry((&u.api_key_id, u.minute)).or_default();
             add_stay(stays, &u.country, u.first_ms, u.last_ms, u.requests);
+        }
+        // Each key's minutes in order, so that its last place moves forward (a live cycle folds
+        // one minute: nothing to sort).
+        let mut per_minute: Vec<_> = per_minute.into_iter().collect();
+        if closed_before.saturating_sub(from) > MINUTE {
+            per_minute.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         }
         for ((key, _), stays) in per_minute {
             if let Some(state) = self.keys.get_mut(key) {

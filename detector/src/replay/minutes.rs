@@ -87,7 +87,8 @@ struct KeySums {
 }
 
 impl BudgetSums {
-    /// Adds a key's spend in `minute` (minutes in order per key).
+    /// Adds a key's spend in `minute`. Minutes must come in order per key (`at` drops what
+    /// is older than an hour from the front); an older minute than the last is ignored.
     pub fn add(&mut self, key: &str, project: &str, minute: u32, cost_usd: f64) {
         let sums = match self.keys.get_mut(key) {
             Some(sums) => sums,
@@ -95,6 +96,9 @@ impl BudgetSums {
         };
         if !project.is_empty() && sums.project != project {
             sums.project = project.to_owned();
+        }
+        if sums.recent.back().is_some_and(|(last, _)| *last > minute) {
+            return;
         }
         let (day, hour) = (minute / 86_400 * 86_400, minute / 3600 * 3600);
         if sums.day != day {
@@ -202,5 +206,8 @@ mod tests {
         assert_eq!(r.hour_usd, 30.0); // 01:00..01:29
         assert_eq!(r.day_usd, 90.0); // 00:00..01:29
         assert_eq!(r.last_hour_usd, 60.0);
+        // A minute older than the last one added is ignored, not counted into this hour.
+        b.add("k", "p", start, 100.0);
+        assert_eq!(b.at(start + 179 * 60)[0].hour_usd, 30.0);
     }
 }
