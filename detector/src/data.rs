@@ -57,8 +57,9 @@ pub struct KeyRetries {
     pub minute: u32,
     pub provider_attempts: u64,
     pub provider_successes: u64,
-    /// Idempotency keys seen more than once, and those whose attempts came faster than the
-    /// no-backoff threshold on average.
+    /// Idempotency keys seen more than once within the minute (so that a replay reading an hour
+    /// at once counts what the live worker, reading a minute, counts), and those whose attempts
+    /// came faster than the no-backoff threshold on average.
     pub chains: u64,
     pub fast_chains: u64,
 }
@@ -262,9 +263,9 @@ pub async fn fetch(
                    FROM provider_attempts WHERE {raw_ts_range} AND {keys_filter} GROUP BY api_key_id, m \
                    UNION ALL \
                    SELECT api_key_id, m, toUInt64(0), toUInt64(0), count(), countIf((last - first) / (n - 1) < {nb}) FROM ( \
-                     SELECT api_key_id, idempotency_key, toUInt32(toStartOfMinute(max(ts))) AS m, count() AS n, min(ts_ms) AS first, max(ts_ms) AS last \
+                     SELECT api_key_id, idempotency_key, toUInt32(toStartOfMinute(ts)) AS m, count() AS n, min(ts_ms) AS first, max(ts_ms) AS last \
                      FROM gateway_requests WHERE {raw_ts_range} AND {keys_filter} AND idempotency_key != '' \
-                     GROUP BY api_key_id, idempotency_key HAVING n > 1) \
+                     GROUP BY api_key_id, idempotency_key, m HAVING n > 1) \
                    GROUP BY api_key_id, m) \
                  GROUP BY api_key_id, m",
                 nb = thresholds.no_backoff_ms

@@ -100,6 +100,9 @@ async fn replay_together(
     span: Span,
     progress: &mut impl FnMut(u32, u32),
 ) -> Result<Vec<Vec<Firing>>, ReplayError> {
+    if span.to_s <= span.from_s || configs.is_empty() {
+        return Ok(vec![Vec::new(); configs.len()]);
+    }
     let shard = Shard { index: 0, count: 1 };
     let thresholds = Thresholds {
         no_backoff_ms: configs.first().map_or(0.0, |c| c.retry_storm.no_backoff_ms),

@@ -728,3 +728,58 @@ fn a_token_spike_on_an_unpriced_model_fires_and_a_planned_batch_does_not() {
     off.spend_spike.min_abs_tokens = 0;
     assert!(run(off).is_empty());
 }
+
+#[test]
+fn country_pairs_still_being_learned_make_room_for_new_ones() {
+    let mut e = engine();
+    let now = warm(&mut e, 30);
+    // Eight one-minute far hops (noise) fill the pair list; a real second region (JP) must
+    // still become familiar after its 30 minutes.
+    let noise = ["BR", "AU", "ZA", "AR", "CL", "NZ", "PE", "KE"];
+    for (i, c) in noise.iter().enumerate() {
+        let minute = now + i as u32 * 60;
+        let data = CycleData {
+            keys: vec![key_minute("k", minute, 20, 0.1)],
+            usage: vec![
+                usage(
+                    "k",
+                    minute,
+                    "DE",
+                    3320,
+                    "Deutsche Telekom AG",
+                    "gpt-4o-mini",
+                    10,
+                ),
+                usage("k", minute, c, 1, "Some ISP", "gpt-4o-mini", 5),
+            ],
+            ..CycleData::default()
+        };
+        e.cycle(&data, minute + 60, false);
+    }
+    let start = now + 8 * 60;
+    let mut last = Vec::new();
+    for i in 0..32 {
+        let minute = start + i * 60;
+        let data = CycleData {
+            keys: vec![key_minute("k", minute, 20, 0.1)],
+            usage: vec![
+                usage(
+                    "k",
+                    minute,
+                    "DE",
+                    3320,
+                    "Deutsche Telekom AG",
+                    "gpt-4o-mini",
+                    10,
+                ),
+                usage("k", minute, "JP", 2516, "KDDI", "gpt-4o-mini", 10),
+            ],
+            ..CycleData::default()
+        };
+        last = e.cycle(&data, minute + 60, false);
+    }
+    assert!(
+        last.iter().all(|c| c.detector != "cross_region"),
+        "{last:?}"
+    );
+}

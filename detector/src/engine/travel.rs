@@ -54,6 +54,15 @@ impl Whereabouts {
             entry.1 = entry.1.saturating_add(1);
         } else if self.pairs.len() < MAX_PAIRS {
             self.pairs.push((k, 1));
+        } else if let Some(rarest) = self
+            .pairs
+            .iter_mut()
+            .filter(|(_, n)| *n < PAIR_FAMILIAR_MINUTES)
+            .min_by_key(|(_, n)| *n)
+        {
+            // Full: a pair still being learned makes room, so that noise (a VPN hop, a thief)
+            // cannot keep a real second region from ever becoming familiar.
+            *rarest = (k, 1);
         }
     }
 

@@ -2,7 +2,7 @@
 //! candidates and the budget sums that the live worker reads with queries of their own over
 //! trailing windows, rebuilt here from one read per chunk of minutes.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use crate::data::{AuthFailures, BudgetUse, CycleData, ScanCandidate};
 
@@ -34,14 +34,14 @@ pub fn split_by_minute(data: CycleData) -> BTreeMap<u32, CycleData> {
 /// that minute and the four before it, as the live query counts them.
 pub fn scans_at(failures: &[AuthFailures], minute: u32, min_keys: u64) -> Vec<ScanCandidate> {
     let from = minute.saturating_sub((SCAN_MINUTES - 1) * MINUTE);
-    let mut per_ip: HashMap<&str, (Vec<&str>, ScanCandidate)> = HashMap::new();
+    let mut per_ip: HashMap<&str, (HashSet<&str>, ScanCandidate)> = HashMap::new();
     for f in failures
         .iter()
         .filter(|f| f.minute >= from && f.minute <= minute)
     {
         let (keys, scan) = per_ip.entry(&f.client_ip).or_insert_with(|| {
             (
-                Vec::new(),
+                HashSet::new(),
                 ScanCandidate {
                     client_ip: f.client_ip.clone(),
                     first_ms: i64::MAX,
@@ -50,9 +50,7 @@ pub fn scans_at(failures: &[AuthFailures], minute: u32, min_keys: u64) -> Vec<Sc
                 },
             )
         });
-        if !keys.contains(&f.api_key_id.as_str()) {
-            keys.push(&f.api_key_id);
-        }
+        keys.insert(&f.api_key_id);
         scan.requests += f.requests;
         scan.first_ms = scan.first_ms.min(f.first_ms);
         scan.last_ms = scan.last_ms.max(f.last_ms);
