@@ -88,11 +88,24 @@ struct KeyState {
     /// Requests and tokens per active minute, and the share of requests answered 429 or 5xx.
     traffic: Ewma,
     tokens: Ewma,
+    /// The last closed minute's retry counts, for the retry window that spans two minutes.
+    previous: Option<MinuteCounts>,
     throttled: Ewma,
     /// The last country the key was used from, and the far-apart ones it uses at once.
     whereabouts: travel::Whereabouts,
     /// Distinct countries per active minute.
     countries: Ewma,
+}
+
+/// A key's retry counts in one closed minute (u32: a minute of one key fits).
+#[derive(Debug, Clone, Copy, Default)]
+struct MinuteCounts {
+    minute: u32,
+    requests: u32,
+    retries: u32,
+    failures: u32,
+    attempts: u32,
+    successes: u32,
 }
 
 /// Spend excused from the shared baselines, by (minute, project) and by minute.

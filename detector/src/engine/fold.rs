@@ -51,6 +51,7 @@ impl Engine {
                         ips: Ewma::default(),
                         traffic: Ewma::default(),
                         tokens: Ewma::default(),
+                        previous: None,
                         throttled: Ewma::default(),
                         whereabouts: travel::Whereabouts::default(),
                         countries: Ewma::default(),
@@ -58,6 +59,18 @@ impl Engine {
                 );
             }
         }
+        // Upstream attempts of each closed key-minute, for the retry window.
+        let attempts: HashMap<(&str, u32), (u64, u64)> = data
+            .retries
+            .iter()
+            .filter(|r| closed(r.minute))
+            .map(|r| {
+                (
+                    (r.api_key_id.as_str(), r.minute),
+                    (r.provider_attempts, r.provider_successes),
+                )
+            })
+            .collect();
         let ip_alpha = self.ip_alpha;
         for (key, state) in self.keys.iter_mut() {
             let minutes = spend.get(key.as_str());
@@ -78,6 +91,21 @@ impl Engine {
                     .spend
                     .model
                     .update(&params, cost, hour_of_week(i64::from(minute) * 1000));
+                let sat = |n: u64| u32::try_from(n).unwrap_or(u32::MAX);
+                state.previous = row.map(|r| {
+                    let (attempts, successes) = attempts
+                        .get(&(key.as_str(), minute))
+                        .copied()
+                        .unwrap_or((0, 0));
+                    MinuteCounts {
+                        minute,
+                        requests: sat(r.requests),
+                        retries: sat(r.retries),
+                        failures: sat(r.failures),
+                        attempts: sat(attempts),
+                        successes: sat(successes.min(attempts)),
+                    }
+                });
                 if let Some(row) = row.filter(|r| r.requests > 0) {
                     state.traffic.update(row.requests as f64, ip_alpha);
                     state.tokens.update(row.tokens as f64, ip_alpha);

@@ -8,24 +8,75 @@ use crate::data::KeyRetries;
 /// One-sided 95 % normal quantile.
 const Z_95: f64 = 1.645;
 
-/// Attempts per successful request, and the same judged by the one-sided 95 % Wilson lower
-/// bound of the failed share (`1 / (1 - failed)`), so that a handful of fast failures at the
-/// start of a minute, before its slow successes finish, is not a storm. With upstream attempts
-/// logged, both counts come from them: attempts and their successes share timestamps, whereas
-/// a gateway request and its attempts can fall in different minutes (a burst that just ended
-/// leaves attempts in the next minute, with few requests to divide by), and cache hits have no
-/// attempt at all. Without them, gateway requests over gateway successes.
-fn amplification(row: &KeyMinute, retries: Option<&KeyRetries>) -> (f64, f64) {
-    let (attempts, successes) = match retries.filter(|r| r.provider_attempts > 0) {
-        Some(r) => (
-            r.provider_attempts,
-            r.provider_successes.min(r.provider_attempts),
-        ),
-        None => (row.requests, row.requests.saturating_sub(row.failures)),
-    };
-    let point = attempts as f64 / successes.max(1) as f64;
-    let failed_low = wilson_lower(attempts - successes, attempts, Z_95);
-    (point, 1.0 / (1.0 - failed_low).max(1e-9))
+/// A key's retry counts over the last 60 s: the minute so far plus the part of the previous
+/// minute that the window still covers, pro rata. A provider's bad spell (3-30 s of failures
+/// and retries) fills most of the first seconds of a minute but at most half of this window;
+/// a storm keeps it full. A minute judged when it has ended is the minute alone.
+#[derive(Debug, Clone, Copy, Default)]
+struct Window {
+    requests: f64,
+    retries: f64,
+    failures: f64,
+    attempts: f64,
+    successes: f64,
+}
+
+impl Window {
+    fn new(
+        row: &KeyMinute,
+        retries: Option<&KeyRetries>,
+        previous: Option<(&MinuteCounts, f64)>,
+    ) -> Self {
+        let mut w = Window {
+            requests: row.requests as f64,
+            retries: row.retries as f64,
+            failures: row.failures as f64,
+            attempts: retries.map_or(0.0, |r| r.provider_attempts as f64),
+            successes: retries.map_or(0.0, |r| {
+                r.provider_successes.min(r.provider_attempts) as f64
+            }),
+        };
+        if let Some((p, weight)) = previous {
+            w.requests += weight * f64::from(p.requests);
+            w.retries += weight * f64::from(p.retries);
+            w.failures += weight * f64::from(p.failures);
+            w.attempts += weight * f64::from(p.attempts);
+            w.successes += weight * f64::from(p.successes);
+        }
+        w
+    }
+
+    fn share(&self) -> f64 {
+        self.retries / self.requests.max(1.0)
+    }
+
+    /// The retry share's one-sided 95 % Wilson lower bound.
+    fn share_low(&self) -> f64 {
+        wilson_lower(
+            self.retries.round() as u64,
+            self.requests.round() as u64,
+            Z_95,
+        )
+    }
+
+    /// Attempts per successful request, and the same judged by the one-sided 95 % Wilson lower
+    /// bound of the failed share (`1 / (1 - failed)`), so that a handful of fast failures before
+    /// the slow successes finish is not a storm. With upstream attempts logged, both counts
+    /// come from them: attempts and their successes share timestamps, whereas a gateway
+    /// request and its attempts can fall in different minutes (a burst that just ended leaves
+    /// attempts in the next minute, with few requests to divide by), and cache hits have no
+    /// attempt at all. Without them, gateway requests over gateway successes.
+    fn amplification(&self) -> (f64, f64) {
+        let (attempts, successes) = if self.attempts > 0.0 {
+            (self.attempts, self.successes)
+        } else {
+            (self.requests, (self.requests - self.failures).max(0.0))
+        };
+        let point = attempts / successes.max(1.0);
+        let (n, ok) = (attempts.round() as u64, successes.round() as u64);
+        let failed_low = wilson_lower(n.saturating_sub(ok), n, Z_95);
+        (point, 1.0 / (1.0 - failed_low).max(1e-9))
+    }
 }
 
 impl Engine {
@@ -50,14 +101,14 @@ impl Engine {
             let building = (no_backoff && chains >= 2)
                 .then(|| self.storm_building(row, retries.copied(), now_s))
                 .flatten();
-            if row.requests < cfg.min_requests && building.is_none() {
+            let window = Window::new(row, retries.copied(), self.previous_minute(row, now_s));
+            if window.requests < cfg.min_requests as f64 && building.is_none() {
                 continue;
             }
-            let (amplification, amplification_low) = amplification(row, retries.copied());
-            let share = row.retries as f64 / row.requests as f64;
-            // The share must be clear of the threshold given how few requests a minute (or
-            // the first seconds of one) holds.
-            let share_low = wilson_lower(row.retries, row.requests, Z_95);
+            let (amplification, amplification_low) = window.amplification();
+            let share = window.share();
+            // The share must be clear of the threshold given how few requests the window holds.
+            let share_low = window.share_low();
             if share_low < cfg.retry_share
                 && amplification_low < cfg.amplification
                 && building.is_none()
@@ -137,6 +188,14 @@ impl Engine {
                 out.push(c);
             }
         }
+    }
+
+    /// The key's previous minute and how much of it the 60 s window ending at `now_s` still
+    /// covers (none once `row`'s minute has ended).
+    fn previous_minute(&self, row: &KeyMinute, now_s: u32) -> Option<(&MinuteCounts, f64)> {
+        let seen = (f64::from(now_s.saturating_sub(row.minute)) / 60.0).clamp(0.0, 1.0);
+        let previous = self.keys.get(&row.api_key_id)?.previous.as_ref()?;
+        (seen < 1.0 && previous.minute + MINUTE == row.minute).then_some((previous, 1.0 - seen))
     }
 
     /// A storm building on a key: its requests (so far in the minute, pro rata) at

@@ -783,3 +783,31 @@ fn country_pairs_still_being_learned_make_room_for_new_ones() {
         "{last:?}"
     );
 }
+
+#[test]
+fn retry_shares_early_in_a_minute_are_judged_over_the_last_60_seconds() {
+    let minute_of = |minute: u32, requests: u64, retries: u64| {
+        let mut row = key_minute("k", minute, requests, 0.05);
+        row.retries = retries;
+        CycleData {
+            keys: vec![row],
+            ..CycleData::default()
+        }
+    };
+    let retry_alerts =
+        |found: &[Candidate]| found.iter().filter(|c| c.detector == "retry_storm").count();
+    // A calm minute (60 requests, 1 retry), then 10 s of a provider's bad spell: 30 requests,
+    // 15 of them retries. Alone that is 50 %; over the last 60 s it is 16 of 80.
+    let mut e = engine();
+    let now = warm(&mut e, 30);
+    e.cycle(&minute_of(now, 60, 1), now + 60, false);
+    let spell = e.cycle(&minute_of(now + 60, 30, 15), now + 70, false);
+    assert_eq!(retry_alerts(&spell), 0, "{spell:?}");
+
+    // The same 10 s after a minute that was already half retries: a storm going on.
+    let mut e = engine();
+    let now = warm(&mut e, 30);
+    e.cycle(&minute_of(now, 60, 30), now + 60, false);
+    let storm = e.cycle(&minute_of(now + 60, 30, 15), now + 70, false);
+    assert_eq!(retry_alerts(&storm), 1, "{storm:?}");
+}
