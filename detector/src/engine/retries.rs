@@ -105,7 +105,11 @@ impl Engine {
             if window.requests < cfg.min_requests as f64 && building.is_none() {
                 continue;
             }
-            let (amplification, amplification_low) = window.amplification();
+            let (in_window, amplification_low) = window.amplification();
+            // How bad it is: the worse of the window and the minute alone (a storm that has
+            // just started is diluted in the window).
+            let amplification =
+                in_window.max(Window::new(row, retries.copied(), None).amplification().0);
             let share = window.share();
             // The share must be clear of the threshold given how few requests the window holds.
             let share_low = window.share_low();
