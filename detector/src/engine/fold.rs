@@ -93,10 +93,16 @@ impl Engine {
                     .update(&params, cost, hour_of_week(i64::from(minute) * 1000));
                 let sat = |n: u64| u32::try_from(n).unwrap_or(u32::MAX);
                 state.previous = row.map(|r| {
-                    let (attempts, successes) = attempts
-                        .get(&(key.as_str(), minute))
-                        .copied()
-                        .unwrap_or((0, 0));
+                    // Upstream attempts are looked up only where something went wrong: a calm
+                    // minute dilutes the window by its requests.
+                    let (attempts, successes) = if r.failures > 0 || r.retries > 0 {
+                        attempts
+                            .get(&(key.as_str(), minute))
+                            .copied()
+                            .unwrap_or((0, 0))
+                    } else {
+                        (0, 0)
+                    };
                     MinuteCounts {
                         minute,
                         requests: sat(r.requests),

@@ -92,6 +92,12 @@ impl Engine {
                 continue;
             }
             let retries = retries_by_minute.get(&(row.api_key_id.as_str(), row.minute));
+            // Most minutes of most keys: nothing retried, nothing failed upstream.
+            if row.retries == 0
+                && retries.is_none_or(|r| r.provider_attempts <= r.provider_successes)
+            {
+                continue;
+            }
             let fast = retries.map_or(0, |r| r.fast_chains);
             let chains = retries.map_or(0, |r| r.chains);
             let no_backoff = chains > 0 && fast * 2 >= chains;
