@@ -16,7 +16,8 @@ impl Engine {
         // Per key, its closed minutes in order (one in a live cycle, up to 60 in a replay
         // chunk): a small sorted vector rather than a BTreeMap allocated per key.
         type Minutes<'a> = Vec<(u32, &'a KeyMinute)>;
-        let mut spend: HashMap<&str, Minutes> = HashMap::with_capacity(data.keys.len());
+        let mut spend: FxMap<&str, Minutes> =
+            FxMap::with_capacity_and_hasher(data.keys.len(), Default::default());
         for row in data.keys.iter().filter(|r| closed(r.minute)) {
             spend
                 .entry(&row.api_key_id)
@@ -60,7 +61,7 @@ impl Engine {
             }
         }
         // Upstream attempts of each closed key-minute, for the retry window.
-        let attempts: HashMap<(&str, u32), (u64, u64)> = data
+        let attempts: FxMap<(&str, u32), (u64, u64)> = data
             .retries
             .iter()
             .filter(|r| closed(r.minute))
@@ -138,7 +139,7 @@ impl Engine {
         }
         let excused = self.excused_spend(data);
         for (rows, is_project) in [(&data.projects, true), (&data.overall, false)] {
-            let mut per: HashMap<&str, BTreeMap<u32, f64>> = HashMap::new();
+            let mut per: FxMap<&str, BTreeMap<u32, f64>> = FxMap::default();
             for r in rows.iter().filter(|r| closed(r.minute)) {
                 let excused = excused.get(r.minute, is_project.then_some(r.entity.as_str()));
                 per.entry(&r.entity)

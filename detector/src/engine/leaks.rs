@@ -7,15 +7,15 @@ impl Engine {
     pub(super) fn assess_leaks(&self, data: &CycleData, out: &mut Vec<Candidate>) {
         let cfg = &self.config.leaked_key;
         // Indexed once: looking rows up per key would be quadratic in the number of keys.
-        let ips_by_minute: HashMap<(&str, u32), u64> = data
+        let ips_by_minute: FxMap<(&str, u32), u64> = data
             .keys
             .iter()
             .map(|k| ((k.api_key_id.as_str(), k.minute), k.distinct_ips))
             .collect();
         // Grouped by hash (a BTreeMap of string keys compares ~17 cache-missing strings per
         // row); the candidates are sorted by (key, minute) below, the order the BTreeMap gave.
-        let mut per_key: HashMap<(&str, u32), Vec<&Usage>> =
-            HashMap::with_capacity(data.keys.len());
+        let mut per_key: FxMap<(&str, u32), Vec<&Usage>> =
+            FxMap::with_capacity_and_hasher(data.keys.len(), Default::default());
         let mut found: Vec<((&str, u32), Candidate)> = Vec::new();
         for u in data
             .usage

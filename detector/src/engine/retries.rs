@@ -82,7 +82,7 @@ impl Window {
 impl Engine {
     pub(super) fn assess_retries(&self, data: &CycleData, now_s: u32, out: &mut Vec<Candidate>) {
         let cfg = &self.config.retry_storm;
-        let retries_by_minute: HashMap<(&str, u32), &crate::data::KeyRetries> = data
+        let retries_by_minute: FxMap<(&str, u32), &crate::data::KeyRetries> = data
             .retries
             .iter()
             .map(|r| ((r.api_key_id.as_str(), r.minute), r))

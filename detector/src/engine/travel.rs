@@ -221,7 +221,8 @@ impl Engine {
         let cfg = &self.config.cross_region;
         // Per key, its stays over the unfolded minutes. A key has few countries: a small
         // vector per key, and the candidates sorted by key at the end.
-        let mut uses: HashMap<&str, Vec<Stay>> = HashMap::with_capacity(data.keys.len());
+        let mut uses: FxMap<&str, Vec<Stay>> =
+            FxMap::with_capacity_and_hasher(data.keys.len(), Default::default());
         for u in data
             .usage
             .iter()
@@ -353,7 +354,7 @@ impl Engine {
     /// Folds closed minutes of a key's use into its whereabouts (last place, familiar pairs).
     pub(super) fn fold_key_travel(&mut self, rows: &[Usage], from: u32, closed_before: u32) {
         let cfg = self.config.cross_region.clone();
-        let mut per_minute: HashMap<(&str, u32), Vec<Stay>> = HashMap::new();
+        let mut per_minute: FxMap<(&str, u32), Vec<Stay>> = FxMap::default();
         for u in rows
             .iter()
             .filter(|u| u.minute >= from && u.minute < closed_before && !u.country.is_empty())
