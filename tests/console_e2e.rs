@@ -555,13 +555,7 @@ async fn console_shows_a_firing_alert_its_chart_and_silences() {
     );
 
     // A silence from the form (its matchers prefilled from the alert).
-    browser
-        .find(Locator::Css(&format!("{row_css} button.silence-alert")))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&browser, &format!("{row_css} button.silence-alert")).await;
     let matchers = browser
         .find(Locator::Css("#silence-matchers"))
         .await
@@ -596,15 +590,11 @@ async fn console_shows_a_firing_alert_its_chart_and_silences() {
     let shot = screenshot(&browser, "console.png").await;
 
     // Expire it.
-    browser
-        .find(Locator::Css(&format!(
-            "tr.silence[data-id=\"{silence_id}\"] button.expire"
-        )))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(
+        &browser,
+        &format!("tr.silence[data-id=\"{silence_id}\"] button.expire"),
+    )
+    .await;
     wait_for(
         &browser,
         &format!("tr.silence[data-id=\"{silence_id}\"][data-state=\"expired\"]"),

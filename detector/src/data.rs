@@ -192,6 +192,9 @@ pub struct Thresholds {
     pub scan_min_keys: u64,
     /// Whether end users' places are read (`cross_region.per_user`).
     pub users: bool,
+    /// Whether key-scanning candidates are read (a minute-by-minute replay rebuilds them per
+    /// minute, and a warm-up flags nothing).
+    pub scans: bool,
 }
 
 /// Reads minutes `[from_minute, to_minute]` (epoch seconds of minute starts). With `as_of_ms`,
@@ -315,7 +318,7 @@ pub async fn fetch(
         Some(cut) => format!("AND ts_ms < {}", cut.ms),
         None => String::new(),
     };
-    let scans_sql = shared.then(|| format!(
+    let scans_sql = (shared && thresholds.scans).then(|| format!(
                 "SELECT client_ip, uniqExact(api_key_id) AS keys, count(), min(ts_ms), max(ts_ms) FROM gateway_requests \
                  WHERE ts >= toDateTime({}) AND ts < toDateTime({}) {scan_ts} AND status IN (401, 403) AND client_ip != '' \
                  GROUP BY client_ip HAVING keys >= {}",

@@ -151,6 +151,7 @@ fn shard_and_thresholds(config: &DetectConfig) -> (Shard, Thresholds) {
             no_backoff_ms: config.retry_storm.no_backoff_ms,
             scan_min_keys: config.leaked_key.scan_min_keys,
             users: config.cross_region.enabled && config.cross_region.per_user,
+            scans: true,
         },
     )
 }

@@ -104,7 +104,7 @@ async fn replay_together(
         return Ok(vec![Vec::new(); configs.len()]);
     }
     let shard = Shard { index: 0, count: 1 };
-    let thresholds = Thresholds {
+    let mut thresholds = Thresholds {
         no_backoff_ms: configs.first().map_or(0.0, |c| c.retry_storm.no_backoff_ms),
         scan_min_keys: configs
             .iter()
@@ -114,6 +114,7 @@ async fn replay_together(
         users: configs
             .iter()
             .any(|c| c.cross_region.enabled && c.cross_region.per_user),
+        scans: false,
     };
     let wants_budgets = configs.iter().any(crate::wants_budgets);
     let step = span.step_s.clamp(1, MINUTE);
@@ -199,6 +200,7 @@ async fn replay_together(
             from = to;
         }
     } else {
+        thresholds.scans = true;
         let mut now = active_from;
         while now < span.to_s {
             now = (now + step).min(span.to_s.div_ceil(MINUTE) * MINUTE);

@@ -72,11 +72,18 @@ impl Window {
         } else {
             (self.requests, (self.requests - self.failures).max(0.0))
         };
-        let point = attempts / successes.max(1.0);
-        let (n, ok) = (attempts.round() as u64, successes.round() as u64);
-        let failed_low = wilson_lower(n.saturating_sub(ok), n, Z_95);
-        (point, 1.0 / (1.0 - failed_low).max(1e-9))
+        attempts_per_success(attempts, successes)
     }
+}
+
+/// Attempts per success as seen, and as judged by the one-sided 95 % Wilson lower bound of the
+/// failed share (`1 / (1 - failed)`; counts weighted by the window are rounded for the bound).
+fn attempts_per_success(attempts: f64, successes: f64) -> (f64, f64) {
+    let successes = successes.min(attempts);
+    let point = attempts / successes.max(1.0);
+    let (n, ok) = (attempts.round() as u64, successes.round() as u64);
+    let failed_low = wilson_lower(n.saturating_sub(ok), n, Z_95);
+    (point, 1.0 / (1.0 - failed_low).max(1e-9))
 }
 
 impl Engine {
@@ -112,10 +119,6 @@ impl Engine {
                 continue;
             }
             let (in_window, amplification_low) = window.amplification();
-            // How bad it is: the worse of the window and the minute alone (a storm that has
-            // just started is diluted in the window).
-            let amplification =
-                in_window.max(Window::new(row, retries.copied(), None).amplification().0);
             let share = window.share();
             // The share must be clear of the threshold given how few requests the window holds.
             let share_low = window.share_low();
@@ -125,6 +128,10 @@ impl Engine {
             {
                 continue;
             }
+            // How bad it is: the worse of the window and the minute alone (a storm that has
+            // just started is diluted in the window).
+            let amplification =
+                in_window.max(Window::new(row, retries.copied(), None).amplification().0);
             let mut c = Candidate::new(
                 "retry_storm",
                 &[("api_key_id", &row.api_key_id), ("project", &row.project)],
@@ -170,10 +177,8 @@ impl Engine {
                 .iter()
                 .filter(|p| p.minute >= self.folded_through && p.attempts >= cfg.min_requests * 2)
             {
-                let amplification = p.attempts as f64 / p.successes.max(1) as f64;
-                let successes = p.successes.min(p.attempts);
-                let failed_low = wilson_lower(p.attempts - successes, p.attempts, Z_95);
-                let amplification_low = 1.0 / (1.0 - failed_low).max(1e-9);
+                let (amplification, amplification_low) =
+                    attempts_per_success(p.attempts as f64, p.successes as f64);
                 if amplification_low < cfg.amplification {
                     continue;
                 }
