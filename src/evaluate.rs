@@ -257,8 +257,8 @@ struct DetectorScore {
 
 struct Report {
     per_detector: BTreeMap<&'static str, DetectorScore>,
-    /// (incident, detected by its detector, time to detect)
-    outcomes: Vec<(Incident, bool, Option<f64>)>,
+    /// Each incident with the instant (ms) its own detector first explained it, if it did.
+    outcomes: Vec<(Incident, Option<i64>)>,
     false_alerts: Vec<usize>,
 }
 
@@ -298,6 +298,12 @@ fn explains(incident: &Incident, firing: &Firing, projects: &HashMap<String, Str
     label("scope").is_some() || label("provider").is_some()
 }
 
+/// Time to detect: from the incident's onset to the first alert explaining it, where an alert
+/// between the window start and the onset counts as immediate.
+fn ttd_s(incident: &Incident, first_alert_ms: i64) -> f64 {
+    (first_alert_ms - incident.onset_ms).max(0) as f64 / 1000.0
+}
+
 fn score(truth: &[Incident], firings: &[Firing], projects: &HashMap<String, String>) -> Report {
     let mut per_detector: BTreeMap<&'static str, DetectorScore> = BTreeMap::new();
     for name in tripline_core::config::DETECTORS {
@@ -306,26 +312,21 @@ fn score(truth: &[Incident], firings: &[Firing], projects: &HashMap<String, Stri
     let mut outcomes = Vec::new();
     for incident in truth {
         let Some(own) = incident.detector() else {
-            outcomes.push((incident.clone(), false, None));
+            outcomes.push((incident.clone(), None));
             continue;
         };
         let first = firings
             .iter()
             .filter(|f| f.alert.detector == own && explains(incident, f, projects))
-            // An alert between the window start and the onset counts as immediate.
-            .map(|f| (i64::from(f.at_s) * 1000 - incident.onset_ms).max(0))
+            .map(|f| i64::from(f.at_s) * 1000)
             .min();
         let entry = per_detector.entry(own).or_default();
         entry.incidents += 1;
-        if let Some(ttd_ms) = first {
+        if let Some(at_ms) = first {
             entry.detected += 1;
-            entry.ttd_s.push(ttd_ms as f64 / 1000.0);
+            entry.ttd_s.push(ttd_s(incident, at_ms));
         }
-        outcomes.push((
-            incident.clone(),
-            first.is_some(),
-            first.map(|ms| ms as f64 / 1000.0),
-        ));
+        outcomes.push((incident.clone(), first));
     }
     let mut false_alerts = Vec::new();
     for (index, firing) in firings.iter().enumerate() {
@@ -385,11 +386,18 @@ impl Report {
             );
         }
         println!();
-        for (incident, detected, ttd) in &self.outcomes {
-            let verdict = match (incident.detector(), detected) {
+        for (incident, first) in &self.outcomes {
+            let verdict = match (incident.detector(), first) {
                 (None, _) => "benign".to_owned(),
-                (Some(_), true) => format!("detected after {:.0} s", ttd.unwrap_or(0.0)),
-                (Some(_), false) => "MISSED".to_owned(),
+                (Some(_), Some(at_ms)) if incident.onset_ms >= incident.start_ms + 1000 => format!(
+                    "detected after {:.0} s ({:.0} s after its window start)",
+                    ttd_s(incident, *at_ms),
+                    (at_ms - incident.start_ms) as f64 / 1000.0
+                ),
+                (Some(_), Some(at_ms)) => {
+                    format!("detected after {:.0} s", ttd_s(incident, *at_ms))
+                }
+                (Some(_), None) => "MISSED".to_owned(),
             };
             println!(
                 "{:<28} {:<16} {}",
@@ -410,14 +418,94 @@ impl Report {
                 "incidents": s.incidents, "detected": s.detected, "alerts": s.firings,
                 "true_alerts": s.true_firings, "ttd_s": s.ttd_s,
             }))).collect::<serde_json::Map<_, _>>(),
-            "incidents": self.outcomes.iter().map(|(i, detected, ttd)| serde_json::json!({
+            "incidents": self.outcomes.iter().map(|(i, first)| serde_json::json!({
                 "kind": i.kind.as_str(), "key": i.key, "start_ms": i.start_ms, "onset_ms": i.onset_ms, "end_ms": i.end_ms,
-                "detected": detected, "ttd_s": ttd, "note": i.note,
+                "detected": first.is_some(), "first_alert_ms": first,
+                "ttd_s": first.map(|at_ms| ttd_s(i, at_ms)), "note": i.note,
             })).collect::<Vec<_>>(),
             "false_alerts": self.false_alerts.iter().map(|&i| serde_json::json!({
                 "at_s": firings[i].at_s, "detector": firings[i].alert.detector,
                 "labels": firings[i].alert.labels, "summary": firings[i].alert.summary,
             })).collect::<Vec<_>>(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tripline_core::alert::{Alert, AlertStatus, Evidence, Severity};
+    use tripline_simulate::IncidentKind;
+
+    const T: i64 = 1_800_000_000_000;
+
+    fn incident(kind: IncidentKind, key: &str, onset_after_s: i64) -> Incident {
+        Incident {
+            kind,
+            key: key.into(),
+            start_ms: T,
+            end_ms: T + 600_000,
+            onset_ms: T + onset_after_s * 1000,
+            note: String::new(),
+        }
+    }
+
+    fn firing(detector: &str, key: &str, after_s: i64) -> Firing {
+        let alert = Alert {
+            version: 1,
+            fingerprint: String::new(),
+            detector: detector.into(),
+            status: AlertStatus::Firing,
+            severity: Severity::Warning,
+            labels: [("api_key_id".to_owned(), key.to_owned())].into(),
+            summary: String::new(),
+            description: String::new(),
+            observed: 0.0,
+            expected: 0.0,
+            upper: 0.0,
+            score: 0.0,
+            window_start: String::new(),
+            window_end: String::new(),
+            starts_at: String::new(),
+            ends_at: None,
+            emitted_at: String::new(),
+            evidence: Evidence::default(),
+        };
+        Firing {
+            at_s: ((T / 1000) + after_s) as u32,
+            alert,
+        }
+    }
+
+    #[test]
+    fn time_to_detect_counts_from_the_onset_and_alerts_are_matched_by_key_and_time() {
+        let truth = [
+            incident(IncidentKind::SpendSpikeLarge, "a", 0),
+            // A ramp that reaches the floor 5 minutes in, found 2 minutes in: immediate.
+            incident(IncidentKind::SpendRamp, "b", 300),
+            incident(IncidentKind::RetryStormNoBackoff, "c", 0),
+        ];
+        let firings = [
+            firing("spend_spike", "a", 40),
+            firing("spend_spike", "a", 20),
+            firing("spend_spike", "b", 120),
+            // Another key, and the right key long after the window: unexplained.
+            firing("spend_spike", "z", 30),
+            firing("retry_storm", "c", 3600),
+        ];
+        let report = score(&truth, &firings, &HashMap::new());
+        let spend = &report.per_detector["spend_spike"];
+        assert_eq!((spend.incidents, spend.detected), (2, 2));
+        assert_eq!((spend.firings, spend.true_firings), (4, 3));
+        assert_eq!(spend.ttd_s, vec![20.0, 0.0]);
+        let retry = &report.per_detector["retry_storm"];
+        assert_eq!(
+            (retry.incidents, retry.detected, retry.true_firings),
+            (1, 0, 0)
+        );
+        assert_eq!(report.false_alerts, vec![3, 4]);
+        assert_eq!(report.outcomes[1].1, Some((T / 1000 + 120) * 1000));
+        assert_eq!(percentile(&[10.0, 20.0, 30.0], 0.95), Some(30.0));
+        assert_eq!(percentile(&[10.0, 20.0, 30.0], 0.5), Some(20.0));
     }
 }

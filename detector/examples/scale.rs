@@ -33,7 +33,8 @@ use std::time::Instant;
 
 use tripline_core::config::{DetectConfig, EntityOverride};
 use tripline_detector::data::{
-    CycleData, KeyMinute, KeyRetries, ProviderMinute, SpendMinute, Usage,
+    CycleData, KeyMinute, KeyProviderFailures, KeyRetries, ProviderBucket, ProviderMinute,
+    SpendMinute, Usage,
 };
 use tripline_detector::engine::Engine;
 
@@ -402,6 +403,19 @@ fn add_minute(
                 .push(usage_row(k, minute, far, "gpt-4o", 30, at - 20_000, at));
         }
 
+        // Failed upstream attempts, on the provider of the key's first model.
+        if failures > 0 {
+            data.key_failures.push(KeyProviderFailures {
+                api_key_id: k.id.clone(),
+                minute,
+                provider: MODELS[k.models[0]].0.to_owned(),
+                attempts: requests + retries,
+                failures,
+                first_ms: start_ms,
+                last_ms: start_ms + span_ms - 1,
+            });
+        }
+
         // Retry chains for a few key-minutes (and every storm).
         if incident == Incident::RetryStorm || (retries > 0 && rng.chance(0.05)) {
             let attempts = requests + retries;
@@ -443,6 +457,16 @@ fn add_minute(
                 attempts,
                 successes,
             });
+            // The same attempts in the minute's six 10 s buckets.
+            for b in 0..6 {
+                data.provider_buckets.push(ProviderBucket {
+                    provider: MODELS[m].0.to_owned(),
+                    minute,
+                    bucket: minute + b * 10,
+                    attempts: attempts / 6,
+                    failures: (attempts - successes) / 6,
+                });
+            }
         }
     }
 }

@@ -82,6 +82,37 @@ pub struct ProviderMinute {
     pub successes: u64,
 }
 
+/// A key's upstream attempts to one provider in one minute, for key-minutes where some were
+/// answered 429 or 5xx (what retry storms are made of; a 400 is the caller's own doing).
+#[derive(Debug, Clone, Default, PartialEq, clickhouse::Row, Deserialize)]
+pub struct KeyProviderFailures {
+    pub api_key_id: String,
+    pub minute: u32,
+    pub provider: String,
+    pub attempts: u64,
+    /// Attempts answered 429 or 5xx.
+    pub failures: u64,
+    /// The first and last of those, epoch ms.
+    pub first_ms: i64,
+    pub last_ms: i64,
+}
+
+/// Upstream attempts to one provider in 10 s of one minute, from the raw attempts: what the
+/// other keys went through while one key was failing.
+#[derive(Debug, Clone, Default, PartialEq, clickhouse::Row, Deserialize)]
+pub struct ProviderBucket {
+    pub provider: String,
+    pub minute: u32,
+    /// Start of the 10 s, epoch seconds.
+    pub bucket: u32,
+    pub attempts: u64,
+    /// Attempts answered 429 or 5xx.
+    pub failures: u64,
+}
+
+/// Length of a [`ProviderBucket`], in seconds.
+pub const PROVIDER_BUCKET_S: u32 = 10;
+
 /// A client IP failing authentication on several keys.
 #[derive(Debug, Clone, Default, PartialEq, clickhouse::Row, Deserialize)]
 pub struct ScanCandidate {
@@ -158,6 +189,10 @@ pub struct CycleData {
     pub projects: Vec<SpendMinute>,
     pub overall: Vec<SpendMinute>,
     pub providers: Vec<ProviderMinute>,
+    /// A key's failures on each provider, judged against the other keys' on that provider at
+    /// the same time (which every worker reads).
+    pub key_failures: Vec<KeyProviderFailures>,
+    pub provider_buckets: Vec<ProviderBucket>,
     pub scans: Vec<ScanCandidate>,
     pub budgets: Vec<BudgetUse>,
     /// The minute (start, epoch seconds) `budgets` were summed up to: its hour and day are the
@@ -296,6 +331,19 @@ pub async fn fetch(
                 ),
                 "GROUP BY m",
             ));
+    let throttled = "status = 429 OR status >= 500";
+    let key_failures_sql = format!(
+        "SELECT api_key_id, toUInt32(toStartOfMinute(ts)) AS m, provider, count(), countIf({throttled}), \
+         toInt64(minIf(ts_ms, {throttled})), toInt64(maxIf(ts_ms, {throttled})) \
+         FROM provider_attempts WHERE {raw_ts_range} AND {keys_filter} \
+         GROUP BY api_key_id, m, provider HAVING countIf({throttled}) > 0"
+    );
+    let provider_buckets_sql = format!(
+        "SELECT provider, toUInt32(toStartOfMinute(ts)) AS m, \
+         toUInt32(intDiv(ts_ms, {ms}) * {PROVIDER_BUCKET_S}) AS b, count(), countIf({throttled}) \
+         FROM provider_attempts WHERE {raw_ts_range} GROUP BY provider, m, b",
+        ms = PROVIDER_BUCKET_S * 1000
+    );
     let providers_sql = shared.then(|| with_cut(
                 &format!(
                     "SELECT provider, model, toUInt32(minute), countMerge(attempts), sumMerge(successes) \
@@ -327,14 +375,16 @@ pub async fn fetch(
                 thresholds.scan_min_keys
             ));
     let budgets_sql = with_budgets.then(|| {
-        let hour = format!("toStartOfHour(toDateTime({to_minute}))");
+        // Hours and days in UTC, whatever the server's timezone, as the replay sums them.
+        let hour = format!("toDateTime({})", to_minute - to_minute % 3600);
+        let day = format!("toDateTime({})", to_minute - to_minute % 86_400);
         let last_hour = format!("toDateTime({to_minute}) - 3600");
         let rollup = format!(
             "SELECT api_key_id, anyLastMerge(project) AS project, \
              sumMergeIf(cost_usd, minute >= {hour}) AS hour_usd, \
              sumMerge(cost_usd) AS day_usd, \
              sumMergeIf(cost_usd, minute > {last_hour}) AS last_hour_usd \
-             FROM rollup_key_1m WHERE minute >= toStartOfDay(toDateTime({to_minute})) AND {keys_filter}"
+             FROM rollup_key_1m WHERE minute >= {day} AND {keys_filter}"
         );
         let query = match &cut {
             None => format!("{rollup} GROUP BY api_key_id"),
@@ -347,7 +397,7 @@ pub async fn fetch(
                     &format!(
                         "SELECT api_key_id, anyLast(project), sumIf(cost_usd, ts >= {hour}), sum(cost_usd), \
                          sumIf(cost_usd, ts > {last_hour}) FROM gateway_requests \
-                         WHERE ts >= toStartOfDay(toDateTime({to_minute})) AND {keys_filter}"
+                         WHERE ts >= {day} AND {keys_filter}"
                     ),
                     "GROUP BY api_key_id",
                 )
@@ -356,13 +406,27 @@ pub async fn fetch(
         query
     });
     // Independent reads: concurrently, so a cycle waits for the slowest, not for their sum.
-    let (keys, usage, retries, projects, overall, providers, users, scans, budgets) = tokio::try_join!(
+    let (
+        keys,
+        usage,
+        retries,
+        projects,
+        overall,
+        providers,
+        key_failures,
+        provider_buckets,
+        users,
+        scans,
+        budgets,
+    ) = tokio::try_join!(
         rows(client, Some(keys_sql)),
         rows(client, Some(usage_sql)),
         rows(client, Some(retries_sql)),
         rows(client, projects_sql),
         rows(client, overall_sql),
         rows(client, providers_sql),
+        rows(client, Some(key_failures_sql)),
+        rows(client, Some(provider_buckets_sql)),
         rows(client, users_sql),
         rows(client, scans_sql),
         rows(client, budgets_sql),
@@ -375,6 +439,8 @@ pub async fn fetch(
         projects,
         overall,
         providers,
+        key_failures,
+        provider_buckets,
         scans,
         budgets,
         budget_minute: to_minute,

@@ -187,9 +187,11 @@ pub struct Incident {
     /// `start_ms..end_ms`.
     pub start_ms: i64,
     pub end_ms: i64,
-    /// When its first anomalous event happens: the window start for a change of rate (spend,
-    /// retries), the first probe of a leaked key, the first far-away use of impossible travel,
-    /// the first failed try of key scanning. Time to detect counts from here.
+    /// When it begins to count: the window start for a step in rate (spikes, retry storms),
+    /// the first probe of a leaked key, the first far-away use of impossible travel, the first
+    /// failed try of key scanning, and for a slow ramp (which starts at nothing extra) the
+    /// moment its extra spend reaches the default dollar floor, $1 a minute. Time to detect
+    /// counts from here.
     pub onset_ms: i64,
     /// What happens, with the concrete figures (size, addresses, countries, expected spend).
     pub note: String,

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
+use tripline_core::models::spend::SpendModelConfig;
 use tripline_core::time::format_ms;
 
 use crate::catalog::{Model, ATTACKER_UA, EXPENSIVE_MODEL, HOSTING_POOLS, MODELS, SCANNER_UA};
@@ -32,7 +33,7 @@ pub(crate) struct Resolved {
     pub key: usize,
     pub start_ms: i64,
     pub end_ms: i64,
-    /// When the first anomalous event happens (the window start unless set otherwise).
+    /// When the incident begins to count (the window start unless set otherwise).
     pub onset_ms: i64,
     pub note: String,
     pub truth_key: String,
@@ -109,11 +110,20 @@ pub(crate) fn resolve(
             r.note = match plan.kind {
                 SpendSpikeSmall => size("small"),
                 SpendSpikeLarge => size("large"),
-                SpendRamp => format!(
-                    "slow ramp: {id}'s extra requests ({ps:.1}x prompt, {cs:.1}x completion \
-                     tokens) grow linearly over {minutes} min to {times:.1}x its requests, about \
-                     +${extra_usd:.2}/min over its ${base_usd:.2}/min at the end"
-                ),
+                SpendRamp => {
+                    // A ramp starts at nothing extra: it becomes an incident the moment its
+                    // extra spend reaches the dollar floor below which nobody may be paged.
+                    let floor = SpendModelConfig::default().min_abs_usd;
+                    let material = (floor / extra_usd).min(1.0);
+                    r.onset_ms = start + (material * plan.duration_ms as f64) as i64;
+                    format!(
+                        "slow ramp: {id}'s extra requests ({ps:.1}x prompt, {cs:.1}x completion \
+                         tokens) grow linearly over {minutes} min to {times:.1}x its requests, \
+                         about +${extra_usd:.2}/min over its ${base_usd:.2}/min at the end; \
+                         +${floor:.2}/min (the default floor) after {:.1} min",
+                        material * minutes as f64
+                    )
+                }
                 _ => {
                     let per_min = base_usd + extra_usd;
                     format!(

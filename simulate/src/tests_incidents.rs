@@ -270,6 +270,12 @@ fn ground_truth_resolves_the_plans() {
             IncidentKind::LeakedKeyProbeThenBurst | IncidentKind::KeyScanning => {
                 assert!(truth.onset_ms >= truth.start_ms, "{truth:?}")
             }
+            // Linear from nothing to at least +$6/min: $1/min within the first sixth.
+            IncidentKind::SpendRamp => {
+                let sixth = (truth.end_ms - truth.start_ms) / 6;
+                assert!(truth.onset_ms > truth.start_ms, "{truth:?}");
+                assert!(truth.onset_ms <= truth.start_ms + sixth + 1, "{truth:?}");
+            }
             _ => assert_eq!(truth.onset_ms, truth.start_ms, "{truth:?}"),
         }
         if plan.kind == IncidentKind::BenignSlowRegionMove {

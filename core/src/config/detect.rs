@@ -107,7 +107,8 @@ pub struct LeakedKeyConfig {
     pub ip_jump_factor: f64,
     /// ...and at least this many distinct IPs.
     pub min_distinct_ips: u64,
-    /// One IP failing authentication (401/403) on this many keys within a minute: key scanning.
+    /// One IP failing authentication (401/403) on this many keys within five minutes: key
+    /// scanning.
     pub scan_min_keys: u64,
 }
 
@@ -125,7 +126,7 @@ impl Default for LeakedKeyConfig {
             idle_hours: true,
             ip_jump_factor: 4.0,
             min_distinct_ips: 8,
-            scan_min_keys: 10,
+            scan_min_keys: 5,
         }
     }
 }
@@ -145,9 +146,9 @@ pub struct RetryStormConfig {
     /// Retries of one request arriving faster than this on average had no backoff.
     pub no_backoff_ms: f64,
     /// A storm building: requests at least `rate_rise` times the key's usual rate while its
-    /// share of 429/5xx answers is `failure_rise` above its usual share and its retries come
-    /// without backoff. Catches a storm in its first minute, before shares and amplification
-    /// peak.
+    /// share of 429/5xx answers is `failure_rise` above its usual share, with retries (counted
+    /// in the rate when they come without backoff; first attempts only when they back off).
+    /// Catches a storm in its first minute, before shares and amplification peak.
     pub rate_rise: f64,
     pub failure_rise: f64,
 }

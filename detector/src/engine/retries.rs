@@ -3,7 +3,7 @@
 use tripline_core::models::proportion::wilson_lower;
 
 use super::*;
-use crate::data::KeyRetries;
+use crate::data::{KeyRetries, PROVIDER_BUCKET_S};
 
 /// One-sided 95 % normal quantile.
 const Z_95: f64 = 1.645;
@@ -108,13 +108,15 @@ impl Engine {
             let fast = retries.map_or(0, |r| r.fast_chains);
             let chains = retries.map_or(0, |r| r.chains);
             let no_backoff = chains > 0 && fast * 2 >= chains;
-            // A storm building needs retries arriving without backoff: clients that back off
-            // during a provider's bad minute (429/5xx with a burst of traffic) are what retries
-            // are for, and the provider/model alert covers the provider.
-            let building = (no_backoff && chains >= 2)
-                .then(|| self.storm_building(row, retries.copied(), now_s))
-                .flatten();
+            // A storm building: failures and load rising together, with retries. Retries
+            // without backoff are load themselves; clients that back off during a provider's
+            // bad spell are what retries are for, so with backoff only the first attempts
+            // count as load, and a bad spell alone (failures, but no more first attempts) is
+            // left to the provider/model alert.
             let window = Window::new(row, retries.copied(), self.previous_minute(row, now_s));
+            let building = (chains >= 2)
+                .then(|| self.storm_building(data, row, retries.copied(), now_s, no_backoff))
+                .flatten();
             if window.requests < cfg.min_requests as f64 && building.is_none() {
                 continue;
             }
@@ -160,14 +162,27 @@ impl Engine {
             c.facts.insert("retry_share".into(), json!(share));
             c.facts.insert("retry_chains".into(), json!(chains));
             c.facts.insert("chains_without_backoff".into(), json!(fast));
-            if let Some((rate, usual)) = building {
+            if let Some(b) = building {
                 c.summary.push_str(&format!(
-                    "; {:.0} % of answers are 429/5xx (usually {:.0} %) at {rate:.1}x its usual \
+                    "; {:.0} % of answers are 429/5xx (usually {:.0} %) at {:.1}x its usual \
                      request rate",
                     100.0 * row.throttled as f64 / row.requests as f64,
-                    100.0 * usual
+                    100.0 * b.usual,
+                    b.rate,
                 ));
-                c.facts.insert("request_rate_ratio".into(), json!(rate));
+                c.facts.insert("request_rate_ratio".into(), json!(b.rate));
+                if let Some(alone) = b.alone {
+                    c.summary.push_str(&format!(
+                        ", first attempts only; {:.0} % of its attempts to {} failed, the other \
+                         keys' {:.0} % meanwhile",
+                        100.0 * alone.own,
+                        alone.provider,
+                        100.0 * alone.others
+                    ));
+                    c.facts.insert("provider".into(), json!(alone.provider));
+                    c.facts
+                        .insert("others_failed_share".into(), json!(alone.others));
+                }
             }
             out.push(c);
         }
@@ -213,17 +228,23 @@ impl Engine {
         (seen < 1.0 && previous.minute + MINUTE == row.minute).then_some((previous, 1.0 - seen))
     }
 
-    /// A storm building on a key: its requests (so far in the minute, pro rata) at
-    /// `rate_rise` times its usual rate and its share of failures, by its Wilson lower bound,
-    /// `failure_rise` above its usual share of 429/5xx answers. The failures are the gateway's
-    /// 429/5xx answers or the failed upstream attempts, whichever share is higher: a gateway
-    /// that retries upstream answers 200 in the end. Returns (rate ratio, usual share).
+    /// A storm building on a key: its requests (so far in the minute, pro rata; first attempts
+    /// only unless `with_retries`) at `rate_rise` times its usual rate and its share of
+    /// failures, by its Wilson lower bound, `failure_rise` above its usual share of 429/5xx
+    /// answers. The failures are the gateway's 429/5xx answers or the failed upstream
+    /// attempts, whichever share is higher: a gateway that retries upstream answers 200 in the
+    /// end. When clients back off, the key must also fail alone: on one of its providers,
+    /// `failure_rise` more than the other keys at the same time, while they fail less than
+    /// that. A provider's bad spell that meets a busy moment of a key fails everyone alike; a
+    /// key over its rate limit fails alone.
     fn storm_building(
         &self,
+        data: &CycleData,
         row: &KeyMinute,
         retries: Option<&KeyRetries>,
         now_s: u32,
-    ) -> Option<(f64, f64)> {
+        with_retries: bool,
+    ) -> Option<Building> {
         let cfg = &self.config.retry_storm;
         let state = self.keys.get(&row.api_key_id)?;
         // Too little history to know the key's usual rate; too few requests to judge a share.
@@ -231,9 +252,17 @@ impl Engine {
             return None;
         }
         // Pro rata over the part of the minute seen, but at least a quarter of it: the first
-        // seconds of a minute say little about its rate.
-        let seen = (f64::from(now_s.saturating_sub(row.minute)) / 60.0).clamp(0.25, 1.0);
-        let rate = row.requests as f64 / (state.traffic.mean.max(1.0) * seen);
+        // seconds of a minute say little about its rate. First attempts are judged over half
+        // a minute at least: a busy moment of a few seconds that meets a provider's bad spell
+        // is not load rising.
+        let least = if with_retries { 0.25 } else { 0.5 };
+        let seen = (f64::from(now_s.saturating_sub(row.minute)) / 60.0).clamp(least, 1.0);
+        let load = if with_retries {
+            row.requests
+        } else {
+            row.requests.saturating_sub(row.retries)
+        };
+        let rate = load as f64 / (state.traffic.mean.max(1.0) * seen);
         let usual = state.throttled.mean.clamp(0.0, 1.0);
         let answers_low = wilson_lower(row.throttled, row.requests, Z_95);
         let upstream_low = retries.map_or(0.0, |r| {
@@ -241,6 +270,69 @@ impl Engine {
             wilson_lower(failed, r.provider_attempts, Z_95)
         });
         let failing_low = answers_low.max(upstream_low);
-        (rate >= cfg.rate_rise && failing_low >= usual + cfg.failure_rise).then_some((rate, usual))
+        if rate < cfg.rate_rise || failing_low < usual + cfg.failure_rise {
+            return None;
+        }
+        let alone = if with_retries {
+            None
+        } else {
+            Some(fails_alone(data, row, cfg.failure_rise)?)
+        };
+        Some(Building { rate, usual, alone })
     }
 }
+
+/// What made a storm building: its request rate over the usual, the key's usual share of
+/// 429/5xx, and with backoff, where it failed alone.
+struct Building {
+    rate: f64,
+    usual: f64,
+    alone: Option<FailingAlone>,
+}
+
+/// A provider a key failed on while the other keys on it did not: the key's failed share of
+/// its attempts there and the others' meanwhile.
+struct FailingAlone {
+    provider: String,
+    own: f64,
+    others: f64,
+}
+
+/// A provider that served the other keys well (under `rise` of 429/5xx) while `row`'s key
+/// failed on it `rise` more than they did, in the 10 s buckets its failures fall in, its own
+/// share by its Wilson lower bound. A provider failing everyone is the provider's alert. Every failure of the key on the provider lies in those buckets but
+/// perhaps not every attempt, so all its attempts are taken out: the others' share comes out
+/// high rather than low. Providers the others called too little are passed over.
+fn fails_alone(data: &CycleData, row: &KeyMinute, rise: f64) -> Option<FailingAlone> {
+    let bucket_ms = i64::from(PROVIDER_BUCKET_S) * 1000;
+    data.key_failures
+        .iter()
+        .filter(|f| f.minute == row.minute && f.api_key_id == row.api_key_id)
+        .find_map(|own| {
+            let (attempts, failed) = data
+                .provider_buckets
+                .iter()
+                .filter(|b| {
+                    let start = i64::from(b.bucket) * 1000;
+                    b.minute == row.minute
+                        && b.provider == own.provider
+                        && start <= own.last_ms
+                        && start + bucket_ms > own.first_ms
+                })
+                .fold((0, 0), |(a, f), b| (a + b.attempts, f + b.failures));
+            let failed = failed.saturating_sub(own.failures);
+            let attempts = attempts.saturating_sub(own.attempts).max(failed);
+            let others = failed as f64 / attempts.max(1) as f64;
+            (attempts >= PEER_MIN_ATTEMPTS
+                && others < rise
+                && wilson_lower(own.failures, own.attempts, Z_95) >= others + rise)
+                .then(|| FailingAlone {
+                    provider: own.provider.clone(),
+                    own: own.failures as f64 / own.attempts as f64,
+                    others,
+                })
+        })
+}
+
+/// Fewer upstream attempts by the other keys than this say nothing of their provider.
+const PEER_MIN_ATTEMPTS: u64 = 20;

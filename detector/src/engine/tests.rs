@@ -1,5 +1,7 @@
 use super::*;
-use crate::data::{KeyMinute, KeyRetries, ScanCandidate, Usage, UserUse};
+use crate::data::{
+    KeyMinute, KeyProviderFailures, KeyRetries, ProviderBucket, ScanCandidate, Usage, UserUse,
+};
 use tripline_core::config::EntityOverride;
 
 const T0: u32 = 1_795_680_000; // a minute boundary
@@ -255,6 +257,7 @@ fn retry_storm_severity_follows_amplification_and_backoff() {
             provider_successes: 30,
             chains: 20,
             fast_chains: 18,
+            ..KeyRetries::default()
         }],
         ..CycleData::default()
     };
@@ -655,14 +658,57 @@ fn a_storm_building_is_caught_in_its_first_minute() {
         1,
         "{found:?}"
     );
-    // Clients that back off during a bad minute are not a storm building.
-    let mut backing_off = minute_with(25, 8, 5);
+    // 20 requests with 8 retries: at once, the retries double the key's pace (a storm);
+    // backed off, its first attempts are at their usual pace (a provider's bad spell).
+    let count = |data: &CycleData, at: u32, e: &mut Engine| {
+        let found = e.cycle(data, now + at, false);
+        found.iter().filter(|c| c.detector == "retry_storm").count()
+    };
+    assert_eq!(count(&minute_with(20, 8, 8), 20, &mut e), 1);
+    let mut backing_off = minute_with(20, 8, 8);
     backing_off.retries[0].fast_chains = 0;
-    let found = e.cycle(&backing_off, now + 20, false);
-    assert!(
-        found.iter().all(|c| c.detector != "retry_storm"),
-        "{found:?}"
-    );
+    assert_eq!(count(&backing_off, 20, &mut e), 0);
+    // Backed off too, but 30 s into the minute 35 first attempts (2.3x the usual pace): the
+    // load is rising with the failures. Whether that is a storm depends on the other keys on
+    // its provider while it failed: failing as often, it is a bad spell meeting a busy moment;
+    // failing rarely, the key is on its own.
+    let backed_off_with_peers = |peer_attempts: u64, peer_successes: u64| {
+        let mut data = minute_with(40, 12, 5);
+        data.retries[0].fast_chains = 0;
+        data.retries[0].provider_attempts = 40;
+        data.retries[0].provider_successes = 28;
+        // Its 12 failures from 2 s to 19 s into the minute: the first two buckets.
+        data.key_failures = vec![KeyProviderFailures {
+            api_key_id: "k".into(),
+            minute: now,
+            provider: "openai".into(),
+            attempts: 40,
+            failures: 12,
+            first_ms: i64::from(now) * 1000 + 2_000,
+            last_ms: i64::from(now) * 1000 + 19_000,
+        }];
+        let bucket = |provider: &str, second: u32, attempts: u64, failures: u64| ProviderBucket {
+            provider: provider.into(),
+            minute: now,
+            bucket: now + second,
+            attempts,
+            failures,
+        };
+        // The key's own attempts are in the buckets too: 20 and 6 failed in each.
+        let peer_failures = (peer_attempts - peer_successes) / 2;
+        data.provider_buckets = vec![
+            bucket("openai", 0, 20 + peer_attempts / 2, 6 + peer_failures),
+            bucket("openai", 10, 20 + peer_attempts / 2, 6 + peer_failures),
+            // After the key's failures, and on another provider: neither counts.
+            bucket("openai", 20, 40, 40),
+            bucket("anthropic", 10, 100, 0),
+        ];
+        data
+    };
+    assert_eq!(count(&backed_off_with_peers(60, 58), 30, &mut e), 1);
+    assert_eq!(count(&backed_off_with_peers(60, 40), 30, &mut e), 0);
+    // Too few attempts by others to tell.
+    assert_eq!(count(&backed_off_with_peers(10, 10), 30, &mut e), 0);
 }
 
 #[test]

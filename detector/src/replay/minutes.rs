@@ -27,6 +27,8 @@ pub fn split_by_minute(data: CycleData) -> BTreeMap<u32, CycleData> {
     spread!(projects);
     spread!(overall);
     spread!(providers);
+    spread!(key_failures);
+    spread!(provider_buckets);
     out
 }
 
