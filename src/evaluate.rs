@@ -257,8 +257,9 @@ struct DetectorScore {
 
 struct Report {
     per_detector: BTreeMap<&'static str, DetectorScore>,
-    /// Each incident with the instant (ms) its own detector first explained it, if it did.
-    outcomes: Vec<(Incident, Option<i64>)>,
+    /// Each incident with the instant (ms) its own detector first explained it, if it did,
+    /// and that alert's summary.
+    outcomes: Vec<(Incident, Option<(i64, String)>)>,
     false_alerts: Vec<usize>,
 }
 
@@ -318,13 +319,13 @@ fn score(truth: &[Incident], firings: &[Firing], projects: &HashMap<String, Stri
         let first = firings
             .iter()
             .filter(|f| f.alert.detector == own && explains(incident, f, projects))
-            .map(|f| i64::from(f.at_s) * 1000)
-            .min();
+            .min_by_key(|f| f.at_s)
+            .map(|f| (i64::from(f.at_s) * 1000, f.alert.summary.clone()));
         let entry = per_detector.entry(own).or_default();
         entry.incidents += 1;
-        if let Some(at_ms) = first {
+        if let Some((at_ms, _)) = &first {
             entry.detected += 1;
-            entry.ttd_s.push(ttd_s(incident, at_ms));
+            entry.ttd_s.push(ttd_s(incident, *at_ms));
         }
         outcomes.push((incident.clone(), first));
     }
@@ -389,12 +390,14 @@ impl Report {
         for (incident, first) in &self.outcomes {
             let verdict = match (incident.detector(), first) {
                 (None, _) => "benign".to_owned(),
-                (Some(_), Some(at_ms)) if incident.onset_ms >= incident.start_ms + 1000 => format!(
-                    "detected after {:.0} s ({:.0} s after its window start)",
-                    ttd_s(incident, *at_ms),
-                    (at_ms - incident.start_ms) as f64 / 1000.0
-                ),
-                (Some(_), Some(at_ms)) => {
+                (Some(_), Some((at_ms, _))) if incident.onset_ms >= incident.start_ms + 1000 => {
+                    format!(
+                        "detected after {:.0} s ({:.0} s after its window start)",
+                        ttd_s(incident, *at_ms),
+                        (at_ms - incident.start_ms) as f64 / 1000.0
+                    )
+                }
+                (Some(_), Some((at_ms, _))) => {
                     format!("detected after {:.0} s", ttd_s(incident, *at_ms))
                 }
                 (Some(_), None) => "MISSED".to_owned(),
@@ -420,8 +423,9 @@ impl Report {
             }))).collect::<serde_json::Map<_, _>>(),
             "incidents": self.outcomes.iter().map(|(i, first)| serde_json::json!({
                 "kind": i.kind.as_str(), "key": i.key, "start_ms": i.start_ms, "onset_ms": i.onset_ms, "end_ms": i.end_ms,
-                "detected": first.is_some(), "first_alert_ms": first,
-                "ttd_s": first.map(|at_ms| ttd_s(i, at_ms)), "note": i.note,
+                "detected": first.is_some(), "first_alert_ms": first.as_ref().map(|f| f.0),
+                "first_alert": first.as_ref().map(|f| &f.1),
+                "ttd_s": first.as_ref().map(|f| ttd_s(i, f.0)), "note": i.note,
             })).collect::<Vec<_>>(),
             "false_alerts": self.false_alerts.iter().map(|&i| serde_json::json!({
                 "at_s": firings[i].at_s, "detector": firings[i].alert.detector,
@@ -504,7 +508,10 @@ mod tests {
             (1, 0, 0)
         );
         assert_eq!(report.false_alerts, vec![3, 4]);
-        assert_eq!(report.outcomes[1].1, Some((T / 1000 + 120) * 1000));
+        assert_eq!(
+            report.outcomes[1].1.as_ref().map(|f| f.0),
+            Some((T / 1000 + 120) * 1000)
+        );
         assert_eq!(percentile(&[10.0, 20.0, 30.0], 0.95), Some(30.0));
         assert_eq!(percentile(&[10.0, 20.0, 30.0], 0.5), Some(20.0));
     }

@@ -233,10 +233,10 @@ impl Engine {
     /// failures, by its Wilson lower bound, `failure_rise` above its usual share of 429/5xx
     /// answers. The failures are the gateway's 429/5xx answers or the failed upstream
     /// attempts, whichever share is higher: a gateway that retries upstream answers 200 in the
-    /// end. When clients back off, the key must also fail alone: on one of its providers,
-    /// `failure_rise` more than the other keys at the same time, while they fail less than
-    /// that. A provider's bad spell that meets a busy moment of a key fails everyone alike; a
-    /// key over its rate limit fails alone.
+    /// end. When clients back off, `failure_rise` of its requests must be retries, and the key
+    /// must fail alone: on one of its providers, `failure_rise` more than the other keys at
+    /// the same time, while they fail less than that. A provider's bad spell that meets a
+    /// busy moment of a key fails everyone alike; a key over its rate limit fails alone.
     fn storm_building(
         &self,
         data: &CycleData,
@@ -276,6 +276,11 @@ impl Engine {
         let alone = if with_retries {
             None
         } else {
+            // Backed-off retries must be a real part of the traffic: a gateway retrying
+            // upstream for a key that sends a burst is not its clients storming.
+            if (row.retries as f64) < cfg.failure_rise * row.requests as f64 {
+                return None;
+            }
             Some(fails_alone(data, row, cfg.failure_rise)?)
         };
         Some(Building { rate, usual, alone })
@@ -324,6 +329,7 @@ fn fails_alone(data: &CycleData, row: &KeyMinute, rise: f64) -> Option<FailingAl
             let attempts = attempts.saturating_sub(own.attempts).max(failed);
             let others = failed as f64 / attempts.max(1) as f64;
             (attempts >= PEER_MIN_ATTEMPTS
+                && own.last_ms - own.first_ms >= FAILING_ALONE_MIN_MS
                 && others < rise
                 && wilson_lower(own.failures, own.attempts, Z_95) >= others + rise)
                 .then(|| FailingAlone {
@@ -333,6 +339,11 @@ fn fails_alone(data: &CycleData, row: &KeyMinute, rise: f64) -> Option<FailingAl
                 })
         })
 }
+
+/// A key fails alone only for this long at least: a bad spell of a few seconds fills a small
+/// part of a 10 s bucket, and a key retrying into it looks worse than the others in the
+/// bucket, most of whose attempts fell outside it.
+const FAILING_ALONE_MIN_MS: i64 = 20_000;
 
 /// Fewer upstream attempts by the other keys than this say nothing of their provider.
 const PEER_MIN_ATTEMPTS: u64 = 20;

@@ -672,20 +672,21 @@ fn a_storm_building_is_caught_in_its_first_minute() {
     // load is rising with the failures. Whether that is a storm depends on the other keys on
     // its provider while it failed: failing as often, it is a bad spell meeting a busy moment;
     // failing rarely, the key is on its own.
-    let backed_off_with_peers = |peer_attempts: u64, peer_successes: u64| {
+    let backed_off_with_peers = |peer_attempts: u64, peer_failures: u64, failing_s: u32| {
         let mut data = minute_with(40, 12, 5);
         data.retries[0].fast_chains = 0;
         data.retries[0].provider_attempts = 40;
         data.retries[0].provider_successes = 28;
-        // Its 12 failures from 2 s to 19 s into the minute: the first two buckets.
+        // Its 12 failures from 1 s into the minute on, for `failing_s`.
+        let first_ms = i64::from(now) * 1000 + 1_000;
         data.key_failures = vec![KeyProviderFailures {
             api_key_id: "k".into(),
             minute: now,
             provider: "openai".into(),
             attempts: 40,
             failures: 12,
-            first_ms: i64::from(now) * 1000 + 2_000,
-            last_ms: i64::from(now) * 1000 + 19_000,
+            first_ms,
+            last_ms: first_ms + i64::from(failing_s) * 1000,
         }];
         let bucket = |provider: &str, second: u32, attempts: u64, failures: u64| ProviderBucket {
             provider: provider.into(),
@@ -694,21 +695,25 @@ fn a_storm_building_is_caught_in_its_first_minute() {
             attempts,
             failures,
         };
-        // The key's own attempts are in the buckets too: 20 and 6 failed in each.
-        let peer_failures = (peer_attempts - peer_successes) / 2;
+        // The key's own attempts and failures are in the buckets too.
         data.provider_buckets = vec![
-            bucket("openai", 0, 20 + peer_attempts / 2, 6 + peer_failures),
-            bucket("openai", 10, 20 + peer_attempts / 2, 6 + peer_failures),
+            bucket("openai", 0, 14 + peer_attempts / 3, 4 + peer_failures / 3),
+            bucket("openai", 10, 13 + peer_attempts / 3, 4 + peer_failures / 3),
+            bucket("openai", 20, 13 + peer_attempts / 3, 4 + peer_failures / 3),
             // After the key's failures, and on another provider: neither counts.
-            bucket("openai", 20, 40, 40),
+            bucket("openai", 30, 40, 40),
             bucket("anthropic", 10, 100, 0),
         ];
         data
     };
-    assert_eq!(count(&backed_off_with_peers(60, 58), 30, &mut e), 1);
-    assert_eq!(count(&backed_off_with_peers(60, 40), 30, &mut e), 0);
+    assert_eq!(count(&backed_off_with_peers(60, 2, 25), 30, &mut e), 1);
+    // Everyone failing on the provider: its bad spell, or a storm on it the provider alert
+    // covers.
+    assert_eq!(count(&backed_off_with_peers(60, 12, 25), 30, &mut e), 0);
     // Too few attempts by others to tell.
-    assert_eq!(count(&backed_off_with_peers(10, 10), 30, &mut e), 0);
+    assert_eq!(count(&backed_off_with_peers(10, 0, 25), 30, &mut e), 0);
+    // Failing for 5 s only: a bad spell it retried into.
+    assert_eq!(count(&backed_off_with_peers(60, 2, 5), 30, &mut e), 0);
 }
 
 #[test]
