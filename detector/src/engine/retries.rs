@@ -305,9 +305,10 @@ struct FailingAlone {
 
 /// A provider that served the other keys well (under `rise` of 429/5xx) while `row`'s key
 /// failed on it `rise` more than they did, in the 10 s buckets its failures fall in, its own
-/// share by its Wilson lower bound. A provider failing everyone is the provider's alert. Every failure of the key on the provider lies in those buckets but
-/// perhaps not every attempt, so all its attempts are taken out: the others' share comes out
-/// high rather than low. Providers the others called too little are passed over.
+/// share by its Wilson lower bound. A provider failing everyone is the provider's alert.
+/// Every failure of the key on the provider lies in those buckets but perhaps not every
+/// attempt, so all its attempts are taken out: the others' share comes out high rather than
+/// low. Providers the others called too little are passed over.
 fn fails_alone(data: &CycleData, row: &KeyMinute, rise: f64) -> Option<FailingAlone> {
     let bucket_ms = i64::from(PROVIDER_BUCKET_S) * 1000;
     data.key_failures
