@@ -53,21 +53,26 @@ fn usage(
     }
 }
 
+/// Key "k" used from its home: Germany, Deutsche Telekom (AS3320), gpt-4o-mini.
+fn home_usage(minute: u32, requests: u64) -> Usage {
+    usage(
+        "k",
+        minute,
+        "DE",
+        3320,
+        "Deutsche Telekom AG",
+        "gpt-4o-mini",
+        requests,
+    )
+}
+
 /// Feeds `minutes` of normal traffic for key "k" (DE, AS3320, gpt-4o-mini, ~$0.10/minute).
 fn warm(engine: &mut Engine, minutes: u32) -> u32 {
     for i in 0..minutes {
         let minute = T0 + i * 60;
         let data = CycleData {
             keys: vec![key_minute("k", minute, 30, 0.10 + f64::from(i % 3) * 0.01)],
-            usage: vec![usage(
-                "k",
-                minute,
-                "DE",
-                3320,
-                "Deutsche Telekom AG",
-                "gpt-4o-mini",
-                30,
-            )],
+            usage: vec![home_usage(minute, 30)],
             ..CycleData::default()
         };
         engine.cycle(&data, minute + 60, true);
@@ -171,30 +176,14 @@ fn a_key_used_from_a_new_country_and_hosting_network_is_flagged() {
     let now = warm(&mut e, 60);
     let same = CycleData {
         keys: vec![key_minute("k", now, 30, 0.1)],
-        usage: vec![usage(
-            "k",
-            now,
-            "DE",
-            3320,
-            "Deutsche Telekom AG",
-            "gpt-4o-mini",
-            30,
-        )],
+        usage: vec![home_usage(now, 30)],
         ..CycleData::default()
     };
     assert!(e.cycle(&same, now + 20, false).is_empty());
     let leak = CycleData {
         keys: vec![key_minute("k", now, 35, 0.3)],
         usage: vec![
-            usage(
-                "k",
-                now,
-                "DE",
-                3320,
-                "Deutsche Telekom AG",
-                "gpt-4o-mini",
-                30,
-            ),
+            home_usage(now, 30),
             usage(
                 "k",
                 now,
@@ -421,15 +410,7 @@ fn use_at_a_sleeping_hour_from_a_new_place_is_a_leak() {
             let m = day0 + day * 86_400 + minute * 60;
             let data = CycleData {
                 keys: vec![key_minute("k", m, 30, 0.1)],
-                usage: vec![usage(
-                    "k",
-                    m,
-                    "DE",
-                    3320,
-                    "Deutsche Telekom AG",
-                    "gpt-4o-mini",
-                    30,
-                )],
+                usage: vec![home_usage(m, 30)],
                 ..CycleData::default()
             };
             e.cycle(&data, m + 60, true);
@@ -534,15 +515,7 @@ fn a_key_used_from_two_far_regions_for_half_an_hour_stops_alerting() {
     let both = |minute: u32| CycleData {
         keys: vec![key_minute("k", minute, 20, 0.1)],
         usage: vec![
-            usage(
-                "k",
-                minute,
-                "DE",
-                3320,
-                "Deutsche Telekom AG",
-                "gpt-4o-mini",
-                10,
-            ),
+            home_usage(minute, 10),
             usage("k", minute, "JP", 2516, "KDDI", "gpt-4o-mini", 10),
         ],
         ..CycleData::default()
@@ -792,15 +765,7 @@ fn country_pairs_still_being_learned_make_room_for_new_ones() {
         let data = CycleData {
             keys: vec![key_minute("k", minute, 20, 0.1)],
             usage: vec![
-                usage(
-                    "k",
-                    minute,
-                    "DE",
-                    3320,
-                    "Deutsche Telekom AG",
-                    "gpt-4o-mini",
-                    10,
-                ),
+                home_usage(minute, 10),
                 usage("k", minute, c, 1, "Some ISP", "gpt-4o-mini", 5),
             ],
             ..CycleData::default()
@@ -814,15 +779,7 @@ fn country_pairs_still_being_learned_make_room_for_new_ones() {
         let data = CycleData {
             keys: vec![key_minute("k", minute, 20, 0.1)],
             usage: vec![
-                usage(
-                    "k",
-                    minute,
-                    "DE",
-                    3320,
-                    "Deutsche Telekom AG",
-                    "gpt-4o-mini",
-                    10,
-                ),
+                home_usage(minute, 10),
                 usage("k", minute, "JP", 2516, "KDDI", "gpt-4o-mini", 10),
             ],
             ..CycleData::default()
