@@ -17,6 +17,9 @@ use tripline_core::models::spend::{SpendModel, SpendParams};
 use crate::data::{CycleData, KeyMinute, Usage};
 use crate::familiar::Familiar;
 
+pub use evict::Evictions;
+
+mod evict;
 mod fold;
 mod leaks;
 mod retries;
@@ -77,6 +80,19 @@ impl Candidate {
 struct SpendTrack {
     model: SpendModel,
     last_folded: u32,
+    /// The last closed minute the entity had a row in (it was used): what idle eviction and the
+    /// cap go by.
+    last_active: u32,
+}
+
+impl SpendTrack {
+    fn new(params: &SpendParams, first: u32) -> Self {
+        Self {
+            model: SpendModel::new(params),
+            last_folded: first,
+            last_active: first,
+        }
+    }
 }
 
 /// Everything remembered about one API key.
@@ -141,6 +157,8 @@ pub struct Engine {
     ip_alpha: f64,
     /// Minutes before this (epoch seconds) are folded into the models.
     pub folded_through: u32,
+    /// Entities forgotten so far (idle, or over the cap).
+    evicted: Evictions,
 }
 
 const MINUTE: u32 = 60;
@@ -159,6 +177,7 @@ impl Engine {
             users: HashMap::new(),
             ip_alpha: alpha_from_half_life(60.0),
             folded_through: 0,
+            evicted: Evictions::default(),
         })
     }
 
@@ -178,6 +197,16 @@ impl Engine {
 
     pub fn tracked_keys(&self) -> usize {
         self.keys.len()
+    }
+
+    /// Projects and end users tracked (keys: [`Engine::tracked_keys`]).
+    pub fn tracked_projects_and_users(&self) -> (usize, usize) {
+        (self.projects.len(), self.users.len())
+    }
+
+    /// Entities forgotten since the engine was created.
+    pub fn evictions(&self) -> Evictions {
+        self.evicted
     }
 
     /// Assesses every minute from `folded_through` up to `now_s`, returns what is flagged, and

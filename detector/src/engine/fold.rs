@@ -35,19 +35,15 @@ impl Engine {
         }
         for (key, minutes) in &spend {
             if !self.keys.contains_key(*key) {
-                let first = minutes.first().expect("non-empty").0;
-                let project = minutes
-                    .first()
-                    .map_or("", |v| v.1.project.as_str())
-                    .to_owned();
+                let Some(&(first, row)) = minutes.first() else {
+                    continue;
+                };
+                let project = row.project.clone();
                 self.keys.insert(
                     (*key).to_owned(),
                     KeyState {
                         project,
-                        spend: SpendTrack {
-                            model: SpendModel::new(&params),
-                            last_folded: first,
-                        },
+                        spend: SpendTrack::new(&params, first),
                         familiar: Familiar::default(),
                         ips: Ewma::default(),
                         traffic: Ewma::default(),
@@ -75,10 +71,11 @@ impl Engine {
         let ip_alpha = self.ip_alpha;
         for (key, state) in self.keys.iter_mut() {
             let minutes = spend.get(key.as_str());
-            if let Some((_, row)) = minutes.and_then(|m| m.last()) {
+            if let Some((minute, row)) = minutes.and_then(|m| m.last()) {
                 if !row.project.is_empty() && state.project != row.project {
                     state.project.clone_from(&row.project);
                 }
+                state.spend.last_active = state.spend.last_active.max(*minute);
             }
             let mut minute = state.spend.last_folded.max(from);
             while minute < closed_before {
@@ -147,19 +144,20 @@ impl Engine {
                     .insert(r.minute, r.cost_usd - excused);
             }
             for (entity, minutes) in per {
+                // `per` holds only entities with rows: each map has a first and a last minute.
+                let (Some(&first), Some(&last)) = (minutes.keys().next(), minutes.keys().last())
+                else {
+                    continue;
+                };
                 let track = if is_project {
                     self.projects
                         .entry(entity.to_owned())
-                        .or_insert_with(|| SpendTrack {
-                            model: SpendModel::new(&params),
-                            last_folded: *minutes.keys().next().expect("non-empty"),
-                        })
+                        .or_insert_with(|| SpendTrack::new(&params, first))
                 } else {
-                    self.overall.get_or_insert_with(|| SpendTrack {
-                        model: SpendModel::new(&params),
-                        last_folded: *minutes.keys().next().expect("non-empty"),
-                    })
+                    self.overall
+                        .get_or_insert_with(|| SpendTrack::new(&params, first))
                 };
+                track.last_active = track.last_active.max(last);
                 let mut minute = track.last_folded.max(from);
                 while minute < closed_before {
                     let cost = minutes.get(&minute).copied().unwrap_or(0.0);
@@ -172,5 +170,6 @@ impl Engine {
             }
         }
         self.folded_through = closed_before;
+        self.evict(closed_before);
     }
 }

@@ -246,7 +246,6 @@ fn retry_storm_severity_follows_amplification_and_backoff() {
             provider_successes: 30,
             chains: 20,
             fast_chains: 18,
-            ..KeyRetries::default()
         }],
         ..CycleData::default()
     };

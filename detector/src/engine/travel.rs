@@ -17,7 +17,7 @@ const PAIR_FAMILIAR_MINUTES: u16 = 30;
 /// Pairs remembered per entity.
 const MAX_PAIRS: usize = 8;
 /// Active minutes of a user before its moves are judged (its usual places are unknown before).
-const USER_MIN_HISTORY_MINUTES: u32 = 10;
+pub(super) const USER_MIN_HISTORY_MINUTES: u32 = 10;
 /// No move is impossible after this long (half the Earth's circumference at 1,000 km/h is
 /// 20 hours): a user not seen for longer is forgotten.
 const USER_MEMORY_S: i64 = 24 * 3600;
