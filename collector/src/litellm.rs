@@ -8,6 +8,7 @@
 
 use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use tripline_core::event::{Reject, RejectReason};
 
 /// A JSON scalar of whatever type LiteLLM used (`error_code` is a string in some versions and a
@@ -222,13 +223,18 @@ pub fn map(raw: &[u8]) -> Result<Mapped, Reject> {
 
     let call_id = text(&p.litellm_call_id);
     let response_id = text(&p.id);
-    // litellm_call_id is unique per call; the response id repeats when LiteLLM serves a cached
-    // response, so it would make ingest drop cache hits as duplicates.
-    let event_id = call_id.clone().or_else(|| response_id.clone());
-    let request_id = response_id.or(call_id);
-
     let start_s = number(&p.start_time);
     let end_s = number(&p.end_time);
+    let key_hash = text(&meta.user_api_key_hash);
+    let event_id = derived_event_id(
+        [
+            call_id.as_deref(),
+            response_id.as_deref(),
+            key_hash.as_deref(),
+        ],
+        [start_s, end_s],
+    );
+    let request_id = response_id.or(call_id);
     let ts = start_s.map(|s| (s * 1000.0).round() as i64);
     let latency_ms = match (start_s, end_s) {
         (Some(start), Some(end)) if end >= start => Some(((end - start) * 1000.0).round() as i64),
@@ -263,7 +269,7 @@ pub fn map(raw: &[u8]) -> Result<Mapped, Reject> {
     let gateway = GatewayOut {
         event_id: event_id.clone(),
         ts,
-        api_key_id: text(&meta.user_api_key_hash),
+        api_key_id: key_hash.clone(),
         // What the client asked for (the model group); the deployment's model is on the attempt.
         model: text(&p.model_group).or_else(|| model.clone()),
         status,
@@ -355,6 +361,36 @@ fn error_type(class: Option<&str>, status: i64) -> String {
         },
     };
     known.to_owned()
+}
+
+/// The event's id, derived from what the proxy itself sets.
+///
+/// `litellm_call_id` alone is no identity: LiteLLM copies it from the client's
+/// `x-litellm-call-id` header, so a client (or a thief with a leaked key) sending a constant
+/// header would make every request look like one, and a long one would be refused as an id. The
+/// response id repeats when LiteLLM serves a cached response. So the id is a digest of the call
+/// id with the proxy's own start and end times (microseconds), the key's hash and the response
+/// id: the same payload sent again (a callback retry) keeps its id, two calls never share one.
+fn derived_event_id(
+    [call_id, response_id, key_hash]: [Option<&str>; 3],
+    times_s: [Option<f64>; 2],
+) -> Option<String> {
+    if call_id.is_none() && response_id.is_none() {
+        return None;
+    }
+    let mut hash = Sha256::new();
+    for part in [call_id, response_id, key_hash] {
+        let part = part.unwrap_or("");
+        hash.update((part.len() as u64).to_le_bytes());
+        hash.update(part.as_bytes());
+    }
+    for time_s in times_s {
+        let micros = time_s.map_or(-1, |s| (s * 1e6).round() as i64);
+        hash.update(micros.to_le_bytes());
+    }
+    let digest = hash.finalize();
+    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    Some(format!("litellm-{hex}"))
 }
 
 fn snake_case(name: &str) -> String {

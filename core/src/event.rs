@@ -527,5 +527,7 @@ fn country(value: Option<Cow<'_, str>>) -> Result<String, Reject> {
     }
 }
 
+mod digest;
+
 #[cfg(test)]
 mod tests;

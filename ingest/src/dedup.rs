@@ -1,21 +1,51 @@
-//! The duplicate filter: an `event_id` seen within the window is dropped before it reaches
-//! ClickHouse, so rollups (materialized views) never count an event twice.
+//! The duplicate filter: a redelivered event (the same `event_id` with the same content) seen
+//! within the window is dropped before it reaches ClickHouse, so rollups (materialized views)
+//! never count an event twice.
+//!
+//! An `event_id` is not an identity on its own (clients can set it; two gateways may both
+//! number from 1), so entries also hold the event's content digest
+//! ([`tripline_core::event::Event::digest`]). A repeated id with a different digest is a
+//! *collision*: a different event, stored and counted like any other.
 //!
 //! Keys are 64-bit hashes with a per-process random seed (the chance that a new event collides
 //! with one of 4 million stored ones is about 2e-13). Entries carry their ingestion second and
 //! expire after the window; at start-up the filter is refilled from ClickHouse with what was
 //! ingested within the window, so a redelivery after a crash is still recognised.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::hash::BuildHasher;
 
 use tripline_core::event::EventKind;
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
+/// What the filter makes of an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sighting {
+    /// Not seen within the window: store it.
+    First,
+    /// The same event again (same id and content): drop it.
+    Duplicate,
+    /// A different event with an id already seen: store it, and count the collision.
+    Collision,
+}
+
+/// The digest of rows stored before migration 5 added the column.
+const LEGACY_DIGEST: u64 = 0;
+
+#[derive(Debug, Clone, Copy)]
+struct Seen {
+    digest: u64,
+    at_s: u32,
+}
+
 pub struct DedupFilter {
     seed: u64,
-    /// Hash of (kind, event_id) → ingestion time in seconds.
-    seen: HashMap<u64, u32, IdentityHasher>,
+    /// Hash of (kind, event_id) → the first event seen with that id.
+    seen: HashMap<u64, Seen, IdentityHasher>,
+    /// Hash of (kind, event_id, digest) → ingestion second, for the other events that share an
+    /// id with one in `seen`. Empty unless ids collide.
+    others: HashMap<u64, u32, IdentityHasher>,
     window_s: u32,
     max_entries: usize,
     last_sweep_s: u32,
@@ -27,6 +57,7 @@ impl DedupFilter {
             seed: std::collections::hash_map::RandomState::new()
                 .hash_one(0x0072_6970_6c69_6e65_u64),
             seen: HashMap::with_hasher(IdentityHasher),
+            others: HashMap::with_hasher(IdentityHasher),
             window_s,
             max_entries,
             last_sweep_s: 0,
@@ -41,63 +72,112 @@ impl DedupFilter {
         xxh3_64_with_seed(event_id.as_bytes(), kind_seed)
     }
 
-    /// Records the event; `false` when it was already seen within the window.
-    pub fn first_sighting(&mut self, kind: EventKind, event_id: &str, now_s: u32) -> bool {
+    fn other_key(key: u64, digest: u64) -> u64 {
+        xxh3_64_with_seed(&digest.to_le_bytes(), key)
+    }
+
+    /// Records the event and says whether it is new, a redelivery, or a colliding id.
+    pub fn sight(&mut self, kind: EventKind, event_id: &str, digest: u64, now_s: u32) -> Sighting {
         self.maybe_sweep(now_s);
         let key = self.key(kind, event_id);
+        let window_s = self.window_s;
         match self.seen.entry(key) {
-            std::collections::hash_map::Entry::Occupied(entry)
-                if now_s.saturating_sub(*entry.get()) <= self.window_s =>
-            {
-                false
+            Entry::Occupied(mut entry) => {
+                let first = *entry.get();
+                if now_s.saturating_sub(first.at_s) > window_s {
+                    entry.insert(Seen {
+                        digest,
+                        at_s: now_s,
+                    });
+                    return Sighting::First;
+                }
+                // Rows stored before digests existed read 0: compared by id alone, as they were.
+                if first.digest == digest || first.digest == LEGACY_DIGEST {
+                    return Sighting::Duplicate;
+                }
             }
-            std::collections::hash_map::Entry::Occupied(mut entry) => {
-                entry.insert(now_s);
-                true
+            Entry::Vacant(entry) => {
+                entry.insert(Seen {
+                    digest,
+                    at_s: now_s,
+                });
+                return Sighting::First;
             }
-            std::collections::hash_map::Entry::Vacant(entry) => {
+        }
+        match self.others.entry(Self::other_key(key, digest)) {
+            Entry::Occupied(entry) if now_s.saturating_sub(*entry.get()) <= window_s => {
+                Sighting::Duplicate
+            }
+            Entry::Occupied(mut entry) => {
                 entry.insert(now_s);
-                true
+                Sighting::Collision
+            }
+            Entry::Vacant(entry) => {
+                entry.insert(now_s);
+                Sighting::Collision
             }
         }
     }
 
     /// Refills the filter with an event already stored, ingested at `ingested_s`.
-    pub fn remember(&mut self, kind: EventKind, event_id: &str, ingested_s: u32) {
+    pub fn remember(&mut self, kind: EventKind, event_id: &str, digest: u64, ingested_s: u32) {
         let key = self.key(kind, event_id);
-        let entry = self.seen.entry(key).or_insert(ingested_s);
-        *entry = (*entry).max(ingested_s);
+        match self.seen.entry(key) {
+            Entry::Vacant(entry) => {
+                entry.insert(Seen {
+                    digest,
+                    at_s: ingested_s,
+                });
+            }
+            Entry::Occupied(mut entry) if entry.get().digest == digest => {
+                let seen = entry.get_mut();
+                seen.at_s = seen.at_s.max(ingested_s);
+            }
+            Entry::Occupied(_) => {
+                let at = self
+                    .others
+                    .entry(Self::other_key(key, digest))
+                    .or_insert(ingested_s);
+                *at = (*at).max(ingested_s);
+            }
+        }
     }
 
     pub fn len(&self) -> usize {
-        self.seen.len()
+        self.seen.len() + self.others.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.seen.is_empty()
+        self.seen.is_empty() && self.others.is_empty()
     }
 
     /// Drops expired entries every tenth of a window, and the oldest ones when over capacity
     /// (shrinking the effective window rather than growing without bound).
     fn maybe_sweep(&mut self, now_s: u32) {
-        let over_capacity = self.seen.len() >= self.max_entries;
+        let over_capacity = self.len() >= self.max_entries;
         if !over_capacity && now_s.saturating_sub(self.last_sweep_s) < self.window_s / 10 {
             return;
         }
         self.last_sweep_s = now_s;
         let mut cutoff = now_s.saturating_sub(self.window_s);
-        self.seen.retain(|_, seen| *seen >= cutoff);
-        while self.seen.len() >= self.max_entries {
-            let before = self.seen.len();
+        self.retain_since(cutoff);
+        while self.len() >= self.max_entries {
+            let before = self.len();
             cutoff += (now_s.saturating_sub(cutoff) / 2).max(1);
-            self.seen.retain(|_, seen| *seen >= cutoff);
+            self.retain_since(cutoff);
             metrics::counter!(crate::metrics::DEDUP_EVICTED)
-                .increment((before - self.seen.len()) as u64);
+                .increment((before - self.len()) as u64);
             if cutoff >= now_s {
                 self.seen.clear();
+                self.others.clear();
             }
         }
-        metrics::gauge!(crate::metrics::DEDUP_ENTRIES).set(self.seen.len() as f64);
+        metrics::gauge!(crate::metrics::DEDUP_ENTRIES).set(self.len() as f64);
+    }
+
+    fn retain_since(&mut self, cutoff: u32) {
+        self.seen.retain(|_, seen| seen.at_s >= cutoff);
+        self.others.retain(|_, at| *at >= cutoff);
     }
 }
 
@@ -131,32 +211,60 @@ impl std::hash::Hasher for IdentityHash {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use Sighting::*;
+
+    const G: EventKind = EventKind::Gateway;
 
     #[test]
     fn repeats_within_the_window_are_duplicates() {
         let mut filter = DedupFilter::new(100, 1_000);
-        assert!(filter.first_sighting(EventKind::Gateway, "e1", 1_000));
-        assert!(!filter.first_sighting(EventKind::Gateway, "e1", 1_050));
+        assert_eq!(filter.sight(G, "e1", 7, 1_000), First);
+        assert_eq!(filter.sight(G, "e1", 7, 1_050), Duplicate);
         // Same id in the other topic is a different event.
-        assert!(filter.first_sighting(EventKind::Provider, "e1", 1_050));
+        assert_eq!(filter.sight(EventKind::Provider, "e1", 7, 1_050), First);
         // Past the window it counts again (it is no longer comparable with what is stored).
-        assert!(filter.first_sighting(EventKind::Gateway, "e1", 1_200));
+        assert_eq!(filter.sight(G, "e1", 7, 1_200), First);
     }
 
     #[test]
-    fn remembered_events_are_duplicates() {
+    fn a_shared_id_with_other_content_is_a_collision_not_a_duplicate() {
         let mut filter = DedupFilter::new(100, 1_000);
-        filter.remember(EventKind::Gateway, "stored", 990);
-        assert!(!filter.first_sighting(EventKind::Gateway, "stored", 1_000));
+        assert_eq!(filter.sight(G, "evt-1", 1, 1_000), First);
+        assert_eq!(filter.sight(G, "evt-1", 2, 1_001), Collision);
+        assert_eq!(filter.sight(G, "evt-1", 3, 1_002), Collision);
+        // Redeliveries of any of the three are still recognised.
+        assert_eq!(filter.sight(G, "evt-1", 1, 1_010), Duplicate);
+        assert_eq!(filter.sight(G, "evt-1", 2, 1_010), Duplicate);
+        assert_eq!(filter.sight(G, "evt-1", 3, 1_010), Duplicate);
+        assert_eq!(filter.len(), 3);
+    }
+
+    #[test]
+    fn remembered_events_are_duplicates_and_others_collide() {
+        let mut filter = DedupFilter::new(100, 1_000);
+        filter.remember(G, "stored", 5, 990);
+        filter.remember(G, "stored", 6, 991);
+        assert_eq!(filter.sight(G, "stored", 5, 1_000), Duplicate);
+        assert_eq!(filter.sight(G, "stored", 6, 1_000), Duplicate);
+        assert_eq!(filter.sight(G, "stored", 9, 1_000), Collision);
+    }
+
+    #[test]
+    fn rows_stored_without_a_digest_match_by_id() {
+        let mut filter = DedupFilter::new(100, 1_000);
+        filter.remember(G, "old", LEGACY_DIGEST, 990);
+        assert_eq!(filter.sight(G, "old", 12_345, 1_000), Duplicate);
     }
 
     #[test]
     fn expired_entries_are_swept() {
         let mut filter = DedupFilter::new(100, 1_000);
         for i in 0..50 {
-            filter.first_sighting(EventKind::Gateway, &format!("old-{i}"), 1_000);
+            filter.sight(G, &format!("old-{i}"), 1, 1_000);
+            filter.sight(G, &format!("old-{i}"), 2, 1_000);
         }
-        filter.first_sighting(EventKind::Gateway, "new", 1_200);
+        assert_eq!(filter.len(), 100);
+        filter.sight(G, "new", 1, 1_200);
         assert_eq!(filter.len(), 1);
     }
 
@@ -164,10 +272,11 @@ mod tests {
     fn capacity_is_a_hard_bound() {
         let mut filter = DedupFilter::new(1_000_000, 100);
         for i in 0..10_000u32 {
-            filter.first_sighting(EventKind::Gateway, &format!("e{i}"), 1_000 + i);
+            filter.sight(G, &format!("e{i}"), u64::from(i % 3) + 1, 1_000 + i);
+            filter.sight(G, &format!("e{i}"), 99, 1_000 + i);
             assert!(filter.len() <= 100);
         }
         // The newest events are the ones kept.
-        assert!(!filter.first_sighting(EventKind::Gateway, "e9999", 11_000));
+        assert_eq!(filter.sight(G, "e9999", 1, 11_000), Duplicate);
     }
 }

@@ -6,7 +6,7 @@ use tripline_core::event::{RejectReason, ValidationRules};
 use tripline_core::secret::Fingerprinter;
 use tripline_store::{GatewayRow, ProviderRow};
 
-use crate::dedup::DedupFilter;
+use crate::dedup::{DedupFilter, Sighting};
 use crate::dlq::DeadLetter;
 use crate::enrich::{Coster, GeoIp};
 
@@ -68,20 +68,32 @@ impl Processor {
             Err(reject) => return dead(reject),
         };
         let now_s = (now_ms / 1000) as u32;
-        if !self.dedup.first_sighting(kind, event.event_id(), now_s) {
-            return Outcome::Duplicate;
+        let digest = event.digest();
+        match self.dedup.sight(kind, event.event_id(), digest, now_s) {
+            Sighting::First => {}
+            Sighting::Duplicate => return Outcome::Duplicate,
+            Sighting::Collision => {
+                // Rare, and worth a look (a client setting ids, or two sources numbering alike).
+                metrics::counter!(crate::metrics::ID_COLLISIONS).increment(1);
+            }
         }
         match event {
             Event::Gateway(request) => {
-                Outcome::Gateway(Box::new(self.gateway_row(request, source, now_s)))
+                Outcome::Gateway(Box::new(self.gateway_row(request, digest, source, now_s)))
             }
             Event::Provider(attempt) => {
-                Outcome::Provider(Box::new(self.provider_row(attempt, source, now_s)))
+                Outcome::Provider(Box::new(self.provider_row(attempt, digest, source, now_s)))
             }
         }
     }
 
-    fn gateway_row(&mut self, e: GatewayRequest, source: Source<'_>, now_s: u32) -> GatewayRow {
+    fn gateway_row(
+        &mut self,
+        e: GatewayRequest,
+        event_digest: u64,
+        source: Source<'_>,
+        now_s: u32,
+    ) -> GatewayRow {
         let geo = e
             .client_ip
             .map(|ip| self.geo.lookup(ip))
@@ -111,6 +123,7 @@ impl Processor {
             stream: u8::from(e.stream),
             src_partition: source.partition,
             src_offset: source.offset,
+            event_digest,
             event_id: e.event_id,
             api_key_id: e.api_key_id,
             key_hint: e.key_hint,
@@ -132,7 +145,13 @@ impl Processor {
         }
     }
 
-    fn provider_row(&mut self, e: ProviderAttempt, source: Source<'_>, now_s: u32) -> ProviderRow {
+    fn provider_row(
+        &mut self,
+        e: ProviderAttempt,
+        event_digest: u64,
+        source: Source<'_>,
+        now_s: u32,
+    ) -> ProviderRow {
         let (cost_usd, cost_source) = self.coster.cost(
             e.cost_usd,
             &e.provider,
@@ -148,6 +167,7 @@ impl Processor {
             cost_source: cost_source as i8,
             src_partition: source.partition,
             src_offset: source.offset,
+            event_digest,
             event_id: e.event_id,
             request_id: e.request_id,
             api_key_id: e.api_key_id,

@@ -12,6 +12,7 @@ use crate::dedup::DedupFilter;
 #[derive(clickhouse::Row, serde::Deserialize)]
 struct Seen {
     event_id: String,
+    event_digest: u64,
     ingested_at: u32,
 }
 
@@ -34,11 +35,11 @@ pub async fn refill(
     ] {
         let mut cursor = clickhouse
             .query_raw(&format!(
-                "SELECT event_id, toUInt32(ingested_at) FROM {table} WHERE ingested_at >= toDateTime({from_s})"
+                "SELECT event_id, event_digest, toUInt32(ingested_at) FROM {table} WHERE ingested_at >= toDateTime({from_s})"
             ))
             .fetch::<Seen>()?;
         while let Some(seen) = cursor.next().await? {
-            dedup.remember(kind, &seen.event_id, seen.ingested_at);
+            dedup.remember(kind, &seen.event_id, seen.event_digest, seen.ingested_at);
             loaded += 1;
         }
     }

@@ -37,6 +37,16 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "notifications",
         sql: include_str!("../../dashboards/migrations/0004_notifications.sql"),
     },
+    Migration {
+        version: 5,
+        name: "event_digest",
+        sql: include_str!("../../dashboards/migrations/0005_event_digest.sql"),
+    },
+    Migration {
+        version: 6,
+        name: "alert_publications",
+        sql: include_str!("../../dashboards/migrations/0006_alert_publications.sql"),
+    },
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -140,6 +150,11 @@ pub async fn migrate(
             continue;
         }
         for (index, statement) in migration.statements(database).iter().enumerate() {
+            if let Some((table, column)) = added_column(statement) {
+                if column_exists(&server, database, table, column).await? {
+                    continue;
+                }
+            }
             server
                 .query_raw(statement)
                 .execute()
@@ -175,6 +190,39 @@ pub async fn migrate(
     Ok(newly_applied)
 }
 
+/// `(table, column)` of an `ALTER TABLE db.table ADD COLUMN column …` statement. ClickHouse
+/// 18.16 cannot say `ADD COLUMN IF NOT EXISTS`, so the runner checks for the column itself.
+fn added_column(statement: &str) -> Option<(&str, &str)> {
+    let mut words = statement.split_whitespace();
+    let mut next_is = |word: &str| words.next().is_some_and(|w| w.eq_ignore_ascii_case(word));
+    if !(next_is("ALTER") && next_is("TABLE")) {
+        return None;
+    }
+    let table = words.next()?;
+    let table = table.rsplit_once('.').map_or(table, |(_, t)| t);
+    let mut next_is = |word: &str| words.next().is_some_and(|w| w.eq_ignore_ascii_case(word));
+    if !(next_is("ADD") && next_is("COLUMN")) {
+        return None;
+    }
+    Some((table, words.next()?))
+}
+
+async fn column_exists(
+    server: &clickhouse::Client,
+    database: &str,
+    table: &str,
+    column: &str,
+) -> Result<bool, clickhouse::error::Error> {
+    let found: u64 = server
+        .query_raw(&format!(
+            "SELECT count() FROM system.columns WHERE database = '{database}' \
+             AND table = '{table}' AND name = '{column}'"
+        ))
+        .fetch_one()
+        .await?;
+    Ok(found > 0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -198,11 +246,24 @@ mod tests {
     }
 
     #[test]
+    fn added_columns_are_recognised() {
+        assert_eq!(
+            added_column("ALTER TABLE db.gateway_requests ADD COLUMN event_digest UInt64"),
+            Some(("gateway_requests", "event_digest"))
+        );
+        assert_eq!(added_column("ALTER TABLE db.t DROP COLUMN c"), None);
+        assert_eq!(
+            added_column("CREATE TABLE IF NOT EXISTS db.t (a UInt8)"),
+            None
+        );
+    }
+
+    #[test]
     fn every_statement_is_idempotent() {
         for migration in MIGRATIONS {
             for statement in migration.statements("db") {
                 assert!(
-                    statement.contains("IF NOT EXISTS"),
+                    statement.contains("IF NOT EXISTS") || added_column(&statement).is_some(),
                     "not idempotent: {statement}"
                 );
             }

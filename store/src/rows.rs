@@ -1,4 +1,5 @@
-//! Row types for the raw event tables, in the column order of `0001_raw_events.sql`.
+//! Row types for the raw event tables, in the column order of `0001_raw_events.sql` (then the
+//! columns later migrations added).
 
 use clickhouse::Row;
 use serde::{Deserialize, Serialize};
@@ -21,6 +22,10 @@ pub enum CostSource {
 /// What the writer needs to know of any row to tell whether it is already stored.
 pub trait StoredRow {
     fn event_id(&self) -> &str;
+    /// The event's content digest: with the id, its identity (see `tripline_core::event::digest`).
+    fn event_digest(&self) -> u64;
+    /// Event time, seconds since the epoch (which daily partition the row lands in).
+    fn ts(&self) -> u32;
     /// Ingestion time, seconds since the epoch.
     fn ingested_at(&self) -> u32;
 }
@@ -59,6 +64,8 @@ pub struct GatewayRow {
     pub stream: u8,
     pub src_partition: i32,
     pub src_offset: i64,
+    /// Content digest of the event (added by migration 5, hence last).
+    pub event_digest: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Row, Serialize, Deserialize)]
@@ -83,11 +90,19 @@ pub struct ProviderRow {
     pub cost_source: i8,
     pub src_partition: i32,
     pub src_offset: i64,
+    /// Content digest of the event (added by migration 5, hence last).
+    pub event_digest: u64,
 }
 
 impl StoredRow for GatewayRow {
     fn event_id(&self) -> &str {
         &self.event_id
+    }
+    fn event_digest(&self) -> u64 {
+        self.event_digest
+    }
+    fn ts(&self) -> u32 {
+        self.ts
     }
     fn ingested_at(&self) -> u32 {
         self.ingested_at
@@ -97,6 +112,12 @@ impl StoredRow for GatewayRow {
 impl StoredRow for ProviderRow {
     fn event_id(&self) -> &str {
         &self.event_id
+    }
+    fn event_digest(&self) -> u64 {
+        self.event_digest
+    }
+    fn ts(&self) -> u32 {
+        self.ts
     }
     fn ingested_at(&self) -> u32 {
         self.ingested_at

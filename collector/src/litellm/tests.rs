@@ -28,7 +28,13 @@ fn real_sample_maps_field_by_field() {
     let raw = SAMPLE.lines().next().unwrap();
     let mapped = map(raw.as_bytes()).unwrap();
     let gateway = decode_gateway(&mapped.gateway, &RULES).unwrap();
-    assert_eq!(gateway.event_id, "0211607c-62e3-4539-8bfa-6615cabe5442");
+    // Derived from the proxy's own fields, not the client-settable litellm_call_id.
+    assert!(
+        gateway.event_id.starts_with("litellm-"),
+        "{}",
+        gateway.event_id
+    );
+    assert_eq!(gateway.event_id.len(), "litellm-".len() + 32);
     assert_eq!(
         gateway.request_id,
         "chatcmpl-d3c47cae-de6c-4b11-a4a6-85ea9197619e"
@@ -58,10 +64,7 @@ fn real_sample_maps_field_by_field() {
 
     // model_id names the deployment that served it: one provider attempt.
     let attempt = decode_provider(&mapped.provider.unwrap(), &RULES).unwrap();
-    assert_eq!(
-        attempt.event_id,
-        "0211607c-62e3-4539-8bfa-6615cabe5442:attempt-1"
-    );
+    assert_eq!(attempt.event_id, format!("{}:attempt-1", gateway.event_id));
     assert_eq!(attempt.request_id, gateway.request_id);
     assert_eq!(attempt.api_key_id, "litellm_proxy_master_key");
     assert_eq!(attempt.provider, "openai");
@@ -121,7 +124,7 @@ fn failures_map_code_and_class() {
     assert_eq!(gateway["status"], 429);
     assert_eq!(gateway["error_type"], "rate_limit");
     assert_eq!(gateway["cost_usd"], 0.0);
-    assert_eq!(gateway["request_id"], gateway["event_id"]);
+    assert_eq!(gateway["request_id"], p["litellm_call_id"]);
     assert!(!gateway.to_string().contains("secret prompt"));
     // The payload still names the deployment (model_id): the attempt, not retried as far as
     // LiteLLM says, is the first.
@@ -177,9 +180,10 @@ fn retries_and_metadata_fields_are_mapped_when_sent() {
 #[test]
 fn absent_fields_stay_absent() {
     let (gateway, attempt) = mapped_json(&json!({"litellm_call_id": "c1", "status": "success"}));
+    let id = derived_event_id([Some("c1"), None, None], [None, None]).unwrap();
     assert_eq!(
         gateway,
-        json!({"event_id": "c1", "status": 200, "request_id": "c1"})
+        json!({"event_id": id, "status": 200, "request_id": "c1"})
     );
     // No deployment named: no attempt.
     assert!(attempt.is_none());
@@ -207,4 +211,33 @@ fn snake_case_of_unknown_classes() {
     );
     assert_eq!(error_type(None, 429), "rate_limit");
     assert_eq!(error_type(None, 502), "server_error");
+}
+
+/// LiteLLM copies `litellm_call_id` from the client's `x-litellm-call-id` header: a constant
+/// header must not make different calls one event, and a long one must not get them refused.
+#[test]
+fn a_client_set_call_id_is_not_the_identity() {
+    let raw = SAMPLE.lines().next().unwrap();
+    let mut payload: serde_json::Value = serde_json::from_str(raw).unwrap();
+    payload["litellm_call_id"] = json!("x".repeat(300));
+    let id_at = |start: f64| {
+        let mut p = payload.clone();
+        p["startTime"] = json!(start);
+        p["endTime"] = json!(start + 0.8);
+        let mapped = map(serde_json::to_vec(&p).unwrap().as_slice()).unwrap();
+        decode_gateway(&mapped.gateway, &RULES).unwrap().event_id
+    };
+    let start = payload["startTime"].as_f64().unwrap();
+    let first = id_at(start);
+    assert_eq!(
+        first,
+        id_at(start),
+        "the same payload sent again keeps its id"
+    );
+    assert_ne!(
+        first,
+        id_at(start + 0.000_001),
+        "another call with the same header"
+    );
+    assert_ne!(first, id_at(start + 1.0));
 }
