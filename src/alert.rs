@@ -122,8 +122,10 @@ impl Prepared {
         self.service.health.clone()
     }
 
-    /// Starts the service and the config watcher; both stop at `shutdown`.
-    pub fn spawn(self, shutdown: CancellationToken) -> JoinHandle<anyhow::Result<()>> {
+    /// Starts the service and the config watcher; both stop at `shutdown`. When alerting is
+    /// the process's only role (`alone`), its failure stops the process so that a supervisor
+    /// restarts it; beside other roles it only fails readiness.
+    pub fn spawn(self, shutdown: CancellationToken, alone: bool) -> JoinHandle<anyhow::Result<()>> {
         if let Some(path) = self.config_path {
             tokio::spawn(watch_config(path, self.handle, shutdown.clone()));
         }
@@ -131,9 +133,15 @@ impl Prepared {
         tokio::spawn(async move {
             let result = service.run(shutdown.clone()).await;
             if let Err(err) = &result {
-                // Not left running without its alerting: stop, so that a supervisor sees it.
-                error!("alerting failed, stopping: {err}");
-                shutdown.cancel();
+                metrics::counter!("tripline_role_failures_total", "role" => "alert").increment(1);
+                if alone {
+                    error!("alerting failed, stopping: {err}");
+                    shutdown.cancel();
+                } else {
+                    // Ingest must not stop storing because a page cannot go out; `/readyz`
+                    // reports alerting as not ready, and the exit status at shutdown says so.
+                    error!("alerting stopped: {err}; the other roles go on, /readyz reports it");
+                }
             }
             result.context("alerting failed")
         })

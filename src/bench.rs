@@ -166,7 +166,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let (cpu0, t) = (cpu_seconds(), Instant::now());
     let rss0 = rss_kib();
-    let task = tokio::spawn(ingest.run(shutdown.clone()));
+    let stop = shutdown.clone();
+    let task = tokio::spawn(async move {
+        let mut ingest = ingest;
+        ingest.run(stop).await
+    });
     let mut peak_rss = rss0;
     loop {
         tokio::time::sleep(Duration::from_millis(100)).await;

@@ -16,19 +16,28 @@ use tripline_detector::{Detector, DetectorHealth};
 
 use crate::settings::{self, Loaded};
 
+/// The live detector config: the file's `[detect]`, re-sent whenever a reload succeeds.
+pub fn watch(
+    loaded: &Loaded,
+    config_path: Option<&Path>,
+    shutdown: CancellationToken,
+) -> watch::Receiver<DetectConfig> {
+    let (sender, receiver) = watch::channel(loaded.config.detect.clone());
+    if let Some(path) = config_path {
+        tokio::spawn(watch_config(path.to_path_buf(), sender, shutdown));
+    }
+    receiver
+}
+
 /// Starts the detector workers; they stop at `shutdown`.
 pub fn spawn(
     loaded: &Loaded,
-    config_path: Option<&Path>,
+    config: watch::Receiver<DetectConfig>,
     health: Arc<DetectorHealth>,
     shutdown: CancellationToken,
 ) -> JoinHandle<anyhow::Result<()>> {
-    let (sender, receiver) = watch::channel(loaded.config.detect.clone());
-    if let Some(path) = config_path {
-        tokio::spawn(watch_config(path.to_path_buf(), sender, shutdown.clone()));
-    }
     let detector = Detector {
-        config: receiver,
+        config,
         kafka: loaded.config.kafka.clone(),
         clickhouse: loaded.clickhouse(),
         health,

@@ -147,7 +147,11 @@ pub async fn run(args: EvaluateArgs) -> anyhow::Result<()> {
         processor: build_processor(&loaded)?,
         health: Arc::new(IngestHealth::default()),
     };
-    let task = tokio::spawn(ingest.run(shutdown.clone()));
+    let stop = shutdown.clone();
+    let task = tokio::spawn(async move {
+        let mut ingest = ingest;
+        ingest.run(stop).await
+    });
     let t = Instant::now();
     loop {
         let stored: u64 = clickhouse

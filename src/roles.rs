@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 use tripline_core::price::PriceTable;
 use tripline_core::secret::Fingerprinter;
 use tripline_ingest::dedup::DedupFilter;
@@ -98,17 +98,23 @@ pub async fn serve(config_path: Option<&Path>, roles: Roles) -> anyhow::Result<(
     // Alerting does not wait for ClickHouse: its state is on disk, and its delivery log keeps
     // rows (and retries) until the `notifications` table exists. A page must not wait for the
     // database.
-    let alerting = alerting.map(|prepared| prepared.spawn(shutdown.clone()));
+    let alone = !roles.ingest && !roles.detect;
+    let alerting = alerting.map(|prepared| prepared.spawn(shutdown.clone(), alone));
     if !migrate_until_done(&loaded, &shutdown).await {
         if let Some(alerting) = alerting {
             let _ = alerting.await;
         }
         return Ok(());
     }
-    let detector = roles
-        .detect
-        .then(|| crate::detect::spawn(&loaded, config_path, detector_health, shutdown.clone()));
-    let mut result = if let (true, Some(processor)) = (roles.ingest, processor) {
+    let detector = roles.detect.then(|| {
+        let config = crate::detect::watch(&loaded, config_path, shutdown.clone());
+        let (loaded, shutdown) = (loaded.clone(), shutdown.clone());
+        tokio::spawn(supervise("detect", shutdown.clone(), move || {
+            let health = detector_health.clone();
+            crate::detect::spawn(&loaded, config.clone(), health, shutdown.clone())
+        }))
+    });
+    let result = if let (true, Some(processor)) = (roles.ingest, processor) {
         let ingest = Ingest {
             kafka: loaded.config.kafka.clone(),
             settings: loaded.config.ingest.clone(),
@@ -116,14 +122,25 @@ pub async fn serve(config_path: Option<&Path>, roles: Roles) -> anyhow::Result<(
             processor,
             health,
         };
-        ingest.run(shutdown.clone()).await.context("ingest failed")
+        let ingest = Arc::new(tokio::sync::Mutex::new(ingest));
+        let stop = shutdown.clone();
+        supervise("ingest", shutdown.clone(), move || {
+            let (ingest, stop) = (ingest.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut ingest = ingest.lock().await;
+                ingest.run(stop).await.map_err(anyhow::Error::from)
+            })
+        })
+        .await;
+        Ok(())
     } else {
         shutdown.cancelled().await;
         Ok(())
     };
+    let mut result: anyhow::Result<()> = result;
     shutdown.cancel();
     if let Some(alerting) = alerting {
-        // Alerting that failed stopped the process (see alert::Prepared::spawn): exit non-zero.
+        // Alerting that failed makes the exit status non-zero (see alert::Prepared::spawn).
         match alerting.await {
             Ok(Err(err)) if result.is_ok() => result = Err(err),
             Ok(Err(err)) => warn!("alerting: {err:#}"),
@@ -132,11 +149,7 @@ pub async fn serve(config_path: Option<&Path>, roles: Roles) -> anyhow::Result<(
         }
     }
     if let Some(detector) = detector {
-        match detector.await {
-            Ok(Err(err)) => warn!("detectors: {err:#}"),
-            Err(err) => warn!("detector task: {err}"),
-            Ok(Ok(())) => {}
-        }
+        let _ = detector.await;
     }
     match server.await {
         Ok(Err(err)) => warn!("http server: {err:#}"),
@@ -144,6 +157,37 @@ pub async fn serve(config_path: Option<&Path>, roles: Roles) -> anyhow::Result<(
         Ok(Ok(())) => {}
     }
     result
+}
+
+/// Runs a role until shutdown, starting it again (after a pause that doubles up to a minute)
+/// whenever it stops with an error: one role's failure never ends the process while the
+/// others could go on. While a role is down its readiness check fails, so `/readyz` says so.
+async fn supervise<F>(role: &'static str, shutdown: CancellationToken, mut start: F)
+where
+    F: FnMut() -> tokio::task::JoinHandle<anyhow::Result<()>>,
+{
+    let mut pause = Duration::from_secs(1);
+    loop {
+        let err = match start().await {
+            Ok(Ok(())) => return,
+            Ok(Err(err)) => err,
+            Err(panic) => anyhow::anyhow!("{role} task ended: {panic}"),
+        };
+        metrics::counter!("tripline_role_failures_total", "role" => role).increment(1);
+        if shutdown.is_cancelled() {
+            warn!("{role} stopped at shutdown: {err:#}");
+            return;
+        }
+        error!(
+            retry_in_s = pause.as_secs(),
+            "{role} stopped: {err:#}; starting it again (the other roles go on)"
+        );
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(pause) => {}
+        }
+        pause = (pause * 2).min(Duration::from_secs(60));
+    }
 }
 
 /// `tripline migrate`.

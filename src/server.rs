@@ -2,7 +2,6 @@
 //! Prometheus `/metrics`.
 
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::extract::State;
@@ -45,10 +44,7 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let mut checks = serde_json::Map::new();
     let mut ready = true;
     if let Some(ingest) = &state.ingest {
-        for (name, ok) in [
-            ("clickhouse", ingest.clickhouse_ok.load(Ordering::Relaxed)),
-            ("kafka_consumer", ingest.consuming.load(Ordering::Relaxed)),
-        ] {
+        for (name, ok) in ingest.checks(tripline_core::time::now_ms()) {
             ready &= ok;
             checks.insert(name.into(), ok.into());
         }

@@ -81,6 +81,8 @@ pub struct Prepared {
     pub rejected: Vec<Rejected>,
     /// The body could not be split into items at all (answered 400, dead-lettered whole).
     pub malformed: bool,
+    /// The largest dead-letter envelope the broker takes ([`Limits::max_dead_letter_bytes`]).
+    dead_letter_limit: usize,
 }
 
 /// Why a body was refused before any item was looked at.
@@ -107,6 +109,8 @@ pub struct Limits {
     pub max_batch_events: usize,
     /// Per event, as in Kafka ingest (`ingest.max_message_bytes`).
     pub max_message_bytes: usize,
+    /// The largest dead-letter envelope the broker takes (from `kafka.max_message_bytes`).
+    pub max_dead_letter_bytes: usize,
     pub max_future_skew_ms: i64,
 }
 
@@ -123,7 +127,10 @@ pub fn prepare(
     // Split on the raw bytes (a newline or bracket is never part of a secret), then redact each
     // item before anything reads it, exactly as ingest does per Kafka message: nothing below,
     // not even a dead letter, may see a raw secret.
-    let mut out = Prepared::default();
+    let mut out = Prepared {
+        dead_letter_limit: limits.max_dead_letter_bytes,
+        ..Prepared::default()
+    };
     let items = match body::split(body) {
         Ok(items) => items,
         Err(BodyError::Malformed(detail)) => {
@@ -231,8 +238,8 @@ impl Prepared {
         letter.payload_bytes = letter.payload_bytes.max(original_len);
         self.records.push(Record {
             destination: Destination::DeadLetters,
-            key: format!("{}/-1/{index}", endpoint.source_topic()),
-            payload: letter.to_json(),
+            key: letter.key(),
+            payload: letter.to_json(self.dead_letter_limit),
         });
     }
 }

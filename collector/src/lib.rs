@@ -129,6 +129,9 @@ impl Collector {
                 limits: Limits {
                     max_batch_events: config.max_batch_events,
                     max_message_bytes: ingest.max_message_bytes,
+                    max_dead_letter_bytes: tripline_ingest::dlq::envelope_limit(
+                        kafka.max_message_bytes,
+                    ),
                     max_future_skew_ms: ingest.max_future_skew_ms,
                 },
                 max_body_bytes: config.max_body_bytes,

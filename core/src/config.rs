@@ -73,6 +73,9 @@ pub struct KafkaConfig {
     pub fetch_wait_max_ms: u32,
     pub session_timeout_ms: u32,
     pub heartbeat_interval_ms: u32,
+    /// The largest message the brokers take (their `message.max.bytes`; Kafka's default is about
+    /// 1 MB). Tripline's producers never write more: dead letters are cut to fit.
+    pub max_message_bytes: usize,
     /// Extra librdkafka properties (e.g. `security.protocol`). Secrets go in `secret_properties_env`.
     pub properties: BTreeMap<String, String>,
     /// librdkafka property name → environment variable holding its value (e.g. `sasl.password`).
@@ -91,6 +94,7 @@ impl Default for KafkaConfig {
             fetch_wait_max_ms: 10,
             session_timeout_ms: 6_000,
             heartbeat_interval_ms: 1_000,
+            max_message_bytes: 1_000_000,
             properties: BTreeMap::new(),
             secret_properties_env: BTreeMap::new(),
         }
@@ -406,6 +410,15 @@ impl Config {
             ),
             "lower it, or raise kafka.session_timeout_ms to at least three times it",
         );
+        check(
+            (16 * 1024..=64 * 1024 * 1024).contains(&k.max_message_bytes),
+            "kafka.max_message_bytes",
+            format!(
+                "must be between 16384 and 67108864 (got {})",
+                k.max_message_bytes
+            ),
+            "the brokers' message.max.bytes; 1000000 suits Kafka's default",
+        );
         for (table, map) in [
             ("kafka.properties", &k.properties),
             ("kafka.secret_properties_env", &k.secret_properties_env),
@@ -418,6 +431,7 @@ impl Config {
                     match property.as_str() {
                         "bootstrap.servers" => "use kafka.brokers instead",
                         "group.id" => "use kafka.ingest_group_id instead",
+                        "message.max.bytes" => "use kafka.max_message_bytes instead",
                         _ => "remove it: Tripline sets it to keep its delivery guarantees",
                     },
                 );
@@ -520,8 +534,9 @@ impl Config {
 }
 
 /// librdkafka properties Tripline sets itself; overriding them would break delivery guarantees.
-const MANAGED_KAFKA_PROPERTIES: [&str; 6] = [
+const MANAGED_KAFKA_PROPERTIES: [&str; 7] = [
     "bootstrap.servers",
+    "message.max.bytes",
     "group.id",
     "enable.auto.commit",
     "enable.auto.offset.store",

@@ -7,8 +7,10 @@ pub mod batch;
 pub mod dedup;
 pub mod dlq;
 pub mod enrich;
+pub mod health;
 pub mod metrics;
 pub mod process;
+mod repair;
 mod warmup;
 pub mod writer;
 
@@ -28,10 +30,11 @@ use tripline_core::config::{IngestConfig, KafkaConfig};
 use tripline_core::event::EventKind;
 
 use crate::batch::Batch;
+use crate::health::Health;
 use crate::process::{Processor, Source};
-use crate::writer::{Health, Writer};
+use crate::writer::Writer;
 
-pub use writer::Health as IngestHealth;
+pub use health::Health as IngestHealth;
 
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
@@ -39,8 +42,6 @@ pub enum IngestError {
     Kafka(#[from] tripline_kafka::KafkaSetupError),
     #[error("kafka: {0}")]
     Client(#[from] rdkafka::error::KafkaError),
-    #[error("cannot refill the duplicate filter from clickhouse: {0}")]
-    Warmup(#[from] clickhouse::error::Error),
 }
 
 /// Everything ingest needs, built by the binary from the config.
@@ -77,8 +78,15 @@ impl ConsumerContext for IngestContext {
 
 impl Ingest {
     /// Runs until `shutdown`, then stores and commits what it has read.
-    pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), IngestError> {
+    pub async fn run(&mut self, shutdown: CancellationToken) -> Result<(), IngestError> {
         crate::metrics::describe();
+        crate::metrics::init(
+            &[&self.kafka.gateway_topic, &self.kafka.provider_topic],
+            &[
+                tripline_store::GATEWAY_TABLE,
+                tripline_store::PROVIDER_TABLE,
+            ],
+        );
         let env = tripline_kafka::process_env;
         let consumer: StreamConsumer<IngestContext> =
             tripline_kafka::consumer_config(&self.kafka, &self.kafka.ingest_group_id, env)?
@@ -88,10 +96,12 @@ impl Ingest {
         let consumer = Arc::new(consumer);
         let dlq: FutureProducer = tripline_kafka::producer_config(&self.kafka, env)?.create()?;
 
+        self.health.restart();
         let window_s = self.settings.dedup_window_s as u32;
-        let mut warmed_at =
-            warmup::refill(&self.clickhouse, &mut self.processor.dedup, window_s, 0).await?;
-        self.health.clickhouse_ok.store(true, Ordering::Relaxed);
+        let Some(mut warmed_at) = self.refill(window_s, 0, &shutdown).await else {
+            return Ok(());
+        };
+        tokio::spawn(report_stalls(self.health.clone(), shutdown.clone()));
 
         consumer.subscribe(&[&self.kafka.gateway_topic, &self.kafka.provider_topic])?;
         self.health.consuming.store(true, Ordering::Relaxed);
@@ -106,6 +116,7 @@ impl Ingest {
             clickhouse: self.clickhouse.clone(),
             dlq,
             dlq_topic: self.kafka.dlq_topic.clone(),
+            dlq_limit: crate::dlq::envelope_limit(self.kafka.max_message_bytes),
             consumer: consumer.clone(),
             retry_initial: Duration::from_millis(self.settings.retry_initial_ms),
             retry_max: Duration::from_millis(self.settings.retry_max_ms),
@@ -121,6 +132,7 @@ impl Ingest {
                 if writer.write_lagged(&batch).await.is_err() {
                     return None;
                 }
+                writer.health.batch_done();
                 last = Some(batch);
             }
             // Make the final commit synchronous so that a clean stop leaves nothing to redo.
@@ -148,6 +160,9 @@ impl Ingest {
                             EventKind::Provider
                         };
                         let source = Source { topic, partition: message.partition(), offset: message.offset() };
+                        if batch.is_empty() {
+                            self.health.batch_started(now_ms());
+                        }
                         let outcome = self.processor.process(kind, message.payload().unwrap_or_default(), source, now_ms());
                         batch.add(outcome, source);
                         if batch.len() < max_rows {
@@ -163,13 +178,10 @@ impl Ingest {
                 },
             }
             if consumer.context().rebalanced.swap(false, Ordering::AcqRel) {
-                warmed_at = warmup::refill(
-                    &self.clickhouse,
-                    &mut self.processor.dedup,
-                    window_s,
-                    warmed_at,
-                )
-                .await?;
+                match self.refill(window_s, warmed_at, &shutdown).await {
+                    Some(at) => warmed_at = at,
+                    None => break,
+                }
             }
             if !batch.is_empty() && to_writer.send(std::mem::take(&mut batch)).await.is_err() {
                 break;
@@ -191,6 +203,58 @@ impl Ingest {
         info!("ingest stopped");
         Ok(())
     }
+}
+
+impl Ingest {
+    /// Refills the duplicate filter, retrying while ClickHouse is unreachable: a rebalance
+    /// during an outage waits for it rather than ending ingest. `None` at shutdown.
+    async fn refill(
+        &mut self,
+        window_s: u32,
+        since_s: u32,
+        shutdown: &CancellationToken,
+    ) -> Option<u32> {
+        let mut delay = Duration::from_millis(self.settings.retry_initial_ms);
+        loop {
+            match warmup::refill(
+                &self.clickhouse,
+                &mut self.processor.dedup,
+                window_s,
+                since_s,
+            )
+            .await
+            {
+                Ok(at) => {
+                    self.health.clickhouse_ok.store(true, Ordering::Relaxed);
+                    return Some(at);
+                }
+                Err(err) => {
+                    ::metrics::counter!(crate::metrics::REFILL_FAILURES).increment(1);
+                    self.health.clickhouse_ok.store(false, Ordering::Relaxed);
+                    warn!(%err, retry_in_ms = delay.as_millis() as u64, "cannot refill the duplicate filter from clickhouse; retrying");
+                }
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return None,
+                _ = tokio::time::sleep(delay) => {}
+            }
+            delay = (delay * 2).min(Duration::from_millis(self.settings.retry_max_ms));
+        }
+    }
+}
+
+/// Keeps the stall gauge current even while the loop and the writer are both blocked.
+async fn report_stalls(health: Arc<Health>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tick.tick() => {
+                ::metrics::gauge!(crate::metrics::STALLED_SECONDS).set(health.stalled_s(now_ms()));
+            }
+        }
+    }
+    ::metrics::gauge!(crate::metrics::STALLED_SECONDS).set(0.0);
 }
 
 impl Writer {

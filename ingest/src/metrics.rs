@@ -15,6 +15,12 @@ pub const CONSUMER_LAG: &str = "tripline_ingest_consumer_lag_messages";
 pub const CONSUMER_ERRORS: &str = "tripline_ingest_consumer_errors_total";
 pub const DEDUP_ENTRIES: &str = "tripline_ingest_dedup_entries";
 pub const DEDUP_EVICTED: &str = "tripline_ingest_dedup_evicted_total";
+pub const ID_COLLISIONS: &str = "tripline_ingest_id_collisions_total";
+pub const DLQ_PAYLOADS_DROPPED: &str = "tripline_ingest_dead_letter_payloads_dropped_total";
+pub const DLQ_LOST: &str = "tripline_ingest_dead_letters_lost_total";
+pub const STALLED_SECONDS: &str = "tripline_ingest_stalled_seconds";
+pub const ROLLUP_REPAIRS: &str = "tripline_ingest_rollup_repairs_total";
+pub const REFILL_FAILURES: &str = "tripline_ingest_dedup_refill_failures_total";
 
 /// Registers descriptions so that `/metrics` explains each series.
 pub fn describe() {
@@ -62,4 +68,62 @@ pub fn describe() {
         DEDUP_EVICTED,
         "Event ids evicted early because the duplicate filter was full"
     );
+    describe_counter!(
+        ID_COLLISIONS,
+        "Events stored although an earlier, different event had the same event_id"
+    );
+    describe_counter!(
+        DLQ_PAYLOADS_DROPPED,
+        "Dead letters the broker refused with their payload, written again without it"
+    );
+    describe_counter!(
+        DLQ_LOST,
+        "Dead letters the broker refused even without a payload (logged, then skipped)"
+    );
+    describe_gauge!(
+        STALLED_SECONDS,
+        Unit::Seconds,
+        "How long the oldest consumed batch has waited to be stored and committed (0 when none waits)"
+    );
+    describe_counter!(
+        ROLLUP_REPAIRS,
+        "Rollup rows re-derived from raw rows after an insert whose views failed, by table"
+    );
+    describe_counter!(
+        REFILL_FAILURES,
+        "Failed refills of the duplicate filter from ClickHouse after a rebalance (retried)"
+    );
+}
+
+/// Starts every counter at 0 for each label value it can take, so that `rate()` and
+/// `increase()` rules see the first event instead of a series appearing out of nowhere.
+pub fn init(topics: &[&str], tables: &[&str]) {
+    use tripline_core::event::RejectReason;
+    for topic in topics {
+        metrics::counter!(CONSUMED, "topic" => topic.to_string()).increment(0);
+    }
+    for table in tables {
+        metrics::counter!(INSERTED, "table" => table.to_string()).increment(0);
+        metrics::counter!(ROLLUP_REPAIRS, "table" => table.to_string()).increment(0);
+    }
+    for reason in RejectReason::ALL {
+        metrics::counter!(DEAD_LETTERED, "reason" => reason.as_str()).increment(0);
+    }
+    for name in [
+        DUPLICATES,
+        UNPRICED,
+        INSERT_FAILURES,
+        DLQ_FAILURES,
+        COMMITS,
+        COMMIT_FAILURES,
+        CONSUMER_ERRORS,
+        DEDUP_EVICTED,
+        ID_COLLISIONS,
+        DLQ_PAYLOADS_DROPPED,
+        DLQ_LOST,
+        REFILL_FAILURES,
+    ] {
+        metrics::counter!(name).increment(0);
+    }
+    metrics::gauge!(STALLED_SECONDS).set(0.0);
 }

@@ -2,10 +2,14 @@
 //! the batch's offsets. Each step is retried with capped exponential backoff until it succeeds
 //! or shutdown's grace period ends, so a ClickHouse outage pauses ingest and loses nothing.
 //! A step that succeeded is not repeated when a later one fails.
+//!
+//! Nothing in one message can hold a partition: a dead letter is cut to the broker's size limit,
+//! and one the broker still refuses as it is goes out without its payload, or is counted and
+//! skipped; only failures that waiting can cure (ClickHouse or the broker away) are retried.
 
-use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clickhouse::Client;
@@ -13,29 +17,29 @@ use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tracing::{debug, error, warn};
+use tripline_kafka::ProduceError;
 use tripline_store::{GatewayRow, ProviderRow, StoredRow, GATEWAY_TABLE, PROVIDER_TABLE};
 
 use crate::batch::Batch;
+use crate::dlq::DeadLetter;
+use crate::health::Health;
 use crate::metrics as m;
 use crate::IngestContext;
 
-/// Liveness facts for `/readyz`.
-#[derive(Debug, Default)]
-pub struct Health {
-    /// The last ClickHouse insert (or the start-up check) succeeded.
-    pub clickhouse_ok: AtomicBool,
-    /// The consumer is subscribed and polling.
-    pub consuming: AtomicBool,
-}
-
 /// How long shutdown keeps retrying a batch before leaving it to be redelivered.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Daily partitions one INSERT may touch: ClickHouse 19+ refuses more
+/// (`max_partitions_per_insert_block`, default 100), so a backfill spanning months is split.
+pub const MAX_PARTITIONS_PER_INSERT: usize = 100;
 
 pub struct Writer {
     pub clickhouse: Client,
     pub dlq: FutureProducer,
     pub dlq_topic: String,
+    /// The largest dead-letter envelope the broker takes (see [`crate::dlq::envelope_limit`]).
+    pub dlq_limit: usize,
     pub consumer: Arc<StreamConsumer<IngestContext>>,
     pub retry_initial: Duration,
     pub retry_max: Duration,
@@ -48,35 +52,22 @@ pub struct Writer {
 #[derive(Debug)]
 pub struct Abandoned;
 
+/// What a retried step talks to: its failures say which part is unwell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Server {
+    ClickHouse,
+    Kafka,
+}
+
 impl Writer {
     pub async fn write(&self, batch: &Batch) -> Result<(), Abandoned> {
         let started = Instant::now();
-        if !batch.gateway.is_empty() {
-            self.retry("insert gateway_requests", |retrying| {
-                insert_rows::<GatewayRow>(&self.clickhouse, GATEWAY_TABLE, &batch.gateway, retrying)
-            })
+        self.store::<GatewayRow>(GATEWAY_TABLE, &batch.gateway)
             .await?;
-            self.health.clickhouse_ok.store(true, Ordering::Relaxed);
-            metrics::counter!(m::INSERTED, "table" => GATEWAY_TABLE)
-                .increment(batch.gateway.len() as u64);
-        }
-        if !batch.provider.is_empty() {
-            self.retry("insert provider_attempts", |retrying| {
-                insert_rows::<ProviderRow>(
-                    &self.clickhouse,
-                    PROVIDER_TABLE,
-                    &batch.provider,
-                    retrying,
-                )
-            })
+        self.store::<ProviderRow>(PROVIDER_TABLE, &batch.provider)
             .await?;
-            self.health.clickhouse_ok.store(true, Ordering::Relaxed);
-            metrics::counter!(m::INSERTED, "table" => PROVIDER_TABLE)
-                .increment(batch.provider.len() as u64);
-        }
         if !batch.dead.is_empty() {
-            self.retry("produce dead letters", |_| self.produce_dead_letters(batch))
-                .await?;
+            self.deliver_dead_letters(&batch.dead).await?;
             for letter in &batch.dead {
                 metrics::counter!(m::DEAD_LETTERED, "reason" => letter.reason.as_str())
                     .increment(1);
@@ -119,41 +110,137 @@ impl Writer {
         }
     }
 
-    async fn produce_dead_letters(&self, batch: &Batch) -> Result<(), String> {
-        let records: Vec<(Vec<u8>, String)> = batch
-            .dead
-            .iter()
-            .map(|letter| {
-                let key = format!(
-                    "{}/{}/{}",
-                    letter.source_topic, letter.source_partition, letter.source_offset
-                );
-                (letter.to_json(), key)
+    /// Inserts `rows` into `table`, at most [`MAX_PARTITIONS_PER_INSERT`] days per INSERT, and
+    /// repairs the rollups of any rows a failed attempt had stored (see [`crate::repair`]).
+    async fn store<T>(&self, table: &'static str, rows: &[T]) -> Result<(), Abandoned>
+    where
+        T: clickhouse::RowOwned + clickhouse::RowWrite + StoredRow,
+    {
+        for chunk in partition_chunks(rows, MAX_PARTITIONS_PER_INSERT) {
+            let found_stored = Mutex::new(Vec::new());
+            self.retry(Server::ClickHouse, &format!("insert {table}"), |retrying| {
+                insert_rows(&self.clickhouse, table, &chunk, retrying, &found_stored)
             })
-            .collect();
-        // Enqueue everything first, then wait: all dead letters are in flight together.
-        let mut deliveries = Vec::with_capacity(records.len());
-        for (payload, key) in &records {
-            let record = FutureRecord::to(&self.dlq_topic).payload(payload).key(key);
-            deliveries.push(
-                tripline_kafka::enqueue(&self.dlq, record)
-                    .await
-                    .map_err(|err| err.to_string())?,
-            );
-        }
-        for delivery in deliveries {
-            if let Err(err) = tripline_kafka::delivered(delivery.await) {
-                metrics::counter!(m::DLQ_FAILURES).increment(1);
-                return Err(err);
+            .await?;
+            self.health.clickhouse_ok.store(true, Ordering::Relaxed);
+            metrics::counter!(m::INSERTED, "table" => table).increment(chunk.len() as u64);
+            let found: Vec<&T> = found_stored
+                .into_inner()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .into_iter()
+                .map(|i| chunk[i])
+                .collect();
+            if !found.is_empty() {
+                self.retry(
+                    Server::ClickHouse,
+                    &format!("check rollups of {table}"),
+                    |_| crate::repair::repair(&self.clickhouse, table, &found),
+                )
+                .await?;
             }
         }
         Ok(())
     }
 
-    async fn retry<F, Fut, E>(&self, what: &str, mut step: F) -> Result<(), Abandoned>
+    /// Writes every dead letter. Transient failures are retried (only the letters not yet
+    /// acknowledged); a letter the broker refuses as it is goes again without its payload, and
+    /// is dropped with an error log if even that is refused.
+    async fn deliver_dead_letters(&self, letters: &[DeadLetter]) -> Result<(), Abandoned> {
+        let sent = Mutex::new(vec![false; letters.len()]);
+        self.retry(Server::Kafka, "produce dead letters", |_| {
+            self.produce_dead_letters(letters, &sent)
+        })
+        .await
+    }
+
+    async fn produce_dead_letters(
+        &self,
+        letters: &[DeadLetter],
+        sent: &Mutex<Vec<bool>>,
+    ) -> Result<(), ProduceError> {
+        let todo: Vec<usize> = {
+            let sent = sent.lock().unwrap_or_else(|p| p.into_inner());
+            (0..letters.len()).filter(|&i| !sent[i]).collect()
+        };
+        // Enqueue everything first, then wait: all dead letters are in flight together.
+        let mut in_flight = Vec::with_capacity(todo.len());
+        let mut refused = Vec::new();
+        let mut transient = None;
+        for i in todo {
+            let payload = letters[i].to_json(self.dlq_limit);
+            let key = letters[i].key();
+            let record = FutureRecord::to(&self.dlq_topic)
+                .payload(&payload)
+                .key(&key);
+            match tripline_kafka::enqueue(&self.dlq, record)
+                .await
+                .map_err(ProduceError::from)
+            {
+                Ok(delivery) => in_flight.push((i, delivery)),
+                Err(ProduceError::Permanent(err)) => refused.push((i, err)),
+                Err(err) => {
+                    transient.get_or_insert(err);
+                }
+            }
+        }
+        for (i, delivery) in in_flight {
+            match delivery.await {
+                Ok(Ok(_)) => mark_sent(sent, i),
+                Ok(Err((err, _))) => match ProduceError::from(err) {
+                    ProduceError::Permanent(err) => refused.push((i, err)),
+                    err => {
+                        transient.get_or_insert(err);
+                    }
+                },
+                Err(_) => {
+                    transient.get_or_insert(ProduceError::Transient(
+                        "producer dropped before acknowledging".into(),
+                    ));
+                }
+            }
+        }
+        for (i, err) in refused {
+            let letter = &letters[i];
+            let bare = letter.without_payload(&format!("the broker refused it: {err}"));
+            let key = letter.key();
+            let record = FutureRecord::to(&self.dlq_topic).payload(&bare).key(&key);
+            match tripline_kafka::produce(&self.dlq, record).await {
+                Ok(()) => {
+                    metrics::counter!(m::DLQ_PAYLOADS_DROPPED).increment(1);
+                    warn!(%err, key = %letter.key(), "dead letter refused by the broker; sent without its payload");
+                    mark_sent(sent, i);
+                }
+                Err(ProduceError::Permanent(again)) => {
+                    metrics::counter!(m::DLQ_LOST).increment(1);
+                    error!(
+                        %err, %again, key = %letter.key(), reason = letter.reason.as_str(),
+                        "dead letter refused by the broker even without its payload; skipped"
+                    );
+                    mark_sent(sent, i);
+                }
+                Err(again) => {
+                    transient.get_or_insert(again);
+                }
+            }
+        }
+        match transient {
+            Some(err) => {
+                metrics::counter!(m::DLQ_FAILURES).increment(1);
+                Err(err)
+            }
+            None => Ok(()),
+        }
+    }
+
+    async fn retry<F, Fut, T, E>(
+        &self,
+        server: Server,
+        what: &str,
+        mut step: F,
+    ) -> Result<(), Abandoned>
     where
         F: FnMut(bool) -> Fut,
-        Fut: std::future::Future<Output = Result<(), E>>,
+        Fut: std::future::Future<Output = Result<T, E>>,
         E: std::fmt::Display,
     {
         let mut delay = self.retry_initial;
@@ -161,10 +248,10 @@ impl Writer {
         let mut retrying = false;
         loop {
             let err = match step(retrying).await {
-                Ok(()) => return Ok(()),
+                Ok(_) => return Ok(()),
                 Err(err) => err,
             };
-            if what.starts_with("insert") {
+            if server == Server::ClickHouse {
                 metrics::counter!(m::INSERT_FAILURES).increment(1);
                 self.health.clickhouse_ok.store(false, Ordering::Relaxed);
             }
@@ -183,15 +270,48 @@ impl Writer {
     }
 }
 
+fn mark_sent(sent: &Mutex<Vec<bool>>, i: usize) {
+    sent.lock().unwrap_or_else(|p| p.into_inner())[i] = true;
+}
+
+/// `rows` cut into runs that each touch at most `max_days` daily partitions. The common batch
+/// (a day or two) is one run in arrival order; a backfill is cut by day, oldest first.
+pub fn partition_chunks<T: StoredRow>(rows: &[T], max_days: usize) -> Vec<Vec<&T>> {
+    let day = |row: &T| row.ts() / 86_400;
+    let mut days: HashSet<u32> = HashSet::new();
+    for row in rows {
+        days.insert(day(row));
+        if days.len() > max_days {
+            break;
+        }
+    }
+    if days.len() <= max_days {
+        return if rows.is_empty() {
+            Vec::new()
+        } else {
+            vec![rows.iter().collect()]
+        };
+    }
+    let mut by_day: BTreeMap<u32, Vec<&T>> = BTreeMap::new();
+    for row in rows {
+        by_day.entry(day(row)).or_default().push(row);
+    }
+    let days: Vec<Vec<&T>> = by_day.into_values().collect();
+    days.chunks(max_days).map(|run| run.concat()).collect()
+}
+
 /// Inserts `rows` as one INSERT (atomic below ClickHouse's `max_insert_block_size`).
 ///
 /// A failed attempt is ambiguous: ClickHouse may have stored the rows and only the answer was
-/// lost. So a retry first asks which of these events are already stored and sends the rest.
+/// lost, or stored them and then failed a materialized view. So a retry first asks which of
+/// these events are already stored, sends the rest, and reports the stored ones in
+/// `found_stored` (indices into `rows`) so that their rollups can be checked.
 async fn insert_rows<T>(
     client: &Client,
     table: &str,
-    rows: &[T],
+    rows: &[&T],
     retrying: bool,
+    found_stored: &Mutex<Vec<usize>>,
 ) -> Result<(), clickhouse::error::Error>
 where
     T: clickhouse::RowOwned + clickhouse::RowWrite + StoredRow,
@@ -201,6 +321,13 @@ where
     } else {
         HashSet::new()
     };
+    let is_stored = |row: &T| stored.contains(&(row.event_id(), row.event_digest()));
+    *found_stored.lock().unwrap_or_else(|p| p.into_inner()) = rows
+        .iter()
+        .enumerate()
+        .filter(|(_, row)| is_stored(row))
+        .map(|(i, _)| i)
+        .collect();
     if !stored.is_empty() {
         warn!(
             table,
@@ -209,42 +336,54 @@ where
             "part of a retried batch was already stored; not sending it again"
         );
     }
-    if stored.len() == rows.len() {
+    if rows.iter().all(|row| is_stored(row)) {
         return Ok(());
     }
     let mut insert = client.insert::<T>(table).await?.with_timeouts(
         Some(Duration::from_secs(30)),
         Some(Duration::from_secs(120)),
     );
-    for row in rows.iter().filter(|row| !stored.contains(row.event_id())) {
-        insert.write(row).await?;
+    for row in rows.iter().filter(|row| !is_stored(row)) {
+        insert.write(*row).await?;
     }
     insert.end().await
 }
 
-/// Event ids of `rows` already in `table`, looked up by the batch's ingestion-time range.
-async fn already_stored<T: StoredRow>(
+#[derive(clickhouse::Row, serde::Deserialize)]
+struct Identity {
+    event_id: String,
+    event_digest: u64,
+}
+
+/// Identities (id, digest) of `rows` already in `table`, looked up by the batch's
+/// ingestion-time range.
+async fn already_stored<'a, T: StoredRow>(
     client: &Client,
     table: &str,
-    rows: &[T],
-) -> Result<HashSet<String>, clickhouse::error::Error> {
+    rows: &[&'a T],
+) -> Result<HashSet<(&'a str, u64)>, clickhouse::error::Error> {
     let (Some(first), Some(last)) = (
-        rows.iter().map(StoredRow::ingested_at).min(),
-        rows.iter().map(StoredRow::ingested_at).max(),
+        rows.iter().map(|r| r.ingested_at()).min(),
+        rows.iter().map(|r| r.ingested_at()).max(),
     ) else {
         return Ok(HashSet::new());
     };
-    let ours: HashSet<&str> = rows.iter().map(StoredRow::event_id).collect();
+    let ours: HashMap<&str, Vec<(&'a str, u64)>> =
+        rows.iter().fold(HashMap::new(), |mut ours, row| {
+            ours.entry(row.event_id())
+                .or_default()
+                .push((row.event_id(), row.event_digest()));
+            ours
+        });
     let mut cursor = client
         .query_raw(&format!(
-            "SELECT event_id FROM {table} WHERE ingested_at >= toDateTime({first}) AND ingested_at <= toDateTime({last})"
+            "SELECT event_id, event_digest FROM {table} WHERE ingested_at >= toDateTime({first}) AND ingested_at <= toDateTime({last})"
         ))
-        .fetch::<String>()?;
+        .fetch::<Identity>()?;
     let mut stored = HashSet::new();
-    while let Some(id) = cursor.next().await? {
-        if ours.contains(id.as_str()) {
-            stored.insert(id);
-        }
+    while let Some(row) = cursor.next().await? {
+        let same_id = ours.get(row.event_id.as_str()).into_iter().flatten();
+        stored.extend(same_id.filter(|(_, digest)| *digest == row.event_digest));
     }
     Ok(stored)
 }
@@ -257,4 +396,63 @@ fn jittered(delay: Duration) -> Duration {
         .unwrap_or(0);
     let factor = 0.75 + f64::from(nanos % 1000) / 2000.0;
     delay.mul_f64(factor)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Row {
+        ts: u32,
+    }
+
+    impl StoredRow for Row {
+        fn event_id(&self) -> &str {
+            ""
+        }
+        fn event_digest(&self) -> u64 {
+            0
+        }
+        fn ts(&self) -> u32 {
+            self.ts
+        }
+        fn ingested_at(&self) -> u32 {
+            0
+        }
+    }
+
+    fn days(runs: &[Vec<&Row>]) -> Vec<usize> {
+        runs.iter()
+            .map(|run| {
+                run.iter()
+                    .map(|r| r.ts / 86_400)
+                    .collect::<HashSet<_>>()
+                    .len()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_live_batch_is_one_insert_in_arrival_order() {
+        let rows: Vec<Row> = [5, 1, 86_401, 3].map(|ts| Row { ts }).into();
+        let runs = partition_chunks(&rows, 100);
+        assert_eq!(runs.len(), 1);
+        assert_eq!(
+            runs[0].iter().map(|r| r.ts).collect::<Vec<_>>(),
+            [5, 1, 86_401, 3]
+        );
+        assert!(partition_chunks::<Row>(&[], 100).is_empty());
+    }
+
+    #[test]
+    fn a_backfill_over_400_days_is_cut_into_runs_of_100_days() {
+        let rows: Vec<Row> = (0..4_000)
+            .map(|i| Row {
+                ts: (i % 400) * 86_400 + i,
+            })
+            .collect();
+        let runs = partition_chunks(&rows, 100);
+        assert_eq!(days(&runs), [100, 100, 100, 100]);
+        assert_eq!(runs.iter().map(Vec::len).sum::<usize>(), 4_000);
+    }
 }

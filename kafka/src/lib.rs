@@ -31,7 +31,9 @@ pub fn base_config(
     env: impl Fn(&str) -> Option<String>,
 ) -> Result<ClientConfig, KafkaSetupError> {
     let mut config = ClientConfig::new();
-    config.set("bootstrap.servers", &kafka.brokers);
+    config
+        .set("bootstrap.servers", &kafka.brokers)
+        .set("message.max.bytes", kafka.max_message_bytes.to_string());
     for (key, value) in &kafka.properties {
         config.set(key, value);
     }
@@ -204,5 +206,63 @@ pub fn delivered<E>(
         Ok(Ok(_)) => Ok(()),
         Ok(Err((err, _))) => Err(err.to_string()),
         Err(_) => Err("producer dropped before acknowledging".into()),
+    }
+}
+
+/// Why a record was not acknowledged, and whether sending it again can help.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProduceError {
+    /// The broker refuses this record as it is (too large, malformed): retrying it can only
+    /// fail again, so the caller must change or drop it rather than hold its partition.
+    Permanent(String),
+    /// The broker is down, slow or electing a leader: the same record may succeed later.
+    Transient(String),
+}
+
+impl std::fmt::Display for ProduceError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Permanent(err) => write!(f, "{err} (permanent)"),
+            Self::Transient(err) => f.write_str(err),
+        }
+    }
+}
+
+impl From<rdkafka::error::KafkaError> for ProduceError {
+    fn from(err: rdkafka::error::KafkaError) -> Self {
+        let permanent = matches!(
+            err.rdkafka_error_code(),
+            Some(
+                RDKafkaErrorCode::MessageSizeTooLarge
+                    | RDKafkaErrorCode::InvalidMessageSize
+                    | RDKafkaErrorCode::InvalidMessage
+                    | RDKafkaErrorCode::InvalidRecord
+                    | RDKafkaErrorCode::MessageBatchTooLarge
+                    | RDKafkaErrorCode::InvalidArgument
+            )
+        );
+        if permanent {
+            Self::Permanent(err.to_string())
+        } else {
+            Self::Transient(err.to_string())
+        }
+    }
+}
+
+/// Enqueues a record and waits for its acknowledgement, telling permanent refusals apart.
+pub async fn produce<K, P>(
+    producer: &rdkafka::producer::FutureProducer,
+    record: rdkafka::producer::FutureRecord<'_, K, P>,
+) -> Result<(), ProduceError>
+where
+    K: rdkafka::message::ToBytes + ?Sized,
+    P: rdkafka::message::ToBytes + ?Sized,
+{
+    match enqueue(producer, record).await?.await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err((err, _))) => Err(err.into()),
+        Err(_) => Err(ProduceError::Transient(
+            "producer dropped before acknowledging".into(),
+        )),
     }
 }

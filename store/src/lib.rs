@@ -4,9 +4,11 @@
 //! Every statement here runs on ClickHouse 18.16 (this project's CI) and on current releases.
 
 mod migrate;
+mod rollups;
 mod rows;
 
 pub use migrate::{migrate, Migration, MigrationError, MIGRATIONS};
+pub use rollups::{rollup_views, RollupView, SelectItem};
 pub use rows::{CostSource, GatewayRow, ProviderRow, StoredRow, GATEWAY_TABLE, PROVIDER_TABLE};
 
 use tripline_core::config::ClickHouseConfig;

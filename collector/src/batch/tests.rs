@@ -13,6 +13,7 @@ fn limits() -> Limits {
     Limits {
         max_batch_events: 100,
         max_message_bytes: 1024,
+        max_dead_letter_bytes: 4096,
         max_future_skew_ms: 300_000,
     }
 }

@@ -1,4 +1,5 @@
 use super::*;
+use proptest::prelude::*;
 use std::path::Path;
 use tripline_core::price::PriceTable;
 
@@ -97,7 +98,7 @@ fn raw_keys_never_reach_rows_or_dead_letters() {
     else {
         panic!("expected a dead letter");
     };
-    assert!(!String::from_utf8_lossy(&letter.to_json()).contains(key));
+    assert!(!String::from_utf8_lossy(&letter.to_json(1_000_000)).contains(key));
     assert!(!letter.detail.contains(key));
 }
 
@@ -127,4 +128,85 @@ fn provider_attempts_become_provider_rows() {
         row.cost_source,
         tripline_store::CostSource::PriceTable as i8
     );
+}
+
+#[test]
+fn a_redelivery_is_a_duplicate_but_a_shared_id_is_not() {
+    let mut p = processor();
+    let event = |key: &str, tokens: u32| {
+        format!(
+            r#"{{"event_id":"evt-1","ts":1795687100000,"api_key_id":"{key}","model":"m","status":200,"prompt_tokens":{tokens}}}"#
+        )
+    };
+    let first = gateway_row(p.process(
+        EventKind::Gateway,
+        event("k1", 5).as_bytes(),
+        source(1),
+        NOW,
+    ));
+    // Kafka redelivers the same message, or a producer resends it reformatted: one event.
+    assert_eq!(
+        p.process(
+            EventKind::Gateway,
+            event("k1", 5).as_bytes(),
+            source(1),
+            NOW
+        ),
+        Outcome::Duplicate
+    );
+    let spaced = event("k1", 5).replace(',', ", ");
+    assert_eq!(
+        p.process(EventKind::Gateway, spaced.as_bytes(), source(2), NOW),
+        Outcome::Duplicate
+    );
+    // Another key, or other content, under the same id: different events, both stored.
+    let other_key = gateway_row(p.process(
+        EventKind::Gateway,
+        event("k2", 5).as_bytes(),
+        source(3),
+        NOW,
+    ));
+    let other_content = gateway_row(p.process(
+        EventKind::Gateway,
+        event("k1", 6).as_bytes(),
+        source(4),
+        NOW,
+    ));
+    assert_ne!(first.event_digest, other_key.event_digest);
+    assert_ne!(first.event_digest, other_content.event_digest);
+    assert_eq!(
+        p.process(
+            EventKind::Gateway,
+            event("k2", 5).as_bytes(),
+            source(3),
+            NOW
+        ),
+        Outcome::Duplicate
+    );
+}
+
+proptest! {
+    /// No message, of any size or byte content, stops ingest: each one yields an outcome, and a
+    /// dead letter always fits the broker.
+    #[test]
+    fn any_bytes_yield_an_outcome_that_fits(
+        payload in prop_oneof![
+            proptest::collection::vec(any::<u8>(), 0..8_192),
+            proptest::collection::vec(0u8..0x20, 0..8_192),
+            "\\{\"event_id\":\".{0,40}\",\"ts\":[0-9]{0,14},\"api_key_id\":\".{0,40}\",\"model\":\".{0,20}\",\"status\":[0-9]{0,4}\\}"
+                .prop_map(String::into_bytes),
+        ],
+    ) {
+        let mut p = processor();
+        let limit = crate::dlq::envelope_limit(1_000_000);
+        match p.process(EventKind::Gateway, &payload, source(1), NOW) {
+            Outcome::Dead(letter) => {
+                let json = letter.to_json(limit);
+                prop_assert!(json.len() <= limit);
+                prop_assert!(serde_json::from_slice::<serde_json::Value>(&json).is_ok());
+            }
+            Outcome::Gateway(_) | Outcome::Duplicate => {}
+            Outcome::Provider(_) => prop_assert!(false, "a gateway message became an attempt"),
+        }
+    }
 }

@@ -1,0 +1,218 @@
+//! Rollups equal to their raw rows, whatever failed.
+//!
+//! An INSERT into a raw table with materialized views is not atomic: ClickHouse stores the raw
+//! part, then runs each view; if one view fails, the INSERT reports an error although the raw
+//! rows (and the views before it) are stored. The writer's retry then finds the rows stored and
+//! must not send them again, so the failed view's rollup would stay short of them for good.
+//!
+//! So after any retry that finds rows already stored, each rollup is checked on the cells
+//! (minute and group) of those rows: a cell whose rollup counts fewer rows than the raw table by
+//! at least our rows is one the view missed, and the view's own SELECT (read from the
+//! migrations) is run again for exactly our rows. The check is idempotent, so a repair that
+//! fails ambiguously is simply checked again. A deficit seen must be seen again a moment later
+//! before anything is written: another writer's insert is briefly stored raw before its views.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use clickhouse::Client;
+use tracing::{info, warn};
+use tripline_store::{rollup_views, RollupView, StoredRow};
+
+/// Queries here list a batch's ids; ClickHouse's default 256 KiB query limit is too small.
+const MAX_QUERY_BYTES: &str = "67108864";
+
+/// How long a deficit must last before it counts (see the module doc).
+const CONFIRM_AFTER: Duration = Duration::from_millis(500);
+
+/// A cell: minute (epoch seconds) and the view's group values.
+type Cell = (u32, Vec<String>);
+
+#[derive(clickhouse::Row, serde::Deserialize)]
+struct CellCount {
+    minute: u32,
+    groups: Vec<String>,
+    rows: u64,
+}
+
+/// Checks every rollup fed by `table` against `rows` (already stored raw) and re-derives the
+/// cells a failed view missed. Returns the number of rollup tables repaired.
+pub async fn repair<T: StoredRow>(
+    client: &Client,
+    table: &str,
+    rows: &[&T],
+) -> Result<usize, clickhouse::error::Error> {
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let client = client
+        .clone()
+        .with_setting("max_query_size", MAX_QUERY_BYTES);
+    let ours = ours_filter(rows);
+    let mut repaired = 0;
+    for view in rollup_views().iter().filter(|v| v.source == table) {
+        let Some(count_column) = view.count_column() else {
+            continue;
+        };
+        let missed = missed_block(&client, view, count_column, &ours).await?;
+        if !missed {
+            continue;
+        }
+        tokio::time::sleep(CONFIRM_AFTER).await;
+        if !missed_block(&client, view, count_column, &ours).await? {
+            continue;
+        }
+        client
+            .query_raw(&view.insert_select(&ours))
+            .execute()
+            .await?;
+        metrics::counter!(crate::metrics::ROLLUP_REPAIRS, "table" => view.target.clone())
+            .increment(rows.len() as u64);
+        info!(
+            rollup = %view.target,
+            rows = rows.len(),
+            "rollup re-derived for rows whose view failed"
+        );
+        repaired += 1;
+    }
+    Ok(repaired)
+}
+
+/// Whether the view missed our rows: every cell of ours is short by at least our rows there.
+/// Cells short by less (another writer's rows, or part of ours) are reported, not guessed at.
+async fn missed_block(
+    client: &Client,
+    view: &RollupView,
+    count_column: &str,
+    ours: &str,
+) -> Result<bool, clickhouse::error::Error> {
+    let minute = view.group_expression("minute");
+    let groups: Vec<&str> = view
+        .group_by
+        .iter()
+        .filter(|c| c.as_str() != "minute")
+        .map(String::as_str)
+        .collect();
+    let raw_groups: Vec<String> = groups.iter().map(|g| view.group_expression(g)).collect();
+    let raw_cell = format!("({minute}, {})", raw_groups.join(", "));
+    let our_cells = format!("SELECT {raw_cell} FROM {} WHERE {ours}", view.source);
+    let count_in = |sql: String| async move { cell_counts(client, &sql).await };
+
+    let mine = count_in(format!(
+        "SELECT toUInt32({minute}) AS m, [{}] AS g, count() FROM {} WHERE {ours} GROUP BY m, g",
+        raw_groups.join(", "),
+        view.source
+    ))
+    .await?;
+    let (Some(first), Some(last)) = (
+        mine.keys().map(|(m, _)| *m).min(),
+        mine.keys().map(|(m, _)| *m).max(),
+    ) else {
+        return Ok(false);
+    };
+    let raw = count_in(format!(
+        "SELECT toUInt32({minute}) AS m, [{}] AS g, count() FROM {} \
+         WHERE ts >= toDateTime({first}) AND ts < toDateTime({}) AND {raw_cell} IN ({our_cells}) \
+         GROUP BY m, g",
+        raw_groups.join(", "),
+        view.source,
+        last + 60
+    ))
+    .await?;
+    let rolled = count_in(format!(
+        "SELECT toUInt32(minute) AS m, [{}] AS g, toUInt64(countMerge({count_column})) FROM {} \
+         WHERE minute >= toDateTime({first}) AND minute <= toDateTime({last}) \
+         AND (minute, {}) IN ({our_cells}) GROUP BY m, g",
+        groups.join(", "),
+        view.target,
+        groups.join(", ")
+    ))
+    .await?;
+
+    let short: BTreeSet<&Cell> = mine
+        .iter()
+        .filter(|(cell, n)| {
+            let deficit = raw
+                .get(*cell)
+                .copied()
+                .unwrap_or(0)
+                .saturating_sub(rolled.get(*cell).copied().unwrap_or(0));
+            deficit >= **n
+        })
+        .map(|(cell, _)| cell)
+        .collect();
+    if !short.is_empty() && short.len() < mine.len() {
+        warn!(
+            rollup = %view.target,
+            short = short.len(),
+            of = mine.len(),
+            "some cells of a retried batch are short in the rollup; not repairing a part"
+        );
+        return Ok(false);
+    }
+    Ok(!short.is_empty())
+}
+
+async fn cell_counts(
+    client: &Client,
+    sql: &str,
+) -> Result<BTreeMap<Cell, u64>, clickhouse::error::Error> {
+    let rows: Vec<CellCount> = client.query_raw(sql).fetch_all().await?;
+    Ok(rows
+        .into_iter()
+        .map(|c| ((c.minute, c.groups), c.rows))
+        .collect())
+}
+
+/// SQL selecting exactly `rows` in their raw table: by identity, within their ingestion span.
+fn ours_filter<T: StoredRow>(rows: &[&T]) -> String {
+    let first = rows.iter().map(|r| r.ingested_at()).min().unwrap_or(0);
+    let last = rows.iter().map(|r| r.ingested_at()).max().unwrap_or(0);
+    let mut ids = String::with_capacity(rows.len() * 48);
+    for (i, row) in rows.iter().enumerate() {
+        if i > 0 {
+            ids.push_str(", ");
+        }
+        ids.push_str(&format!(
+            "({}, {})",
+            quote(row.event_id()),
+            row.event_digest()
+        ));
+    }
+    if let [only] = rows {
+        // A one-tuple list would read as the tuple itself: say it twice.
+        ids.push_str(&format!(
+            ", ({}, {})",
+            quote(only.event_id()),
+            only.event_digest()
+        ));
+    }
+    format!(
+        "ingested_at >= toDateTime({first}) AND ingested_at <= toDateTime({last}) \
+         AND (event_id, event_digest) IN ({ids})"
+    )
+}
+
+/// A ClickHouse string literal.
+fn quote(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('\'');
+    for c in text.chars() {
+        if c == '\'' || c == '\\' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('\'');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn literals_are_escaped() {
+        assert_eq!(quote(r"it's a \ test"), r"'it\'s a \\ test'");
+    }
+}
