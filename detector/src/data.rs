@@ -208,7 +208,7 @@ pub struct Shard {
 }
 
 impl Shard {
-    fn key_filter(&self) -> String {
+    pub(crate) fn key_filter(&self) -> String {
         if self.count <= 1 {
             "1".into()
         } else {
@@ -219,6 +219,19 @@ impl Shard {
     /// Entities that are not keys (projects, providers, scanning IPs) belong to shard 0.
     pub fn owns_shared(&self) -> bool {
         self.index == 0
+    }
+
+    /// SQL condition on `alerts` rows: those this worker decided (an alert on a key belongs to
+    /// the key's shard, any other to shard 0).
+    pub fn alerts_filter(&self) -> String {
+        if self.count <= 1 {
+            "1".into()
+        } else {
+            format!(
+                "if(api_key_id = '', {} = 0, cityHash64(api_key_id) % {} = {})",
+                self.index, self.count, self.index
+            )
+        }
     }
 }
 

@@ -1,31 +1,39 @@
 //! Detector workers: every few seconds, read the minutes not yet folded from ClickHouse, let
 //! the four detectors assess them against each entity's learned behaviour, and publish alerts
-//! (Kafka `tripline.alerts`, keyed by fingerprint, and the ClickHouse `alerts` table) as they
-//! fire and resolve. At start-up the models replay `history_hours` of history quietly and the
-//! firing alerts are reloaded, so a restart makes no burst of alerts and has no blind hour.
+//! as they fire and resolve through a durable outbox ([`outbox`]: the ClickHouse `alerts` row,
+//! then Kafka `tripline.alerts` keyed by fingerprint with acks=all, retried until acknowledged,
+//! never holding up a cycle). At start-up the models replay `history_hours` of history quietly,
+//! the firing alerts are reloaded and the alerts decided but never published are sent, so a
+//! restart makes no burst of alerts, has no blind hour and loses no page. Idle entities are
+//! forgotten (engine/evict.rs), and events that arrive for minutes already folded make the
+//! models re-warm in the background ([`warm`]).
 
 pub mod data;
 pub mod engine;
 mod evidence;
 pub mod familiar;
 pub mod lifecycle;
-mod publish;
+pub mod outbox;
 pub mod replay;
+pub mod warm;
+mod worker;
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tripline_core::time::now_s;
 
 use clickhouse::Client;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use tripline_core::config::{DetectConfig, KafkaConfig};
+use tripline_core::time::now_s;
 
 use crate::data::{Shard, Thresholds};
 use crate::engine::Engine;
-use crate::lifecycle::{Lifecycle, Step};
+use crate::lifecycle::Lifecycle;
+use crate::outbox::{Outbox, MAX_IN_MEMORY};
+use crate::worker::Worker;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DetectError {
@@ -75,70 +83,109 @@ const MINUTE: u32 = 60;
 impl Detector {
     pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), DetectError> {
         let config = self.config.borrow_and_update().clone();
-        let mut engine = Engine::new(config)?;
-        let publisher = publish::Publisher::new(&self.kafka, self.clickhouse.clone())?;
-        let mut lifecycle = Lifecycle::default();
-
-        // Warm the models on history, quietly, retrying while ClickHouse is unreachable.
+        // Refuse a bad config before anything starts.
+        Engine::new(config.clone())?;
+        let (shard, _) = shard_and_thresholds(&config);
+        // The outbox runs from the start: alerts flow whatever Kafka is doing.
+        let outbox = Outbox::start(&self.kafka, self.clickhouse.clone(), shard)?;
+        let Some(mut worker) = self.start(config, &outbox, &shutdown).await else {
+            outbox.close().await;
+            return Ok(());
+        };
         loop {
-            match replay_history(&self.clickhouse, &mut engine).await {
-                Ok(()) => break,
-                Err(err) => warn!(%err, "replaying history failed; retrying in 5 s"),
-            }
-            tokio::select! {
-                _ = shutdown.cancelled() => return Ok(()),
-                _ = tokio::time::sleep(Duration::from_secs(5)) => {}
-            }
-        }
-        match publisher.firing_alerts().await {
-            Ok(alerts) => {
-                for alert in alerts {
-                    lifecycle.restore(alert, now_s());
-                }
-            }
-            Err(err) => {
-                warn!(%err, "could not reload firing alerts; they will fire again if still true")
-            }
-        }
-        info!(
-            keys = engine.tracked_keys(),
-            firing = lifecycle.firing(),
-            "detectors ready"
-        );
-
-        loop {
-            let interval = Duration::from_millis(engine.config().eval_interval_ms);
+            let interval = Duration::from_millis(worker.engine.config().eval_interval_ms);
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = tokio::time::sleep(interval) => {}
                 changed = self.config.changed() => {
                     if changed.is_ok() {
                         let next = self.config.borrow_and_update().clone();
-                        match engine.reconfigure(next) {
+                        match worker.engine.reconfigure(next) {
                             Ok(()) => info!("detector thresholds reloaded"),
                             Err(err) => warn!(%err, "new detector config refused; keeping the old one"),
                         }
                     }
                     continue;
                 }
+                warmed = rewarmed(&mut worker.rewarm) => {
+                    worker.swap(&self.clickhouse, warmed).await;
+                    continue;
+                }
             }
             let started = Instant::now();
-            if let Err(err) = cycle(&self.clickhouse, &mut engine, &mut lifecycle, &publisher).await
-            {
+            if let Err(err) = worker.cycle(&self.clickhouse, &outbox).await {
                 metrics::counter!("tripline_detector_cycle_failures_total").increment(1);
                 warn!(%err, "detector cycle failed; retrying next interval");
                 continue;
             }
             self.health
-                .cycle_ok(now_s(), engine.config().eval_interval_ms);
+                .cycle_ok(now_s(), worker.engine.config().eval_interval_ms);
             metrics::histogram!("tripline_detector_cycle_seconds")
                 .record(started.elapsed().as_secs_f64());
-            metrics::gauge!("tripline_detector_keys").set(engine.tracked_keys() as f64);
-            metrics::gauge!("tripline_detector_firing_alerts").set(lifecycle.firing() as f64);
+            worker.report();
+            worker.watch_late(&self.clickhouse).await;
         }
-        publisher.flush();
+        outbox.close().await;
         Ok(())
     }
+
+    /// Warms the models on history and reloads the alerts' state, retrying while ClickHouse is
+    /// unreachable; `None` when shut down first.
+    async fn start(
+        &self,
+        config: DetectConfig,
+        outbox: &Outbox,
+        shutdown: &CancellationToken,
+    ) -> Option<Worker> {
+        let (shard, _) = shard_and_thresholds(&config);
+        loop {
+            let started_s = now_s();
+            let reloaded = async {
+                let engine = warm::warm(&self.clickhouse, config.clone()).await?;
+                let firing = outbox::firing_alerts(&self.clickhouse, shard).await?;
+                let pending =
+                    outbox::pending_alerts(&self.clickhouse, shard, now_s(), MAX_IN_MEMORY).await?;
+                Ok::<_, warm::WarmError>((engine, firing, pending))
+            };
+            match reloaded.await {
+                Ok((engine, firing, pending)) => {
+                    let mut lifecycle = Lifecycle::default();
+                    for alert in firing {
+                        lifecycle.restore(alert, now_s());
+                    }
+                    // Before any new decision, so that each alert's changes keep their order.
+                    outbox.restore(pending).await;
+                    info!(
+                        keys = engine.tracked_keys(),
+                        firing = lifecycle.firing(),
+                        "detectors ready"
+                    );
+                    return Some(Worker::new(engine, lifecycle, started_s));
+                }
+                Err(err) => warn!(%err, "warming the detectors on history failed; retrying in 5 s"),
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return None,
+                _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+            }
+        }
+    }
+}
+
+/// Waits for a re-warm to end (never, when none runs).
+async fn rewarmed(
+    rewarm: &mut Option<warm::Rewarm>,
+) -> (Result<Engine, warm::WarmError>, Duration) {
+    let Some(running) = rewarm.as_mut() else {
+        return std::future::pending().await;
+    };
+    let result = match (&mut running.task).await {
+        Ok(result) => result,
+        Err(err) => Err(err.into()),
+    };
+    let took = running.started.elapsed();
+    *rewarm = None;
+    (result, took)
 }
 
 fn shard_and_thresholds(config: &DetectConfig) -> (Shard, Thresholds) {
@@ -167,74 +214,6 @@ pub fn wants_budgets(config: &DetectConfig) -> bool {
                 .values()
                 .chain(config.projects.values())
                 .any(|o| o.hourly_budget_usd.is_some() || o.daily_budget_usd.is_some()))
-}
-
-/// One evaluation: read what is new, assess, publish firing and resolved alerts.
-async fn cycle(
-    clickhouse: &Client,
-    engine: &mut Engine,
-    lifecycle: &mut Lifecycle,
-    publisher: &publish::Publisher,
-) -> Result<(), clickhouse::error::Error> {
-    let now = now_s();
-    let (shard, thresholds) = shard_and_thresholds(engine.config());
-    let from = engine
-        .folded_through
-        .max(now.saturating_sub(3 * 3600) / MINUTE * MINUTE);
-    let data = data::fetch(
-        clickhouse,
-        shard,
-        from,
-        now / MINUTE * MINUTE,
-        &thresholds,
-        wants_budgets(engine.config()),
-        None,
-    )
-    .await?;
-    let candidates = engine.cycle(&data, now, false);
-    for candidate in &candidates {
-        if let Step::Fire(mut alert) = lifecycle.observe(candidate, now) {
-            if let Err(err) = evidence::attach(clickhouse, &mut alert).await {
-                warn!(%err, fingerprint = %alert.fingerprint, "could not gather evidence");
-            }
-            lifecycle.attach(&alert);
-            publisher.publish(&alert).await;
-        }
-    }
-    for alert in lifecycle.resolve_stale(now, engine.config().resolve_after_s as u32) {
-        publisher.publish(&alert).await;
-    }
-    Ok(())
-}
-
-/// Feeds `history_hours` of closed minutes to the models without flagging anything.
-async fn replay_history(
-    clickhouse: &Client,
-    engine: &mut Engine,
-) -> Result<(), clickhouse::error::Error> {
-    let now = now_s();
-    let hours = engine.config().history_hours as u32;
-    let mut from = now.saturating_sub(hours * 3600) / 3600 * 3600;
-    engine.folded_through = from;
-    let lateness = engine.config().allowed_lateness_s as u32;
-    let started = Instant::now();
-    while from < now {
-        let (shard, thresholds) = shard_and_thresholds(engine.config());
-        let to = (from + 3600 - MINUTE).min(now / MINUTE * MINUTE);
-        let data = data::fetch(clickhouse, shard, from, to, &thresholds, false, None).await?;
-        // Pretend it is just after this chunk so that all its minutes count as closed, but
-        // never later than now: minutes still open are assessed live.
-        let as_of = (to + MINUTE + lateness).min(now);
-        engine.cycle(&data, as_of, true);
-        from = to + MINUTE;
-    }
-    info!(
-        hours,
-        keys = engine.tracked_keys(),
-        elapsed_ms = started.elapsed().as_millis() as u64,
-        "models warmed on history"
-    );
-    Ok(())
 }
 
 #[cfg(test)]

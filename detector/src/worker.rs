@@ -1,0 +1,152 @@
+//! A running detector worker's state: the models, the alerts' lifecycle, the watch on late
+//! data and a re-warm in progress; and what one evaluation cycle does with them.
+
+use std::time::Duration;
+
+use clickhouse::Client;
+use tracing::{info, warn};
+use tripline_core::time::now_s;
+
+use crate::data;
+use crate::engine::{Engine, Evictions};
+use crate::lifecycle::{Lifecycle, Step};
+use crate::outbox::Outbox;
+use crate::warm::{self, LateWatch, Rewarm, WarmError};
+use crate::{evidence, shard_and_thresholds, wants_budgets, MINUTE};
+
+pub(crate) struct Worker {
+    pub engine: Engine,
+    lifecycle: Lifecycle,
+    late: LateWatch,
+    pub rewarm: Option<Rewarm>,
+    /// Evictions already counted in the metrics (the engine's totals restart with a re-warm).
+    reported: Evictions,
+}
+
+impl Worker {
+    /// A worker on an engine warmed from `warm_started_s` (when its replay began reading).
+    pub fn new(engine: Engine, lifecycle: Lifecycle, warm_started_s: u32) -> Self {
+        let reported = engine.evictions();
+        Self {
+            late: LateWatch::new(warm_started_s, engine.folded_through),
+            engine,
+            lifecycle,
+            rewarm: None,
+            reported,
+        }
+    }
+
+    /// One evaluation: read what is new, assess, and hand the alerts that fire or resolve to
+    /// the outbox (which publishes them without holding this up).
+    pub async fn cycle(
+        &mut self,
+        clickhouse: &Client,
+        outbox: &Outbox,
+    ) -> Result<(), clickhouse::error::Error> {
+        let now = now_s();
+        let (shard, thresholds) = shard_and_thresholds(self.engine.config());
+        let from = self
+            .engine
+            .folded_through
+            .max(now.saturating_sub(3 * 3600) / MINUTE * MINUTE);
+        let data = data::fetch(
+            clickhouse,
+            shard,
+            from,
+            now / MINUTE * MINUTE,
+            &thresholds,
+            wants_budgets(self.engine.config()),
+            None,
+        )
+        .await?;
+        let candidates = self.engine.cycle(&data, now, false);
+        for candidate in &candidates {
+            if let Step::Fire(mut alert) = self.lifecycle.observe(candidate, now) {
+                if let Err(err) = evidence::attach(clickhouse, &mut alert).await {
+                    warn!(%err, fingerprint = %alert.fingerprint, "could not gather evidence");
+                }
+                self.lifecycle.attach(&alert);
+                outbox.decided(*alert).await;
+            }
+        }
+        let resolve_after_s = self.engine.config().resolve_after_s as u32;
+        for alert in self.lifecycle.resolve_stale(now, resolve_after_s) {
+            outbox.decided(alert).await;
+        }
+        Ok(())
+    }
+
+    /// The gauges after a good cycle, and the entities forgotten since the last report.
+    pub fn report(&mut self) {
+        metrics::gauge!("tripline_detector_keys").set(self.engine.tracked_keys() as f64);
+        metrics::gauge!("tripline_detector_firing_alerts").set(self.lifecycle.firing() as f64);
+        let now = self.engine.evictions();
+        let idle = now.idle.saturating_sub(self.reported.idle);
+        let cap = now.cap.saturating_sub(self.reported.cap);
+        metrics::counter!("tripline_detector_evicted_total", "cause" => "idle").increment(idle);
+        metrics::counter!("tripline_detector_evicted_total", "cause" => "cap").increment(cap);
+        self.reported = now;
+    }
+
+    /// Counts late events when due, and starts a re-warm when enough arrived.
+    pub async fn watch_late(&mut self, clickhouse: &Client) {
+        let now = now_s();
+        let config = self.engine.config();
+        if self.late.due(config, now) {
+            match self
+                .late
+                .check(clickhouse, config, self.engine.folded_through, now)
+                .await
+            {
+                Ok(late) => {
+                    metrics::counter!("tripline_detector_late_events_total").increment(late)
+                }
+                Err(err) => warn!(%err, "counting late events failed"),
+            }
+        }
+        if self.rewarm.is_none() && self.late.should_rewarm(self.engine.config(), now) {
+            info!("events arrived for minutes already folded: re-warming the models on history");
+            metrics::counter!("tripline_detector_rewarms_total").increment(1);
+            self.late.started();
+            self.rewarm = Some(Rewarm::start(
+                clickhouse.clone(),
+                self.engine.config().clone(),
+            ));
+        }
+    }
+
+    /// A re-warm ended: its engine, caught up to the live watermark, replaces the live one
+    /// (with the live thresholds: the config may have been reloaded meanwhile). On failure the
+    /// live engine stays, and the late events count towards the next attempt.
+    pub async fn swap(
+        &mut self,
+        clickhouse: &Client,
+        (warmed, took): (Result<Engine, WarmError>, Duration),
+    ) {
+        self.late.ended(now_s(), took.as_secs() as u32);
+        let fresh = match warmed {
+            Ok(fresh) => warm::catch_up(clickhouse, fresh, self.engine.folded_through).await,
+            Err(err) => Err(err),
+        };
+        let mut fresh = match fresh {
+            Ok(fresh) => fresh,
+            Err(err) => {
+                warn!(%err, "re-warming the models failed; keeping the running ones");
+                return;
+            }
+        };
+        if let Err(err) = fresh.reconfigure(self.engine.config().clone()) {
+            warn!(%err, "re-warmed models refused the running config; keeping the running ones");
+            return;
+        }
+        info!(
+            keys_before = self.engine.tracked_keys(),
+            keys = fresh.tracked_keys(),
+            took_ms = took.as_millis() as u64,
+            "models re-warmed on history, late events included"
+        );
+        self.reported = fresh.evictions();
+        self.engine = fresh;
+        metrics::gauge!("tripline_detector_keys").set(self.engine.tracked_keys() as f64);
+    }
+}
