@@ -71,6 +71,8 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
 }
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    // Process figures are read from /proc at each scrape, so they are never stale.
+    metrics_process::Collector::default().collect();
     (
         [("content-type", "text/plain; version=0.0.4")],
         state.metrics.render(),

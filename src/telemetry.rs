@@ -1,6 +1,8 @@
 //! Logs (tracing, text or JSON) and the Prometheus recorder behind `/metrics`.
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 
 /// Logs go to stderr; `RUST_LOG` filters (default `info`), `TRIPLINE_LOG_FORMAT=json` for JSON.
@@ -10,6 +12,8 @@ pub fn init_logs() {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, never in log files.
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false);
     if json {
         builder.json().init();
@@ -34,5 +38,6 @@ pub fn init_metrics() -> anyhow::Result<PrometheusHandle> {
             ],
         )?
         .install_recorder()?;
+    metrics_process::Collector::default().describe();
     Ok(handle)
 }

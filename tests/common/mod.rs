@@ -92,6 +92,25 @@ impl TestEnv {
         env
     }
 
+    /// Another worker on the same topics, group and database, with its own port and files.
+    pub fn another_worker(&self, tag: &str) -> TestEnv {
+        let dir = self.dir.join(tag);
+        std::fs::create_dir_all(&dir).unwrap();
+        TestEnv {
+            name: format!("{}-{tag}", self.name),
+            database: self.database.clone(),
+            gateway_topic: self.gateway_topic.clone(),
+            provider_topic: self.provider_topic.clone(),
+            dlq_topic: self.dlq_topic.clone(),
+            alerts_topic: self.alerts_topic.clone(),
+            group: self.group.clone(),
+            dir,
+            listen: format!("127.0.0.1:{}", free_port()),
+            tripline_clickhouse_url: self.tripline_clickhouse_url.clone(),
+            ingest_extra: self.ingest_extra.clone(),
+        }
+    }
+
     pub fn config_path(&self) -> PathBuf {
         let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
         let text = format!(
