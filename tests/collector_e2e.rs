@@ -1093,3 +1093,35 @@ async fn collector_benchmark() {
         ms(percentile(&http, 0.5)) - ms(percentile(&direct, 0.5)),
     );
 }
+
+/// 200,000 bytes of 0x01 escape to about 1.2 MB as a dead letter: the broker refused it and the
+/// collector answered 503 on every retry, so the gateway re-sent it for ever. Now the dead letter
+/// is cut to fit, and the answer refuses the item with its reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_body_is_refused_once_not_retried_for_ever() {
+    let env = TestEnv::new("poison_body").await;
+    let _tripline = spawn_collector(&env, "max_body_bytes = 1000000", None, "");
+    assert!(wait_ready(&env, WAIT).await, "tripline never became ready");
+    let auth = bearer(TOKEN);
+    let headers = [
+        ("Content-Type", "application/x-ndjson"),
+        ("Authorization", auth.as_str()),
+    ];
+    for _ in 0..2 {
+        let reply = post(&env.listen, "/v1/events", &headers, &vec![0x01; 200_000]).await;
+        // Answered like any refused item (200, with its reason), never 503 "send it again".
+        assert_eq!(
+            reply.status,
+            200,
+            "{}",
+            String::from_utf8_lossy(&reply.body)
+        );
+        assert_eq!(reply.json()["rejected"][0]["reason"], "oversize");
+    }
+    let letters = env.dead_letters(2, WAIT).await;
+    assert_eq!(letters.len(), 2);
+    for letter in letters {
+        assert_eq!(letter["payload_truncated"], true, "{letter}");
+        assert!(serde_json::to_vec(&letter).unwrap().len() <= 1_000_000);
+    }
+}
