@@ -95,7 +95,11 @@ async fn missed_block(
         .collect();
     let raw_groups: Vec<String> = groups.iter().map(|g| view.group_expression(g)).collect();
     let raw_cell = format!("({minute}, {})", raw_groups.join(", "));
-    let our_cells = format!("SELECT {raw_cell} FROM {} WHERE {ours}", view.source);
+    let our_cells = format!(
+        "SELECT {minute}, {} FROM {} WHERE {ours}",
+        raw_groups.join(", "),
+        view.source
+    );
     let count_in = |sql: String| async move { cell_counts(client, &sql).await };
 
     let mine = count_in(format!(
