@@ -81,41 +81,41 @@ impl DedupFilter {
         self.maybe_sweep(now_s);
         let key = self.key(kind, event_id);
         let window_s = self.window_s;
-        match self.seen.entry(key) {
-            Entry::Occupied(mut entry) => {
-                let first = *entry.get();
-                if now_s.saturating_sub(first.at_s) > window_s {
-                    entry.insert(Seen {
+        let within = |at_s: u32| now_s.saturating_sub(at_s) <= window_s;
+        let first = self
+            .seen
+            .get(&key)
+            .copied()
+            .filter(|seen| within(seen.at_s));
+        match first {
+            // Rows stored before digests existed read 0: compared by id alone, as they were.
+            Some(first) if first.digest == digest || first.digest == LEGACY_DIGEST => {
+                return Sighting::Duplicate;
+            }
+            Some(_) => {}
+            None => {
+                self.seen.insert(
+                    key,
+                    Seen {
                         digest,
                         at_s: now_s,
-                    });
-                    return Sighting::First;
-                }
-                // Rows stored before digests existed read 0: compared by id alone, as they were.
-                if first.digest == digest || first.digest == LEGACY_DIGEST {
-                    return Sighting::Duplicate;
-                }
-            }
-            Entry::Vacant(entry) => {
-                entry.insert(Seen {
-                    digest,
-                    at_s: now_s,
-                });
-                return Sighting::First;
+                    },
+                );
             }
         }
+        // Either another event holds the id, or the id's first event has expired: this one
+        // may still be a redelivery of an event that collided with it.
         match self.others.entry(Self::other_key(key, digest)) {
-            Entry::Occupied(entry) if now_s.saturating_sub(*entry.get()) <= window_s => {
-                Sighting::Duplicate
-            }
-            Entry::Occupied(mut entry) => {
+            Entry::Occupied(entry) if within(*entry.get()) => Sighting::Duplicate,
+            Entry::Occupied(mut entry) if first.is_some() => {
                 entry.insert(now_s);
                 Sighting::Collision
             }
-            Entry::Vacant(entry) => {
+            Entry::Vacant(entry) if first.is_some() => {
                 entry.insert(now_s);
                 Sighting::Collision
             }
+            Entry::Occupied(_) | Entry::Vacant(_) => Sighting::First,
         }
     }
 
@@ -141,6 +141,12 @@ impl DedupFilter {
                 *at = (*at).max(ingested_s);
             }
         }
+    }
+
+    /// Forgets everything (a restarted ingest refills it from what ClickHouse holds).
+    pub fn clear(&mut self) {
+        self.seen.clear();
+        self.others.clear();
     }
 
     pub fn len(&self) -> usize {
@@ -247,6 +253,15 @@ mod tests {
         assert_eq!(filter.sight(G, "stored", 5, 1_000), Duplicate);
         assert_eq!(filter.sight(G, "stored", 6, 1_000), Duplicate);
         assert_eq!(filter.sight(G, "stored", 9, 1_000), Collision);
+    }
+
+    #[test]
+    fn a_colliding_event_outlives_the_expired_first_one() {
+        let mut filter = DedupFilter::new(100, 1_000_000);
+        assert_eq!(filter.sight(G, "evt-1", 1, 1_000), First);
+        assert_eq!(filter.sight(G, "evt-1", 2, 1_090), Collision);
+        // The first has expired (not yet swept); the second is still within its window.
+        assert_eq!(filter.sight(G, "evt-1", 2, 1_150), Duplicate);
     }
 
     #[test]

@@ -8,11 +8,12 @@
 //! the age of the oldest one still waiting is the stall.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Mutex;
 
-/// Consumed messages waiting longer than this make ingest unready. A healthy batch is stored
-/// within seconds; this leaves room for ClickHouse merges and a broker's leader election.
+/// Consumed messages waiting longer than this (beyond the batch's own age limit) make ingest
+/// unready. A healthy batch is stored within seconds; this leaves room for ClickHouse merges
+/// and a broker's leader election.
 pub const STALL_AFTER_S: f64 = 60.0;
 
 #[derive(Debug, Default)]
@@ -23,6 +24,8 @@ pub struct Health {
     pub consuming: AtomicBool,
     /// Start times (epoch ms) of the batches consumed but not yet committed, oldest first.
     waiting: Mutex<VecDeque<i64>>,
+    /// How long a batch may fill (`ingest.batch_max_age_ms`): waiting that long is not a stall.
+    batch_max_age_ms: AtomicI64,
 }
 
 impl Health {
@@ -31,9 +34,13 @@ impl Health {
         self.lock().push_back(at_ms);
     }
 
-    /// Forgets every waiting batch: a restarted ingest starts from its committed offsets.
-    pub fn restart(&self) {
+    /// A (re)started ingest: forgets every waiting batch (it starts from its committed
+    /// offsets) and is not consuming until it subscribes.
+    pub fn reset(&self, batch_max_age_ms: u64) {
         self.lock().clear();
+        self.consuming.store(false, Ordering::Relaxed);
+        self.batch_max_age_ms
+            .store(batch_max_age_ms as i64, Ordering::Relaxed);
     }
 
     /// The oldest waiting batch was committed (or given up at shutdown).
@@ -53,8 +60,16 @@ impl Health {
         [
             ("clickhouse", self.clickhouse_ok.load(Ordering::Relaxed)),
             ("kafka_consumer", self.consuming.load(Ordering::Relaxed)),
-            ("ingest_progress", self.stalled_s(now_ms) <= STALL_AFTER_S),
+            (
+                "ingest_progress",
+                self.stalled_s(now_ms) <= self.stall_after_s(),
+            ),
         ]
+    }
+
+    /// The stall beyond which ingest is unready: [`STALL_AFTER_S`] past the batch age limit.
+    pub fn stall_after_s(&self) -> f64 {
+        STALL_AFTER_S + self.batch_max_age_ms.load(Ordering::Relaxed) as f64 / 1000.0
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<i64>> {
@@ -87,9 +102,11 @@ mod tests {
         let health = Health::default();
         health.clickhouse_ok.store(true, Ordering::Relaxed);
         health.consuming.store(true, Ordering::Relaxed);
+        health.reset(1_000);
+        health.consuming.store(true, Ordering::Relaxed);
         health.batch_started(0);
-        assert!(health.checks(60_000).iter().all(|(_, ok)| *ok));
-        let checks = health.checks(61_000);
+        assert!(health.checks(61_000).iter().all(|(_, ok)| *ok));
+        let checks = health.checks(61_001);
         assert_eq!(checks[2], ("ingest_progress", false));
     }
 }

@@ -42,6 +42,10 @@ pub enum IngestError {
     Kafka(#[from] tripline_kafka::KafkaSetupError),
     #[error("kafka: {0}")]
     Client(#[from] rdkafka::error::KafkaError),
+    #[error(
+        "the batch writer stopped before shutdown; the uncommitted batches will be redelivered"
+    )]
+    WriterStopped,
 }
 
 /// Everything ingest needs, built by the binary from the config.
@@ -80,12 +84,17 @@ impl Ingest {
     /// Runs until `shutdown`, then stores and commits what it has read.
     pub async fn run(&mut self, shutdown: CancellationToken) -> Result<(), IngestError> {
         crate::metrics::describe();
+        let rollups: Vec<String> = tripline_store::rollup_views()
+            .into_iter()
+            .map(|view| view.target)
+            .collect();
         crate::metrics::init(
             &[&self.kafka.gateway_topic, &self.kafka.provider_topic],
             &[
                 tripline_store::GATEWAY_TABLE,
                 tripline_store::PROVIDER_TABLE,
             ],
+            &rollups.iter().map(String::as_str).collect::<Vec<_>>(),
         );
         let env = tripline_kafka::process_env;
         let consumer: StreamConsumer<IngestContext> =
@@ -96,12 +105,18 @@ impl Ingest {
         let consumer = Arc::new(consumer);
         let dlq: FutureProducer = tripline_kafka::producer_config(&self.kafka, env)?.create()?;
 
-        self.health.restart();
+        // A restarted run starts from the committed offsets: forget the batches the last run
+        // left unstored, and the events it saw but may not have stored (the filter is refilled
+        // from what ClickHouse holds), or their redelivery would be dropped as duplicates.
+        self.health.reset(self.settings.batch_max_age_ms);
+        self.processor.dedup.clear();
         let window_s = self.settings.dedup_window_s as u32;
         let Some(mut warmed_at) = self.refill(window_s, 0, &shutdown).await else {
             return Ok(());
         };
-        tokio::spawn(report_stalls(self.health.clone(), shutdown.clone()));
+        let stalls = shutdown.child_token();
+        let _stop_stall_reports = stalls.clone().drop_guard();
+        tokio::spawn(report_stalls(self.health.clone(), stalls));
 
         consumer.subscribe(&[&self.kafka.gateway_topic, &self.kafka.provider_topic])?;
         self.health.consuming.store(true, Ordering::Relaxed);
@@ -152,19 +167,21 @@ impl Ingest {
                 _ = shutdown.cancelled() => break,
                 _ = tokio::time::sleep_until(deadline), if !batch.is_empty() => {}
                 received = consumer.recv() => match received {
-                    Ok(message) => {
-                        let topic = message.topic();
-                        let kind = if topic == self.kafka.gateway_topic {
-                            EventKind::Gateway
-                        } else {
-                            EventKind::Provider
-                        };
-                        let source = Source { topic, partition: message.partition(), offset: message.offset() };
-                        if batch.is_empty() {
-                            self.health.batch_started(now_ms());
+                    Ok(message) if consumer.context().rebalanced.swap(false, Ordering::AcqRel) => {
+                        // Partitions moved: refill before judging their first message, so that
+                        // what the previous owner stored is recognised.
+                        let message = message.detach();
+                        match self.refill(window_s, warmed_at, &shutdown).await {
+                            Some(at) => warmed_at = at,
+                            None => break,
                         }
-                        let outcome = self.processor.process(kind, message.payload().unwrap_or_default(), source, now_ms());
-                        batch.add(outcome, source);
+                        self.take(&message, &mut batch);
+                        if batch.len() < max_rows {
+                            continue;
+                        }
+                    }
+                    Ok(message) => {
+                        self.take(&message, &mut batch);
                         if batch.len() < max_rows {
                             continue;
                         }
@@ -177,12 +194,6 @@ impl Ingest {
                     }
                 },
             }
-            if consumer.context().rebalanced.swap(false, Ordering::AcqRel) {
-                match self.refill(window_s, warmed_at, &shutdown).await {
-                    Some(at) => warmed_at = at,
-                    None => break,
-                }
-            }
             if !batch.is_empty() && to_writer.send(std::mem::take(&mut batch)).await.is_err() {
                 break;
             }
@@ -194,14 +205,40 @@ impl Ingest {
         }
         drop(to_writer);
         let writer = writer_task.await.ok().flatten();
+        let writer_died = writer.is_none() && !shutdown.is_cancelled();
         drop(writer);
         self.health.consuming.store(false, Ordering::Relaxed);
         match Arc::try_unwrap(consumer) {
             Ok(consumer) => tripline_kafka::close_consumer(consumer, Duration::from_secs(5)).await,
             Err(_) => warn!("consumer still shared at shutdown; not closing it"),
         }
+        if writer_died {
+            // Not a clean stop: the supervisor starts ingest again from the committed offsets.
+            return Err(IngestError::WriterStopped);
+        }
         info!("ingest stopped");
         Ok(())
+    }
+
+    /// Processes one message into the batch.
+    fn take<M: Message>(&mut self, message: &M, batch: &mut Batch) {
+        let topic = message.topic();
+        let kind = if topic == self.kafka.gateway_topic {
+            EventKind::Gateway
+        } else {
+            EventKind::Provider
+        };
+        let source = Source {
+            topic,
+            partition: message.partition(),
+            offset: message.offset(),
+        };
+        if batch.is_empty() {
+            self.health.batch_started(now_ms());
+        }
+        let payload = message.payload().unwrap_or_default();
+        let outcome = self.processor.process(kind, payload, source, now_ms());
+        batch.add(outcome, source);
     }
 }
 

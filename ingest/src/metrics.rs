@@ -20,6 +20,7 @@ pub const DLQ_PAYLOADS_DROPPED: &str = "tripline_ingest_dead_letter_payloads_dro
 pub const DLQ_LOST: &str = "tripline_ingest_dead_letters_lost_total";
 pub const STALLED_SECONDS: &str = "tripline_ingest_stalled_seconds";
 pub const ROLLUP_REPAIRS: &str = "tripline_ingest_rollup_repairs_total";
+pub const ROLLUP_UNREPAIRED: &str = "tripline_ingest_rollup_unrepaired_cells_total";
 pub const REFILL_FAILURES: &str = "tripline_ingest_dedup_refill_failures_total";
 
 /// Registers descriptions so that `/metrics` explains each series.
@@ -87,7 +88,11 @@ pub fn describe() {
     );
     describe_counter!(
         ROLLUP_REPAIRS,
-        "Rollup rows re-derived from raw rows after an insert whose views failed, by table"
+        "Raw rows re-derived into a rollup after an insert whose view failed, by rollup table"
+    );
+    describe_counter!(
+        ROLLUP_UNREPAIRED,
+        "Rollup cells found short that could not be attributed to one insert, by rollup table"
     );
     describe_counter!(
         REFILL_FAILURES,
@@ -97,14 +102,17 @@ pub fn describe() {
 
 /// Starts every counter at 0 for each label value it can take, so that `rate()` and
 /// `increase()` rules see the first event instead of a series appearing out of nowhere.
-pub fn init(topics: &[&str], tables: &[&str]) {
+pub fn init(topics: &[&str], tables: &[&str], rollups: &[&str]) {
     use tripline_core::event::RejectReason;
     for topic in topics {
         metrics::counter!(CONSUMED, "topic" => topic.to_string()).increment(0);
     }
     for table in tables {
         metrics::counter!(INSERTED, "table" => table.to_string()).increment(0);
-        metrics::counter!(ROLLUP_REPAIRS, "table" => table.to_string()).increment(0);
+    }
+    for rollup in rollups {
+        metrics::counter!(ROLLUP_REPAIRS, "table" => rollup.to_string()).increment(0);
+        metrics::counter!(ROLLUP_UNREPAIRED, "table" => rollup.to_string()).increment(0);
     }
     for reason in RejectReason::ALL {
         metrics::counter!(DEAD_LETTERED, "reason" => reason.as_str()).increment(0);

@@ -117,24 +117,20 @@ impl Writer {
         T: clickhouse::RowOwned + clickhouse::RowWrite + StoredRow,
     {
         for chunk in partition_chunks(rows, MAX_PARTITIONS_PER_INSERT) {
-            let found_stored = Mutex::new(Vec::new());
+            let attempts = Mutex::new(Attempts::default());
             self.retry(Server::ClickHouse, &format!("insert {table}"), |retrying| {
-                insert_rows(&self.clickhouse, table, &chunk, retrying, &found_stored)
+                insert_rows(&self.clickhouse, table, &chunk, retrying, &attempts)
             })
             .await?;
             self.health.clickhouse_ok.store(true, Ordering::Relaxed);
             metrics::counter!(m::INSERTED, "table" => table).increment(chunk.len() as u64);
-            let found: Vec<&T> = found_stored
-                .into_inner()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .into_iter()
-                .map(|i| chunk[i])
-                .collect();
-            if !found.is_empty() {
+            let attempts = attempts.into_inner().unwrap_or_else(|p| p.into_inner());
+            let found: Vec<&T> = attempts.found_stored.iter().map(|&i| chunk[i]).collect();
+            if let (false, Some(failed)) = (found.is_empty(), &attempts.failed) {
                 self.retry(
                     Server::ClickHouse,
                     &format!("check rollups of {table}"),
-                    |_| crate::repair::repair(&self.clickhouse, table, &found),
+                    |_| crate::repair::repair(&self.clickhouse, table, &found, failed),
                 )
                 .await?;
             }
@@ -300,18 +296,34 @@ pub fn partition_chunks<T: StoredRow>(rows: &[T], max_days: usize) -> Vec<Vec<&T
     days.chunks(max_days).map(|run| run.concat()).collect()
 }
 
-/// Inserts `rows` as one INSERT (atomic below ClickHouse's `max_insert_block_size`).
+/// What the attempts to insert one run of rows left behind, for the rollup check.
+#[derive(Debug, Default)]
+struct Attempts {
+    /// The last attempt that failed, if any.
+    failed: Option<FailedInsert>,
+    /// Rows (indices into the run) that a retry found already stored.
+    found_stored: Vec<usize>,
+}
+
+/// A failed INSERT: its id (to find it in `system.processes` and `system.query_log`) and error.
+#[derive(Debug, Clone)]
+pub struct FailedInsert {
+    pub query_id: String,
+    pub error: String,
+}
+
+/// Inserts `rows` as one INSERT (one block: the raw rows are stored all or none).
 ///
 /// A failed attempt is ambiguous: ClickHouse may have stored the rows and only the answer was
 /// lost, or stored them and then failed a materialized view. So a retry first asks which of
-/// these events are already stored, sends the rest, and reports the stored ones in
-/// `found_stored` (indices into `rows`) so that their rollups can be checked.
+/// these events are already stored, sends the rest, and records the stored ones in `attempts`
+/// with the failed attempt, so that their rollups can be checked (see [`crate::repair`]).
 async fn insert_rows<T>(
     client: &Client,
     table: &str,
     rows: &[&T],
     retrying: bool,
-    found_stored: &Mutex<Vec<usize>>,
+    attempts: &Mutex<Attempts>,
 ) -> Result<(), clickhouse::error::Error>
 where
     T: clickhouse::RowOwned + clickhouse::RowWrite + StoredRow,
@@ -322,7 +334,8 @@ where
         HashSet::new()
     };
     let is_stored = |row: &T| stored.contains(&(row.event_id(), row.event_digest()));
-    *found_stored.lock().unwrap_or_else(|p| p.into_inner()) = rows
+    let lock = || attempts.lock().unwrap_or_else(|p| p.into_inner());
+    lock().found_stored = rows
         .iter()
         .enumerate()
         .filter(|(_, row)| is_stored(row))
@@ -339,14 +352,31 @@ where
     if rows.iter().all(|row| is_stored(row)) {
         return Ok(());
     }
-    let mut insert = client.insert::<T>(table).await?.with_timeouts(
-        Some(Duration::from_secs(30)),
-        Some(Duration::from_secs(120)),
-    );
-    for row in rows.iter().filter(|row| !is_stored(row)) {
-        insert.write(*row).await?;
+    let query_id = next_query_id();
+    let sent = async {
+        let mut insert = client
+            .insert::<T>(table)
+            .await?
+            .with_setting("query_id", query_id.clone())
+            // Logged so that a lost answer can be told apart from a failed view afterwards.
+            .with_setting("log_queries", "1")
+            .with_timeouts(
+                Some(Duration::from_secs(30)),
+                Some(Duration::from_secs(120)),
+            );
+        for row in rows.iter().filter(|row| !is_stored(row)) {
+            insert.write(*row).await?;
+        }
+        insert.end().await
+    };
+    let result = sent.await;
+    if let Err(err) = &result {
+        lock().failed = Some(FailedInsert {
+            query_id,
+            error: err.to_string(),
+        });
     }
-    insert.end().await
+    result
 }
 
 #[derive(clickhouse::Row, serde::Deserialize)]
@@ -386,6 +416,15 @@ async fn already_stored<'a, T: StoredRow>(
         stored.extend(same_id.filter(|(_, digest)| *digest == row.event_digest));
     }
     Ok(stored)
+}
+
+/// A query id unique across workers and restarts: process id, start time and a counter.
+fn next_query_id() -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    static STARTED_MS: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    let started = *STARTED_MS.get_or_init(tripline_core::time::now_ms);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    format!("tripline-ingest-{}-{started}-{n}", std::process::id())
 }
 
 /// ±25 % jitter, so that many workers do not retry in lockstep.
