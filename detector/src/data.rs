@@ -15,6 +15,8 @@ pub struct KeyMinute {
     pub failures: u64,
     /// Answers 429 or 5xx (among `failures`).
     pub throttled: u64,
+    /// Answers 401 or 403 (among `failures`): the key was refused.
+    pub auth_failures: u64,
     pub retries: u64,
     pub cost_usd: f64,
     /// Prompt plus completion tokens.
@@ -288,14 +290,14 @@ pub async fn fetch(
                 &format!(
                     "SELECT api_key_id, toUInt32(minute), anyLastMerge(project), countMerge(requests), \
                      sumMerge(errors_auth) + sumMerge(errors_rate_limited) + sumMerge(errors_client) + sumMerge(errors_server), \
-                     sumMerge(errors_rate_limited) + sumMerge(errors_server), sumMerge(retries), sumMerge(cost_usd), \
+                     sumMerge(errors_rate_limited) + sumMerge(errors_server), sumMerge(errors_auth), sumMerge(retries), sumMerge(cost_usd), \
                      sumMerge(prompt_tokens) + sumMerge(completion_tokens), uniqIfMerge(distinct_ips) \
                      FROM rollup_key_1m WHERE {range} AND {keys_filter}"
                 ),
                 "GROUP BY api_key_id, minute",
                 &format!(
                     "SELECT api_key_id, toUInt32(toStartOfMinute(ts)) AS m, anyLast(project), count(), \
-                     countIf(status >= 400), countIf(status = 429 OR status >= 500), countIf(attempt > 1), sum(cost_usd), \
+                     countIf(status >= 400), countIf(status = 429 OR status >= 500), countIf(status IN (401, 403)), countIf(attempt > 1), sum(cost_usd), \
                      sum(prompt_tokens) + sum(completion_tokens), uniqIf(client_ip, client_ip != '') \
                      FROM gateway_requests WHERE {ts_range} AND {keys_filter}"
                 ),

@@ -148,7 +148,9 @@ pub struct Engine {
     spend_params: SpendParams,
     /// Fx hashing for maps keyed by API key ids (assigned by the gateway, or HMAC fingerprints
     /// of presented secrets: not chosen by clients); SipHash was a tenth of a cycle's CPU.
-    keys: FxMap<String, KeyState>,
+    /// Boxed: the table's empty slots (up to half of it after a growth, and it never shrinks)
+    /// then cost a pointer each rather than a whole key's state.
+    keys: FxMap<String, Box<KeyState>>,
     projects: FxMap<String, SpendTrack>,
     overall: Option<SpendTrack>,
     /// End users (the events' `user`) seen in the last day, for their impossible travel.

@@ -24,14 +24,11 @@ pub struct DetectConfig {
     /// Keys, projects and end users unseen for this long are forgotten, so that memory and
     /// cycle time follow the entities in use, not every id ever seen. One that comes back is a
     /// new entity: it warms up again before its models may alert (no false alerts, but no
-    /// alerts on it until then). At least `history_hours`, since a restart forgets more anyway.
+    /// alerts on it until then). A restart forgets what `history_hours` does not cover anyway.
     pub idle_evict_after_s: u64,
-    /// Keys with fewer than 30 active minutes (too young for any model to judge: a scanner
-    /// presents a new key id per attempt) are forgotten after this much idleness instead.
-    pub young_idle_evict_after_s: u64,
     /// At most this many keys (and as many projects and end users) are tracked; beyond it the
-    /// young keys go first, then the least recently seen. A backstop: idle eviction keeps
-    /// ordinary traffic below it.
+    /// keys with fewer than 30 active minutes go first, then the least recently seen. A
+    /// backstop against a flood of new ids: idle eviction keeps ordinary traffic below it.
     pub max_tracked_keys: u64,
     /// Events stored after their minute was folded into the models (a backfill, a gateway's
     /// delayed logs) are counted; once this many have arrived, the models are rebuilt from
@@ -57,7 +54,6 @@ impl Default for DetectConfig {
             shard_index: 0,
             shard_count: 1,
             idle_evict_after_s: 2 * 86_400,
-            young_idle_evict_after_s: 900,
             max_tracked_keys: 250_000,
             rewarm_min_late_events: 1_000,
             spend_spike: SpendSpikeConfig::default(),
@@ -299,15 +295,6 @@ impl DetectConfig {
             "detect.idle_evict_after_s",
             format!("must be at least 3600 (got {})", self.idle_evict_after_s),
             "seconds an entity may stay unseen before it is forgotten; default 172800 (2 days)",
-        );
-        check(
-            (60..=self.idle_evict_after_s.max(60)).contains(&self.young_idle_evict_after_s),
-            "detect.young_idle_evict_after_s",
-            format!(
-                "must be between 60 and idle_evict_after_s ({}) (got {})",
-                self.idle_evict_after_s, self.young_idle_evict_after_s
-            ),
-            "seconds a key with under 30 active minutes may stay unseen; default 900",
         );
         check(
             self.max_tracked_keys >= 1_000,

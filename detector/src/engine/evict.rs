@@ -1,14 +1,15 @@
 //! Forgetting entities that are no longer in use, so that memory and cycle time follow the
-//! keys, projects and end users in use rather than every id ever seen (a key scanner presents
-//! a new key id per attempt; every tracked key costs memory and a zero-filled fold per minute).
+//! keys, projects and end users in use rather than every id ever seen (every tracked key costs
+//! memory and a zero-filled fold per minute).
 //!
-//! - Idle: an established key (or a project) unseen for `idle_evict_after_s` is forgotten; a
-//!   young key (fewer than [`ESTABLISHED_MINUTES`] active minutes) after
-//!   `young_idle_evict_after_s`. End users keep their own horizon (a day: no move is
-//!   impossible after that; see travel.rs).
-//! - Cap: beyond `max_tracked_keys` entries in one map, the young go first, then the least
-//!   recently seen, down to nine tenths of the cap, so that a spray pays for the sort once in
-//!   a while rather than every minute.
+//! - Idle: a key or project unseen for `idle_evict_after_s` is forgotten. End users keep their
+//!   own horizon (a day: no move is impossible after that; see travel.rs).
+//! - Never tracked: a key id whose every request was refused (401/403), what a key scanner
+//!   presents by the thousand (see fold.rs).
+//! - Cap: beyond `max_tracked_keys` entries in one map, the young (fewer than
+//!   [`ESTABLISHED_MINUTES`] active minutes) go first, then the least recently seen, down to
+//!   nine tenths of the cap, so that a flood of new ids pays for the selection once in a while
+//!   rather than every minute, and cannot push out the keys with a history.
 //!
 //! A forgotten entity that comes back is a new one: every model starts from nothing and must
 //! warm up again before it may flag (the spend model's `warmup_windows`, the leaked-key rule's
@@ -38,16 +39,11 @@ impl Engine {
     /// after each fold, with the fold's watermark as "now" (so a replay evicts as a live worker
     /// would have).
     pub(super) fn evict(&mut self, closed_before: u32) {
-        let seconds = |s: u64| u32::try_from(s).unwrap_or(u32::MAX);
-        let idle = seconds(self.config.idle_evict_after_s);
-        let young = seconds(self.config.young_idle_evict_after_s).min(idle);
+        let idle = u32::try_from(self.config.idle_evict_after_s).unwrap_or(u32::MAX);
         // Idle time counts from the end of the last active minute.
         let unseen = |last_active: u32| closed_before.saturating_sub(last_active + MINUTE);
         let before = self.keys.len() + self.projects.len();
-        self.keys.retain(|_, s| {
-            let limit = if established(s) { idle } else { young };
-            unseen(s.spend.last_active) < limit
-        });
+        self.keys.retain(|_, s| unseen(s.spend.last_active) < idle);
         self.projects.retain(|_, p| unseen(p.last_active) < idle);
         self.evicted.idle += (before - self.keys.len() - self.projects.len()) as u64;
 
@@ -132,11 +128,10 @@ mod tests {
 
     const T0: u32 = 1_795_680_000; // a minute boundary
 
-    fn engine(idle_s: u64, young_s: u64, cap: u64) -> Engine {
+    fn engine(idle_s: u64, cap: u64) -> Engine {
         let config = DetectConfig {
             allowed_lateness_s: 0,
             idle_evict_after_s: idle_s,
-            young_idle_evict_after_s: young_s,
             max_tracked_keys: cap,
             ..DetectConfig::default()
         };
@@ -176,19 +171,47 @@ mod tests {
     }
 
     #[test]
-    fn idle_keys_are_forgotten_the_young_sooner() {
-        let mut e = engine(7_200, 900, 250_000);
+    fn idle_keys_and_projects_are_forgotten() {
+        let mut e = engine(7_200, 250_000);
         let now = feed(&mut e, &["old", "young"], T0, 5, 0.1);
         let now = feed(&mut e, &["old"], now, 40, 0.1);
-        assert_eq!(e.tracked_keys(), 1, "young, idle for 40 minutes, is gone");
-        assert_eq!(e.evictions().idle, 1);
-        // The established key stays through an hour of silence, and goes after two.
-        e.cycle(&CycleData::default(), now + 3_600, true);
+        assert_eq!(e.tracked_keys(), 2, "forty minutes of silence are not idle");
+        // "young" was last seen 40 minutes before `now`: it goes 80 minutes later.
+        e.cycle(&CycleData::default(), now + 4_800, true);
         assert_eq!(e.tracked_keys(), 1);
+        assert_eq!(e.evictions().idle, 1);
         e.cycle(&CycleData::default(), now + 7_200, true);
         assert_eq!(e.tracked_keys(), 0);
         assert_eq!(e.tracked_projects_and_users().0, 0, "its project too");
         assert_eq!(e.evictions().idle, 3);
+    }
+
+    #[test]
+    fn key_ids_that_were_only_refused_are_not_tracked() {
+        let mut e = engine(86_400, 250_000);
+        let refused = |key: &str, minute| KeyMinute {
+            auth_failures: 1,
+            requests: 1,
+            failures: 1,
+            ..minute_of(key, minute, 0.0)
+        };
+        let data = CycleData {
+            keys: vec![refused("guess-1", T0), refused("guess-2", T0)],
+            ..CycleData::default()
+        };
+        e.cycle(&data, T0 + MINUTE, true);
+        assert_eq!(e.tracked_keys(), 0);
+        // Refused, then accepted: tracked from the accepted minute.
+        let data = CycleData {
+            keys: vec![
+                refused("k", T0 + MINUTE),
+                minute_of("k", T0 + 2 * MINUTE, 0.1),
+            ],
+            ..CycleData::default()
+        };
+        e.cycle(&data, T0 + 3 * MINUTE, true);
+        assert_eq!(e.tracked_keys(), 1);
+        assert_eq!(e.keys["k"].spend.last_active, T0 + 2 * MINUTE);
     }
 
     #[test]
@@ -198,7 +221,7 @@ mod tests {
         // it is a new key warming up, and nothing is flagged.
         let mut found = Vec::new();
         for idle_s in [86_400, 3_600] {
-            let mut e = engine(idle_s, 900, 250_000);
+            let mut e = engine(idle_s, 250_000);
             let now = feed(&mut e, &["k"], T0, 60, 0.1);
             let back = now + 7_200;
             e.cycle(&CycleData::default(), back, true);
@@ -214,7 +237,7 @@ mod tests {
 
     #[test]
     fn a_spray_of_new_keys_stays_under_the_cap_and_keeps_the_established() {
-        let mut e = engine(86_400, 900, 1_000);
+        let mut e = engine(86_400, 1_000);
         let mut now = feed(&mut e, &["k"], T0, 40, 0.1);
         for round in 0..3u32 {
             let data = CycleData {

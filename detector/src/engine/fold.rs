@@ -35,13 +35,18 @@ impl Engine {
         }
         for (key, minutes) in &spend {
             if !self.keys.contains_key(*key) {
-                let Some(&(first, row)) = minutes.first() else {
+                // A key id whose every request was refused (401/403) has nothing to learn from
+                // (no spend, no usage), and a key scanner presents a new one per attempt: it is
+                // tracked from its first accepted request.
+                let Some(&(first, row)) =
+                    minutes.iter().find(|(_, r)| r.auth_failures < r.requests)
+                else {
                     continue;
                 };
                 let project = row.project.clone();
                 self.keys.insert(
                     (*key).to_owned(),
-                    KeyState {
+                    Box::new(KeyState {
                         project,
                         spend: SpendTrack::new(&params, first),
                         familiar: Familiar::default(),
@@ -52,7 +57,7 @@ impl Engine {
                         throttled: Ewma::default(),
                         whereabouts: travel::Whereabouts::default(),
                         countries: Ewma::default(),
-                    },
+                    }),
                 );
             }
         }

@@ -1,0 +1,5 @@
+//! Shared by the detector examples (scale.rs, spray.rs): measurement and synthetic traffic.
+#![allow(dead_code)]
+
+pub mod measure;
+pub mod traffic;
