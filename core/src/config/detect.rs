@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::models::spend::SpendModelConfig;
+use crate::models::sustained::SustainedConfig;
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -83,6 +84,15 @@ pub struct SpendSpikeConfig {
     /// its usual) to alert on tokens: a runaway job on a model missing from the price table
     /// costs $0 here but not on the bill. 0 switches token alerts off.
     pub min_abs_tokens: u64,
+    /// Sustained evidence (`[detect.spend_spike.sustained]`): a key whose spend (or tokens) stays
+    /// well above its own baseline for a few minutes alerts even under the per-minute floors,
+    /// when it is at least `min_ratio` times its usual and worth the impact floor below.
+    pub sustained: SustainedConfig,
+    /// What a sustained rise must add per day, if it went on, to alert (USD). Suits a small
+    /// team: a key that spends $3 a day and starts spending $15 a day more is worth a message.
+    pub impact_usd_per_day: f64,
+    /// The same for tokens, for models missing from the price table. 0 switches it off.
+    pub impact_tokens_per_day: f64,
 }
 
 impl Default for SpendSpikeConfig {
@@ -95,6 +105,9 @@ impl Default for SpendSpikeConfig {
             hourly_budget_usd: None,
             daily_budget_usd: None,
             min_abs_tokens: 200_000,
+            sustained: SustainedConfig::default(),
+            impact_usd_per_day: 10.0,
+            impact_tokens_per_day: 3_000_000.0,
         }
     }
 }
@@ -229,6 +242,10 @@ pub struct EntityOverride {
     /// Replaces `spend_spike.min_abs_tokens` for this entity. An entity whose dollar floor or
     /// budget is overridden (a planned batch job) gets no token alerts unless this is set too.
     pub min_abs_tokens: Option<u64>,
+    /// Replaces `spend_spike.impact_usd_per_day` (and, scaled alike, the tokens' floor) for this
+    /// entity. An entity whose dollar floor or budget is overridden gets no sustained alerts
+    /// unless this is set too.
+    pub impact_usd_per_day: Option<f64>,
 }
 
 pub const DETECTORS: [&str; 4] = ["spend_spike", "leaked_key", "retry_storm", "cross_region"];
@@ -323,6 +340,25 @@ impl DetectConfig {
                     "leave it out for no budget",
                 );
             }
+        }
+        if let Some((field, value, expected)) = sp.sustained.invalid() {
+            check(
+                false,
+                &format!("detect.spend_spike.sustained.{field}"),
+                format!("{value} is out of range ({expected})"),
+                "defaults: threshold 4.5, slack 0.5, max_step 3, min_ratio 2",
+            );
+        }
+        for (key, floor) in [
+            ("detect.spend_spike.impact_usd_per_day", sp.impact_usd_per_day),
+            ("detect.spend_spike.impact_tokens_per_day", sp.impact_tokens_per_day),
+        ] {
+            check(
+                floor.is_finite() && floor >= 0.0,
+                key,
+                format!("must be zero or more (got {floor})"),
+                "extra per day, if the rise went on, that a sustained rise must add to alert",
+            );
         }
         let l = &self.leaked_key;
         check(

@@ -7,6 +7,7 @@
 //! - [`robust`]: robust exponentially smoothed level and spread (Huber-clipped updates).
 //! - [`seasonal`]: hour-of-week factors with shrinkage toward the global level.
 //! - [`spend`]: the spend-spike model built from the above, with floors and early firing.
+//! - [`sustained`]: a capped one-sided CUSUM: evidence of a raised rate over several windows.
 //! - [`geo`]: great-circle distances, country points and implied travel speed.
 //! - [`proportion`]: confidence bounds for shares counted in small samples.
 
@@ -17,6 +18,7 @@ pub mod proportion;
 pub mod robust;
 pub mod seasonal;
 pub mod spend;
+pub mod sustained;
 
 pub use calibration::TailCalibration;
 pub use ewma::{alpha_from_half_life, Ewma};

@@ -291,7 +291,7 @@ impl SpendModel {
     }
 
     /// Expected value and sigma of the full window at this hour of the week.
-    fn moments(&self, p: &SpendParams, hour_of_week: u8) -> (f64, f64) {
+    pub fn moments(&self, p: &SpendParams, hour_of_week: u8) -> (f64, f64) {
         let f = self.season(p, hour_of_week);
         let expected = self.level.mean * f;
         let sigma = (self.level.std() * f).max(p.config.min_sigma_rel * expected.abs());
