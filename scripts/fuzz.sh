@@ -28,7 +28,7 @@ export RUSTC_BOOTSTRAP=1
 mkdir -p fuzz/corpus/ingest_message fuzz/corpus/litellm_payload
 printf '%s' '{"event_id":"e1","ts":1795687100000,"api_key_id":"key-1","model":"gpt-4o","status":200,"prompt_tokens":10,"client_ip":"8.8.8.8","user_agent":"Bearer sk-proj-AbCdEfGhIjKlMnOpQrStUvWx1234"}' \
   >fuzz/corpus/ingest_message/seed-gateway.json
-head -n 1 tests/fixtures/litellm_generic_api_sample.ndjson >fuzz/corpus/litellm_payload/seed-sample.json
+head -n 1 collector/tests/fixtures/litellm_generic_api_sample.ndjson >fuzz/corpus/litellm_payload/seed-sample.json
 
 status=0
 for target in "${targets[@]}"; do
