@@ -186,6 +186,6 @@ async fn migrations_apply_once_and_are_recorded() {
             env.database
         ))
         .await,
-        13.0
+        14.0
     );
 }

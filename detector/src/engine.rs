@@ -24,6 +24,7 @@ mod fold;
 mod leaks;
 mod retries;
 mod spend;
+mod sustained;
 mod travel;
 
 /// Something a detector flagged this cycle.
@@ -113,6 +114,8 @@ struct KeyState {
     whereabouts: travel::Whereabouts,
     /// Distinct countries per active minute.
     countries: Ewma,
+    /// Evidence of a raised spend and token rate over several minutes (see `sustained.rs`).
+    sustained: sustained::Evidence,
 }
 
 /// A key's retry counts in one closed minute (u32: a minute of one key fits).

@@ -89,7 +89,7 @@ pub struct SpendSpikeConfig {
     /// when it is at least `min_ratio` times its usual and worth the impact floor below.
     pub sustained: SustainedConfig,
     /// What a sustained rise must add per day, if it went on, to alert (USD). Suits a small
-    /// team: a key that spends $3 a day and starts spending $15 a day more is worth a message.
+    /// team: a key that spends $6 a day and starts spending $12 a day more is worth a message.
     pub impact_usd_per_day: f64,
     /// The same for tokens, for models missing from the price table. 0 switches it off.
     pub impact_tokens_per_day: f64,
@@ -106,7 +106,7 @@ impl Default for SpendSpikeConfig {
             daily_budget_usd: None,
             min_abs_tokens: 200_000,
             sustained: SustainedConfig::default(),
-            impact_usd_per_day: 10.0,
+            impact_usd_per_day: 5.0,
             impact_tokens_per_day: 3_000_000.0,
         }
     }
@@ -350,8 +350,14 @@ impl DetectConfig {
             );
         }
         for (key, floor) in [
-            ("detect.spend_spike.impact_usd_per_day", sp.impact_usd_per_day),
-            ("detect.spend_spike.impact_tokens_per_day", sp.impact_tokens_per_day),
+            (
+                "detect.spend_spike.impact_usd_per_day",
+                sp.impact_usd_per_day,
+            ),
+            (
+                "detect.spend_spike.impact_tokens_per_day",
+                sp.impact_tokens_per_day,
+            ),
         ] {
             check(
                 floor.is_finite() && floor >= 0.0,

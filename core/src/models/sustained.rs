@@ -20,7 +20,9 @@
 //!   starts spending $1,400 a day is told within minutes; a +5 % drift on a big key, or cents
 //!   on a tiny one, never pages however certain it is.
 //! - The run (from when S last left 0) is the incident as evidence sees it: its observed and
-//!   expected sums give the ratio and the extra spend per day that the alert reports.
+//!   expected sums give the ratio and the extra spend per day that the alert reports. They are
+//!   judged without the run's largest window, so that no single window carries the case: one
+//!   wild minute after a few slightly busy ones is not a x6.
 
 use serde::{Deserialize, Serialize};
 
@@ -91,6 +93,9 @@ pub struct Cusum {
     pub expected: f64,
     /// Windows in the current run.
     pub windows: u32,
+    /// The largest single window of the run, and what was expected of it.
+    pub largest: f64,
+    pub largest_expected: f64,
 }
 
 impl Cusum {
@@ -110,20 +115,28 @@ impl Cusum {
         if sum == 0.0 {
             return Cusum::default();
         }
-        let (observed_total, expected_total, windows) = if self.sum == 0.0 {
-            (observed, expected, 1)
+        if self.sum == 0.0 {
+            return Cusum {
+                sum,
+                observed,
+                expected,
+                windows: 1,
+                largest: observed,
+                largest_expected: expected,
+            };
+        }
+        let (largest, largest_expected) = if observed > self.largest {
+            (observed, expected)
         } else {
-            (
-                self.observed + observed,
-                self.expected + expected,
-                self.windows + 1,
-            )
+            (self.largest, self.largest_expected)
         };
         Cusum {
             sum,
-            observed: observed_total,
-            expected: expected_total,
-            windows,
+            observed: self.observed + observed,
+            expected: self.expected + expected,
+            windows: self.windows + 1,
+            largest,
+            largest_expected,
         }
     }
 
@@ -147,17 +160,31 @@ impl Cusum {
         }
     }
 
+    /// The run without its largest window (empty for a run of one window).
+    pub fn trimmed(&self) -> Cusum {
+        if self.windows < 2 {
+            return Cusum::default();
+        }
+        Cusum {
+            observed: self.observed - self.largest,
+            expected: self.expected - self.largest_expected,
+            windows: self.windows - 1,
+            ..*self
+        }
+    }
+
     /// Enough evidence, on the entity's scale, and worth `impact_per_day` at
-    /// `windows_per_day` if it went on.
+    /// `windows_per_day` if it went on, without leaning on any single window.
     pub fn alarm(
         &self,
         config: &SustainedConfig,
         windows_per_day: f64,
         impact_per_day: f64,
     ) -> bool {
+        let trimmed = self.trimmed();
         self.sum >= config.threshold
-            && self.ratio() >= config.min_ratio
-            && self.extra_per_window() * windows_per_day >= impact_per_day
+            && trimmed.ratio() >= config.min_ratio
+            && trimmed.extra_per_window() * windows_per_day >= impact_per_day
     }
 }
 
@@ -199,6 +226,22 @@ mod tests {
         assert!(!wild.alarm(&config, MINUTES_PER_DAY, 10.0), "{wild:?}");
         let twice = wild.step(100.0, 0.004, 0.004, &config);
         assert!(twice.alarm(&config, MINUTES_PER_DAY, 10.0));
+    }
+
+    /// A few slightly busy windows, then one wild one: evidence enough, but without the wild
+    /// window the run is x1.3, not the key's x2.
+    #[test]
+    fn no_single_window_carries_the_case() {
+        let config = SustainedConfig::default();
+        let c = run(
+            Cusum::default(),
+            &[0.0065, 0.0065, 0.0065, 0.09],
+            0.004,
+            0.002,
+        );
+        assert!(c.sum >= config.threshold, "{c:?}");
+        assert!(c.ratio() > 2.0);
+        assert!(!c.alarm(&config, MINUTES_PER_DAY, 10.0), "{c:?}");
     }
 
     #[test]

@@ -11,6 +11,7 @@ impl Engine {
         let from = self.folded_through;
         let closed = |minute: u32| minute >= from && minute < closed_before;
         let params = self.spend_params.clone();
+        let sustained_config = self.config.spend_spike.sustained;
 
         // Keys: spend per minute, zero-filled for minutes without traffic.
         // Per key, its closed minutes in order (one in a live cycle, up to 60 in a replay
@@ -57,6 +58,7 @@ impl Engine {
                         throttled: Ewma::default(),
                         whereabouts: travel::Whereabouts::default(),
                         countries: Ewma::default(),
+                        sustained: sustained::Evidence::default(),
                     }),
                 );
             }
@@ -90,10 +92,17 @@ impl Engine {
                         .map(|i| m[i].1)
                 });
                 let cost = row.map_or(0.0, |r| r.cost_usd);
-                state
-                    .spend
-                    .model
-                    .update(&params, cost, hour_of_week(i64::from(minute) * 1000));
+                let how = hour_of_week(i64::from(minute) * 1000);
+                // Evidence first, against the baseline as it stood before this minute.
+                state.sustained = state.sustained.after_minute(
+                    &state.spend.model,
+                    &state.tokens,
+                    &params,
+                    &sustained_config,
+                    row.map(|r| (r.cost_usd, r.requests, r.tokens)),
+                    how,
+                );
+                state.spend.model.update(&params, cost, how);
                 let sat = |n: u64| u32::try_from(n).unwrap_or(u32::MAX);
                 state.previous = row.map(|r| {
                     // Upstream attempts are looked up only where something went wrong: a calm

@@ -7,6 +7,9 @@ impl Engine {
     pub(super) fn assess_spend(&self, data: &CycleData, now_s: u32, out: &mut Vec<Candidate>) {
         let fraction =
             |minute: u32| (f64::from(now_s.saturating_sub(minute)) / 60.0).clamp(0.05, 1.0);
+        // Keys the per-minute rules flagged (spend, tokens): the sustained rule adds no second
+        // candidate for them.
+        let mut fired: FxMap<&str, (bool, bool)> = FxMap::default();
         for row in data.keys.iter().filter(|r| r.minute >= self.folded_through) {
             let Some(state) = self.keys.get(&row.api_key_id) else {
                 continue;
@@ -15,6 +18,7 @@ impl Engine {
                 continue;
             }
             if let Some(c) = self.assess_tokens(row, state) {
+                fired.entry(&row.api_key_id).or_default().1 = true;
                 out.push(c);
             }
             let params = self.params_for(&row.api_key_id, &row.project);
@@ -42,9 +46,11 @@ impl Engine {
                     row.api_key_id, row.cost_usd, a.expected, a.upper
                 );
                 c.facts.insert("requests".into(), json!(row.requests));
+                fired.entry(&row.api_key_id).or_default().0 = true;
                 out.push(c);
             }
         }
+        self.assess_sustained(data, &fired, out);
         let shared: [(&str, &Vec<crate::data::SpendMinute>, bool); 2] = [
             (
                 "project",

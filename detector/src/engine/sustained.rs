@@ -1,0 +1,328 @@
+//! spend_spike on sustained evidence: a key whose spend (or tokens) stays well above its own
+//! baseline for a few minutes, sized to the key and to what it would cost if it went on
+//! (`tripline_core::models::sustained`). It finds what the per-minute rule's dollar floor
+//! cannot: x3 on a key that spends half a cent a minute, a key moved to a model a hundred times
+//! pricier. It alerts under the same labels as the per-minute rule: one alert per key.
+
+use tripline_core::models::sustained::{Cusum, SustainedConfig};
+
+use super::*;
+
+const MINUTES_PER_DAY: f64 = 1440.0;
+
+/// A key's evidence: spend per minute (idle minutes count as zero) and tokens per active minute.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(super) struct Evidence {
+    spend: Cusum,
+    tokens: Cusum,
+}
+
+impl Evidence {
+    /// The evidence after one more minute (`row`: its spend, requests and tokens, if used),
+    /// judged against the baselines as they stood before it. Nothing accrues during warm-up.
+    pub(super) fn after_minute(
+        self,
+        model: &SpendModel,
+        tokens: &Ewma,
+        params: &SpendParams,
+        config: &SustainedConfig,
+        row: Option<(f64, u64, u64)>,
+        how: u8,
+    ) -> Evidence {
+        let warm = model.windows() >= u64::from(params.config.warmup_windows.max(1));
+        if !warm {
+            return Evidence::default();
+        }
+        let (expected, sigma) = model.moments(params, how);
+        let cost = row.map_or(0.0, |(cost, _, _)| cost);
+        let spend = self.spend.step(cost, expected, sigma, config);
+        // Tokens are judged per active minute, as their baseline is.
+        let tokens = match row {
+            Some((_, requests, used)) if requests > 0 && tokens.n >= 30 => {
+                self.tokens
+                    .step(used as f64, tokens.mean, tokens.std(), config)
+            }
+            _ => self.tokens,
+        };
+        Evidence { spend, tokens }
+    }
+}
+
+impl Engine {
+    /// The sustained rule over the minutes not folded yet (the open one included, as it stands:
+    /// spend and tokens only grow within a minute, so evidence found early holds at its end).
+    /// `fired` holds the keys the per-minute rule already flagged this cycle.
+    pub(super) fn assess_sustained(
+        &self,
+        data: &CycleData,
+        fired: &FxMap<&str, (bool, bool)>,
+        out: &mut Vec<Candidate>,
+    ) {
+        let config = &self.config.spend_spike.sustained;
+        // Rows come ordered by key and minute: a key's unfolded minutes build on each other.
+        let mut carried: Option<(&str, u32, Evidence)> = None;
+        for row in data.keys.iter().filter(|r| r.minute >= self.folded_through) {
+            let Some(state) = self.keys.get(&row.api_key_id) else {
+                continue;
+            };
+            let Some(impact_usd) = self.impact_usd(&row.api_key_id, &row.project) else {
+                continue;
+            };
+            if !self.key_enabled("spend_spike", &row.api_key_id, &row.project) {
+                continue;
+            }
+            let params = &self.spend_params;
+            let mut evidence = state.sustained;
+            let mut next = state.spend.last_folded;
+            if let Some((key, minute, held)) = carried {
+                if key == row.api_key_id && minute < row.minute {
+                    (evidence, next) = (held, minute + MINUTE);
+                }
+            }
+            // Closed minutes without a row were idle: they count as zero, and weaken the case.
+            while next < row.minute {
+                let how = hour_of_week(i64::from(next) * 1000);
+                evidence = evidence.after_minute(
+                    &state.spend.model,
+                    &state.tokens,
+                    params,
+                    config,
+                    None,
+                    how,
+                );
+                next += MINUTE;
+            }
+            let how = hour_of_week(i64::from(row.minute) * 1000);
+            evidence = evidence.after_minute(
+                &state.spend.model,
+                &state.tokens,
+                params,
+                config,
+                Some((row.cost_usd, row.requests, row.tokens)),
+                how,
+            );
+            carried = Some((&row.api_key_id, row.minute, evidence));
+
+            let (spend_fired, tokens_fired) = fired
+                .get(row.api_key_id.as_str())
+                .copied()
+                .unwrap_or_default();
+            if !spend_fired && evidence.spend.alarm(config, MINUTES_PER_DAY, impact_usd) {
+                out.push(spend_candidate(row, &evidence.spend, impact_usd));
+            }
+            let impact_tokens = self.config.spend_spike.impact_tokens_per_day * impact_usd
+                / self
+                    .config
+                    .spend_spike
+                    .impact_usd_per_day
+                    .max(f64::MIN_POSITIVE);
+            if !tokens_fired
+                && impact_tokens > 0.0
+                && evidence
+                    .tokens
+                    .alarm(config, MINUTES_PER_DAY, impact_tokens)
+            {
+                out.push(tokens_candidate(row, &evidence.tokens));
+            }
+        }
+    }
+
+    /// The impact floor for a key: its override's, else the setting. None when the key's spend
+    /// is judged on its own terms (a raised dollar floor or a budget: a planned batch job).
+    fn impact_usd(&self, key: &str, project: &str) -> Option<f64> {
+        let default = self.config.spend_spike.impact_usd_per_day;
+        match self.config.override_for(key, project) {
+            Some(o) if o.impact_usd_per_day.is_some() => o.impact_usd_per_day,
+            Some(o)
+                if o.min_abs_usd.is_some()
+                    || o.hourly_budget_usd.is_some()
+                    || o.daily_budget_usd.is_some() =>
+            {
+                None
+            }
+            _ => Some(default),
+        }
+    }
+}
+
+fn spend_candidate(row: &KeyMinute, run: &Cusum, impact_usd: f64) -> Candidate {
+    let minutes = run.windows.max(1);
+    let start = row.minute.saturating_sub((minutes - 1) * MINUTE);
+    let mut c = Candidate::new(
+        "spend_spike",
+        &[("api_key_id", &row.api_key_id), ("project", &row.project)],
+        start,
+        row.minute + MINUTE,
+    );
+    let per_minute = run.observed / f64::from(minutes);
+    let usual = run.expected / f64::from(minutes);
+    let extra_per_day = run.extra_per_window() * MINUTES_PER_DAY;
+    c.severity = if extra_per_day >= 100.0 * impact_usd {
+        Severity::Critical
+    } else {
+        Severity::Warning
+    };
+    (c.observed, c.expected) = (per_minute, usual);
+    c.upper = usual + impact_usd / MINUTES_PER_DAY;
+    c.score = (1.0 - 1.0 / run.ratio()).clamp(0.0, 1.0);
+    c.summary = format!(
+        "key {} has spent ${per_minute:.4} a minute for {minutes} min, {} its usual ${usual:.4}: \
+         +${extra_per_day:.0} a day if it goes on",
+        row.api_key_id,
+        times(run.ratio())
+    );
+    c.facts.insert("rule".into(), json!("sustained"));
+    c.facts.insert("minutes".into(), json!(minutes));
+    c.facts
+        .insert("extra_usd_per_day".into(), json!(extra_per_day));
+    c.facts.insert("requests".into(), json!(row.requests));
+    c
+}
+
+fn tokens_candidate(row: &KeyMinute, run: &Cusum) -> Candidate {
+    let minutes = run.windows.max(1);
+    let start = row.minute.saturating_sub((minutes - 1) * MINUTE);
+    let mut c = Candidate::new(
+        "spend_spike",
+        &[
+            ("api_key_id", &row.api_key_id),
+            ("project", &row.project),
+            ("measure", "tokens"),
+        ],
+        start,
+        row.minute + MINUTE,
+    );
+    let per_minute = run.observed / f64::from(minutes);
+    let usual = run.expected / f64::from(minutes);
+    (c.observed, c.expected, c.upper) = (per_minute, usual, usual * 2.0);
+    c.score = (1.0 - 1.0 / run.ratio()).clamp(0.0, 1.0);
+    c.summary = format!(
+        "key {} has used {per_minute:.0} tokens a minute for {minutes} min, {} its usual {usual:.0}",
+        row.api_key_id,
+        times(run.ratio())
+    );
+    c.facts.insert("rule".into(), json!("sustained"));
+    c.facts.insert("minutes".into(), json!(minutes));
+    c
+}
+
+/// "52x", or "far above" when nothing was expected.
+fn times(ratio: f64) -> String {
+    if ratio.is_finite() {
+        format!("{ratio:.1}x")
+    } else {
+        "far above".into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tripline_core::config::EntityOverride;
+
+    const T0: u32 = 1_795_680_000; // a minute boundary
+
+    fn engine() -> Engine {
+        let mut config = DetectConfig {
+            allowed_lateness_s: 0,
+            ..DetectConfig::default()
+        };
+        config.spend_spike.model.warmup_windows = 10;
+        let mut engine = Engine::new(config).unwrap();
+        engine.folded_through = T0;
+        engine
+    }
+
+    /// A small, lumpy key: 0-3 requests of $0.0015 a minute, about $0.004 a minute, in a fixed
+    /// pseudo-random order; `times` multiplies its spend from minute `from` on.
+    fn spend(i: u32, times: f64, from: u32) -> (u64, f64) {
+        let requests = u64::from((i.wrapping_mul(2_654_435_761) >> 13) % 4);
+        let factor = if i >= from { times } else { 1.0 };
+        (requests, requests as f64 * 0.0015 * factor)
+    }
+
+    fn minute_data(key: &str, minute: u32, requests: u64, cost: f64) -> CycleData {
+        CycleData {
+            keys: vec![KeyMinute {
+                api_key_id: key.into(),
+                minute,
+                project: "p".into(),
+                requests,
+                cost_usd: cost,
+                tokens: requests * 1_000,
+                ..KeyMinute::default()
+            }],
+            ..CycleData::default()
+        }
+    }
+
+    /// Runs the key for `minutes`, judging each minute when it ends; returns the minutes (from
+    /// the start) at which a spend_spike candidate came up, and their summaries.
+    fn run(
+        e: &mut Engine,
+        key: &str,
+        minutes: u32,
+        cost_at: impl Fn(u32) -> (u64, f64),
+    ) -> Vec<(u32, String)> {
+        let mut found = Vec::new();
+        for i in 0..minutes {
+            let minute = T0 + i * 60;
+            let (requests, cost) = cost_at(i);
+            let data = minute_data(key, minute, requests, cost);
+            for c in e.cycle(&data, minute + 60, i < 120) {
+                if c.detector == "spend_spike" {
+                    found.push((i, c.summary));
+                }
+            }
+        }
+        found
+    }
+
+    #[test]
+    fn a_tripled_small_key_alarms_within_minutes_under_the_dollar_floor() {
+        let mut e = engine();
+        let found = run(&mut e, "k", 140, |i| spend(i, 3.0, 125));
+        let first = found.first().expect("the x3 was not found");
+        assert!((125..=130).contains(&first.0), "{found:?}");
+        assert!(first.1.contains("a day if it goes on"), "{}", first.1);
+    }
+
+    #[test]
+    fn a_key_moved_to_a_pricier_model_alarms_at_the_same_request_rate() {
+        let mut e = engine();
+        // The same requests, 100x the price per request: $0.004 -> $0.40 a minute.
+        let found = run(&mut e, "k", 140, |i| spend(i, 100.0, 125));
+        let first = found.first().expect("the price change was not found");
+        assert!((125..=127).contains(&first.0), "{found:?}");
+    }
+
+    #[test]
+    fn noisy_minutes_on_a_small_key_never_page() {
+        let mut e = engine();
+        // Normal lumpy use, plus a wild minute ($0.09, 20x) every half hour.
+        let found = run(&mut e, "k", 300, |i| {
+            if i > 120 && i % 30 == 0 {
+                (6, 0.09)
+            } else {
+                spend(i, 1.0, u32::MAX)
+            }
+        });
+        assert!(found.is_empty(), "{found:?}");
+    }
+
+    #[test]
+    fn a_planned_batch_with_its_own_floor_is_judged_on_its_own_terms() {
+        let mut e = engine();
+        let mut config = e.config().clone();
+        config.keys.insert(
+            "batch".into(),
+            EntityOverride {
+                min_abs_usd: Some(50.0),
+                ..EntityOverride::default()
+            },
+        );
+        e.reconfigure(config).unwrap();
+        let found = run(&mut e, "batch", 140, |i| spend(i, 10.0, 125));
+        assert!(found.is_empty(), "{found:?}");
+    }
+}
