@@ -125,6 +125,10 @@ impl Detector {
             worker.report();
             worker.watch_late(&self.clickhouse).await;
         }
+        if let Some(rewarm) = worker.rewarm.take() {
+            // Its engine would be dropped anyway; a replay chunk already folding finishes alone.
+            rewarm.task.abort();
+        }
         outbox.close().await;
         Ok(())
     }

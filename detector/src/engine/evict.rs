@@ -41,7 +41,8 @@ impl Engine {
     pub(super) fn evict(&mut self, closed_before: u32) {
         let idle = u32::try_from(self.config.idle_evict_after_s).unwrap_or(u32::MAX);
         // Idle time counts from the end of the last active minute.
-        let unseen = |last_active: u32| closed_before.saturating_sub(last_active + MINUTE);
+        let unseen =
+            |last_active: u32| closed_before.saturating_sub(last_active.saturating_add(MINUTE));
         let before = self.keys.len() + self.projects.len();
         self.keys.retain(|_, s| unseen(s.spend.last_active) < idle);
         self.projects.retain(|_, p| unseen(p.last_active) < idle);

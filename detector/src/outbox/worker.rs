@@ -305,6 +305,12 @@ impl Worker {
         self.write_due_ms = 0;
         self.write().await;
         let _ = self.producer.flush(Duration::from_secs(1));
+        if !self.unrecorded.is_empty() {
+            warn!(
+                unrecorded = self.unrecorded.len(),
+                "alerts decided but neither recorded nor published are lost; those still true are decided again after the restart"
+            );
+        }
         if !self.queue.is_empty() {
             info!(
                 pending = self.queue.len(),
