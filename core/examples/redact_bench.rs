@@ -8,6 +8,8 @@
 //! - **clean**: contract-v1 events as `tripline simulate` writes them (gateway requests and
 //!   provider attempts, ~400-550 bytes, a `key_hint` like `sk-…9f2c`, SDK user agents), one
 //!   in ten with a `\u` escape the way Go's and Python's encoders write `&`, `<` or `é`;
+//! - **`api_key`**: the same events sending the key itself as `api_key` (allowed by the
+//!   contract), no other secret;
 //! - **dirty**: the same events, each carrying one key of the test corpus
 //!   (`core/src/secret/corpus.rs`) in one of its positions (plain field, escaped name, header
 //!   array, nested headers, query string, model, user agent, …).
@@ -137,6 +139,28 @@ fn clean_mix(events: usize, escapes: Escapes) -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// Events that send the key itself as `api_key` (the contract allows it), no other secret.
+fn api_key_mix(events: usize) -> Vec<Vec<u8>> {
+    let mut rng = Rng(0x1234_5678_9abc_def1);
+    (0..events)
+        .map(|i| {
+            let key = format!(
+                "sk-proj-{:016x}{:016x}T3BlbkFJ{:016x}",
+                rng.next(),
+                rng.next(),
+                rng.next()
+            );
+            gateway(&mut rng, i, Escapes::None)
+                .replacen(
+                    "\"api_key_id\":",
+                    &format!("\"api_key\":\"{key}\",\"x\":"),
+                    1,
+                )
+                .into_bytes()
+        })
+        .collect()
+}
+
 fn dirty_mix(events: usize) -> Vec<Vec<u8>> {
     let mut rng = Rng(0x2545_f491_4f6c_dd1d);
     let placements: Vec<_> = corpus::KEYS.iter().flat_map(corpus::placements).collect();
@@ -184,6 +208,7 @@ fn main() {
             "clean, all escaped (\\u0026)",
             clean_mix(events, Escapes::All),
         ),
+        ("`api_key` sent in every event", api_key_mix(events)),
         ("dirty", dirty_mix(events)),
     ] {
         let bytes = mix.iter().map(Vec::len).sum::<usize>() / mix.len();

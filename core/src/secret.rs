@@ -199,8 +199,9 @@ enum Clue {
     Found,
     /// `n` bytes from the first set, then `m` from the second.
     Then(&'static [u8], usize, &'static [u8], usize),
-    /// A `\u00XX` escape of printable ASCII. (`\/` needs no clue of its own: the patterns with
-    /// `/` in them, query values, bearer tokens and AWS secrets, have clues of their own.)
+    /// A `\u00XX` escape of a character the patterns use (not `<`, `>`, …, which Go escapes in
+    /// every message). (`\/` needs no clue of its own: the patterns with `/` in them, query
+    /// values, bearer tokens and AWS secrets, have clues of their own.)
     Escape,
     /// `sk_live_`, `rk_test_`, `gsk_` + 20.
     Stripe,
@@ -220,7 +221,28 @@ impl Clue {
             Clue::Then(first, n, second, m) => {
                 run(first, n, after) && run(second, m, &after[n.min(after.len())..])
             }
-            Clue::Escape => matches!(after, [b'2'..=b'7', ..]),
+            Clue::Escape => {
+                let Some(decoded) = after.get(..2).and_then(hex2) else {
+                    return false;
+                };
+                let word_after = || {
+                    let rest = &after[2..];
+                    let end = rest.iter().position(|&b| !is_word(b)).unwrap_or(rest.len());
+                    QUERY_NAMES.iter().any(|name| same_name(name, &rest[..end]))
+                };
+                // An escaped escape (`\\u0041`: escaped JSON in a string) always counts.
+                (start > 0 && folded[start - 1] == b'|')
+                    || match decoded {
+                        // What the patterns are made of, once decoded.
+                        b'0'..=b'9' | b'A'..=b'Z' | b'a'..=b'z' => true,
+                        b'_' | b'-' | b'.' | b'/' | b'+' | b'=' | b'%' | b':' | b' ' => true,
+                        b'\'' | b'~' | b'[' | b'{' | b',' => true,
+                        // `\u0026` is how Go writes every `&`: it counts before a query name.
+                        b'&' | b'?' => word_after(),
+                        // `<`, `>`, `!`, `#`, `;`, … take part in no pattern.
+                        _ => false,
+                    }
+            }
             Clue::Stripe => {
                 after.starts_with(b"live\x7f")
                     || after.starts_with(b"test\x7f")
@@ -228,13 +250,10 @@ impl Clue {
             }
             Clue::Name => {
                 // The word ends where the literal's terminator is.
-                let word = |b: &u8| {
-                    b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, 0x7f | b'-')
-                };
                 let end = end - 1;
                 let from = folded[..end]
                     .iter()
-                    .rposition(|b| !word(b))
+                    .rposition(|&b| !is_word(b))
                     .map_or(0, |i| i + 1);
                 let name = &folded[from..end];
                 is_secret_word(name) || QUERY_NAMES.iter().any(|known| same_name(known, name))
@@ -312,7 +331,6 @@ fn scan(text: &[u8]) -> Scan {
     let mut out = Vec::new();
     let mut needs_value = false;
     let mut escapes = false;
-    let word = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, 0x7f | b'-');
     each_clue(text, |folded, start, _, role| {
         match role {
             Role::Escape => {
@@ -323,11 +341,11 @@ fn scan(text: &[u8]) -> Scan {
             Role::Word | Role::Secret => {
                 let from = folded[..start]
                     .iter()
-                    .rposition(|&b| !word(b))
+                    .rposition(|&b| !is_word(b))
                     .map_or(0, |i| i + 1);
                 let to = folded[start..]
                     .iter()
-                    .position(|&b| !word(b))
+                    .position(|&b| !is_word(b))
                     .map_or(folded.len(), |i| start + i);
                 out.extend(from.checked_sub(1));
                 if from >= 2 && &folded[from - 2..from] == b"|\"" {
@@ -354,6 +372,17 @@ fn scan(text: &[u8]) -> Scan {
         needs_value,
         escapes,
     }
+}
+
+/// A byte of a folded word: `[a-z0-9_-]` (`_` as 0x7f).
+fn is_word(b: u8) -> bool {
+    b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, 0x7f | b'-')
+}
+
+/// Two folded hex digits (`00`-`7f`), as the byte they stand for.
+fn hex2(digits: &[u8]) -> Option<u8> {
+    let digit = |d: u8| (d as char).to_digit(16);
+    Some((digit(digits[0])? * 16 + digit(digits[1])?) as u8)
 }
 
 /// Whether a folded word (`_` as 0x7f) is one of [`SECRET_NAMES`].

@@ -26,6 +26,16 @@ fn clean_message_is_borrowed() {
 }
 
 #[test]
+fn escapes_that_hide_nothing_leave_the_message_borrowed() {
+    // Go's encoder writes `<`, `>` and `&` as \u escapes in every message.
+    let raw = br#"{"event_id":"e1","user_agent":"a \u003cb\u003e \u0026 c","user":"x\u0026y=1"}"#;
+    assert!(matches!(fp().redact(raw), Cow::Borrowed(_)));
+    // An escaped letter or a `&` before a query name is looked at.
+    let raw = br#"{"user_agent":"\u0041Iza_SOFFfI-D_-3l6BadJ7lMTi7yrNz63Rb_R-"}"#;
+    assert!(!String::from_utf8_lossy(&fp().redact(raw)).contains("SOFFfI"));
+}
+
+#[test]
 fn redacts_key_shaped_tokens_anywhere() {
     let key = "sk-proj-AbCdEfGhIjKlMnOpQrStUvWx1234";
     let raw = format!(r#"{{"user_agent":"curl Bearer {key}","api_key_id":"{key}"}}"#);
