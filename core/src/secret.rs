@@ -125,10 +125,10 @@ const MAX_DEPTH: u8 = 4;
 /// The fast path's literals, searched for in the message with every byte OR 0x20 ([`fold`]):
 /// ASCII letters in lower case, `_` as 0x7f, `\` as `|` (other bytes move too, harmlessly).
 /// Folding makes names and `Bearer` case-insensitive without thousands of literals; few,
-/// distinctive literals keep the search on the regex engine's SIMD literal matcher (measured:
-/// every literal added costs about 7 ns on a 460-byte event). Each hit is then checked by
-/// [`Clue::confirms`]; together they match wherever [`Patterns::replace`] or [`Patterns::slow`]
-/// could, or a `\u`/`\/` escape that [`decode_plain_escapes`] decodes is.
+/// distinctive literals keep the search on the regex engine's SIMD literal matcher (see
+/// [`CLUE_SEARCHES`]). Each hit is then checked by [`Clue::confirms`]; together they hit
+/// wherever one of the [`Patterns`] could match (a superset: the property tests check that no
+/// corpus key gets through), or where an escape of a character they use is.
 const CLUES: &[(&str, Clue, Role, usize)] = &[
     ("|u00", Clue::Escape, Role::Escape, 1),
     ("sk-", Clue::Then(b"", 0, KEY_CHARS, 20), Role::Token(0), 0),
