@@ -30,6 +30,9 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SustainedConfig {
+    /// Off by default: on real-trace background traffic, whose keys burst x2-x4 for minutes at
+    /// a time, per-minute sigmas make the sums overconfident (BENCHMARKS.md, "Sustained spend").
+    pub enabled: bool,
     /// Evidence needed, in capped standard scores summed over windows.
     pub threshold: f64,
     /// Subtracted from each window's score: windows within this many sigmas of normal add no
@@ -44,6 +47,7 @@ pub struct SustainedConfig {
 impl Default for SustainedConfig {
     fn default() -> Self {
         Self {
+            enabled: false,
             threshold: 4.5,
             slack: 0.5,
             max_step: 3.0,

@@ -59,6 +59,9 @@ impl Engine {
         out: &mut Vec<Candidate>,
     ) {
         let config = &self.config.spend_spike.sustained;
+        if !config.enabled {
+            return;
+        }
         // Rows come ordered by key and minute: a key's unfolded minutes build on each other.
         let mut carried: Option<(&str, u32, Evidence)> = None;
         for row in data.keys.iter().filter(|r| r.minute >= self.folded_through) {
@@ -228,6 +231,7 @@ mod tests {
             ..DetectConfig::default()
         };
         config.spend_spike.model.warmup_windows = 10;
+        config.spend_spike.sustained.enabled = true;
         let mut engine = Engine::new(config).unwrap();
         engine.folded_through = T0;
         engine
