@@ -3,6 +3,7 @@
 
 use clickhouse::Client;
 use tripline_core::alert::{Alert, Counted};
+use tripline_store::sql_string as quote;
 
 #[derive(clickhouse::Row, serde::Deserialize)]
 struct Top {
@@ -84,20 +85,6 @@ fn entity_filter(alert: &Alert) -> Option<String> {
         return Some(eq("project", project));
     }
     l.get("scope").map(|_| "1".to_owned())
-}
-
-/// A ClickHouse string literal: backslashes and quotes escaped.
-fn quote(value: &str) -> String {
-    let mut out = String::with_capacity(value.len() + 2);
-    out.push('\'');
-    for ch in value.chars() {
-        if ch == '\\' || ch == '\'' {
-            out.push('\\');
-        }
-        out.push(ch);
-    }
-    out.push('\'');
-    out
 }
 
 #[cfg(test)]

@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use clickhouse::Client;
 use tracing::{debug, info, warn};
-use tripline_store::{rollup_views, RollupView, StoredRow};
+use tripline_store::{rollup_views, sql_string as quote, RollupView, StoredRow};
 
 use crate::writer::FailedInsert;
 
@@ -299,28 +299,4 @@ fn ours_filter<T: StoredRow>(rows: &[&T]) -> String {
         "ingested_at >= toDateTime({first}) AND ingested_at <= toDateTime({last}) \
          AND (event_id, event_digest) IN ({ids})"
     )
-}
-
-/// A ClickHouse string literal.
-fn quote(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 2);
-    out.push('\'');
-    for c in text.chars() {
-        if c == '\'' || c == '\\' {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out.push('\'');
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn literals_are_escaped() {
-        assert_eq!(quote(r"it's a \ test"), r"'it\'s a \\ test'");
-    }
 }

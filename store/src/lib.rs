@@ -32,7 +32,30 @@ pub fn client(config: &ClickHouseConfig, password: Option<&str>) -> clickhouse::
     client
 }
 
+/// A ClickHouse string literal (backslashes and quotes escaped), for the few queries built as
+/// text: 18.16 has no server-side query parameters.
+pub fn sql_string(value: &str) -> String {
+    let mut out = String::with_capacity(value.len() + 2);
+    out.push('\'');
+    for ch in value.chars() {
+        if ch == '\\' || ch == '\'' {
+            out.push('\\');
+        }
+        out.push(ch);
+    }
+    out.push('\'');
+    out
+}
+
 /// Whether the server answers a trivial query: the readiness probe.
 pub async fn ping(client: &clickhouse::Client) -> bool {
     client.query_raw("SELECT 1").fetch_one::<u8>().await.is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn string_literals_are_escaped() {
+        assert_eq!(super::sql_string(r"it's a \ test"), r"'it\'s a \\ test'");
+    }
 }

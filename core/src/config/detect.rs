@@ -248,6 +248,16 @@ pub struct EntityOverride {
     pub impact_usd_per_day: Option<f64>,
 }
 
+impl EntityOverride {
+    /// A raised dollar floor or a budget: the entity's spend (a planned batch job, say) is
+    /// judged on those terms alone, so token, sustained and shared-baseline rules leave it be.
+    pub fn spend_on_own_terms(&self) -> bool {
+        self.min_abs_usd.is_some()
+            || self.hourly_budget_usd.is_some()
+            || self.daily_budget_usd.is_some()
+    }
+}
+
 pub const DETECTORS: [&str; 4] = ["spend_spike", "leaked_key", "retry_storm", "cross_region"];
 
 impl DetectConfig {

@@ -123,13 +123,7 @@ impl Engine {
         let floor = match self.config.override_for(&row.api_key_id, &row.project) {
             Some(o) if o.min_abs_tokens.is_some() => o.min_abs_tokens,
             // A raised dollar floor or budget (a planned batch) speaks for its tokens too.
-            Some(o)
-                if o.min_abs_usd.is_some()
-                    || o.hourly_budget_usd.is_some()
-                    || o.daily_budget_usd.is_some() =>
-            {
-                None
-            }
+            Some(o) if o.spend_on_own_terms() => None,
             _ => Some(self.config.spend_spike.min_abs_tokens),
         }
         .filter(|f| *f > 0)?;
@@ -175,11 +169,11 @@ impl Engine {
             return excused;
         }
         for k in &data.keys {
-            let own = self.config.keys.get(&k.api_key_id).is_some_and(|o| {
-                o.min_abs_usd.is_some()
-                    || o.hourly_budget_usd.is_some()
-                    || o.daily_budget_usd.is_some()
-            });
+            let own = self
+                .config
+                .keys
+                .get(&k.api_key_id)
+                .is_some_and(|o| o.spend_on_own_terms());
             if own {
                 *excused
                     .project

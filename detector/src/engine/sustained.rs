@@ -136,13 +136,7 @@ impl Engine {
         let default = self.config.spend_spike.impact_usd_per_day;
         match self.config.override_for(key, project) {
             Some(o) if o.impact_usd_per_day.is_some() => o.impact_usd_per_day,
-            Some(o)
-                if o.min_abs_usd.is_some()
-                    || o.hourly_budget_usd.is_some()
-                    || o.daily_budget_usd.is_some() =>
-            {
-                None
-            }
+            Some(o) if o.spend_on_own_terms() => None,
             _ => Some(default),
         }
     }
