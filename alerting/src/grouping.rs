@@ -100,9 +100,10 @@ pub struct GroupSettings {
 }
 
 impl GroupSettings {
-    pub fn of(route: &Route) -> GroupSettings {
+    /// The settings `route` gives the group with these group labels.
+    pub fn of(route: &Route, group_labels: &Labels) -> GroupSettings {
         GroupSettings {
-            group_wait_ms: route.group_wait_ms,
+            group_wait_ms: route.group_wait_for(group_labels),
             group_interval_ms: route.group_interval_ms.max(1),
             repeat_interval_ms: route.repeat_interval_ms.max(1),
             for_ms: route.for_ms,
@@ -293,7 +294,7 @@ impl Grouper {
             let group_labels = route.group_labels(&alert.labels);
             let id = (route.receiver.clone(), route.group_key(&group_labels));
             targets.insert(id.clone());
-            let settings = GroupSettings::of(route);
+            let settings = GroupSettings::of(route, &group_labels);
             let live = matches!(
                 alert.phase(now, settings.for_ms),
                 Phase::Pending | Phase::Firing
@@ -348,7 +349,7 @@ impl Grouper {
         self.groups
             .retain(|_, g| match routes.get(g.route_key.as_str()) {
                 Some(route) if route.receiver == g.receiver => {
-                    g.settings = GroupSettings::of(route);
+                    g.settings = GroupSettings::of(route, &g.group_labels);
                     true
                 }
                 _ => false,

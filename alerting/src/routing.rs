@@ -13,7 +13,8 @@ use std::collections::BTreeMap;
 
 use tripline_core::config::{
     AlertingConfig, RouteConfig, DEFAULT_GROUP_BY, DEFAULT_GROUP_INTERVAL_MS,
-    DEFAULT_GROUP_WAIT_MS, DEFAULT_REPEAT_INTERVAL_S, GROUP_BY_ALL,
+    DEFAULT_GROUP_WAIT_MS, DEFAULT_REPEAT_INTERVAL_S, DEFAULT_SECURITY_GROUP_WAIT_MS, GROUP_BY_ALL,
+    SECURITY_DETECTORS,
 };
 
 use crate::matcher::{all_match, list_to_string, Labels, Matcher, MatcherError};
@@ -25,6 +26,10 @@ pub enum GroupBy {
     All,
     /// These labels (an empty list puts all the route's alerts in one group).
     Labels(Vec<String>),
+    /// Set neither on the route nor above it: every label but `severity` for an alert of one of
+    /// the `SECURITY_DETECTORS` (one group per alert, kept when it escalates),
+    /// `DEFAULT_GROUP_BY` for the others.
+    Default,
 }
 
 impl GroupBy {
@@ -47,7 +52,12 @@ pub struct Route {
     pub matchers: Vec<Matcher>,
     pub continue_matching: bool,
     pub group_by: GroupBy,
+    /// The route's `group_wait_ms` (inherited, or `DEFAULT_GROUP_WAIT_MS`); see
+    /// [`Route::group_wait_for`].
     pub group_wait_ms: i64,
+    /// The same, for groups of the `SECURITY_DETECTORS`: equal to `group_wait_ms` once the
+    /// route or one above it sets it, `DEFAULT_SECURITY_GROUP_WAIT_MS` until then.
+    pub security_group_wait_ms: i64,
     pub group_interval_ms: i64,
     pub repeat_interval_ms: i64,
     /// How long an alert fires before this route notifies it.
@@ -83,8 +93,9 @@ impl RouteTree {
     pub fn from_config(config: &AlertingConfig) -> Result<RouteTree, RoutingError> {
         let defaults = Inherited {
             receiver: None,
-            group_by: GroupBy::Labels(DEFAULT_GROUP_BY.iter().map(|s| (*s).to_owned()).collect()),
+            group_by: GroupBy::Default,
             group_wait_ms: DEFAULT_GROUP_WAIT_MS,
+            security_group_wait_ms: DEFAULT_SECURITY_GROUP_WAIT_MS,
             group_interval_ms: DEFAULT_GROUP_INTERVAL_MS,
             repeat_interval_ms: DEFAULT_REPEAT_INTERVAL_S.saturating_mul(1000),
             for_ms: config.for_ms,
@@ -123,12 +134,32 @@ impl Route {
     /// The values of the route's `group_by` labels for an alert (a missing label is left out,
     /// so it groups with the alerts that lack it too).
     pub fn group_labels(&self, labels: &Labels) -> Labels {
+        let pick = |names: &mut dyn Iterator<Item = &str>| -> Labels {
+            names
+                .filter_map(|n| labels.get(n).map(|v| (n.to_owned(), v.clone())))
+                .collect()
+        };
         match &self.group_by {
             GroupBy::All => labels.clone(),
-            GroupBy::Labels(names) => names
+            // The alert's own labels: `severity` changes when it escalates, its group must not.
+            GroupBy::Default if is_security(labels) => labels
                 .iter()
-                .filter_map(|n| labels.get(n).map(|v| (n.clone(), v.clone())))
+                .filter(|(k, _)| k.as_str() != "severity")
+                .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
+            GroupBy::Default => pick(&mut DEFAULT_GROUP_BY.iter().copied()),
+            GroupBy::Labels(names) => pick(&mut names.iter().map(String::as_str)),
+        }
+    }
+
+    /// How long a new group with these group labels waits before its first notification: the
+    /// route's `group_wait_ms`, or when the tree sets none, `DEFAULT_SECURITY_GROUP_WAIT_MS`
+    /// for a group of a security detector and `DEFAULT_GROUP_WAIT_MS` for the others.
+    pub fn group_wait_for(&self, group_labels: &Labels) -> i64 {
+        if is_security(group_labels) {
+            self.security_group_wait_ms
+        } else {
+            self.group_wait_ms
         }
     }
 
@@ -137,6 +168,13 @@ impl Route {
     pub fn group_key(&self, group_labels: &Labels) -> String {
         format!("{}:{}", self.key, format_labels(group_labels))
     }
+}
+
+/// Whether these labels name one of the `SECURITY_DETECTORS`.
+fn is_security(labels: &Labels) -> bool {
+    labels
+        .get("detector")
+        .is_some_and(|d| SECURITY_DETECTORS.contains(&d.as_str()))
 }
 
 /// `{a="1", b="2"}` with values escaped like matcher values.
@@ -183,6 +221,7 @@ struct Inherited {
     receiver: Option<String>,
     group_by: GroupBy,
     group_wait_ms: u64,
+    security_group_wait_ms: u64,
     group_interval_ms: u64,
     repeat_interval_ms: u64,
     for_ms: u64,
@@ -205,6 +244,7 @@ fn build(
             .as_deref()
             .map_or_else(|| parent.group_by.clone(), GroupBy::from_config),
         group_wait_ms: rc.group_wait_ms.unwrap_or(parent.group_wait_ms),
+        security_group_wait_ms: rc.group_wait_ms.unwrap_or(parent.security_group_wait_ms),
         group_interval_ms: rc.group_interval_ms.unwrap_or(parent.group_interval_ms),
         repeat_interval_ms: rc
             .repeat_interval_s
@@ -248,6 +288,7 @@ fn build(
         continue_matching: rc.continue_matching,
         group_by: here.group_by,
         group_wait_ms: ms(here.group_wait_ms),
+        security_group_wait_ms: ms(here.security_group_wait_ms),
         group_interval_ms: ms(here.group_interval_ms).max(1),
         repeat_interval_ms: ms(here.repeat_interval_ms).max(1),
         for_ms: ms(here.for_ms),

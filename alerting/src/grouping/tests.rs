@@ -120,6 +120,85 @@ fn group_wait_batches_alerts() {
     assert_eq!(run.sent[1].1.sequence, 2, "numbered across groups");
 }
 
+/// Only a receiver: every grouping setting is the built-in default.
+const DEFAULTS: &str = r#"
+[alerting.route]
+receiver = "ops"
+
+[[alerting.receivers]]
+name = "ops"
+kind = "webhook"
+url = "http://127.0.0.1:9/hook"
+"#;
+
+#[test]
+fn by_default_each_security_alert_is_its_own_group_and_waits_5_s() {
+    let mut run = Run::new(DEFAULTS);
+    run.push(0, critical("cross_region", "key-1", 0));
+    run.push(0, firing("spend_spike", "key-1", 0));
+    // A second stolen key while the first still fires: news of its own, not held for the
+    // first one's group_interval; a second spend alert joins its detector's group.
+    run.push(s(60), critical("cross_region", "key-2", s(60)));
+    run.push(s(60), critical("leaked_key", "key-2", s(60)));
+    run.push(s(60), firing("spend_spike", "key-2", s(60)));
+    run.until(s(400));
+    let short: Vec<Short> = run
+        .log()
+        .into_iter()
+        .map(|(t, _, reason, alerts)| (t, reason, alerts))
+        .collect();
+    assert_eq!(
+        short,
+        vec![
+            (s(5), "new", keys(&[("key-1", "firing")])),
+            (s(30), "new", keys(&[("key-1", "firing")])),
+            (s(65), "new", keys(&[("key-2", "firing")])),
+            (s(65), "new", keys(&[("key-2", "firing")])),
+            (
+                s(330),
+                "changed",
+                keys(&[("key-1", "firing"), ("key-2", "firing")])
+            ),
+        ],
+        "{:#?}",
+        run.sent
+    );
+    let groups: Vec<&str> = run.sent.iter().map(|(_, n)| n.group_key.as_str()).collect();
+    assert_eq!(
+        groups[0],
+        r#"{}:{api_key_id="key-1", detector="cross_region"}"#
+    );
+    assert_eq!(groups[1], r#"{}:{detector="spend_spike"}"#);
+
+    // A security alert that escalates stays in its group: news at its next group_interval.
+    let mut up = Run::new(DEFAULTS);
+    up.push(0, firing("leaked_key", "key-1", 0));
+    up.push(s(20), critical("leaked_key", "key-1", s(20)));
+    up.until(s(400));
+    let log: Vec<(i64, &str)> = up.log().into_iter().map(|(t, _, r, _)| (t, r)).collect();
+    assert_eq!(log, vec![(s(5), "new"), (s(305), "changed")]);
+
+    // A tree that sets group_wait_ms or group_by keeps it for every detector.
+    let mut set = Run::new(&DEFAULTS.replace(
+        "receiver = \"ops\"\n\n",
+        "receiver = \"ops\"\ngroup_wait_ms = 20000\ngroup_by = [\"detector\"]\n\n",
+    ));
+    set.push(0, critical("cross_region", "key-1", 0));
+    set.push(s(1), critical("cross_region", "key-2", s(1)));
+    set.until(s(100));
+    assert_eq!(
+        set.log()
+            .into_iter()
+            .map(|(t, _, reason, alerts)| (t, reason, alerts))
+            .collect::<Vec<_>>(),
+        vec![(
+            s(20),
+            "new",
+            keys(&[("key-1", "firing"), ("key-2", "firing")])
+        )]
+    );
+}
+
 #[test]
 fn group_interval_holds_late_alerts() {
     let mut run = Run::new(BASE);
@@ -290,6 +369,7 @@ fn continue_routing_sends_to_every_matching_receiver() {
 [alerting.route]
 receiver = "ops"
 group_wait_ms = 1000
+group_by = ["detector"]
 
 [[alerting.route.routes]]
 matchers = ['severity="critical"']

@@ -15,11 +15,22 @@ pub use matchers::{is_label_name, matcher_regex, MatchOp, MatcherError, MatcherS
 
 /// Root route defaults, inherited by every child route that does not set its own.
 pub const DEFAULT_GROUP_WAIT_MS: u64 = 30_000;
+/// The detectors whose alerts mean someone else may be using a key (a compromise, not a cost
+/// or reliability trend). Unless the routing tree sets `group_by` or `group_wait_ms`, each of
+/// their alerts is a group of its own and waits only `DEFAULT_SECURITY_GROUP_WAIT_MS` before
+/// its first notification: a stolen key is paged at once, and never waits for another key's
+/// group to come round again (`group_interval_ms`).
+pub const SECURITY_DETECTORS: [&str; 2] = ["leaked_key", "cross_region"];
+/// `group_wait_ms` of a security detector's group when the routing tree sets none: one
+/// detector cycle, so that what one cycle decides together (a critical alert and the warnings
+/// an inhibition rule mutes under it) arrives together, and no longer.
+pub const DEFAULT_SECURITY_GROUP_WAIT_MS: u64 = 5_000;
 pub const DEFAULT_GROUP_INTERVAL_MS: u64 = 300_000;
 pub const DEFAULT_REPEAT_INTERVAL_S: u64 = 4 * 3_600;
 /// `[alerting] state_dir` unless set.
 pub const DEFAULT_STATE_DIR: &str = ".run/alerting";
-/// One group per detector unless the root route says otherwise.
+/// One group per detector unless the root route says otherwise (per alert for the
+/// `SECURITY_DETECTORS`).
 pub const DEFAULT_GROUP_BY: [&str; 1] = ["detector"];
 /// `group_by = ["..."]` groups by every label: one group per alert.
 pub const GROUP_BY_ALL: &str = "...";
