@@ -6,6 +6,12 @@
 //! (a service deployed in two regions, a user whose requests reach two of the app's servers)
 //! is no longer news. Until then it keeps firing, so a thief using a key beside its owner is
 //! flagged for the first half hour, not once.
+//!
+//! A far country needs `min_requests` requests before it counts (one stray request is not
+//! enough). They are counted over the minutes not yet folded and the strays of the last
+//! `STRAY_MEMORY_MS` before them, so that a thief calling once a minute is judged at its
+//! second request, wherever the minutes and the allowed lateness cut its calls, and not only
+//! if two of them happen to fall within the same 30-90 s of unfolded time.
 
 use tripline_core::config::CrossRegionConfig;
 
@@ -18,6 +24,11 @@ const PAIR_FAMILIAR_MINUTES: u16 = 30;
 const MAX_PAIRS: usize = 8;
 /// Active minutes of a user before its moves are judged (its usual places are unknown before).
 pub(super) const USER_MIN_HISTORY_MINUTES: u32 = 10;
+/// How long a country's requests too few to count on their own (fewer than `min_requests` in
+/// their minute) are remembered, to add up with its next ones.
+const STRAY_MEMORY_MS: i64 = 180_000;
+/// Strays remembered per entity (one per country and minute, the oldest dropped first).
+const MAX_STRAYS: usize = 8;
 /// No move is impossible after this long (half the Earth's circumference at 1,000 km/h is
 /// 20 hours): a user not seen for longer is forgotten.
 const USER_MEMORY_S: i64 = 24 * 3600;
@@ -29,6 +40,30 @@ pub(super) struct Whereabouts {
     pub last: Option<(String, i64)>,
     /// Country pairs (codes in order) seen together, with the closed minutes they were seen in.
     pairs: Vec<([u8; 4], u16)>,
+    /// Stays of folded minutes with fewer than `min_requests` requests, from the last
+    /// `STRAY_MEMORY_MS`: empty for an entity that uses each of its countries more than once a
+    /// minute.
+    strays: Vec<Stray>,
+}
+
+/// A country used too little in a folded minute to count on its own.
+#[derive(Debug, Clone, Copy)]
+struct Stray {
+    country: [u8; 2],
+    first_ms: i64,
+    last_ms: i64,
+    requests: u64,
+}
+
+impl Stray {
+    fn stay(&self) -> Option<Stay<'_>> {
+        Some(Stay {
+            country: std::str::from_utf8(&self.country).ok()?,
+            first_ms: self.first_ms,
+            last_ms: self.last_ms,
+            requests: self.requests,
+        })
+    }
 }
 
 impl Whereabouts {
@@ -66,20 +101,45 @@ impl Whereabouts {
         }
     }
 
-    /// Folds one closed minute of stays: learns the impossible pairs, moves the last place.
+    /// `stays` with the strays remembered from before them (up to `STRAY_MEMORY_MS` before the
+    /// latest of them) added in, one per country.
+    fn with_strays<'a>(&'a self, stays: &[Stay<'a>]) -> Vec<Stay<'a>> {
+        let mut all = stays.to_vec();
+        let Some(latest) = stays.iter().map(|s| s.last_ms).max() else {
+            return all;
+        };
+        for stray in &self.strays {
+            if let Some(s) = stray
+                .stay()
+                .filter(|s| s.last_ms >= latest - STRAY_MEMORY_MS)
+            {
+                add_stay(&mut all, s.country, s.first_ms, s.last_ms, s.requests);
+            }
+        }
+        all
+    }
+
+    /// Folds one closed minute of stays: learns the impossible pairs (a country counted with its
+    /// recent strays, in a minute it was used in), moves the last place, remembers the strays.
     pub(super) fn fold_minute(&mut self, stays: &[Stay], cfg: &CrossRegionConfig) {
         if stays.is_empty() {
             return;
         }
         let mut seen: Vec<[u8; 4]> = Vec::new();
-        for m in moves(stays, self.last.as_ref(), cfg) {
-            if let Some(k) = Self::pair_key(m.from, m.to).filter(|k| !seen.contains(k)) {
+        let all = self.with_strays(stays);
+        for m in moves(&all, self.last.as_ref(), cfg) {
+            let this_minute = stays.iter().any(|s| s.country == m.to);
+            if let Some(k) =
+                Self::pair_key(m.from, m.to).filter(|k| this_minute && !seen.contains(k))
+            {
                 seen.push(k);
             }
         }
+        drop(all);
         for k in seen {
             self.note_pair(k);
         }
+        self.remember_strays(stays, cfg);
         if let Some(latest) = stays.iter().max_by_key(|s| s.last_ms) {
             match &mut self.last {
                 Some((country, at)) if latest.last_ms >= *at => {
@@ -95,9 +155,33 @@ impl Whereabouts {
         }
     }
 
-    /// The fastest impossible move among `stays` that is not a familiar pair.
-    fn news<'a>(&'a self, stays: &'a [Stay<'a>], cfg: &'a CrossRegionConfig) -> Option<Move<'a>> {
-        moves(stays, self.last.as_ref(), cfg)
+    /// Forgets the strays older than `STRAY_MEMORY_MS` before this minute's latest use, and
+    /// remembers this minute's countries used too little to count on their own.
+    fn remember_strays(&mut self, stays: &[Stay], cfg: &CrossRegionConfig) {
+        let latest = stays.iter().map(|s| s.last_ms).max().unwrap_or(i64::MIN);
+        self.strays
+            .retain(|s| s.last_ms >= latest.saturating_sub(STRAY_MEMORY_MS));
+        for s in stays.iter().filter(|s| s.requests < cfg.min_requests) {
+            let &[a, b] = s.country.as_bytes() else {
+                continue;
+            };
+            if self.strays.len() >= MAX_STRAYS {
+                self.strays.remove(0);
+            }
+            self.strays.push(Stray {
+                country: [a, b],
+                first_ms: s.first_ms,
+                last_ms: s.last_ms,
+                requests: s.requests,
+            });
+        }
+    }
+
+    /// The fastest impossible move among `stays` (with the recent strays) that is not a
+    /// familiar pair.
+    fn news<'a>(&'a self, stays: &[Stay<'a>], cfg: &'a CrossRegionConfig) -> Option<Move<'a>> {
+        let all = self.with_strays(stays);
+        moves(&all, self.last.as_ref(), cfg)
             .filter(|m| !self.familiar_pair(m.from, m.to))
             .max_by(|a, b| a.speed_kmh.total_cmp(&b.speed_kmh))
     }
@@ -141,19 +225,24 @@ struct Move<'a> {
 }
 
 /// Every impossible move into one of `stays` (from another stay, or from the last known place),
-/// the destination having at least `min_requests` requests.
-fn moves<'a>(
-    stays: &'a [Stay<'a>],
+/// the destination, and a source other than the last known place, having at least
+/// `min_requests` requests.
+fn moves<'s, 'a: 's>(
+    stays: &'s [Stay<'a>],
     last: Option<&'a (String, i64)>,
-    cfg: &'a CrossRegionConfig,
-) -> impl Iterator<Item = Move<'a>> + 'a {
+    cfg: &'s CrossRegionConfig,
+) -> impl Iterator<Item = Move<'a>> + 's {
     let before = last.map(|(country, at)| Stay {
         country: country.as_str(),
         first_ms: *at,
         last_ms: *at,
         requests: 0,
     });
-    let sources = stays.iter().copied().chain(before);
+    let sources = stays
+        .iter()
+        .filter(|s| s.requests >= cfg.min_requests)
+        .copied()
+        .chain(before);
     sources.flat_map(move |a| {
         stays.iter().filter_map(move |b| {
             if a.country == b.country || b.requests < cfg.min_requests || b.first_ms < a.first_ms {
@@ -376,3 +465,6 @@ impl Engine {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
