@@ -299,8 +299,15 @@ fn explains(incident: &Incident, firing: &Firing, projects: &HashMap<String, Str
     if let Some(project) = label("project") {
         return projects.get(&incident.key).is_some_and(|p| p == project);
     }
-    // Overall spend, or a provider/model retry storm, during the incident.
-    label("scope").is_some() || label("provider").is_some()
+    if let Some(provider) = label("provider") {
+        // A provider/model storm answers the provider storm on it, nothing else (a key storming
+        // alone leaves its provider healthy). The keys caught in a provider storm are not its
+        // answer: their own storm alerts are false alerts.
+        let model = label("model").unwrap_or_default();
+        return incident.kind.is_provider_storm() && incident.key == format!("{provider}/{model}");
+    }
+    // Overall spend during the incident.
+    label("scope").is_some()
 }
 
 /// Time to detect: from the incident's onset to the first alert explaining it, where an alert
@@ -459,13 +466,20 @@ mod tests {
     }
 
     fn firing(detector: &str, key: &str, after_s: i64) -> Firing {
+        firing_on(detector, &[("api_key_id", key)], after_s)
+    }
+
+    fn firing_on(detector: &str, labels: &[(&str, &str)], after_s: i64) -> Firing {
         let alert = Alert {
             version: 1,
             fingerprint: String::new(),
             detector: detector.into(),
             status: AlertStatus::Firing,
             severity: Severity::Warning,
-            labels: [("api_key_id".to_owned(), key.to_owned())].into(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
             summary: String::new(),
             description: String::new(),
             observed: 0.0,
@@ -518,5 +532,38 @@ mod tests {
         );
         assert_eq!(percentile(&[10.0, 20.0, 30.0], 0.95), Some(30.0));
         assert_eq!(percentile(&[10.0, 20.0, 30.0], 0.5), Some(20.0));
+    }
+
+    #[test]
+    fn provider_storms_are_answered_by_their_provider_model_only() {
+        let truth = [
+            incident(
+                IncidentKind::ProviderStormNoBackoff,
+                "openai/gpt-4o-mini",
+                0,
+            ),
+            incident(IncidentKind::RetryStormNoBackoff, "c", 0),
+        ];
+        let provider = |model: &str, after_s: i64| {
+            firing_on(
+                "retry_storm",
+                &[("provider", "openai"), ("model", model)],
+                after_s,
+            )
+        };
+        let firings = [
+            provider("gpt-4o-mini", 50),
+            // Another model of the provider, and a key caught in the storm: unexplained.
+            provider("gpt-4o", 50),
+            firing("retry_storm", "key-caught", 30),
+            // The key storming on its own.
+            firing("retry_storm", "c", 20),
+        ];
+        let report = score(&truth, &firings, &HashMap::new());
+        let retry = &report.per_detector["retry_storm"];
+        assert_eq!((retry.incidents, retry.detected), (2, 2));
+        assert_eq!((retry.firings, retry.true_firings), (4, 2));
+        assert_eq!(retry.ttd_s, vec![50.0, 20.0]);
+        assert_eq!(report.false_alerts, vec![1, 2]);
     }
 }

@@ -38,6 +38,18 @@ pub enum IncidentKind {
     /// The same error burst, but clients back off 0.5, 1, 2, 4 s and the gateway does not
     /// retry: a retry storm by retry share, of lower severity (amplification about 2).
     RetryStormWithBackoff,
+    /// A provider storm without backoff: one provider/model (the busiest one not central to
+    /// another incident at the time) fails 30-90 % of upstream attempts (429/503) for every key
+    /// calling it, except keys under another incident then; the gateway retries at once (up to
+    /// three attempts) and half of the clients retry at once too (up to three attempts), so its
+    /// attempts rise with the failures (×1.4 at 30 %, ×2.2 at 60 %). No extra first attempts.
+    /// The ground truth's key is `provider/model`: the provider/model's alert is the answer, and
+    /// key-level storm alerts of the keys caught in it are not.
+    ProviderStormNoBackoff,
+    /// The same failing provider/model, but the gateway does not retry and clients back off
+    /// 0.5, 1, 2, 4 s (up to five attempts): attempts ×1.4 at 30 %, ×2.2 at 60 %; a provider
+    /// storm of lower severity.
+    ProviderStormWithBackoff,
     /// The key is used from its home country and, within minutes, from a country over
     /// 8,000 km away, alternating every 2.5 minutes.
     ImpossibleTravel,
@@ -59,13 +71,15 @@ pub enum IncidentKind {
 }
 
 impl IncidentKind {
-    pub const ALL: [IncidentKind; 12] = [
+    pub const ALL: [IncidentKind; 14] = [
         Self::SpendSpikeSmall,
         Self::SpendSpikeLarge,
         Self::SpendRamp,
         Self::LeakedKeyProbeThenBurst,
         Self::RetryStormNoBackoff,
         Self::RetryStormWithBackoff,
+        Self::ProviderStormNoBackoff,
+        Self::ProviderStormWithBackoff,
         Self::ImpossibleTravel,
         Self::KeyScanning,
         Self::BenignDailyPeak,
@@ -83,6 +97,8 @@ impl IncidentKind {
             Self::LeakedKeyProbeThenBurst => "leaked_key_probe_then_burst",
             Self::RetryStormNoBackoff => "retry_storm_no_backoff",
             Self::RetryStormWithBackoff => "retry_storm_with_backoff",
+            Self::ProviderStormNoBackoff => "provider_storm_no_backoff",
+            Self::ProviderStormWithBackoff => "provider_storm_with_backoff",
             Self::ImpossibleTravel => "impossible_travel",
             Self::KeyScanning => "key_scanning",
             Self::BenignDailyPeak => "benign_daily_peak",
@@ -98,7 +114,10 @@ impl IncidentKind {
         match self {
             Self::SpendSpikeSmall | Self::SpendSpikeLarge | Self::SpendRamp => Some("spend_spike"),
             Self::LeakedKeyProbeThenBurst | Self::KeyScanning => Some("leaked_key"),
-            Self::RetryStormNoBackoff | Self::RetryStormWithBackoff => Some("retry_storm"),
+            Self::RetryStormNoBackoff
+            | Self::RetryStormWithBackoff
+            | Self::ProviderStormNoBackoff
+            | Self::ProviderStormWithBackoff => Some("retry_storm"),
             Self::ImpossibleTravel => Some("cross_region"),
             Self::BenignDailyPeak
             | Self::BenignPlannedBatch
@@ -123,10 +142,25 @@ impl IncidentKind {
         }
     }
 
-    /// Whether [`IncidentPlan::key`] means anything: key scanning uses made-up keys and the
-    /// daily peak lifts every key.
+    /// Whether [`IncidentPlan::key`] means anything: key scanning uses made-up keys, the daily
+    /// peak lifts every key and a provider storm hits a provider/model (every key calling it
+    /// that is free at the time).
     pub fn targets_key(&self) -> bool {
-        !matches!(self, Self::KeyScanning | Self::BenignDailyPeak)
+        !matches!(
+            self,
+            Self::KeyScanning
+                | Self::BenignDailyPeak
+                | Self::ProviderStormNoBackoff
+                | Self::ProviderStormWithBackoff
+        )
+    }
+
+    /// A provider storm: its entity is a provider/model, not a key.
+    pub fn is_provider_storm(&self) -> bool {
+        matches!(
+            self,
+            Self::ProviderStormNoBackoff | Self::ProviderStormWithBackoff
+        )
     }
 }
 
@@ -181,7 +215,8 @@ pub struct IncidentPlan {
 pub struct Incident {
     pub kind: IncidentKind,
     /// The `api_key_id` it targets; the attacker's IP for [`IncidentKind::KeyScanning`]; `*`
-    /// for [`IncidentKind::BenignDailyPeak`] (every key).
+    /// for [`IncidentKind::BenignDailyPeak`] (every key); `provider/model` for provider
+    /// storms.
     pub key: String,
     /// The window, epoch ms. Every event the incident adds has its gateway `ts` in
     /// `start_ms..end_ms`.
@@ -272,6 +307,7 @@ const ROUND_TWO: [Lane; 2] = [
     ],
 ];
 const DAILY_PEAK_MIN: i64 = 60;
+const PROVIDER_STORM_MIN: i64 = 10;
 const SLOW_MOVE_KEY: usize = 10;
 
 /// One or two incidents of every kind spread over a run of `duration_ms` from `start_ms` with
@@ -284,11 +320,13 @@ const SLOW_MOVE_KEY: usize = 10;
 /// | security, reliability | key scanning (5), retry storm with backoff (8), impossible travel (20), retry storm without backoff (8), leaked key (25) |
 /// | long | spend ramp (75), new key (60) |
 ///
-/// then the daily peak (60) once the first two lanes are done; a benign slow move on its own key
+/// then a provider storm without backoff (10) after the spend lane when it ends 10 minutes
+/// before the daily peak does not move, the daily peak (60) once the first two lanes are done; a benign slow move on its own key
 /// from minute 50 (12 h of silence when the run allows, at least 4 h, so runs from 5 h 30 min
 /// have it); and, from the middle of a run long enough (about 6 h), a second round: large and
 /// small spikes, a 60-minute ramp, a leaked key, a storm without backoff, key scanning and
-/// impossible travel on other keys. Starts fall on whole minutes of event time. Everything but
+/// impossible travel on other keys, and after its spend lane a provider storm with backoff
+/// (10; from 5 h). A provider storm spares the keys under another incident near its time. Starts fall on whole minutes of event time. Everything but
 /// the slow move fits in 4 h (the first round ends after about 3 h 40 min); what would not end
 /// 5 minutes before the run does is left out. Keys are `key-0001` to
 /// `key-0016`; with fewer keys a plan takes the next key free at its time, and is left out when
@@ -313,6 +351,13 @@ pub fn standard_scenario(start_ms: i64, duration_ms: i64, keys: usize) -> Vec<In
         }
     }
     let peak_at = ends.iter().copied().max().unwrap_or(STANDARD_WARMUP_MS) + GAP_MS;
+    // A provider storm after the spend lane, where it ends before the daily peak (every key).
+    if let Some(&spend_end) = ends.first() {
+        let at = layout.align(spend_end + GAP_MS);
+        if at + (PROVIDER_STORM_MIN * MIN) + GAP_MS <= peak_at {
+            layout.place(ProviderStormNoBackoff, at, PROVIDER_STORM_MIN * MIN, 0);
+        }
+    }
     layout.place(BenignDailyPeak, peak_at, DAILY_PEAK_MIN * MIN, 0);
     let round_one_end = layout
         .plans
@@ -333,8 +378,20 @@ pub fn standard_scenario(start_ms: i64, duration_ms: i64, keys: usize) -> Vec<In
     }
 
     let round_two_at = (round_one_end + 2 * GAP_MS).max(duration_ms / 2);
+    let mut round_two_ends = Vec::new();
     for lane in &ROUND_TWO {
-        layout.lane(lane, round_two_at);
+        round_two_ends.push(layout.lane(lane, round_two_at));
+    }
+    // And one with backoff after round two's spend lane, where the run has room for it.
+    if let Some(&spend_end) = round_two_ends.first() {
+        if spend_end > round_two_at {
+            layout.place(
+                ProviderStormWithBackoff,
+                spend_end + GAP_MS,
+                PROVIDER_STORM_MIN * MIN,
+                0,
+            );
+        }
     }
     layout.plans.sort_by_key(|p| (p.offset_ms, p.kind, p.key));
     layout.plans

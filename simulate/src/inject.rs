@@ -79,6 +79,15 @@ pub(crate) enum Background {
 pub(crate) struct StormSpec {
     pub backoff: bool,
     pub provider: &'static str,
+    /// Only this model of the provider (a provider storm); `None`: any of its models.
+    pub model: Option<&'static str>,
+    /// A provider storm: every key's requests to the provider/model but `exempt`'s, at a
+    /// constant failure probability; otherwise the incident's key only, climbing.
+    pub wide: bool,
+    pub exempt: Vec<usize>,
+    /// A client retries a failure with this probability, up to this many attempts in all.
+    pub client_retry_p: f64,
+    pub max_client_attempts: u16,
     /// No new first attempts, and the key's own requests are spared, from here on, so that
     /// retry chains (at most 8 s) finish inside the window.
     pub cutoff_ms: i64,
@@ -188,6 +197,8 @@ pub(crate) struct Injector {
     by_key: Vec<Vec<usize>>,
     /// Daily peaks: (start, end) in absolute ms.
     peaks: Vec<(i64, i64)>,
+    /// Provider storms (indexes into `active`): they change every key's traffic.
+    wide: Vec<usize>,
     /// The earliest next request of any incident: (ms, index).
     next: Option<(i64, usize)>,
 }
@@ -210,6 +221,11 @@ impl Injector {
             let mut rng = ChaCha8Rng::seed_from_u64(cx.seed);
             rng.set_stream(100 + n as u64);
             let index = out.active.len();
+            let busy = if plan.kind.is_provider_storm() {
+                busy_near(plans, n, cx)
+            } else {
+                Busy::default()
+            };
             let Resolved {
                 key,
                 start_ms,
@@ -221,11 +237,16 @@ impl Injector {
                 rate,
                 storm,
                 relocation,
-            } = resolve(plan, index, &mut rng, cx);
+            } = resolve(plan, index, &mut rng, cx, &busy);
             if plan.kind == IncidentKind::BenignDailyPeak {
                 out.peaks.push((start_ms, end_ms));
             }
-            if storm.is_some() || relocation.is_some() || plan.kind == IncidentKind::BenignNewKey {
+            if storm.as_ref().is_some_and(|s| s.wide) {
+                out.wide.push(index);
+            } else if storm.is_some()
+                || relocation.is_some()
+                || plan.kind == IncidentKind::BenignNewKey
+            {
                 out.by_key[key].push(index);
             }
             out.truth.push(Incident {
@@ -325,9 +346,16 @@ impl Injector {
             .min();
     }
 
-    /// What becomes of one of `key`'s own requests at `ts_ms` to `provider` from its
+    /// What becomes of one of `key`'s own requests at `ts_ms` to `provider`'s `model` from its
     /// `ip`-th address.
-    pub fn background(&self, key: usize, ts_ms: i64, provider: &str, ip: usize) -> Background {
+    pub fn background(
+        &self,
+        key: usize,
+        ts_ms: i64,
+        provider: &str,
+        model: &str,
+        ip: usize,
+    ) -> Background {
         for &i in &self.by_key[key] {
             let a = &self.active[i];
             if a.kind == IncidentKind::BenignNewKey && ts_ms < a.start_ms {
@@ -343,6 +371,18 @@ impl Injector {
             }
             if let Some(s) = &a.storm {
                 if (a.start_ms..s.cutoff_ms).contains(&ts_ms) && s.provider == provider {
+                    return Background::Storm(i);
+                }
+            }
+        }
+        for &i in &self.wide {
+            let a = &self.active[i];
+            if let Some(s) = &a.storm {
+                if (a.start_ms..s.cutoff_ms).contains(&ts_ms)
+                    && s.provider == provider
+                    && s.model.is_none_or(|m| m == model)
+                    && !s.exempt.contains(&key)
+                {
                     return Background::Storm(i);
                 }
             }
@@ -370,10 +410,14 @@ impl Injector {
     /// Probability that an upstream attempt fails in storm `i` at `ts_ms`, for the client's
     /// `attempt`: it climbs from half to full height over the first quarter of the window
     /// (errors rise with the load); with backoff, each retry meets a provider that had time to
-    /// recover (×0.6 per attempt).
+    /// recover (×0.6 per attempt). A provider storm fails at its height throughout.
     pub fn storm_fail_p(&self, i: usize, ts_ms: f64, attempt: u16) -> f64 {
         let a = &self.active[i];
         let Some(s) = &a.storm else { return 0.0 };
+        if s.wide {
+            // A provider failing is failing for every attempt alike, retries included.
+            return s.p_peak;
+        }
         let tau = ((ts_ms - a.start_ms as f64) / (a.end_ms - a.start_ms) as f64).clamp(0.0, 1.0);
         let p = s.p_peak * (0.5 + 0.5 * (tau / 0.25).min(1.0));
         if s.backoff {
@@ -472,4 +516,45 @@ pub(crate) fn others(home: &str, neighbours: bool) -> Vec<(&'static Country, f64
         .filter(|c| c.code != home)
         .filter_map(|c| distance_km(home, c.code).map(|d| (c, d)))
         .collect()
+}
+
+/// Keys a provider storm spares (under another incident within 10 minutes of its window, or
+/// for good), and models it avoids (those a key's retry storm fails on then).
+#[derive(Debug, Default)]
+pub(crate) struct Busy {
+    pub keys: Vec<usize>,
+    pub models: Vec<usize>,
+}
+
+/// What is busy around plan `n`'s window.
+fn busy_near(plans: &[IncidentPlan], n: usize, cx: &Context<'_>) -> Busy {
+    const GAP_MS: i64 = 10 * 60_000;
+    let storm = &plans[n];
+    let (from, to) = (
+        storm.offset_ms - GAP_MS,
+        storm.offset_ms + storm.duration_ms + GAP_MS,
+    );
+    let mut busy = Busy::default();
+    for (m, p) in plans.iter().enumerate() {
+        if m == n || !p.kind.targets_key() || p.key >= cx.keys.len() {
+            continue;
+        }
+        let end = match p.kind {
+            // A new key keeps sending, a moved key stays abroad.
+            IncidentKind::BenignNewKey | IncidentKind::BenignSlowRegionMove => i64::MAX,
+            _ => p.offset_ms + p.duration_ms,
+        };
+        if p.offset_ms < to && end > from {
+            busy.keys.push(p.key);
+            if matches!(
+                p.kind,
+                IncidentKind::RetryStormNoBackoff | IncidentKind::RetryStormWithBackoff
+            ) {
+                busy.models.push(cx.keys[p.key].models[0]);
+            }
+        }
+    }
+    busy.keys.sort_unstable();
+    busy.keys.dedup();
+    busy
 }

@@ -11,8 +11,8 @@ use tripline_core::time::format_ms;
 use crate::catalog::{Model, ATTACKER_UA, EXPENSIVE_MODEL, HOSTING_POOLS, MODELS, SCANNER_UA};
 use crate::incidents::{IncidentKind, IncidentPlan};
 use crate::inject::{
-    any_ip, isp_ip, others, own_draft, pool_ip, Context, Draft, Mode, Origin, RateSpec, Relocation,
-    Shape, StormSpec,
+    any_ip, isp_ip, others, own_draft, pool_ip, Busy, Context, Draft, Mode, Origin, RateSpec,
+    Relocation, Shape, StormSpec,
 };
 use crate::keys::KeyProfile;
 use crate::traces::Trace;
@@ -28,6 +28,12 @@ const MAX_TOKEN_SCALE: f64 = 8.0;
 const FAR_KM: f64 = 8_000.0;
 /// Impossible travel alternates between home and abroad this often.
 const TRAVEL_SEGMENT_MS: i64 = 150_000;
+/// Retry storms: probability that a client goes on retrying after a failure.
+const STORM_RETRY_P: f64 = 0.97;
+/// Provider storms without backoff: the share of clients that retry a failure (at once).
+const PROVIDER_STORM_RETRY_P: f64 = 0.5;
+/// Provider storms: the failed share of upstream attempts is drawn from this range.
+const PROVIDER_STORM_FAIL_P: (f64, f64) = (0.3, 0.9);
 
 pub(crate) struct Resolved {
     pub key: usize,
@@ -43,11 +49,13 @@ pub(crate) struct Resolved {
     pub relocation: Option<Relocation>,
 }
 
+/// `busy`: what a provider storm must leave alone (see [`crate::inject::Injector::new`]).
 pub(crate) fn resolve(
     plan: &IncidentPlan,
     index: usize,
     rng: &mut ChaCha8Rng,
     cx: &Context<'_>,
+    busy: &Busy,
 ) -> Resolved {
     use IncidentKind::*;
     let key = if plan.kind.targets_key() { plan.key } else { 0 };
@@ -158,6 +166,11 @@ pub(crate) fn resolve(
             r.storm = Some(StormSpec {
                 backoff,
                 provider: model.provider,
+                model: None,
+                wide: false,
+                exempt: Vec::new(),
+                client_retry_p: STORM_RETRY_P,
+                max_client_attempts: if backoff { 5 } else { 6 },
                 cutoff_ms: cutoff,
                 p_peak,
             });
@@ -180,6 +193,9 @@ pub(crate) fn resolve(
                     100.0 * p_peak
                 )
             };
+        }
+        ProviderStormNoBackoff | ProviderStormWithBackoff => {
+            provider_storm(&mut r, plan, rng, cx, busy)
         }
         LeakedKeyProbeThenBurst => leaked(&mut r, k, cx.trace, rng, plan.duration_ms),
         KeyScanning => scanning(&mut r, rng),
@@ -205,6 +221,103 @@ pub(crate) fn resolve(
         }
     }
     r
+}
+
+/// A provider storm: the provider/model with the most requests from the keys free at the time
+/// (avoiding the models of retry storms then) fails for all of them.
+fn provider_storm(
+    r: &mut Resolved,
+    plan: &IncidentPlan,
+    rng: &mut ChaCha8Rng,
+    cx: &Context<'_>,
+    busy: &Busy,
+) {
+    const SPLIT: [f64; 4] = [0.6, 0.25, 0.1, 0.05];
+    let backoff = plan.kind == IncidentKind::ProviderStormWithBackoff;
+    let mid = (r.start_ms + r.end_ms) / 2;
+    let free = |i: &usize| !busy.keys.contains(i);
+    // Requests a minute per model from the free keys, at the window's middle.
+    let mut traffic = vec![0.0; MODELS.len()];
+    for (i, k) in cx.keys.iter().enumerate().filter(|(i, _)| free(i)) {
+        let weights = &SPLIT[..k.models.len().min(SPLIT.len())];
+        let total: f64 = weights.iter().sum();
+        let rate = (cx.per_min)(i, mid);
+        for (w, &m) in weights.iter().zip(&k.models) {
+            traffic[m] += rate * w / total;
+        }
+    }
+    let chosen = (0..MODELS.len())
+        .filter(|m| !busy.models.contains(m))
+        .max_by(|a, b| traffic[*a].total_cmp(&traffic[*b]))
+        .unwrap_or(0);
+    let model = &MODELS[chosen];
+    let p = rng.random_range(PROVIDER_STORM_FAIL_P.0..PROVIDER_STORM_FAIL_P.1);
+    r.storm = Some(StormSpec {
+        backoff,
+        provider: model.provider,
+        model: Some(model.name),
+        wide: true,
+        exempt: busy.keys.clone(),
+        client_retry_p: if backoff {
+            STORM_RETRY_P
+        } else {
+            PROVIDER_STORM_RETRY_P
+        },
+        max_client_attempts: if backoff { 5 } else { 3 },
+        cutoff_ms: (r.end_ms - 20_000).max(r.start_ms),
+        p_peak: p,
+    });
+    let (provider, name) = (model.provider, model.name);
+    r.truth_key = format!("{provider}/{name}");
+    // Upstream attempts per original request: the gateway's tries (three at once without
+    // backoff, one with), times the client's.
+    let amplification = if backoff {
+        (0..5).map(|n| (STORM_RETRY_P * p).powi(n)).sum::<f64>()
+    } else {
+        let gateway_fails = p.powi(3);
+        (1.0 + p + p * p)
+            * (0..3)
+                .map(|n| (PROVIDER_STORM_RETRY_P * gateway_fails).powi(n))
+                .sum::<f64>()
+    };
+    let caught: Vec<&str> = cx
+        .keys
+        .iter()
+        .enumerate()
+        .filter(|(i, k)| free(i) && k.models.contains(&chosen))
+        .map(|(_, k)| k.id.as_str())
+        .collect();
+    let spared: Vec<&str> = busy.keys.iter().map(|&i| cx.keys[i].id.as_str()).collect();
+    let minutes = plan.duration_ms / MIN;
+    let how = if backoff {
+        "the gateway does not retry and clients back off 0.5, 1, 2, 4 s (up to 5 attempts, \
+         same idempotency_key)"
+    } else {
+        "the gateway retries at once (up to 3 upstream attempts) and half of the clients retry \
+         at once too (up to 3 attempts, same idempotency_key)"
+    };
+    r.note = format!(
+        "provider storm{}: {provider}/{name} answers {:.0} % of upstream attempts 429/503 for \
+         {minutes} min, for every key calling it ({} keys, about {:.0} requests/min: {}{}); {how}: \
+         about {amplification:.1}x the upstream attempts per request. The answer is the \
+         provider/model's retry_storm alert; key-level storm alerts of the keys caught in it are \
+         not. Spared (under another incident near its time): {}",
+        if backoff {
+            " with backoff (lower severity)"
+        } else {
+            " without backoff"
+        },
+        100.0 * p,
+        caught.len(),
+        traffic[chosen],
+        caught[..caught.len().min(5)].join(", "),
+        if caught.len() > 5 { ", ..." } else { "" },
+        if spared.is_empty() {
+            "none".to_owned()
+        } else {
+            spared.join(", ")
+        },
+    );
 }
 
 /// Expected USD of one request of the key's model mix with the trace's mean tokens scaled.

@@ -398,3 +398,66 @@ fn new_key_appears_at_its_window() {
     assert!(first >= i.start_ms && first < i.start_ms + 5 * MIN);
     assert!(countries.len() == 1 && per_min >= 1.0);
 }
+
+#[test]
+fn provider_storms_fail_every_free_key_on_one_model_and_raise_its_attempts() {
+    let run = standard_run();
+    for kind in [
+        IncidentKind::ProviderStormNoBackoff,
+        IncidentKind::ProviderStormWithBackoff,
+    ] {
+        let i = incident(run, kind);
+        let (provider, model) = i.key.split_once('/').unwrap();
+        let on_model = |from: i64, to: i64| {
+            run.provider
+                .iter()
+                .filter(|p| p.provider == provider && p.model == model)
+                .filter(move |p| (from..to).contains(&p.ts_ms))
+        };
+        let share = |from: i64, to: i64| {
+            let (n, failed) = on_model(from, to).fold((0, 0), |(n, f), p| {
+                (n + 1, f + usize::from(p.status == 429 || p.status >= 500))
+            });
+            (n as f64, failed as f64 / n.max(1) as f64)
+        };
+        let (before, usual) = share(i.start_ms - 10 * MIN, i.start_ms);
+        let (during, failing) = share(i.start_ms + MIN, i.end_ms - MIN);
+        let minutes = (i.end_ms - i.start_ms - 2 * MIN) as f64 / MIN as f64;
+        let ratio = (during / minutes) / (before / 10.0);
+        // Most keys on the model fail alike; every free key calling it is caught.
+        let keys: HashSet<&str> = on_model(i.start_ms + MIN, i.end_ms - MIN)
+            .filter(|p| p.status == 429 || p.status == 503)
+            .map(|p| p.api_key_id.as_str())
+            .collect();
+        let spared = i.note.split("): ").last().unwrap_or_default();
+        println!(
+            "{kind} on {}: {:.0} % of attempts failing (usually {:.1} %), {ratio:.2}x the \
+             attempts per minute, {} keys failing; {}",
+            i.key,
+            100.0 * failing,
+            100.0 * usual,
+            keys.len(),
+            i.note
+        );
+        assert!(
+            (0.28..0.92).contains(&failing) && usual < 0.1,
+            "{failing} {usual}"
+        );
+        assert!(ratio >= 1.25, "{ratio}");
+        assert!(keys.len() >= 3, "{keys:?}");
+        // The spared keys fail on it no more than usual (a bad spell of the provider, at most).
+        for key in spared
+            .split(", ")
+            .map(str::trim)
+            .filter(|k| k.starts_with("key-"))
+        {
+            let (n, failed) = on_model(i.start_ms, i.end_ms)
+                .filter(|p| p.api_key_id == key)
+                .fold((0, 0), |(n, f), p| {
+                    (n + 1, f + usize::from(p.status == 429 || p.status >= 500))
+                });
+            assert!(failed * 4 <= n.max(4), "{key}: {failed} of {n} failed");
+        }
+        assert_eq!(kind.detector(), Some("retry_storm"));
+    }
+}

@@ -8,8 +8,6 @@ use super::*;
 
 /// Retry storms: share of upstream failures that are 429s (the rest are 503s).
 const STORM_429_SHARE: f64 = 0.75;
-/// Retry storms: probability that a client goes on retrying after a failure.
-const STORM_RETRY_P: f64 = 0.97;
 
 /// What the gateway did with one client attempt.
 struct Served {
@@ -26,10 +24,13 @@ impl Engine {
         // they add themselves.
         if matches!(request.mode, Mode::Normal) && request.origin.is_none() {
             let provider = request.model.provider;
-            match self
-                .injector
-                .background(request.key, start_ms, provider, request.ip)
-            {
+            match self.injector.background(
+                request.key,
+                start_ms,
+                provider,
+                request.model.name,
+                request.ip,
+            ) {
                 Background::Keep => {}
                 Background::Drop => return,
                 Background::Relocate(origin) => request.origin = Some(origin),
@@ -291,9 +292,11 @@ impl Engine {
                     .clamp(500.0, 4_000.0)
             }
             Mode::Storm(i) => {
-                let backoff = self.injector.storm(i).is_some_and(|s| s.backoff);
-                let max_attempts = if backoff { 5 } else { 6 };
-                if request.attempt >= max_attempts || !self.rng.random_bool(STORM_RETRY_P) {
+                let Some(storm) = self.injector.storm(i) else {
+                    return;
+                };
+                let (backoff, retry_p) = (storm.backoff, storm.client_retry_p);
+                if request.attempt >= storm.max_client_attempts || !self.rng.random_bool(retry_p) {
                     return;
                 }
                 if backoff {
