@@ -84,13 +84,14 @@ pub struct ProviderMinute {
     pub successes: u64,
 }
 
-/// A key's upstream attempts to one provider in one minute, for key-minutes where some were
+/// A key's upstream attempts to one provider/model in one minute, for key-minutes where some were
 /// answered 429 or 5xx (what retry storms are made of; a 400 is the caller's own doing).
 #[derive(Debug, Clone, Default, PartialEq, clickhouse::Row, Deserialize)]
 pub struct KeyProviderFailures {
     pub api_key_id: String,
     pub minute: u32,
     pub provider: String,
+    pub model: String,
     pub attempts: u64,
     /// Attempts answered 429 or 5xx.
     pub failures: u64,
@@ -99,21 +100,58 @@ pub struct KeyProviderFailures {
     pub last_ms: i64,
 }
 
-/// Upstream attempts to one provider in 10 s of one minute, from the raw attempts: what the
-/// other keys went through while one key was failing.
+/// Upstream attempts to one provider/model in 10 s of one minute, from the raw attempts: what
+/// the other keys went through while one key was failing, and what a provider storm is judged
+/// on. Read by every shard, from the minute before the first one read (the last 60 s reach
+/// back into it).
 #[derive(Debug, Clone, Default, PartialEq, clickhouse::Row, Deserialize)]
 pub struct ProviderBucket {
     pub provider: String,
+    pub model: String,
     pub minute: u32,
     /// Start of the 10 s, epoch seconds.
     pub bucket: u32,
     pub attempts: u64,
     /// Attempts answered 429 or 5xx.
     pub failures: u64,
+    /// The gateway's first attempt of a request (`attempt = 1`): attempts per first attempt is
+    /// how often the gateway retried upstream.
+    pub first_attempts: u64,
+}
+
+/// One of the keys failing most on a provider/model in one minute (at most 10 per
+/// provider/model and minute, the most failures first), with how many keys failed there at all.
+/// Read by every shard: a provider storm's keys are every shard's.
+#[derive(Debug, Clone, Default, PartialEq, clickhouse::Row, Deserialize)]
+pub struct ProviderKeyFailures {
+    pub provider: String,
+    pub model: String,
+    pub minute: u32,
+    pub api_key_id: String,
+    pub attempts: u64,
+    /// Attempts answered 429 or 5xx.
+    pub failures: u64,
+    /// Keys with any attempt answered 429 or 5xx on the provider/model in the minute.
+    pub failing_keys: u64,
+}
+
+/// Retry chains on a provider/model in one minute: requests the gateway sent upstream more than
+/// once (same `request_id`) and client requests sent more than once (same `idempotency_key`),
+/// and those whose attempts came faster than the no-backoff threshold on average. Shard 0 only.
+#[derive(Debug, Clone, Default, PartialEq, clickhouse::Row, Deserialize)]
+pub struct ProviderChains {
+    pub provider: String,
+    pub model: String,
+    pub minute: u32,
+    pub chains: u64,
+    pub fast_chains: u64,
 }
 
 /// Length of a [`ProviderBucket`], in seconds.
 pub const PROVIDER_BUCKET_S: u32 = 10;
+
+/// Keys read per provider/model and minute in [`ProviderKeyFailures`].
+pub const PROVIDER_TOP_KEYS: u32 = 10;
 
 /// A client IP failing authentication on several keys.
 #[derive(Debug, Clone, Default, PartialEq, clickhouse::Row, Deserialize)]
@@ -195,6 +233,10 @@ pub struct CycleData {
     /// the same time (which every worker reads).
     pub key_failures: Vec<KeyProviderFailures>,
     pub provider_buckets: Vec<ProviderBucket>,
+    /// The keys failing most on each provider/model (every shard reads them).
+    pub provider_keys: Vec<ProviderKeyFailures>,
+    /// Retry chains per provider/model (shard 0 only, with `providers`).
+    pub provider_chains: Vec<ProviderChains>,
     pub scans: Vec<ScanCandidate>,
     pub budgets: Vec<BudgetUse>,
     /// The minute (start, epoch seconds) `budgets` were summed up to: its hour and day are the
@@ -347,18 +389,56 @@ pub async fn fetch(
                 "GROUP BY m",
             ));
     let throttled = "status = 429 OR status >= 500";
+    // Provider storms, and the keys caught in them, are judged over the last 60 s, which reach
+    // into the minute before the first one read (already folded).
+    let recent_ts_range = {
+        let range = format!(
+            "ts >= toDateTime({}) AND ts < toDateTime({})",
+            from_minute.saturating_sub(60),
+            to_minute + 60
+        );
+        match &cut {
+            Some(cut) => format!("{range} AND ts_ms < {}", cut.ms),
+            None => range,
+        }
+    };
     let key_failures_sql = format!(
-        "SELECT api_key_id, toUInt32(toStartOfMinute(ts)) AS m, provider, count(), countIf({throttled}), \
+        "SELECT api_key_id, toUInt32(toStartOfMinute(ts)) AS m, provider, model, count(), countIf({throttled}), \
          toInt64(minIf(ts_ms, {throttled})), toInt64(maxIf(ts_ms, {throttled})) \
-         FROM provider_attempts WHERE {raw_ts_range} AND {keys_filter} \
-         GROUP BY api_key_id, m, provider HAVING countIf({throttled}) > 0"
+         FROM provider_attempts WHERE {recent_ts_range} AND {keys_filter} \
+         GROUP BY api_key_id, m, provider, model HAVING countIf({throttled}) > 0"
     );
     let provider_buckets_sql = format!(
-        "SELECT provider, toUInt32(toStartOfMinute(ts)) AS m, \
-         toUInt32(intDiv(ts_ms, {ms}) * {PROVIDER_BUCKET_S}) AS b, count(), countIf({throttled}) \
-         FROM provider_attempts WHERE {raw_ts_range} GROUP BY provider, m, b",
+        "SELECT provider, model, toUInt32(toStartOfMinute(ts)) AS m, \
+         toUInt32(intDiv(ts_ms, {ms}) * {PROVIDER_BUCKET_S}) AS b, count(), countIf({throttled}), \
+         countIf(attempt <= 1) \
+         FROM provider_attempts WHERE {recent_ts_range} GROUP BY provider, model, m, b",
         ms = PROVIDER_BUCKET_S * 1000
     );
+    let provider_keys_sql = format!(
+        "SELECT provider, model, m, api_key_id, a, f, k FROM ( \
+           SELECT provider, model, toUInt32(toStartOfMinute(ts)) AS m, api_key_id, count() AS a, countIf({throttled}) AS f \
+           FROM provider_attempts WHERE {recent_ts_range} GROUP BY provider, model, m, api_key_id HAVING f > 0) \
+         ANY LEFT JOIN ( \
+           SELECT provider, model, toUInt32(toStartOfMinute(ts)) AS m, uniqExactIf(api_key_id, {throttled}) AS k \
+           FROM provider_attempts WHERE {recent_ts_range} GROUP BY provider, model, m) \
+         USING (provider, model, m) \
+         ORDER BY provider, model, m, f DESC, api_key_id LIMIT {PROVIDER_TOP_KEYS} BY provider, model, m"
+    );
+    let provider_chains_sql = shared.then(|| format!(
+        "SELECT provider, model, m, count(), countIf((last - first) / (n - 1) < {nb}) FROM ( \
+           SELECT provider, model, toUInt32(toStartOfMinute(ts)) AS m, request_id AS chain, count() AS n, \
+                  min(ts_ms) AS first, max(ts_ms) AS last \
+           FROM provider_attempts WHERE {recent_ts_range} AND request_id != '' \
+           GROUP BY provider, model, m, chain HAVING n > 1 \
+           UNION ALL \
+           SELECT provider, model, toUInt32(toStartOfMinute(ts)) AS m, idempotency_key AS chain, count() AS n, \
+                  min(ts_ms) AS first, max(ts_ms) AS last \
+           FROM gateway_requests WHERE {recent_ts_range} AND idempotency_key != '' \
+           GROUP BY provider, model, m, chain HAVING n > 1) \
+         GROUP BY provider, model, m",
+        nb = thresholds.no_backoff_ms
+    ));
     let providers_sql = shared.then(|| with_cut(
                 &format!(
                     "SELECT provider, model, toUInt32(minute), countMerge(attempts), sumMerge(successes) \
@@ -430,6 +510,8 @@ pub async fn fetch(
         providers,
         key_failures,
         provider_buckets,
+        provider_keys,
+        provider_chains,
         users,
         scans,
         budgets,
@@ -442,6 +524,8 @@ pub async fn fetch(
         rows(client, providers_sql),
         rows(client, Some(key_failures_sql)),
         rows(client, Some(provider_buckets_sql)),
+        rows(client, Some(provider_keys_sql)),
+        rows(client, provider_chains_sql),
         rows(client, users_sql),
         rows(client, scans_sql),
         rows(client, budgets_sql),
@@ -456,6 +540,8 @@ pub async fn fetch(
         providers,
         key_failures,
         provider_buckets,
+        provider_keys,
+        provider_chains,
         scans,
         budgets,
         budget_minute: to_minute,

@@ -22,6 +22,7 @@ pub use evict::Evictions;
 mod evict;
 mod fold;
 mod leaks;
+mod providers;
 mod retries;
 mod spend;
 mod sustained;
@@ -159,6 +160,8 @@ pub struct Engine {
     /// End users (the events' `user`) seen in the last day, for their impossible travel.
     /// The std hasher: user names are chosen by clients (Fx hashing could be flooded).
     users: HashMap<String, travel::UserState>,
+    /// Usual upstream attempts and failures per (provider, model), for provider storms.
+    providers: BTreeMap<(String, String), providers::ProviderState>,
     ip_alpha: f64,
     /// Minutes before this (epoch seconds) are folded into the models.
     pub folded_through: u32,
@@ -180,6 +183,7 @@ impl Engine {
             projects: FxMap::default(),
             overall: None,
             users: HashMap::new(),
+            providers: BTreeMap::new(),
             ip_alpha: alpha_from_half_life(60.0),
             folded_through: 0,
             evicted: Evictions::default(),
@@ -236,6 +240,7 @@ impl Engine {
                 self.assess_travel(data, &mut out);
             }
         }
+        self.fold_providers(data, closed_before);
         self.fold(data, closed_before);
         out
     }

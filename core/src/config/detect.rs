@@ -180,6 +180,14 @@ pub struct RetryStormConfig {
     /// Catches a storm in its first minute, before shares and amplification peak.
     pub rate_rise: f64,
     pub failure_rise: f64,
+    /// A provider storm: over the last 60 s, a provider/model's share of upstream attempts
+    /// answered 429/5xx `provider_failure_rise` above its usual share (by the share's one-sided
+    /// 95 % Wilson lower bound, and in each 20 s third of the window, so that a bad spell of up
+    /// to 30 s is not one), among the other keys too when the key failing most is left out ...
+    pub provider_failure_rise: f64,
+    /// ... while its upstream attempts per minute, or per request (the gateway's first
+    /// attempts), run at `provider_load_rise` times their usual level: the retries are load.
+    pub provider_load_rise: f64,
 }
 
 impl Default for RetryStormConfig {
@@ -193,6 +201,8 @@ impl Default for RetryStormConfig {
             no_backoff_ms: 250.0,
             rate_rise: 2.0,
             failure_rise: 0.10,
+            provider_failure_rise: 0.20,
+            provider_load_rise: 1.25,
         }
     }
 }
@@ -422,6 +432,21 @@ impl DetectConfig {
                 r.failure_rise
             ),
             "0.10: 429/5xx answers ten points above the key's usual share",
+        );
+        check(
+            r.provider_failure_rise > 0.0 && r.provider_failure_rise <= 1.0,
+            "detect.retry_storm.provider_failure_rise",
+            format!(
+                "must be a share above 0 and at most 1 (got {})",
+                r.provider_failure_rise
+            ),
+            "0.20: a provider/model's 429/5xx attempts twenty points above its usual share",
+        );
+        check(
+            r.provider_load_rise.is_finite() && r.provider_load_rise >= 1.0,
+            "detect.retry_storm.provider_load_rise",
+            format!("must be at least 1 (got {})", r.provider_load_rise),
+            "a multiple of the provider/model's usual attempts per minute or per request, e.g. 1.25",
         );
         check(
             r.no_backoff_ms.is_finite() && r.no_backoff_ms >= 0.0,

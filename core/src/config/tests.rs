@@ -348,3 +348,22 @@ fn suggestions_need_a_close_spelling() {
     assert_eq!(diagnose::suggest("listen", &keys), None);
     assert_eq!(diagnose::edit_distance("kitten", "sitting"), 3);
 }
+
+#[test]
+fn provider_storm_settings_are_checked_by_name() {
+    let e = errors("[detect.retry_storm]\nprovider_failure_rise = 1.5\nprovider_load_rise = 0.5\n");
+    assert_eq!(
+        places(&e),
+        [
+            (
+                Some(2),
+                Some(25),
+                "detect.retry_storm.provider_failure_rise"
+            ),
+            (Some(3), Some(22), "detect.retry_storm.provider_load_rise"),
+        ]
+    );
+    let ok = Config::from_toml("[detect.retry_storm]\nprovider_load_rise = 1.5\n").unwrap();
+    assert_eq!(ok.detect.retry_storm.provider_load_rise, 1.5);
+    assert_eq!(ok.detect.retry_storm.provider_failure_rise, 0.20);
+}

@@ -268,6 +268,7 @@ pub fn add_minute(
                 api_key_id: k.id.clone(),
                 minute,
                 provider: MODELS[k.models[0]].0.to_owned(),
+                model: MODELS[k.models[0]].1.to_owned(),
                 attempts: requests + retries,
                 failures,
                 first_ms: start_ms,
@@ -320,10 +321,12 @@ pub fn add_minute(
             for b in 0..6 {
                 data.provider_buckets.push(ProviderBucket {
                     provider: MODELS[m].0.to_owned(),
+                    model: MODELS[m].1.to_owned(),
                     minute,
                     bucket: minute + b * 10,
                     attempts: attempts / 6,
                     failures: (attempts - successes) / 6,
+                    first_attempts: attempts / 6,
                 });
             }
         }

@@ -1,9 +1,11 @@
-//! retry_storm: retry share and amplification per key and per provider/model.
+//! retry_storm per key: retry share, amplification and storms building (provider/model storms,
+//! and the keys folded into them, are in `providers.rs`).
 
 use tripline_core::models::proportion::wilson_lower;
 
+use super::providers::Caught;
 use super::*;
-use crate::data::{KeyRetries, PROVIDER_BUCKET_S};
+use crate::data::{KeyProviderFailures, KeyRetries, PROVIDER_BUCKET_S};
 
 /// One-sided 95 % normal quantile.
 const Z_95: f64 = 1.645;
@@ -89,6 +91,8 @@ fn attempts_per_success(attempts: f64, successes: f64) -> (f64, f64) {
 impl Engine {
     pub(super) fn assess_retries(&self, data: &CycleData, now_s: u32, out: &mut Vec<Candidate>) {
         let cfg = &self.config.retry_storm;
+        // Provider storms first: the keys caught in them are folded into their alerts.
+        let mut storms = self.provider_storms(data, now_s);
         let retries_by_minute: FxMap<(&str, u32), &crate::data::KeyRetries> = data
             .retries
             .iter()
@@ -184,38 +188,21 @@ impl Engine {
                         .insert("others_failed_share".into(), json!(alone.others));
                 }
             }
-            out.push(c);
+            // A key caught in its provider's trouble is the provider's alert, not its own.
+            match self.caught_in_provider(data, row, &storms, now_s) {
+                Some(Caught::Folded(i)) => storms[i].folded.push(row.api_key_id.clone()),
+                Some(Caught::Held) => {}
+                None => out.push(c),
+            }
         }
+        // Providers are watched by the worker that reads their minutes (shard 0).
         if !data.providers.is_empty() {
-            for p in data
-                .providers
-                .iter()
-                .filter(|p| p.minute >= self.folded_through && p.attempts >= cfg.min_requests * 2)
-            {
-                let (amplification, amplification_low) =
-                    attempts_per_success(p.attempts as f64, p.successes as f64);
-                if amplification_low < cfg.amplification {
-                    continue;
-                }
-                let mut c = Candidate::new(
-                    "retry_storm",
-                    &[("provider", &p.provider), ("model", &p.model)],
-                    p.minute,
-                    p.minute + MINUTE,
-                );
-                c.severity = if amplification >= cfg.critical_amplification {
-                    Severity::Critical
-                } else {
-                    Severity::Warning
-                };
-                (c.observed, c.expected, c.upper) = (amplification, 1.0, cfg.amplification);
-                c.score = (1.0 - 1.0 / amplification).min(1.0);
-                c.summary = format!(
-                    "{}/{}: {:.1} upstream attempts per success",
-                    p.provider, p.model, amplification
-                );
-                c.facts.insert("amplification".into(), json!(amplification));
-                out.push(c);
+            for storm in &storms {
+                out.push(storm.candidate(
+                    cfg.critical_amplification,
+                    cfg.provider_failure_rise,
+                    now_s,
+                ));
             }
         }
     }
@@ -304,41 +291,55 @@ struct FailingAlone {
 }
 
 /// A provider that served the other keys well (under `rise` of 429/5xx) while `row`'s key
-/// failed on it `rise` more than they did, in the 10 s buckets its failures fall in, its own
-/// share by its Wilson lower bound. A provider failing everyone is the provider's alert.
+/// failed on it `rise` more than they did (over all its models), in the 10 s buckets its
+/// failures fall in, its own share by its Wilson lower bound. A provider failing everyone is the provider's alert.
 /// Every failure of the key on the provider lies in those buckets but perhaps not every
 /// attempt, so all its attempts are taken out: the others' share comes out high rather than
 /// low. Providers the others called too little are passed over.
 fn fails_alone(data: &CycleData, row: &KeyMinute, rise: f64) -> Option<FailingAlone> {
     let bucket_ms = i64::from(PROVIDER_BUCKET_S) * 1000;
-    data.key_failures
+    // The key's failures per provider, over its models (rows are per provider/model).
+    let mut per_provider: Vec<KeyProviderFailures> = Vec::new();
+    for f in data
+        .key_failures
         .iter()
         .filter(|f| f.minute == row.minute && f.api_key_id == row.api_key_id)
-        .find_map(|own| {
-            let (attempts, failed) = data
-                .provider_buckets
-                .iter()
-                .filter(|b| {
-                    let start = i64::from(b.bucket) * 1000;
-                    b.minute == row.minute
-                        && b.provider == own.provider
-                        && start <= own.last_ms
-                        && start + bucket_ms > own.first_ms
-                })
-                .fold((0, 0), |(a, f), b| (a + b.attempts, f + b.failures));
-            let failed = failed.saturating_sub(own.failures);
-            let attempts = attempts.saturating_sub(own.attempts).max(failed);
-            let others = failed as f64 / attempts.max(1) as f64;
-            (attempts >= PEER_MIN_ATTEMPTS
-                && own.last_ms - own.first_ms >= FAILING_ALONE_MIN_MS
-                && others < rise
-                && wilson_lower(own.failures, own.attempts, Z_95) >= others + rise)
-                .then(|| FailingAlone {
-                    provider: own.provider.clone(),
-                    own: own.failures as f64 / own.attempts as f64,
-                    others,
-                })
-        })
+    {
+        match per_provider.iter_mut().find(|p| p.provider == f.provider) {
+            Some(p) => {
+                p.attempts += f.attempts;
+                p.failures += f.failures;
+                p.first_ms = p.first_ms.min(f.first_ms);
+                p.last_ms = p.last_ms.max(f.last_ms);
+            }
+            None => per_provider.push(f.clone()),
+        }
+    }
+    per_provider.iter().find_map(|own| {
+        let (attempts, failed) = data
+            .provider_buckets
+            .iter()
+            .filter(|b| {
+                let start = i64::from(b.bucket) * 1000;
+                b.minute == row.minute
+                    && b.provider == own.provider
+                    && start <= own.last_ms
+                    && start + bucket_ms > own.first_ms
+            })
+            .fold((0, 0), |(a, f), b| (a + b.attempts, f + b.failures));
+        let failed = failed.saturating_sub(own.failures);
+        let attempts = attempts.saturating_sub(own.attempts).max(failed);
+        let others = failed as f64 / attempts.max(1) as f64;
+        (attempts >= PEER_MIN_ATTEMPTS
+            && own.last_ms - own.first_ms >= FAILING_ALONE_MIN_MS
+            && others < rise
+            && wilson_lower(own.failures, own.attempts, Z_95) >= others + rise)
+            .then(|| FailingAlone {
+                provider: own.provider.clone(),
+                own: own.failures as f64 / own.attempts as f64,
+                others,
+            })
+    })
 }
 
 /// A key fails alone only for this long at least: a bad spell of a few seconds fills a small

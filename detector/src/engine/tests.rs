@@ -655,6 +655,7 @@ fn a_storm_building_is_caught_in_its_first_minute() {
             api_key_id: "k".into(),
             minute: now,
             provider: "openai".into(),
+            model: "gpt-4o-mini".into(),
             attempts: 40,
             failures: 12,
             first_ms,
@@ -662,10 +663,12 @@ fn a_storm_building_is_caught_in_its_first_minute() {
         }];
         let bucket = |provider: &str, second: u32, attempts: u64, failures: u64| ProviderBucket {
             provider: provider.into(),
+            model: "gpt-4o-mini".into(),
             minute: now,
             bucket: now + second,
             attempts,
             failures,
+            first_attempts: attempts,
         };
         // The key's own attempts and failures are in the buckets too.
         data.provider_buckets = vec![
@@ -817,4 +820,298 @@ fn retry_shares_early_in_a_minute_are_judged_over_the_last_60_seconds() {
     e.cycle(&minute_of(now, 60, 30), now + 60, false);
     let storm = e.cycle(&minute_of(now + 60, 30, 15), now + 70, false);
     assert_eq!(retry_alerts(&storm), 1, "{storm:?}");
+}
+
+/// Provider storms: a provider/model (openai/gpt-4o-mini) with 80 upstream attempts every 10 s,
+/// 2 of them 429/5xx, and other keys on it.
+mod provider_storms {
+    use super::*;
+    use crate::data::{ProviderChains, ProviderKeyFailures, ProviderMinute};
+
+    const P: &str = "openai";
+    const M: &str = "gpt-4o-mini";
+
+    /// 10 s of the provider/model: attempts, failures and first attempts.
+    fn bucket(
+        minute: u32,
+        second: u32,
+        attempts: u64,
+        failures: u64,
+        first: u64,
+    ) -> ProviderBucket {
+        ProviderBucket {
+            provider: P.into(),
+            model: M.into(),
+            minute,
+            bucket: minute + second,
+            attempts,
+            failures,
+            first_attempts: first,
+        }
+    }
+
+    fn calm_minute(minute: u32) -> Vec<ProviderBucket> {
+        (0..6).map(|b| bucket(minute, b * 10, 80, 2, 79)).collect()
+    }
+
+    /// 30 minutes of calm traffic, key "k" included (30 requests a minute); returns the
+    /// next minute.
+    fn warmed() -> (Engine, u32) {
+        let mut e = engine();
+        for i in 0..30 {
+            let minute = T0 + i * 60;
+            let data = CycleData {
+                keys: vec![key_minute("k", minute, 30, 0.10)],
+                usage: vec![home_usage(minute, 30)],
+                provider_buckets: calm_minute(minute),
+                ..CycleData::default()
+            };
+            e.cycle(&data, minute + 60, true);
+        }
+        (e, T0 + 30 * 60)
+    }
+
+    /// What shard 0 reads from `now` (the open minute) on, the minute before included: the
+    /// provider/model storming from `now` at `attempts` and `failures` per 10 s (up to
+    /// `until_s` into the minute), with five keys failing on it, `fast` of `chains` retry
+    /// chains without backoff.
+    fn storm(
+        now: u32,
+        attempts: u64,
+        failures: u64,
+        until_s: u32,
+        chains: u64,
+        fast: u64,
+    ) -> CycleData {
+        let mut buckets = calm_minute(now - 60);
+        buckets.extend((0..until_s / 10).map(|b| bucket(now, b * 10, attempts, failures, 80)));
+        let total = (
+            attempts * u64::from(until_s / 10),
+            failures * u64::from(until_s / 10),
+        );
+        let provider_keys = ["key-a", "key-b", "key-c", "key-d", "key-e"]
+            .iter()
+            .map(|k| ProviderKeyFailures {
+                provider: P.into(),
+                model: M.into(),
+                minute: now,
+                api_key_id: (*k).into(),
+                attempts: total.0 / 6,
+                failures: total.1 / 6,
+                failing_keys: 7,
+            })
+            .collect();
+        CycleData {
+            providers: vec![ProviderMinute {
+                provider: P.into(),
+                model: M.into(),
+                minute: now,
+                attempts: total.0,
+                successes: total.0 - total.1,
+            }],
+            provider_buckets: buckets,
+            provider_keys,
+            provider_chains: vec![ProviderChains {
+                provider: P.into(),
+                model: M.into(),
+                minute: now,
+                chains,
+                fast_chains: fast,
+            }],
+            ..CycleData::default()
+        }
+    }
+
+    fn provider_alerts(found: &[Candidate]) -> Vec<&Candidate> {
+        found
+            .iter()
+            .filter(|c| c.detector == "retry_storm" && c.labels.contains_key("provider"))
+            .collect()
+    }
+
+    fn key_alerts<'a>(found: &'a [Candidate], key: &str) -> Vec<&'a Candidate> {
+        found
+            .iter()
+            .filter(|c| c.detector == "retry_storm" && c.api_key_id() == Some(key))
+            .collect()
+    }
+
+    #[test]
+    fn a_storm_without_backoff_at_twice_the_attempts_pages_within_a_minute() {
+        let (mut e, now) = warmed();
+        // 60 % of attempts failing, 2.2x the attempts (the gateway retrying at once).
+        let data = storm(now, 176, 106, 60, 100, 95);
+        // 20 s in: the failures fill only part of the last 60 s. Not yet.
+        assert!(provider_alerts(&e.cycle(&data, now + 20, false)).is_empty());
+        let found = e.cycle(&data, now + 50, false);
+        let alerts = provider_alerts(&found);
+        assert_eq!(alerts.len(), 1, "{found:?}");
+        let a = alerts[0];
+        assert_eq!(a.labels["provider"], P);
+        assert_eq!(a.labels["model"], M);
+        assert_eq!(a.severity, Severity::Critical);
+        assert!(a.observed > 0.5 && a.expected < 0.05, "{a:?}");
+        assert!(
+            a.summary.contains("without backoff")
+                && a.summary
+                    .contains("keys affected: key-a, key-b, key-c (+4 more)"),
+            "{}",
+            a.summary
+        );
+        assert_eq!(a.facts["keys_affected_total"], json!(7));
+    }
+
+    #[test]
+    fn a_storm_with_backoff_is_a_warning() {
+        let (mut e, now) = warmed();
+        // 40 % failing, 1.5x the attempts (clients retrying after 0.5-4 s).
+        let data = storm(now, 120, 48, 60, 30, 0);
+        let found = e.cycle(&data, now + 60, false);
+        let alerts = provider_alerts(&found);
+        assert_eq!(alerts.len(), 1, "{found:?}");
+        assert_eq!(alerts[0].severity, Severity::Warning);
+        assert!(
+            alerts[0].summary.contains("with backoff"),
+            "{}",
+            alerts[0].summary
+        );
+        // Failing as much, but no more attempts than usual (clients gave up): an outage, not
+        // a retry storm.
+        let (mut e, now) = warmed();
+        let found = e.cycle(&storm(now, 80, 32, 60, 0, 0), now + 60, false);
+        assert!(provider_alerts(&found).is_empty(), "{found:?}");
+    }
+
+    #[test]
+    fn blips_and_bad_spells_do_not_fire() {
+        // A 10 s blip: every attempt failing, retried at once.
+        let (mut e, now) = warmed();
+        let mut data = storm(now, 80, 2, 60, 0, 0);
+        data.provider_buckets[8] = bucket(now, 20, 240, 240, 80);
+        for at in (10..=60).step_by(10) {
+            let found = e.cycle(&data, now + at, false);
+            assert!(provider_alerts(&found).is_empty(), "at {at} s: {found:?}");
+        }
+        // A 30 s bad spell at 40 %, 1.4x the attempts: half a minute does not fill three
+        // thirds of one.
+        let (mut e, now) = warmed();
+        let mut data = storm(now, 80, 2, 60, 0, 0);
+        for b in 7..10 {
+            data.provider_buckets[b].attempts = 112;
+            data.provider_buckets[b].failures = 45;
+        }
+        for at in (10..=60).step_by(5) {
+            let found = e.cycle(&data, now + at, false);
+            assert!(provider_alerts(&found).is_empty(), "at {at} s: {found:?}");
+        }
+    }
+
+    /// Key "k" storming: 100 requests, 70 failed, 60 retries, 200 upstream attempts of which
+    /// 30 succeeded (6.7 per success), without backoff; its failures on openai/gpt-4o-mini
+    /// over the minute so far, `own` of its 200 attempts.
+    fn key_storm(data: &mut CycleData, now: u32, own: u64) {
+        let mut row = key_minute("k", now, 100, 0.5);
+        (row.failures, row.throttled, row.retries) = (70, 70, 60);
+        data.keys.push(row);
+        data.retries.push(KeyRetries {
+            api_key_id: "k".into(),
+            minute: now,
+            provider_attempts: 200,
+            provider_successes: 30,
+            chains: 20,
+            fast_chains: 18,
+        });
+        data.key_failures.push(KeyProviderFailures {
+            api_key_id: "k".into(),
+            minute: now,
+            provider: P.into(),
+            model: M.into(),
+            attempts: 200,
+            failures: own,
+            first_ms: i64::from(now) * 1000 + 1_000,
+            last_ms: i64::from(now) * 1000 + 49_000,
+        });
+    }
+
+    #[test]
+    fn keys_caught_in_a_provider_storm_are_folded_into_its_alert() {
+        let (mut e, now) = warmed();
+        // k's 200 attempts are among the provider's; it fails as often as everyone (60 %).
+        let mut data = storm(now, 176, 106, 60, 100, 95);
+        key_storm(&mut data, now, 120);
+        let found = e.cycle(&data, now + 50, false);
+        assert!(key_alerts(&found, "k").is_empty(), "{found:?}");
+        let alerts = provider_alerts(&found);
+        assert_eq!(alerts.len(), 1, "{found:?}");
+        assert_eq!(alerts[0].facts["key_alerts_folded"], json!(["k"]));
+        assert!(alerts[0].summary.contains("folded in: 1"));
+
+        // Another shard (no provider minutes): no provider alert, and still no key alert.
+        data.providers.clear();
+        let found = e.cycle(&data, now + 50, false);
+        assert!(
+            found.iter().all(|c| c.detector != "retry_storm"),
+            "{found:?}"
+        );
+
+        // 20 s in, the storm is not yet one, but the others fail as much: k is held back.
+        let found = e.cycle(&data, now + 20, false);
+        assert!(key_alerts(&found, "k").is_empty(), "{found:?}");
+
+        // A key failing far more than the others (every attempt) still alerts.
+        let (mut e, now) = warmed();
+        let mut data = storm(now, 176, 70, 60, 100, 95);
+        key_storm(&mut data, now, 200);
+        let found = e.cycle(&data, now + 50, false);
+        assert_eq!(key_alerts(&found, "k").len(), 1, "{found:?}");
+    }
+
+    #[test]
+    fn a_caught_key_stays_quiet_as_the_storm_ends() {
+        let (mut e, now) = warmed();
+        // The storm for 40 s of the minute, k caught in it; the minute closes.
+        let mut data = storm(now, 176, 106, 40, 100, 95);
+        key_storm(&mut data, now, 120);
+        let found = e.cycle(&data, now + 60, false);
+        assert!(key_alerts(&found, "k").is_empty(), "{found:?}");
+        // 10 s into the next minute, calm: k's last 60 s are still half retries, and the
+        // provider's no longer a storm. Its failures of the minute before were the provider's.
+        let mut next = storm(now + 60, 80, 2, 10, 0, 0);
+        next.provider_buckets = data.provider_buckets.clone();
+        next.provider_buckets.push(bucket(now + 60, 0, 80, 2, 79));
+        let mut calm = key_minute("k", now + 60, 10, 0.05);
+        calm.retries = 2; // the last retries of the storm
+        next.keys = vec![calm];
+        next.key_failures = data.key_failures.clone();
+        let found = e.cycle(&next, now + 70, false);
+        assert!(provider_alerts(&found).is_empty(), "{found:?}");
+        assert!(key_alerts(&found, "k").is_empty(), "{found:?}");
+        // Without them, its window alone would page.
+        next.key_failures.clear();
+        let found = e.cycle(&next, now + 70, false);
+        assert_eq!(key_alerts(&found, "k").len(), 1, "{found:?}");
+    }
+
+    #[test]
+    fn a_key_storming_alone_on_a_healthy_provider_still_alerts() {
+        let (mut e, now) = warmed();
+        // The others as usual (80 attempts, 2 failed per 10 s); k's own attempts, 85 % of them
+        // failing, push the provider/model's share to 40 %, but it is one key.
+        let mut data = storm(now, 80 + 40, 2 + 34, 60, 100, 95);
+        data.provider_keys = vec![ProviderKeyFailures {
+            provider: P.into(),
+            model: M.into(),
+            minute: now,
+            api_key_id: "k".into(),
+            attempts: 240,
+            failures: 204,
+            failing_keys: 3,
+        }];
+        key_storm(&mut data, now, 170);
+        let found = e.cycle(&data, now + 50, false);
+        assert!(provider_alerts(&found).is_empty(), "{found:?}");
+        let key = key_alerts(&found, "k");
+        assert_eq!(key.len(), 1, "{found:?}");
+        assert_eq!(key[0].severity, Severity::Critical);
+    }
 }

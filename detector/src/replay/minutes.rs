@@ -29,6 +29,8 @@ pub fn split_by_minute(data: CycleData) -> BTreeMap<u32, CycleData> {
     spread!(providers);
     spread!(key_failures);
     spread!(provider_buckets);
+    spread!(provider_keys);
+    spread!(provider_chains);
     out
 }
 

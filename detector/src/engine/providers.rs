@@ -1,0 +1,506 @@
+//! retry_storm per provider/model: a provider storm, and the keys caught in it.
+//!
+//! A provider storm is a provider/model whose failures (429/5xx upstream attempts) and load
+//! rise together and stay up: over the last 60 s its failed share is `provider_failure_rise`
+//! above its own usual share, by the share's one-sided 95 % Wilson lower bound and in each 20 s
+//! third of the window (a bad spell of up to 30 s leaves a third nearly clean), among the other
+//! keys too once the key failing most is left out (one key storming on a healthy provider is
+//! that key's alert), while its upstream attempts per minute or per request run at
+//! `provider_load_rise` times their usual level. Retries without backoff make it critical.
+//!
+//! Keys merely caught in it do not page on their own: a key's storm candidate whose failures
+//! lie on a storming provider/model, not clearly worse than the other keys' there, is folded into
+//! the provider's alert (listed in its facts). While the provider's trouble is still too young
+//! to be a storm, such a key is held back (the provider's alert follows, or it was a bad
+//! spell). A key failing clearly more than the others on its provider still alerts.
+
+use std::collections::BTreeMap;
+
+use tripline_core::models::proportion::wilson_lower;
+
+use super::*;
+use crate::data::{ProviderBucket, PROVIDER_BUCKET_S};
+
+/// One-sided 95 % and 99.5 % normal quantiles.
+const Z_95: f64 = 1.645;
+const Z_995: f64 = 2.576;
+/// Closed minutes of history before a provider/model's usual levels are trusted.
+const WARMUP_MINUTES: u64 = 20;
+/// Closed minutes in a row a storm keeps out of the baseline; after that it is the new normal.
+const MAX_SET_ASIDE: u32 = 30;
+/// Fewer attempts than this by the keys other than the one failing most say nothing of the
+/// provider.
+const PEER_MIN_ATTEMPTS: f64 = 20.0;
+/// A key is held back when at least this many attempts of other keys overlap its failures.
+const HOLD_PEER_MIN_ATTEMPTS: u64 = 10;
+/// A provider storm fails more than one key.
+const MIN_FAILING_KEYS: u64 = 2;
+/// Retry chains in the window below which no backoff pattern is judged.
+const MIN_CHAINS: f64 = 3.0;
+/// Keys named in a provider storm's summary (all of the ones read are in its facts).
+const KEYS_NAMED: usize = 3;
+const WINDOW_S: u32 = 60;
+
+/// What is remembered about one provider/model: its upstream attempts, failures (429/5xx) and
+/// first attempts per minute (idle minutes count as none), as EWMAs over closed minutes.
+#[derive(Debug, Clone, Default)]
+pub(super) struct ProviderState {
+    attempts: Ewma,
+    failures: Ewma,
+    first: Ewma,
+    last_folded: u32,
+    last_active: u32,
+    /// Closed minutes in a row left out of the baseline as part of a storm.
+    set_aside: u32,
+}
+
+impl ProviderState {
+    fn usual_share(&self) -> f64 {
+        (self.failures.mean / self.attempts.mean.max(1e-9)).clamp(0.0, 1.0)
+    }
+
+    fn usual_per_request(&self) -> f64 {
+        if self.first.mean > 0.0 {
+            (self.attempts.mean / self.first.mean).max(1.0)
+        } else {
+            1.0
+        }
+    }
+
+    fn warm(&self) -> bool {
+        self.attempts.n >= WARMUP_MINUTES
+    }
+
+    /// Folds one closed minute, unless it is part of a storm (its failed share, by its Wilson
+    /// lower bound, `rise` above the usual): a storm must not become the usual level it is
+    /// judged against, for `MAX_SET_ASIDE` minutes at most.
+    fn learn(&mut self, c: Counts, rise: f64, alpha: f64) {
+        let storming = self.warm()
+            && c.attempts > 0
+            && wilson_lower(c.failures, c.attempts, Z_95) >= self.usual_share() + rise
+            && self.set_aside < MAX_SET_ASIDE;
+        if storming {
+            self.set_aside += 1;
+            return;
+        }
+        self.set_aside = 0;
+        self.attempts.update(c.attempts as f64, alpha);
+        self.failures.update(c.failures as f64, alpha);
+        self.first.update(c.first as f64, alpha);
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Counts {
+    attempts: u64,
+    failures: u64,
+    first: u64,
+}
+
+impl Counts {
+    fn add(&mut self, b: &ProviderBucket) {
+        self.attempts += b.attempts;
+        self.failures += b.failures;
+        self.first += b.first_attempts;
+    }
+}
+
+/// A provider/model storming now.
+#[derive(Debug)]
+pub(super) struct Storm<'a> {
+    pub provider: &'a str,
+    pub model: &'a str,
+    window_start: u32,
+    /// Failed share of the window's attempts, and the usual share.
+    pub share: f64,
+    usual: f64,
+    attempts: u64,
+    failures: u64,
+    /// Attempts per minute and per first attempt, as multiples of the usual.
+    rate_ratio: f64,
+    request_ratio: f64,
+    /// Upstream attempts per successful one in the window.
+    amplification: f64,
+    chains: f64,
+    fast_chains: f64,
+    /// The keys failing most on it (weighted failures over the window), most first, and how
+    /// many keys failed on it.
+    keys: Vec<(&'a str, f64)>,
+    failing_keys: u64,
+    /// Keys whose own storm candidates were folded into this one.
+    pub folded: Vec<String>,
+}
+
+impl Storm<'_> {
+    fn no_backoff(&self) -> bool {
+        self.chains >= MIN_CHAINS && self.fast_chains * 2.0 >= self.chains
+    }
+}
+
+/// What becomes of a key's storm candidate whose failures are its provider's.
+pub(super) enum Caught {
+    /// Into the provider storm at this index.
+    Folded(usize),
+    /// The provider fails the other keys as much, but is no storm (yet).
+    Held,
+}
+
+impl Engine {
+    /// Folds the closed minutes of every provider/model into its usual levels. Run before
+    /// [`Engine::fold`], from the same watermark.
+    pub(super) fn fold_providers(&mut self, data: &CycleData, closed_before: u32) {
+        let from = self.folded_through;
+        if closed_before <= from {
+            return;
+        }
+        let mut minutes: BTreeMap<(&str, &str), BTreeMap<u32, Counts>> = BTreeMap::new();
+        for b in data
+            .provider_buckets
+            .iter()
+            .filter(|b| b.minute >= from && b.minute < closed_before)
+        {
+            minutes
+                .entry((&b.provider, &b.model))
+                .or_default()
+                .entry(b.minute)
+                .or_default()
+                .add(b);
+        }
+        for (&(provider, model), rows) in &minutes {
+            let key = (provider.to_owned(), model.to_owned());
+            let first = rows.keys().next().copied().unwrap_or(from);
+            let state = self.providers.entry(key).or_insert_with(|| ProviderState {
+                last_folded: first,
+                last_active: first,
+                ..ProviderState::default()
+            });
+            if let Some(&last) = rows.keys().next_back() {
+                state.last_active = state.last_active.max(last);
+            }
+        }
+        let rise = self.config.retry_storm.provider_failure_rise;
+        let alpha = self.ip_alpha;
+        for ((provider, model), state) in self.providers.iter_mut() {
+            let rows = minutes.get(&(provider.as_str(), model.as_str()));
+            let mut minute = state.last_folded.max(from);
+            while minute < closed_before {
+                let counts = rows
+                    .and_then(|r| r.get(&minute))
+                    .copied()
+                    .unwrap_or_default();
+                state.learn(counts, rise, alpha);
+                minute += MINUTE;
+            }
+            state.last_folded = closed_before;
+        }
+        let idle = self.config.idle_evict_after_s;
+        self.providers
+            .retain(|_, s| u64::from(closed_before.saturating_sub(s.last_active)) <= idle);
+    }
+
+    /// The provider/models storming over the 60 s ending at `now_s`.
+    pub(super) fn provider_storms<'a>(&self, data: &'a CycleData, now_s: u32) -> Vec<Storm<'a>> {
+        let cfg = &self.config.retry_storm;
+        let window_start = now_s.saturating_sub(WINDOW_S);
+        let first_bucket = window_start.div_ceil(PROVIDER_BUCKET_S) * PROVIDER_BUCKET_S;
+        // Per provider/model: the window's counts and each third's.
+        let mut windows: BTreeMap<(&str, &str), (Counts, [Counts; 3])> = BTreeMap::new();
+        for b in data
+            .provider_buckets
+            .iter()
+            .filter(|b| b.bucket >= first_bucket && b.bucket < now_s)
+        {
+            let (total, thirds) = windows.entry((&b.provider, &b.model)).or_default();
+            total.add(b);
+            thirds[((b.bucket - window_start) / (WINDOW_S / 3)).min(2) as usize].add(b);
+        }
+        let covered = f64::from(now_s.saturating_sub(first_bucket).max(1)) / 60.0;
+        let rise = cfg.provider_failure_rise;
+        let mut storms = Vec::new();
+        for ((provider, model), (total, thirds)) in windows {
+            let Some(state) = self
+                .providers
+                .get(&(provider.to_owned(), model.to_owned()))
+                .filter(|s| s.warm())
+            else {
+                continue;
+            };
+            if total.attempts < cfg.min_requests {
+                continue;
+            }
+            let usual = state.usual_share();
+            let share = total.failures as f64 / total.attempts as f64;
+            // Up, clear of chance, and for the whole window.
+            if wilson_lower(total.failures, total.attempts, Z_95) < usual + rise
+                || thirds.iter().any(|t| {
+                    t.attempts == 0 || (t.failures as f64 / t.attempts as f64) < usual + rise
+                })
+            {
+                continue;
+            }
+            // With load rising.
+            let rate_ratio = total.attempts as f64 / (state.attempts.mean * covered).max(1e-9);
+            let request_ratio = if total.first > 0 {
+                total.attempts as f64 / total.first as f64 / state.usual_per_request()
+            } else {
+                1.0
+            };
+            if rate_ratio.max(request_ratio) < cfg.provider_load_rise {
+                continue;
+            }
+            // Failing the other keys too, not one key on its own.
+            let (keys, failing_keys) = window_keys(data, provider, model, window_start, now_s);
+            // The others' failures: what the window holds beyond the top key's, but no more
+            // than the other keys' own rows say (the rows are per minute, spread pro rata).
+            let (top_attempts, top_failures) = keys.first().map_or((0.0, 0.0), |k| (k.2, k.1));
+            let others_attempts = total.attempts as f64 - top_attempts;
+            let mut others_failures = (total.failures as f64 - top_failures).max(0.0);
+            if !keys.is_empty() {
+                others_failures = others_failures.min(keys.iter().skip(1).map(|k| k.1).sum());
+            }
+            if others_attempts < PEER_MIN_ATTEMPTS
+                || others_failures / others_attempts < usual + rise
+                || (!keys.is_empty() && failing_keys < MIN_FAILING_KEYS)
+            {
+                continue;
+            }
+            let (chains, fast_chains) = window_chains(data, provider, model, window_start, now_s);
+            let successes = total.attempts.saturating_sub(total.failures);
+            storms.push(Storm {
+                provider,
+                model,
+                window_start: first_bucket,
+                share,
+                usual,
+                attempts: total.attempts,
+                failures: total.failures,
+                rate_ratio,
+                request_ratio,
+                amplification: total.attempts as f64 / successes.max(1) as f64,
+                chains,
+                fast_chains,
+                keys: keys.into_iter().map(|(k, f, _)| (k, f)).collect(),
+                failing_keys,
+                folded: Vec::new(),
+            });
+        }
+        storms
+    }
+
+    /// Whether `row`'s storm candidate is its provider's: most of its 429/5xx attempts lie on
+    /// a provider/model that fails the other keys as much (in the 10 s buckets its failures
+    /// fall in, `failure_rise` above the usual), or on a storming one, and its own failed share
+    /// there, by its one-sided 99.5 % Wilson lower bound, is not twice `failure_rise` above
+    /// theirs.
+    /// While the key's 60 s window still reaches into the minute before `row`'s, that minute's
+    /// failures count too.
+    pub(super) fn caught_in_provider(
+        &self,
+        data: &CycleData,
+        row: &KeyMinute,
+        storms: &[Storm<'_>],
+        now_s: u32,
+    ) -> Option<Caught> {
+        let rise = self.config.retry_storm.failure_rise;
+        let bucket_ms = i64::from(PROVIDER_BUCKET_S) * 1000;
+        let previous = (now_s < row.minute + MINUTE).then(|| row.minute.saturating_sub(MINUTE));
+        let (mut failed, mut caught, mut storm) = (0, 0, None);
+        for own in data.key_failures.iter().filter(|f| {
+            (f.minute == row.minute || Some(f.minute) == previous) && f.api_key_id == row.api_key_id
+        }) {
+            failed += own.failures;
+            let (attempts, failures) = data
+                .provider_buckets
+                .iter()
+                .filter(|b| {
+                    let start = i64::from(b.bucket) * 1000;
+                    b.minute == own.minute
+                        && b.provider == own.provider
+                        && b.model == own.model
+                        && start <= own.last_ms
+                        && start + bucket_ms > own.first_ms
+                })
+                .fold((0, 0), |(a, f), b| (a + b.attempts, f + b.failures));
+            let others_failed = failures.saturating_sub(own.failures);
+            let others_attempts = attempts.saturating_sub(own.attempts).max(others_failed);
+            let others = others_failed as f64 / others_attempts.max(1) as f64;
+            // Clearly worse: beyond doubt (many keys are judged every cycle, and a few attempts
+            // of one of them fail more by chance), and by twice `failure_rise`.
+            let own_low = wilson_lower(own.failures, own.attempts, Z_995);
+            let margin = 2.0 * rise;
+            if let Some(i) = storms
+                .iter()
+                .position(|s| s.provider == own.provider && s.model == own.model)
+            {
+                if own_low < storms[i].share.max(others) + margin {
+                    caught += own.failures;
+                    storm = Some(i);
+                    continue;
+                }
+            }
+            let usual = self
+                .providers
+                .get(&(own.provider.clone(), own.model.clone()))
+                .map_or(0.0, ProviderState::usual_share);
+            if others_attempts >= HOLD_PEER_MIN_ATTEMPTS
+                && others >= usual + rise
+                && own_low < others + margin
+            {
+                caught += own.failures;
+            }
+        }
+        if failed == 0 || caught * 2 < failed {
+            return None;
+        }
+        Some(storm.map_or(Caught::Held, Caught::Folded))
+    }
+}
+
+impl Storm<'_> {
+    pub(super) fn candidate(
+        &self,
+        critical_amplification: f64,
+        rise: f64,
+        now_s: u32,
+    ) -> Candidate {
+        let mut c = Candidate::new(
+            "retry_storm",
+            &[("provider", self.provider), ("model", self.model)],
+            self.window_start,
+            now_s,
+        );
+        let no_backoff = self.no_backoff();
+        c.severity = if no_backoff || self.amplification >= critical_amplification {
+            Severity::Critical
+        } else {
+            Severity::Warning
+        };
+        (c.observed, c.expected, c.upper) = (self.share, self.usual, self.usual + rise);
+        c.score = self.share.clamp(0.0, 1.0);
+        let (load, per) = if self.rate_ratio >= self.request_ratio {
+            (self.rate_ratio, "minute")
+        } else {
+            (self.request_ratio, "request")
+        };
+        c.summary = format!(
+            "{}/{}: {:.0} % of upstream attempts failed (429/5xx) over the last 60 s, usually \
+             {:.0} %, at {:.1}x its usual attempts per {per}{}",
+            self.provider,
+            self.model,
+            100.0 * self.share,
+            100.0 * self.usual,
+            load,
+            if no_backoff {
+                ", retried without backoff"
+            } else if self.chains >= MIN_CHAINS {
+                ", retried with backoff"
+            } else {
+                ""
+            },
+        );
+        let names: Vec<&str> = self.keys.iter().map(|k| k.0).collect();
+        let total = (self.failing_keys as usize).max(names.len());
+        if !names.is_empty() {
+            let shown = &names[..names.len().min(KEYS_NAMED)];
+            c.summary
+                .push_str(&format!("; keys affected: {}", shown.join(", ")));
+            if total > shown.len() {
+                c.summary
+                    .push_str(&format!(" (+{} more)", total - shown.len()));
+            }
+        }
+        if !self.folded.is_empty() {
+            c.summary.push_str(&format!(
+                "; key storm alerts folded in: {}",
+                self.folded.len()
+            ));
+        }
+        c.facts.insert("failed_share".into(), json!(self.share));
+        c.facts
+            .insert("usual_failed_share".into(), json!(self.usual));
+        c.facts.insert("attempts".into(), json!(self.attempts));
+        c.facts
+            .insert("failed_attempts".into(), json!(self.failures));
+        c.facts
+            .insert("attempts_per_minute_ratio".into(), json!(self.rate_ratio));
+        c.facts.insert(
+            "attempts_per_request_ratio".into(),
+            json!(self.request_ratio),
+        );
+        c.facts
+            .insert("amplification".into(), json!(self.amplification));
+        c.facts
+            .insert("retry_chains".into(), json!(self.chains.round()));
+        c.facts.insert(
+            "chains_without_backoff".into(),
+            json!(self.fast_chains.round()),
+        );
+        c.facts.insert("keys_affected".into(), json!(names));
+        c.facts.insert("keys_affected_total".into(), json!(total));
+        c.facts
+            .insert("key_alerts_folded".into(), json!(self.folded));
+        c
+    }
+}
+
+/// How much of a minute's rows (read up to `now_s`) the window `[start, now_s)` covers.
+fn weight(minute: u32, start: u32, now_s: u32) -> f64 {
+    let span = (minute + MINUTE).min(now_s).saturating_sub(minute);
+    let overlap = (minute + MINUTE)
+        .min(now_s)
+        .saturating_sub(minute.max(start));
+    if span == 0 {
+        0.0
+    } else {
+        f64::from(overlap) / f64::from(span)
+    }
+}
+
+/// The keys failing most on a provider/model over the window: (key, failures, attempts),
+/// pro rata of the minutes they fall in, most failures first; and how many keys failed there
+/// (the most of any minute in the window: a lower bound).
+fn window_keys<'a>(
+    data: &'a CycleData,
+    provider: &str,
+    model: &str,
+    start: u32,
+    now_s: u32,
+) -> (Vec<(&'a str, f64, f64)>, u64) {
+    let mut per: BTreeMap<&str, (f64, f64)> = BTreeMap::new();
+    let mut failing = 0;
+    for r in data
+        .provider_keys
+        .iter()
+        .filter(|r| r.provider == provider && r.model == model)
+    {
+        let w = weight(r.minute, start, now_s);
+        if w <= 0.0 {
+            continue;
+        }
+        failing = failing.max(r.failing_keys);
+        let e = per.entry(&r.api_key_id).or_default();
+        e.0 += w * r.failures as f64;
+        e.1 += w * r.attempts as f64;
+    }
+    let mut keys: Vec<(&str, f64, f64)> = per.into_iter().map(|(k, (f, a))| (k, f, a)).collect();
+    keys.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(b.0)));
+    (keys, failing)
+}
+
+/// Retry chains on a provider/model over the window, pro rata of the minutes they fall in:
+/// (chains, chains without backoff).
+fn window_chains(
+    data: &CycleData,
+    provider: &str,
+    model: &str,
+    start: u32,
+    now_s: u32,
+) -> (f64, f64) {
+    data.provider_chains
+        .iter()
+        .filter(|r| r.provider == provider && r.model == model)
+        .fold((0.0, 0.0), |(c, f), r| {
+            let w = weight(r.minute, start, now_s);
+            (c + w * r.chains as f64, f + w * r.fast_chains as f64)
+        })
+}
