@@ -137,7 +137,9 @@ pub struct ProviderKeyFailures {
 
 /// Retry chains on a provider/model in one minute: requests the gateway sent upstream more than
 /// once (same `request_id`) and client requests sent more than once (same `idempotency_key`),
-/// and those whose attempts came faster than the no-backoff threshold on average. Shard 0 only.
+/// and those whose attempts started faster than the no-backoff threshold on average (an
+/// upstream attempt's `ts` is when it ended: its start is `ts - latency`, or a fast failure
+/// followed by a long generation would look like backoff). Shard 0 only.
 #[derive(Debug, Clone, Default, PartialEq, clickhouse::Row, Deserialize)]
 pub struct ProviderChains {
     pub provider: String,
@@ -428,7 +430,7 @@ pub async fn fetch(
     let provider_chains_sql = shared.then(|| format!(
         "SELECT provider, model, m, count(), countIf((last - first) / (n - 1) < {nb}) FROM ( \
            SELECT provider, model, toUInt32(toStartOfMinute(ts)) AS m, request_id AS chain, count() AS n, \
-                  min(ts_ms) AS first, max(ts_ms) AS last \
+                  min(ts_ms - latency_ms) AS first, max(ts_ms - latency_ms) AS last \
            FROM provider_attempts WHERE {recent_ts_range} AND request_id != '' \
            GROUP BY provider, model, m, chain HAVING n > 1 \
            UNION ALL \
