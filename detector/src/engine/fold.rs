@@ -12,6 +12,8 @@ impl Engine {
         let closed = |minute: u32| minute >= from && minute < closed_before;
         let params = self.spend_params.clone();
         let sustained_config = self.config.spend_spike.sustained;
+        // How busy everyone was in each closed minute, as the minutes' assessment saw it.
+        let crowd = sustained::Crowd::new(self, data, from, closed_before);
 
         // Keys: spend per minute, zero-filled for minutes without traffic.
         // Per key, its closed minutes in order (one in a live cycle, up to 60 in a replay
@@ -94,6 +96,8 @@ impl Engine {
                 let cost = row.map_or(0.0, |r| r.cost_usd);
                 let how = hour_of_week(i64::from(minute) * 1000);
                 // Evidence first, against the baseline as it stood before this minute.
+                let usual = state.sustained.usual_requests();
+                let requests = row.map_or(0, |r| r.requests);
                 state.sustained = state.sustained.after_minute(
                     &state.spend.model,
                     &state.tokens,
@@ -101,6 +105,7 @@ impl Engine {
                     &sustained_config,
                     row.map(|r| (r.cost_usd, r.requests, r.tokens)),
                     how,
+                    crowd.factor(minute, requests, usual),
                 );
                 state.spend.model.update(&params, cost, how);
                 let sat = |n: u64| u32::try_from(n).unwrap_or(u32::MAX);

@@ -50,7 +50,7 @@ impl Engine {
                 out.push(c);
             }
         }
-        self.assess_sustained(data, &fired, out);
+        self.assess_sustained(data, now_s, &fired, out);
         let shared: [(&str, &Vec<crate::data::SpendMinute>, bool); 2] = [
             (
                 "project",

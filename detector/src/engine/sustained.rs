@@ -3,23 +3,40 @@
 //! (`tripline_core::models::sustained`). It finds what the per-minute rule's dollar floor
 //! cannot: x3 on a key that spends half a cent a minute, a key moved to a model a hundred times
 //! pricier. It alerts under the same labels as the per-minute rule: one alert per key.
+//!
+//! A key is judged against its usual *and* against how busy everyone else is ([`Crowd`]): when
+//! the whole gateway runs at x2 (a daily peak, a burst of the traffic's own rhythm), a key at
+//! x2 is doing what everyone does. Measured on the simulator's real-trace traffic (BENCHMARKS.md,
+//! "Sustained spend"), this is what separates a key's own rise from the crowd's bursts.
 
-use tripline_core::models::sustained::{Cusum, SustainedConfig};
+use tripline_core::models::ewma::{alpha_from_half_life, Ewma};
+use tripline_core::models::sustained::{floored_sigma, Cusum, Dispersion, SustainedConfig};
 
 use super::*;
 
 const MINUTES_PER_DAY: f64 = 1440.0;
 
-/// A key's evidence: spend per minute (idle minutes count as zero) and tokens per active minute.
+/// A key's evidence: spend per minute (idle minutes count as zero) and tokens per active
+/// minute, each with how bursty the key has been ([`Dispersion`]), and its usual requests per
+/// minute (what it adds to the [`Crowd`]).
+///
+/// Tokens are judged on their own only in minutes the price table put no dollar figure on
+/// (self-hosted or unknown models): where it could, the spend evidence says the same thing in
+/// the user's terms, and one alert per key is enough.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub(super) struct Evidence {
     spend: Cusum,
     tokens: Cusum,
+    spend_dispersion: Dispersion,
+    tokens_dispersion: Dispersion,
+    requests: Ewma,
 }
 
 impl Evidence {
     /// The evidence after one more minute (`row`: its spend, requests and tokens, if used),
-    /// judged against the baselines as they stood before it. Nothing accrues during warm-up.
+    /// judged against the baselines as they stood before it, scaled by `crowd` (how busy
+    /// everyone else is, at least 1). Nothing accrues during warm-up.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn after_minute(
         self,
         model: &SpendModel,
@@ -28,24 +45,112 @@ impl Evidence {
         config: &SustainedConfig,
         row: Option<(f64, u64, u64)>,
         how: u8,
+        crowd: f64,
     ) -> Evidence {
+        let mut next = self;
+        let requests = row.map_or(0, |(_, requests, _)| requests);
+        next.requests.update(
+            requests as f64,
+            alpha_from_half_life(params.config.half_life_windows),
+        );
         let warm = model.windows() >= u64::from(params.config.warmup_windows.max(1));
         if !warm {
-            return Evidence::default();
+            return Evidence {
+                requests: next.requests,
+                ..Evidence::default()
+            };
         }
         let (expected, sigma) = model.moments(params, how);
+        let (expected, sigma) = (expected * crowd, floored_sigma(expected, sigma) * crowd);
         let cost = row.map_or(0.0, |(cost, _, _)| cost);
-        let spend = self.spend.step(cost, expected, sigma, config);
+        next.spend = self.spend.step(
+            cost,
+            expected,
+            sigma * self.spend_dispersion.widening(),
+            config,
+        );
+        next.spend_dispersion.observe(cost, expected, sigma, config);
         // Tokens are judged per active minute, as their baseline is.
-        let tokens = match row {
-            Some((_, requests, used)) if requests > 0 && tokens.n >= 30 => {
-                self.tokens
-                    .step(used as f64, tokens.mean, tokens.std(), config)
-            }
-            _ => self.tokens,
-        };
-        Evidence { spend, tokens }
+        if let Some((cost, _, used)) = row.filter(|r| r.1 > 0 && tokens.n >= 30) {
+            let usual = tokens.mean * crowd;
+            let sigma = floored_sigma(tokens.mean, tokens.std()) * crowd;
+            next.tokens = if cost > 0.0 {
+                Cusum::default()
+            } else {
+                self.tokens.step(
+                    used as f64,
+                    usual,
+                    sigma * self.tokens_dispersion.widening(),
+                    config,
+                )
+            };
+            next.tokens_dispersion
+                .observe(used as f64, usual, sigma, config);
+        }
+        next
     }
+
+    /// The key's usual requests per minute (idle minutes count).
+    pub(super) fn usual_requests(&self) -> f64 {
+        self.requests.mean
+    }
+}
+
+/// How busy the other keys are, minute by minute, against their usual: the factor a key's
+/// expectation is scaled by (never below 1, so a quiet crowd does not make anyone suspect).
+///
+/// Each key counts for at most three times its usual requests plus three: a key under an
+/// incident of its own does not make the crowd look busy. The key judged is left out of its
+/// own crowd. With fewer than [`Crowd::MIN_USUAL`] usual requests a minute among the others
+/// there is no crowd to speak of, and the factor is 1.
+pub(super) struct Crowd {
+    /// Per minute: the others' capped requests so far, and the share of the minute elapsed.
+    minutes: FxMap<u32, (f64, f64)>,
+    /// Every tracked key's usual requests per minute, summed.
+    usual: f64,
+}
+
+impl Crowd {
+    const MIN_USUAL: f64 = 10.0;
+
+    /// The crowd over `data`'s minutes from `from`, as of `now_s` (a minute still open counts
+    /// for the share of it elapsed).
+    pub(super) fn new(engine: &Engine, data: &CycleData, from: u32, now_s: u32) -> Crowd {
+        let mut minutes: FxMap<u32, (f64, f64)> = FxMap::default();
+        for row in data.keys.iter().filter(|r| r.minute >= from) {
+            let usual = engine
+                .keys
+                .get(&row.api_key_id)
+                .map_or(0.0, |s| s.sustained.usual_requests());
+            let elapsed = (f64::from(now_s.saturating_sub(row.minute)) / 60.0).clamp(0.05, 1.0);
+            let entry = minutes.entry(row.minute).or_insert((0.0, elapsed));
+            entry.0 += capped(row.requests, usual);
+        }
+        let usual = engine
+            .keys
+            .values()
+            .map(|s| s.sustained.usual_requests())
+            .sum();
+        Crowd { minutes, usual }
+    }
+
+    /// The factor for a key with `usual` requests a minute that made `requests` in `minute`.
+    pub(super) fn factor(&self, minute: u32, requests: u64, usual: f64) -> f64 {
+        let others_usual = self.usual - usual;
+        let Some(&(capped_all, elapsed)) = self.minutes.get(&minute) else {
+            return 1.0;
+        };
+        if others_usual < Self::MIN_USUAL {
+            return 1.0;
+        }
+        let others = (capped_all - capped(requests, usual)).max(0.0) / elapsed;
+        (others / others_usual).max(1.0)
+    }
+}
+
+/// A key's requests as the crowd counts them: at most three times its usual, plus three.
+fn capped(requests: u64, usual: f64) -> f64 {
+    (requests as f64).min(3.0 * usual + 3.0)
 }
 
 impl Engine {
@@ -55,6 +160,7 @@ impl Engine {
     pub(super) fn assess_sustained(
         &self,
         data: &CycleData,
+        now_s: u32,
         fired: &FxMap<&str, (bool, bool)>,
         out: &mut Vec<Candidate>,
     ) {
@@ -62,6 +168,7 @@ impl Engine {
         if !config.enabled {
             return;
         }
+        let crowd = Crowd::new(self, data, self.folded_through, now_s);
         // Rows come ordered by key and minute: a key's unfolded minutes build on each other.
         let mut carried: Option<(&str, u32, Evidence)> = None;
         for row in data.keys.iter().filter(|r| r.minute >= self.folded_through) {
@@ -75,6 +182,7 @@ impl Engine {
                 continue;
             }
             let params = &self.spend_params;
+            let usual = state.sustained.usual_requests();
             let mut evidence = state.sustained;
             let mut next = state.spend.last_folded;
             if let Some((key, minute, held)) = carried {
@@ -92,6 +200,7 @@ impl Engine {
                     config,
                     None,
                     how,
+                    crowd.factor(next, 0, usual),
                 );
                 next += MINUTE;
             }
@@ -103,6 +212,7 @@ impl Engine {
                 config,
                 Some((row.cost_usd, row.requests, row.tokens)),
                 how,
+                crowd.factor(row.minute, row.requests, usual),
             );
             carried = Some((&row.api_key_id, row.minute, evidence));
 
@@ -234,7 +344,11 @@ mod tests {
     /// A small, lumpy key: 0-3 requests of $0.0015 a minute, about $0.004 a minute, in a fixed
     /// pseudo-random order; `times` multiplies its spend from minute `from` on.
     fn spend(i: u32, times: f64, from: u32) -> (u64, f64) {
-        let requests = u64::from((i.wrapping_mul(2_654_435_761) >> 13) % 4);
+        // splitmix64's finaliser: minutes independent of each other, as Poisson arrivals are.
+        let mut z = u64::from(i).wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        let requests = (z ^ (z >> 31)) % 4;
         let factor = if i >= from { times } else { 1.0 };
         (requests, requests as f64 * 0.0015 * factor)
     }
@@ -291,7 +405,8 @@ mod tests {
         // The same requests, 100x the price per request: $0.004 -> $0.40 a minute.
         let found = run(&mut e, "k", 140, |i| spend(i, 100.0, 125));
         let first = found.first().expect("the price change was not found");
-        assert!((125..=127).contains(&first.0), "{found:?}");
+        // Three minutes of evidence at the least; this key's idle minutes add none.
+        assert!((127..=130).contains(&first.0), "{found:?}");
     }
 
     #[test]
@@ -306,6 +421,60 @@ mod tests {
             }
         });
         assert!(found.is_empty(), "{found:?}");
+    }
+
+    /// When everyone bursts (the traffic's own rhythm, a daily peak), a key bursting with them
+    /// stays silent; the same key rising alone is still found.
+    #[test]
+    fn a_key_bursting_with_the_crowd_is_not_singled_out() {
+        // Every 37 minutes the whole gateway runs at x3 for 4 minutes.
+        let crowd_times = |i: u32| if i % 37 < 4 { 3.0 } else { 1.0 };
+        let run_with_crowd = |alone_from: u32, minutes: u32| {
+            let mut e = engine();
+            let mut found = Vec::new();
+            for i in 0..minutes {
+                let minute = T0 + i * 60;
+                let (requests, cost) = spend(i, 1.0, u32::MAX);
+                let times = crowd_times(i) * if i >= alone_from { 8.0 } else { 1.0 };
+                let mut data =
+                    minute_data("k", minute, (requests as f64 * times) as u64, cost * times);
+                let others = (20.0 * crowd_times(i)) as u64;
+                data.keys
+                    .extend(minute_data("others", minute, others, others as f64 * 0.001).keys);
+                for c in e.cycle(&data, minute + 60, i < 120) {
+                    if c.detector == "spend_spike" && c.summary.contains("key k ") {
+                        found.push((i, c.summary));
+                    }
+                }
+            }
+            found
+        };
+        let found = run_with_crowd(u32::MAX, 600);
+        assert!(found.is_empty(), "{found:?}");
+        let found = run_with_crowd(610, 640);
+        let first = found
+            .first()
+            .expect("x8 alone for 30 minutes was not found");
+        assert!((610..=616).contains(&first.0), "{found:?}");
+    }
+
+    /// Tokens alone alarm where the price table cannot say what they cost; where it can, the
+    /// spend evidence speaks for them (one alert per key).
+    #[test]
+    fn tokens_are_judged_alone_only_when_unpriced() {
+        let mut e = engine();
+        let found = run(&mut e, "k", 140, |i| {
+            let (requests, _) = spend(i, 1.0, u32::MAX);
+            (if i >= 125 { requests * 3 + 3 } else { requests }, 0.0)
+        });
+        let first = found.first().expect("unpriced tokens x3 were not found");
+        assert!(first.1.contains("tokens a minute"), "{found:?}");
+        let mut e = engine();
+        let found = run(&mut e, "k", 140, |i| spend(i, 3.0, 125));
+        assert!(
+            found.iter().all(|(_, s)| !s.contains("tokens")),
+            "{found:?}"
+        );
     }
 
     #[test]
