@@ -117,6 +117,9 @@ struct KeyState {
     countries: Ewma,
     /// Evidence of a raised spend and token rate over several minutes (see `sustained.rs`).
     sustained: sustained::Evidence,
+    /// The model the key called most in its last ordinary closed minute, to name what its
+    /// spend moved away from when its price per token jumps.
+    usual_model: Option<Box<str>>,
 }
 
 /// A key's retry counts in one closed minute (u32: a minute of one key fits).

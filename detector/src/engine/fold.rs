@@ -61,6 +61,7 @@ impl Engine {
                         whereabouts: travel::Whereabouts::default(),
                         countries: Ewma::default(),
                         sustained: sustained::Evidence::default(),
+                        usual_model: None,
                     }),
                 );
             }
@@ -144,9 +145,24 @@ impl Engine {
             }
             state.spend.last_folded = closed_before;
         }
+        // Each key's most called model in its last closed minute with usage.
+        let mut top: FxMap<&str, (u32, u64, &str)> = FxMap::default();
         for u in data.usage.iter().filter(|u| closed(u.minute)) {
             if let Some(state) = self.keys.get_mut(&u.api_key_id) {
                 state.familiar.learn(u);
+            }
+            let best = top.entry(&u.api_key_id).or_insert((u.minute, 0, &u.model));
+            if (u.minute, u.requests) > (best.0, best.1) {
+                *best = (u.minute, u.requests, &u.model);
+            }
+        }
+        for (key, (_, _, model)) in top {
+            if let Some(state) = self.keys.get_mut(key) {
+                // Only while the key's spend looks ordinary: an incident's model is not usual.
+                let ordinary = state.sustained.spend_at_rest();
+                if ordinary && !model.is_empty() && state.usual_model.as_deref() != Some(model) {
+                    state.usual_model = Some(model.into());
+                }
             }
         }
         self.fold_key_travel(&data.usage, from, closed_before);

@@ -15,6 +15,9 @@ use tripline_core::models::sustained::{floored_sigma, Cusum, Dispersion, Sustain
 use super::*;
 
 const MINUTES_PER_DAY: f64 = 1440.0;
+/// A price per token this many times the key's usual is a move to pricier models, worth
+/// naming in the alert: a key's ordinary mix moves it by far less.
+const PRICE_JUMP: f64 = 3.0;
 
 /// A key's evidence: spend per minute (idle minutes count as zero) and tokens per active
 /// minute, each with how bursty the key has been ([`Dispersion`]), and its usual requests per
@@ -30,6 +33,9 @@ pub(super) struct Evidence {
     spend_dispersion: Dispersion,
     tokens_dispersion: Dispersion,
     requests: Ewma,
+    /// Dollars per token in ordinary priced minutes: a jump says the key moved to a pricier
+    /// model, not merely sent more.
+    price_per_token: Ewma,
 }
 
 impl Evidence {
@@ -55,10 +61,13 @@ impl Evidence {
         );
         let warm = model.windows() >= u64::from(params.config.warmup_windows.max(1));
         if !warm {
-            return Evidence {
+            let mut young = Evidence {
                 requests: next.requests,
+                price_per_token: next.price_per_token,
                 ..Evidence::default()
             };
+            young.learn_price(row, params);
+            return young;
         }
         let (expected, sigma) = model.moments(params, how);
         let (expected, sigma) = (expected * crowd, floored_sigma(expected, sigma) * crowd);
@@ -87,7 +96,36 @@ impl Evidence {
             next.tokens_dispersion
                 .observe(used as f64, usual, sigma, config);
         }
+        // Minutes that leave the key looking ordinary: an incident's prices do not become usual.
+        if next.spend_at_rest() {
+            next.learn_price(row, params);
+        }
         next
+    }
+
+    fn learn_price(&mut self, row: Option<(f64, u64, u64)>, params: &SpendParams) {
+        if let Some((cost, _, used)) = row.filter(|r| r.0 > 0.0 && r.2 > 0) {
+            self.price_per_token.update(
+                cost / used as f64,
+                alpha_from_half_life(params.config.half_life_windows),
+            );
+        }
+    }
+
+    /// How many times its usual price per token the key paid in `row`'s minute, when that is
+    /// a jump ([`PRICE_JUMP`] or more, over at least 30 ordinary priced minutes).
+    fn price_jump(&self, row: &KeyMinute) -> Option<f64> {
+        let usual = self.price_per_token;
+        if usual.n < 30 || usual.mean <= 0.0 || row.tokens == 0 {
+            return None;
+        }
+        let ratio = row.cost_usd / row.tokens as f64 / usual.mean;
+        (ratio >= PRICE_JUMP).then_some(ratio)
+    }
+
+    /// Whether no spend evidence is building up (the key looks ordinary).
+    pub(super) fn spend_at_rest(&self) -> bool {
+        self.spend.sum == 0.0
     }
 
     /// The key's usual requests per minute (idle minutes count).
@@ -169,6 +207,8 @@ impl Engine {
             return;
         }
         let crowd = Crowd::new(self, data, self.folded_through, now_s);
+        // Each key's model mix this cycle, indexed on first need (a price jump is rare).
+        let mixes: std::cell::OnceCell<FxMap<&str, Vec<&Usage>>> = std::cell::OnceCell::new();
         // Rows come ordered by key and minute: a key's unfolded minutes build on each other.
         let mut carried: Option<(&str, u32, Evidence)> = None;
         for row in data.keys.iter().filter(|r| r.minute >= self.folded_through) {
@@ -221,7 +261,32 @@ impl Engine {
                 .copied()
                 .unwrap_or_default();
             if !spend_fired && evidence.spend.alarm(config, MINUTES_PER_DAY, impact_usd) {
-                out.push(spend_candidate(row, &evidence.spend, impact_usd));
+                let mut c = spend_candidate(row, &evidence.spend, impact_usd);
+                if let Some(ratio) = evidence.price_jump(row) {
+                    let usage = mixes.get_or_init(|| {
+                        let mut by_key: FxMap<&str, Vec<&Usage>> = FxMap::default();
+                        for u in data
+                            .usage
+                            .iter()
+                            .filter(|u| u.minute >= self.folded_through)
+                        {
+                            by_key.entry(&u.api_key_id).or_default().push(u);
+                        }
+                        by_key
+                    });
+                    let run_start = c.window_start_s;
+                    let mix = usage
+                        .get(row.api_key_id.as_str())
+                        .map_or(&[][..], Vec::as_slice);
+                    describe_price_jump(
+                        &mut c,
+                        ratio,
+                        mix,
+                        run_start,
+                        state.usual_model.as_deref(),
+                    );
+                }
+                out.push(c);
             }
             let impact_tokens = self.config.spend_spike.impact_tokens_per_day * impact_usd
                 / self
@@ -284,6 +349,50 @@ fn spend_candidate(row: &KeyMinute, run: &Cusum, impact_usd: f64) -> Candidate {
         .insert("extra_usd_per_day".into(), json!(extra_per_day));
     c.facts.insert("requests".into(), json!(row.requests));
     c
+}
+
+/// Says in the alert that the key's price per token jumped, and to what: "now 90 % o1, 50x
+/// the price per token of its usual deepseek-chat". `mix`: the key's usage rows this cycle.
+fn describe_price_jump(
+    c: &mut Candidate,
+    ratio: f64,
+    mix: &[&Usage],
+    from_s: u32,
+    usual_model: Option<&str>,
+) {
+    let mut by_model: Vec<(&str, u64)> = Vec::new();
+    for u in mix.iter().filter(|u| u.minute >= from_s) {
+        match by_model.iter_mut().find(|(m, _)| *m == u.model) {
+            Some(entry) => entry.1 += u.requests,
+            None => by_model.push((&u.model, u.requests)),
+        }
+    }
+    let total: u64 = by_model.iter().map(|(_, n)| n).sum();
+    let top = by_model
+        .iter()
+        .max_by_key(|(_, n)| *n)
+        .filter(|_| total > 0);
+    let now = top.map(|(model, n)| (model, 100.0 * *n as f64 / total as f64));
+    let usual = usual_model.filter(|u| now.is_none_or(|(model, _)| model != u));
+    let clause = match (now, usual) {
+        (Some((model, share)), Some(usual)) => format!(
+            "now {share:.0} % {model}, {ratio:.0}x the price per token of its usual {usual}"
+        ),
+        (Some((model, share)), None) => {
+            format!("now {share:.0} % {model}, {ratio:.0}x its usual price per token")
+        }
+        (None, _) => format!("{ratio:.0}x its usual price per token"),
+    };
+    c.summary = format!("{}; {clause}", c.summary);
+    c.facts.insert("price_per_token_ratio".into(), json!(ratio));
+    if let Some((model, share)) = now {
+        c.facts.insert("model_now".into(), json!(model));
+        c.facts
+            .insert("model_now_share".into(), json!(share / 100.0));
+    }
+    if let Some(usual) = usual {
+        c.facts.insert("usual_model".into(), json!(usual));
+    }
 }
 
 fn tokens_candidate(row: &KeyMinute, run: &Cusum) -> Candidate {
@@ -421,6 +530,49 @@ mod tests {
             }
         });
         assert!(found.is_empty(), "{found:?}");
+    }
+
+    /// A move to a pricier model at the same request rate is named in the alert, with the
+    /// model the key usually calls.
+    #[test]
+    fn a_price_jump_names_the_new_model_and_the_usual_one() {
+        let mut e = engine();
+        let mut found = Vec::new();
+        for i in 0..140 {
+            let minute = T0 + i * 60;
+            let (requests, cost) = spend(i, if i >= 125 { 100.0 } else { 1.0 }, 0);
+            let mut data = minute_data("k", minute, requests, cost);
+            if requests > 0 {
+                data.usage.push(Usage {
+                    api_key_id: "k".into(),
+                    minute,
+                    model: if i >= 125 { "o1" } else { "deepseek-chat" }.into(),
+                    requests,
+                    ..Usage::default()
+                });
+            }
+            for c in e.cycle(&data, minute + 60, i < 120) {
+                if c.detector == "spend_spike" {
+                    found.push(c);
+                }
+            }
+        }
+        let first = found.first().expect("the price jump was not found");
+        assert!(
+            first
+                .summary
+                .contains("now 100 % o1, 100x the price per token of its usual deepseek-chat"),
+            "{}",
+            first.summary
+        );
+        assert_eq!(first.facts["usual_model"], "deepseek-chat");
+        // A plain x3 in requests is no price jump.
+        let mut e = engine();
+        let found = run(&mut e, "k", 140, |i| spend(i, 3.0, 125));
+        assert!(
+            found.iter().all(|(_, s)| !s.contains("price per token")),
+            "{found:?}"
+        );
     }
 
     /// When everyone bursts (the traffic's own rhythm, a daily peak), a key bursting with them
