@@ -20,11 +20,14 @@
 //!
 //! The series: `from`/`to` are RFC 3339 or epoch seconds (or milliseconds); the default is the
 //! last 3 hours, at most 24 hours are returned. The spend band is the spend_spike detector's own:
-//! its `SpendModel` (params from the config file as it is now, re-read per request like the
-//! detector's live reload, and the key's or project's `min_abs_usd` override) is folded over the
-//! key's minutes exactly as the detector folds them (from the key's first minute with traffic,
-//! idle minutes as zero, `detect.history_hours` of warm-up before `from`, at most 48), and each
-//! minute is shown with the expectation the model had before that minute. The request-rate
+//! the key's minutes go through the detector crate's fold (`tripline_detector::engine::
+//! fold_key_minute`, params from the config file as it is now, re-read per request like the
+//! detector's live reload, and the key's or project's `min_abs_usd` override), from the key's
+//! first minute with traffic, idle minutes as zero, `detect.history_hours` of warm-up before
+//! `from` (at most 48). Each minute is shown with the expectation the model had before it and
+//! the sustained rule's evidence after it. One difference, said in the JSON: the detector also
+//! scales a key's expectation by how busy the other keys are (the crowd), which a chart of one
+//! key cannot know, so the chart's evidence is the key's alone. The request-rate
 //! band has no detector behind it and is for orientation only: an exponentially weighted mean
 //! (same half-life) ± 3 × max(its standard deviation, √mean), the Poisson spread of a count
 //! being the floor. Keys are the fingerprinted ids the pipeline stores; nothing else about a key
@@ -45,6 +48,8 @@ use tripline_core::config::DetectConfig;
 use tripline_core::models::ewma::{alpha_from_half_life, Ewma};
 use tripline_core::models::seasonal::hour_of_week;
 use tripline_core::models::spend::{SpendModel, SpendParams};
+use tripline_core::models::sustained::SustainedConfig;
+use tripline_detector::engine::{fold_key_minute, Evidence};
 
 const INDEX_HTML: &str = include_str!("console/index.html");
 const APP_JS: &str = include_str!("console/app.js");
@@ -134,6 +139,10 @@ pub struct Point {
     pub expected: Option<f64>,
     pub lower: Option<f64>,
     pub upper: Option<f64>,
+    /// Spend only: the sustained rule's evidence after this minute (it alarms from
+    /// `detect.spend_spike.sustained.threshold`), for this key alone.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<f64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -240,7 +249,8 @@ async fn series(
         .iter()
         .map(|m| (i64::from(m.minute), m.cost_usd, m.requests))
         .collect();
-    let (spend, requests) = bands(&values, from_s, to_s, &base, &judged);
+    let sustained = detect.spend_spike.sustained;
+    let (spend, requests) = bands(&values, from_s, to_s, &base, &judged, &sustained);
     let body = serde_json::json!({
         "api_key_id": key,
         "project": project,
@@ -248,8 +258,9 @@ async fn series(
         "to": tripline_core::time::format_ms(to_s * 1000),
         "step_s": MINUTE_S,
         "spend_usd": Series {
-            band: "spend_spike: the detector's SpendModel with the live [detect.spend_spike.model] \
-                   (expected, upper = expected + band; null before its warm-up)",
+            band: "spend_spike: the detector's own fold (SpendModel and sustained evidence) with the \
+                   live [detect.spend_spike] settings (expected, upper = expected + band; null \
+                   before its warm-up; evidence: the sustained rule's sum for this key alone)",
             points: spend,
         },
         "requests": Series {
@@ -409,12 +420,14 @@ pub fn bands(
     to_s: i64,
     fold: &SpendParams,
     judged: &SpendParams,
+    sustained: &SustainedConfig,
 ) -> (Vec<Point>, Vec<Point>) {
     let by_minute: HashMap<i64, (f64, u64)> =
         minutes.iter().map(|&(m, c, r)| (m, (c, r))).collect();
     let first = minutes.first().map_or(from_s, |m| m.0.min(from_s));
     let started = minutes.first().map(|m| m.0);
     let mut spend_model = SpendModel::new(fold);
+    let mut evidence = Evidence::default();
     let mut rate = Ewma::new();
     let alpha = alpha_from_half_life(fold.config.half_life_windows);
     let (mut spend, mut requests) = (Vec::new(), Vec::new());
@@ -423,31 +436,46 @@ pub fn bands(
         let (cost, count) = by_minute.get(&minute).copied().unwrap_or((0.0, 0));
         let active = started.is_some_and(|s| minute >= s);
         let how = hour_of_week(minute * 1000);
+        // What the detector expected of this minute, before it.
+        let e = spend_model.expectation(judged, how);
+        let ready = active && e.ready;
+        let known = active && rate.n > 0;
+        let spread = rate.var.max(0.0).sqrt().max(rate.mean.max(0.0).sqrt());
+        let rate_before = rate.mean;
+        if active {
+            // The detector's own fold; the crowd is 1: the chart sees this key alone.
+            let row = (count > 0 || cost > 0.0).then_some((cost, count, 0));
+            fold_key_minute(
+                &mut spend_model,
+                &mut evidence,
+                &Ewma::new(),
+                fold,
+                sustained,
+                row,
+                how,
+                1.0,
+            );
+            // Equal weights while young, as the spend model does.
+            rate.update(count as f64, alpha.max(1.0 / (rate.n as f64 + 1.0)));
+        }
         if minute >= from_s {
             let at = tripline_core::time::format_ms(minute * 1000);
-            let e = spend_model.expectation(judged, how);
-            let ready = active && e.ready;
             spend.push(Point {
                 minute: at.clone(),
                 value: cost,
                 expected: ready.then_some(e.expected),
                 lower: ready.then_some(e.lower.max(0.0)),
                 upper: ready.then_some(e.upper),
+                evidence: ready.then_some(evidence.spend_evidence()),
             });
-            let known = active && rate.n > 0;
-            let spread = rate.var.max(0.0).sqrt().max(rate.mean.max(0.0).sqrt());
             requests.push(Point {
                 minute: at,
                 value: count as f64,
-                expected: known.then_some(rate.mean),
-                lower: known.then_some((rate.mean - REQUEST_BAND_K * spread).max(0.0)),
-                upper: known.then_some(rate.mean + REQUEST_BAND_K * spread),
+                expected: known.then_some(rate_before),
+                lower: known.then_some((rate_before - REQUEST_BAND_K * spread).max(0.0)),
+                upper: known.then_some(rate_before + REQUEST_BAND_K * spread),
+                evidence: None,
             });
-        }
-        if active {
-            spend_model.update(fold, cost, how);
-            // Equal weights while young, as the spend model does.
-            rate.update(count as f64, alpha.max(1.0 / (rate.n as f64 + 1.0)));
         }
         minute += MINUTE_S;
     }
@@ -497,7 +525,14 @@ mod tests {
             .map(|m| (t0 + m * 60, 0.1, 20))
             .chain([(t0 + 45 * 60, 40.0, 400)])
             .collect();
-        let (spend, requests) = bands(&minutes, t0 + 30 * 60, t0 + 50 * 60, &params, &params);
+        let (spend, requests) = bands(
+            &minutes,
+            t0 + 30 * 60,
+            t0 + 50 * 60,
+            &params,
+            &params,
+            &SustainedConfig::default(),
+        );
         assert_eq!(spend.len(), 20);
         let mut model = SpendModel::new(&params);
         for m in 0..45 {
@@ -514,12 +549,85 @@ mod tests {
         assert!(requests[15].upper.unwrap() < 400.0);
     }
 
+    /// The chart's evidence is the detector's: it reaches the threshold in the minute the
+    /// engine raises its sustained alert for the same key.
+    #[test]
+    fn spend_evidence_is_the_detectors_judgement() {
+        use tripline_core::config::DetectConfig;
+        use tripline_detector::data::{CycleData, KeyMinute};
+        use tripline_detector::engine::Engine;
+
+        let t0: u32 = 1_795_680_000;
+        // A small key: 0-3 requests of $0.0015 a minute, x3 from minute 125.
+        let minute_of = |i: u32| {
+            let requests = u64::from((i * 7 + i / 3) % 4);
+            let times = if i >= 125 { 3.0 } else { 1.0 };
+            (requests, requests as f64 * 0.0015 * times)
+        };
+        let config = DetectConfig {
+            allowed_lateness_s: 0,
+            ..DetectConfig::default()
+        };
+        let mut engine = Engine::new(config.clone()).unwrap();
+        let mut alarmed = None;
+        for i in 0..150 {
+            let minute = t0 + i * 60;
+            let (requests, cost) = minute_of(i);
+            let data = CycleData {
+                keys: vec![KeyMinute {
+                    api_key_id: "k".into(),
+                    minute,
+                    project: "p".into(),
+                    requests,
+                    cost_usd: cost,
+                    ..KeyMinute::default()
+                }],
+                ..CycleData::default()
+            };
+            let found = engine.cycle(&data, minute + 60, false);
+            if alarmed.is_none() && found.iter().any(|c| c.detector == "spend_spike") {
+                alarmed = Some(i);
+            }
+        }
+        let alarmed = alarmed.expect("the engine found the x3");
+        let minutes: Vec<(i64, f64, u64)> = (0..150)
+            .map(|i| {
+                let (requests, cost) = minute_of(i);
+                (i64::from(t0 + i * 60), cost, requests)
+            })
+            .filter(|m| m.2 > 0)
+            .collect();
+        let params = config.spend_spike.model.validate().unwrap();
+        let sustained = config.spend_spike.sustained;
+        let start = i64::from(t0);
+        let (spend, _) = bands(
+            &minutes,
+            start,
+            start + 150 * 60,
+            &params,
+            &params,
+            &sustained,
+        );
+        let first_over = spend
+            .iter()
+            .position(|p| p.evidence.is_some_and(|e| e >= sustained.threshold))
+            .expect("the chart's evidence reaches the threshold");
+        assert_eq!(first_over as u32, alarmed);
+    }
+
     #[test]
     fn no_band_before_traffic_or_warmup() {
         let params = SpendModelConfig::default().validate().unwrap();
         let t0 = 1_795_680_000;
         let minutes = [(t0 + 600, 1.0, 3)];
-        let (spend, requests) = bands(&minutes, t0, t0 + 1200, &params, &params);
+        let (spend, requests) = bands(
+            &minutes,
+            t0,
+            t0 + 1200,
+            &params,
+            &params,
+            &SustainedConfig::default(),
+        );
         assert_eq!(spend.len(), 20);
         assert!(
             spend.iter().all(|p| p.upper.is_none()),

@@ -26,6 +26,8 @@ mod providers;
 mod retries;
 mod spend;
 mod sustained;
+
+pub use sustained::{fold_key_minute, Evidence};
 mod travel;
 
 /// Something a detector flagged this cycle.

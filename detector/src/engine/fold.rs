@@ -94,13 +94,12 @@ impl Engine {
                         .ok()
                         .map(|i| m[i].1)
                 });
-                let cost = row.map_or(0.0, |r| r.cost_usd);
                 let how = hour_of_week(i64::from(minute) * 1000);
-                // Evidence first, against the baseline as it stood before this minute.
                 let usual = state.sustained.usual_requests();
                 let requests = row.map_or(0, |r| r.requests);
-                state.sustained = state.sustained.after_minute(
-                    &state.spend.model,
+                sustained::fold_key_minute(
+                    &mut state.spend.model,
+                    &mut state.sustained,
                     &state.tokens,
                     &params,
                     &sustained_config,
@@ -108,7 +107,6 @@ impl Engine {
                     how,
                     crowd.factor(minute, requests, usual),
                 );
-                state.spend.model.update(&params, cost, how);
                 let sat = |n: u64| u32::try_from(n).unwrap_or(u32::MAX);
                 state.previous = row.map(|r| {
                     // Upstream attempts are looked up only where something went wrong: a calm

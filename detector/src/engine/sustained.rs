@@ -27,7 +27,7 @@ const PRICE_JUMP: f64 = 3.0;
 /// (self-hosted or unknown models): where it could, the spend evidence says the same thing in
 /// the user's terms, and one alert per key is enough.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub(super) struct Evidence {
+pub struct Evidence {
     spend: Cusum,
     tokens: Cusum,
     spend_dispersion: Dispersion,
@@ -123,6 +123,12 @@ impl Evidence {
         (ratio >= PRICE_JUMP).then_some(ratio)
     }
 
+    /// The spend evidence summed so far (the CUSUM statistic: 0 when the key looks ordinary,
+    /// alarming from `sustained.threshold`).
+    pub fn spend_evidence(&self) -> f64 {
+        self.spend.sum
+    }
+
     /// Whether no spend evidence is building up (the key looks ordinary).
     pub(super) fn spend_at_rest(&self) -> bool {
         self.spend.sum == 0.0
@@ -189,6 +195,26 @@ impl Crowd {
 /// A key's requests as the crowd counts them: at most three times its usual, plus three.
 fn capped(requests: u64, usual: f64) -> f64 {
     (requests as f64).min(3.0 * usual + 3.0)
+}
+
+/// One closed minute of a key's spend folded as the detector folds it: first the sustained
+/// evidence, against the baseline as it stood before the minute, then the baseline. The engine
+/// and the console's key chart both go through here, so the chart shows what was judged.
+/// `row`: the minute's spend, requests and tokens (None when idle); `crowd`: how busy the other
+/// keys were ([`Crowd::factor`]; 1 where only this key is known).
+#[allow(clippy::too_many_arguments)]
+pub fn fold_key_minute(
+    model: &mut SpendModel,
+    evidence: &mut Evidence,
+    tokens: &Ewma,
+    params: &SpendParams,
+    config: &SustainedConfig,
+    row: Option<(f64, u64, u64)>,
+    how: u8,
+    crowd: f64,
+) {
+    *evidence = evidence.after_minute(model, tokens, params, config, row, how, crowd);
+    model.update(params, row.map_or(0.0, |r| r.0), how);
 }
 
 impl Engine {
