@@ -78,7 +78,7 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
     let end_ms = start_ms + duration_ms;
     let incidents = match args.incidents {
         Incidents::None => Vec::new(),
-        Incidents::Standard => standard_scenario(start_ms, duration_ms, args.keys),
+        Incidents::Standard => standard_scenario(start_ms, duration_ms, args.keys, args.seed),
     };
     if args.incidents == Incidents::Standard {
         let missing: Vec<&str> = IncidentKind::ALL
@@ -89,8 +89,9 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
         if !missing.is_empty() {
             warn!(
                 missing = missing.join(","),
-                "the run is too short (or has too few keys) for every incident kind: 4 h hold \
-                 all but the slow move, 5 h 30 min all of them"
+                "the run is too short (or has too few keys) for every incident kind: 4 h 30 min \
+                 hold all but the slow move and the provider storm with backoff, 5 h 30 min all \
+                 of them"
             );
         }
     }

@@ -10,23 +10,41 @@
 use std::fmt;
 use std::str::FromStr;
 
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
 /// What an incident does to the traffic: the detectors' incidents in several sizes, plus benign
 /// events that look unusual and must not alert.
 ///
-/// Spend incidents add requests on the key, in its own mix of models, addresses and users, and
-/// always clear a dollar floor (the spend detector ignores less than $1 a minute): when the
-/// multiple of a key's own requests would not reach it (cheap models, a quiet key or hour), the
-/// added requests grow longer first (a runaway agent's context, up to 8x the trace's tokens) and
-/// more numerous only after that. The ground truth's note states the resulting figures.
+/// Spend incidents are drawn per incident, under the run's seed, from wide ranges instead of
+/// fixed shapes: the window's length by [`standard_scenario`] (from the seed), the multiple or
+/// the model by the incident's own random stream. They keep the key's own token shape and are
+/// not lengthened or lifted to any dollar floor: a small key going x3 is a small incident. The
+/// only condition is that the incident matters by the product's own default impact floor: its
+/// extra spend, if it went on for a day, is at least twice
+/// `SpendSpikeConfig::default().impact_usd_per_day` ($10 a day at $5). A draw that falls short
+/// is drawn again (up to 8 times), then the incident moves to the next bigger key (by share)
+/// that is free at its time. The ground truth's note states the key's usual $/min, the multiple
+/// (or the model and its price ratio), the extra $/day and the minutes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum IncidentKind {
-    /// The key's requests ×4.5 with twice the completion tokens, at least $2.50 a minute more.
+    /// The key's requests times a multiple drawn log-uniform in 2-8, in its own mix of models,
+    /// addresses, users and tokens (3-30 minutes in the standard scenario).
     SpendSpikeSmall,
-    /// The key's requests ×20 with 2.5× the completion tokens, at least $20 a minute more.
+    /// The same with a multiple drawn log-uniform in 8-50.
     SpendSpikeLarge,
-    /// Extra requests growing linearly over the window, from none to 7× the key's own (1× to
-    /// 8× in all), with 1.5× the completion tokens, at least $6 a minute more at the end.
+    /// Extra requests (the key's own kind) growing linearly over the window from none to a final
+    /// multiple drawn log-uniform in 2-10 of the key's own (15-60 minutes in the standard
+    /// scenario). Its onset, from which time to detect counts, is not its start (when nothing
+    /// extra happens yet) but the moment its extra reaches 1x the key's own, the key at 2x:
+    /// `duration / (final - 1)` after the start (at most a minute before its end).
     SpendRamp,
+    /// A price shift: for the window (5-30 minutes in the standard scenario) every one of the
+    /// key's own requests goes to one model, drawn from the simulator's catalog so that its price
+    /// per token (at the key's token mix) is 5-200x the key's usual models, at the same request
+    /// rate and tokens; where the catalog has nothing 5x pricier, its priciest model, at the
+    /// ratio it has. No request is added.
+    SpendPriceShift,
     /// A leaked key: a few probe requests on an expensive model family the key never called,
     /// from a hosting network in a new country with a new user agent, then a burst of hundreds
     /// of long requests from a dozen or more addresses of that network.
@@ -71,10 +89,11 @@ pub enum IncidentKind {
 }
 
 impl IncidentKind {
-    pub const ALL: [IncidentKind; 14] = [
+    pub const ALL: [IncidentKind; 15] = [
         Self::SpendSpikeSmall,
         Self::SpendSpikeLarge,
         Self::SpendRamp,
+        Self::SpendPriceShift,
         Self::LeakedKeyProbeThenBurst,
         Self::RetryStormNoBackoff,
         Self::RetryStormWithBackoff,
@@ -94,6 +113,7 @@ impl IncidentKind {
             Self::SpendSpikeSmall => "spend_spike_small",
             Self::SpendSpikeLarge => "spend_spike_large",
             Self::SpendRamp => "spend_ramp",
+            Self::SpendPriceShift => "spend_price_shift",
             Self::LeakedKeyProbeThenBurst => "leaked_key_probe_then_burst",
             Self::RetryStormNoBackoff => "retry_storm_no_backoff",
             Self::RetryStormWithBackoff => "retry_storm_with_backoff",
@@ -112,7 +132,10 @@ impl IncidentKind {
     /// `cross_region`; `None` for the benign kinds, which must not alert at all.
     pub fn detector(&self) -> Option<&'static str> {
         match self {
-            Self::SpendSpikeSmall | Self::SpendSpikeLarge | Self::SpendRamp => Some("spend_spike"),
+            Self::SpendSpikeSmall
+            | Self::SpendSpikeLarge
+            | Self::SpendRamp
+            | Self::SpendPriceShift => Some("spend_spike"),
             Self::LeakedKeyProbeThenBurst | Self::KeyScanning => Some("leaked_key"),
             Self::RetryStormNoBackoff
             | Self::RetryStormWithBackoff
@@ -152,6 +175,15 @@ impl IncidentKind {
                 | Self::BenignDailyPeak
                 | Self::ProviderStormNoBackoff
                 | Self::ProviderStormWithBackoff
+        )
+    }
+
+    /// A spend incident drawn per incident (multiple or model, key, minutes), held to the
+    /// impact floor: the spikes, the ramp and the price shift (not the planned batch).
+    pub fn is_drawn_spend(&self) -> bool {
+        matches!(
+            self,
+            Self::SpendSpikeSmall | Self::SpendSpikeLarge | Self::SpendRamp | Self::SpendPriceShift
         )
     }
 
@@ -206,8 +238,25 @@ pub struct IncidentPlan {
     /// how long the new key counts as new (it keeps sending afterwards).
     pub duration_ms: i64,
     /// Index of the target key (`key-0007` is 7). Ignored where
-    /// [`IncidentKind::targets_key`] is false.
+    /// [`IncidentKind::targets_key`] is false. A drawn spend incident
+    /// ([`IncidentKind::is_drawn_spend`]) moves to a bigger key free at its time when no draw
+    /// on this one matters (see [`IncidentKind`]); the ground truth names the key it ran on.
     pub key: usize,
+}
+
+impl IncidentPlan {
+    /// The span (offset ms) the plan holds its key for, quiet gaps included: a new key has no
+    /// past and a moved key no future at home, so both hold their key for good.
+    pub(crate) fn hold_ms(&self) -> (i64, i64) {
+        match self.kind {
+            IncidentKind::BenignNewKey => (i64::MIN, i64::MAX),
+            IncidentKind::BenignSlowRegionMove => (self.offset_ms - GAP_MS, i64::MAX),
+            _ => (
+                self.offset_ms - GAP_MS,
+                self.offset_ms + self.duration_ms + GAP_MS,
+            ),
+        }
+    }
 }
 
 /// One resolved incident: the ground truth.
@@ -273,16 +322,15 @@ const SLOW_MOVE_AFTER_MS: i64 = 30 * MIN;
 
 use IncidentKind::*;
 
-/// (kind, minutes, preferred key index) in the order a lane runs them.
+/// (kind, minutes, preferred key index) in the order a lane runs them; [`DRAWN`] for a drawn
+/// spend incident, whose minutes and key come from the run's seed.
 type Lane = &'static [(IncidentKind, i64, usize)];
+/// Minutes and key drawn from the run's seed.
+const DRAWN: usize = usize::MAX;
 
-/// Round one, three lanes side by side on distinct keys: spend, security and reliability, long.
-const ROUND_ONE: [Lane; 3] = [
-    &[
-        (SpendSpikeSmall, 8, 2),
-        (SpendSpikeLarge, 10, 6),
-        (BenignPlannedBatch, 40, 7),
-    ],
+/// Round one, four lanes side by side on distinct keys: security and reliability, long, spend,
+/// and a second spend lane. The security lane goes first so that its kinds keep their keys.
+const ROUND_ONE: [Lane; 4] = [
     &[
         (KeyScanning, 5, 0),
         (RetryStormWithBackoff, 8, 5),
@@ -290,74 +338,111 @@ const ROUND_ONE: [Lane; 3] = [
         (RetryStormNoBackoff, 8, 1),
         (LeakedKeyProbeThenBurst, 25, 3),
     ],
-    &[(SpendRamp, 75, 8), (BenignNewKey, 60, 12)],
+    &[(SpendRamp, 0, DRAWN), (BenignNewKey, 60, 12)],
+    &[
+        (SpendSpikeSmall, 0, DRAWN),
+        (SpendSpikeLarge, 0, DRAWN),
+        (BenignPlannedBatch, 40, 7),
+    ],
+    &[(SpendPriceShift, 0, DRAWN), (SpendSpikeSmall, 0, DRAWN)],
 ];
 /// Round two (other keys, other sizes), from the middle of a run long enough for it.
-const ROUND_TWO: [Lane; 2] = [
-    &[
-        (SpendSpikeLarge, 10, 11),
-        (SpendSpikeSmall, 8, 9),
-        (SpendRamp, 60, 16),
-    ],
+const ROUND_TWO: [Lane; 4] = [
     &[
         (LeakedKeyProbeThenBurst, 25, 13),
         (RetryStormNoBackoff, 8, 14),
         (KeyScanning, 5, 0),
         (ImpossibleTravel, 20, 15),
     ],
+    &[(SpendRamp, 0, DRAWN)],
+    &[(SpendSpikeLarge, 0, DRAWN), (SpendSpikeSmall, 0, DRAWN)],
+    &[(SpendPriceShift, 0, DRAWN)],
 ];
+/// The keys other kinds prefer: drawn spend incidents are drawn among the others (while there
+/// are any), so that they do not push the other kinds off their keys.
+const RESERVED_KEYS: [usize; 11] = [0, 1, 3, 4, 5, 7, 10, 12, 13, 14, 15];
 const DAILY_PEAK_MIN: i64 = 60;
 const PROVIDER_STORM_MIN: i64 = 10;
 const SLOW_MOVE_KEY: usize = 10;
 
-/// One or two incidents of every kind spread over a run of `duration_ms` from `start_ms` with
-/// `keys` keys: after [`STANDARD_WARMUP_MS`] of clean traffic, three lanes run side by side on
-/// distinct keys, with 10 quiet minutes between the incidents of a lane:
+/// A drawn spend incident's window, in whole minutes, uniform in this range.
+pub(crate) fn drawn_minutes(kind: IncidentKind) -> Option<(i64, i64)> {
+    match kind {
+        SpendSpikeSmall | SpendSpikeLarge => Some((3, 30)),
+        SpendRamp => Some((15, 60)),
+        SpendPriceShift => Some((5, 30)),
+        _ => None,
+    }
+}
+
+/// Every kind spread over a run of `duration_ms` from `start_ms` with `keys` keys, the spend
+/// incidents' keys and windows drawn from `seed`: after [`STANDARD_WARMUP_MS`] of clean
+/// traffic, four lanes run side by side on distinct keys, with 10 quiet minutes between the
+/// incidents of a lane:
 ///
 /// | lane | incidents (minutes) |
 /// |---|---|
-/// | spend | small spike (8), large spike (10), planned batch (40) |
 /// | security, reliability | key scanning (5), retry storm with backoff (8), impossible travel (20), retry storm without backoff (8), leaked key (25) |
-/// | long | spend ramp (75), new key (60) |
+/// | long | spend ramp (15-60), new key (60) |
+/// | spend | small spike (3-30), large spike (3-30), planned batch (40) |
+/// | spend two | price shift (5-30), small spike (3-30) |
 ///
-/// then a provider storm without backoff (10) after the spend lane when it ends 10 minutes
-/// before the daily peak does not move, the daily peak (60) once the first two lanes are done; a benign slow move on its own key
-/// from minute 50 (12 h of silence when the run allows, at least 4 h, so runs from 5 h 30 min
-/// have it); and, from the middle of a run long enough (about 6 h), a second round: large and
-/// small spikes, a 60-minute ramp, a leaked key, a storm without backoff, key scanning and
-/// impossible travel on other keys, and after its spend lane a provider storm with backoff
-/// (10; from 5 h). A provider storm spares the keys under another incident near its time. Starts fall on whole minutes of event time. Everything but
-/// the slow move fits in 4 h (the first round ends after about 3 h 40 min); what would not end
-/// 5 minutes before the run does is left out. Keys are `key-0001` to
-/// `key-0016`; with fewer keys a plan takes the next key free at its time, and is left out when
-/// none is (a key's incidents never overlap, and stay 10 minutes apart).
-pub fn standard_scenario(start_ms: i64, duration_ms: i64, keys: usize) -> Vec<IncidentPlan> {
+/// then a provider storm without backoff (10) after both spend lanes, the daily peak (60) once
+/// it and the security lane are done; a benign slow move on its own key from minute 50 (12 h of
+/// silence when the run allows, at least 4 h, so runs from 5 h 30 min have it); and, from the
+/// middle of a run long enough, a second round: a leaked key, a storm without backoff, key
+/// scanning and impossible travel; a ramp; a large and a small spike; a price shift followed by
+/// a provider storm with backoff (10). A provider storm spares the keys under another incident
+/// near its time. Starts fall on whole minutes of event time.
+///
+/// Round one ends after 4 h 10 min at the latest (all but the slow move and the storm with
+/// backoff fit in 4 h 30 min whatever the seed), round two 1 h 30 min after it starts; what
+/// would not end 5 minutes before the run does is left out: 5 h 30 min hold every kind, 8 h every
+/// kind and 3 small
+/// spikes, 2 large, 2 ramps and 2 price shifts whatever the seed. A drawn spend incident's key
+/// is drawn uniformly over the keys the other kinds do not prefer (from the busiest to the
+/// quietest); the others prefer fixed keys, `key-0000` to `key-0015`. With fewer keys a plan
+/// takes the next key free at its time, and is left out when none is (a key's incidents never
+/// overlap, and stay 10 minutes apart).
+pub fn standard_scenario(
+    start_ms: i64,
+    duration_ms: i64,
+    keys: usize,
+    seed: u64,
+) -> Vec<IncidentPlan> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    // A stream of its own: the keys use 1, the background 0, the incidents 100 and up.
+    rng.set_stream(3);
     let mut layout = Layout {
         start_ms,
         limit_ms: duration_ms - TAIL_MS,
         keys,
         plans: Vec::new(),
         busy: vec![Vec::new(); keys],
+        rng,
     };
     if keys == 0 || layout.limit_ms <= STANDARD_WARMUP_MS {
         return Vec::new();
     }
-    let mut ends = Vec::new();
-    for (i, lane) in ROUND_ONE.iter().enumerate() {
-        let end = layout.lane(lane, STANDARD_WARMUP_MS);
-        // The daily peak waits for the spend and security lanes, not for the long one.
-        if i < 2 {
-            ends.push(end);
-        }
-    }
-    let peak_at = ends.iter().copied().max().unwrap_or(STANDARD_WARMUP_MS) + GAP_MS;
-    // A provider storm after the spend lane, where it ends before the daily peak (every key).
-    if let Some(&spend_end) = ends.first() {
-        let at = layout.align(spend_end + GAP_MS);
-        if at + (PROVIDER_STORM_MIN * MIN) + GAP_MS <= peak_at {
-            layout.place(ProviderStormNoBackoff, at, PROVIDER_STORM_MIN * MIN, 0);
-        }
-    }
+    let [security, long, spend, spend_two] = ROUND_ONE;
+    let security_end = layout.lane(security, STANDARD_WARMUP_MS);
+    layout.lane(long, STANDARD_WARMUP_MS);
+    let spend_end = layout
+        .lane(spend, STANDARD_WARMUP_MS)
+        .max(layout.lane(spend_two, STANDARD_WARMUP_MS));
+    // A provider storm after both spend lanes (every key), then the daily peak.
+    let storm_at = layout.align(spend_end + GAP_MS);
+    let storm_end = if layout.place(
+        ProviderStormNoBackoff,
+        storm_at,
+        PROVIDER_STORM_MIN * MIN,
+        0,
+    ) {
+        storm_at + PROVIDER_STORM_MIN * MIN
+    } else {
+        spend_end
+    };
+    let peak_at = security_end.max(storm_end) + GAP_MS;
     layout.place(BenignDailyPeak, peak_at, DAILY_PEAK_MIN * MIN, 0);
     let round_one_end = layout
         .plans
@@ -378,20 +463,21 @@ pub fn standard_scenario(start_ms: i64, duration_ms: i64, keys: usize) -> Vec<In
     }
 
     let round_two_at = (round_one_end + 2 * GAP_MS).max(duration_ms / 2);
-    let mut round_two_ends = Vec::new();
-    for lane in &ROUND_TWO {
-        round_two_ends.push(layout.lane(lane, round_two_at));
-    }
-    // And one with backoff after round two's spend lane, where the run has room for it.
-    if let Some(&spend_end) = round_two_ends.first() {
-        if spend_end > round_two_at {
-            layout.place(
-                ProviderStormWithBackoff,
-                spend_end + GAP_MS,
-                PROVIDER_STORM_MIN * MIN,
-                0,
-            );
+    let mut price_end = round_two_at;
+    for (i, lane) in ROUND_TWO.iter().enumerate() {
+        let end = layout.lane(lane, round_two_at);
+        if i == ROUND_TWO.len() - 1 {
+            price_end = end;
         }
+    }
+    // And one with backoff after round two's price shift, where the run has room for it.
+    if price_end > round_two_at {
+        layout.place(
+            ProviderStormWithBackoff,
+            price_end + GAP_MS,
+            PROVIDER_STORM_MIN * MIN,
+            0,
+        );
     }
     layout.plans.sort_by_key(|p| (p.offset_ms, p.kind, p.key));
     layout.plans
@@ -404,6 +490,8 @@ struct Layout {
     plans: Vec<IncidentPlan>,
     /// Per key, the intervals (offset ms) its incidents occupy, gaps included.
     busy: Vec<Vec<(i64, i64)>>,
+    /// Draws the spend incidents' minutes and keys.
+    rng: ChaCha8Rng,
 }
 
 impl Layout {
@@ -411,12 +499,31 @@ impl Layout {
     fn lane(&mut self, lane: Lane, from: i64) -> i64 {
         let mut at = from;
         for &(kind, minutes, key) in lane {
+            let (minutes, key) = match drawn_minutes(kind) {
+                Some((lo, hi)) if key == DRAWN => {
+                    let minutes = self.rng.random_range(lo..=hi);
+                    (minutes, self.draw_key())
+                }
+                _ => (minutes, key),
+            };
             at = self.align(at);
             if self.place(kind, at, minutes * MIN, key) {
                 at += minutes * MIN + GAP_MS;
             }
         }
         at - GAP_MS
+    }
+
+    /// A key drawn uniformly over those no other kind prefers (all of them if none is left).
+    fn draw_key(&mut self) -> usize {
+        let free: Vec<usize> = (0..self.keys)
+            .filter(|k| !RESERVED_KEYS.contains(k))
+            .collect();
+        if free.is_empty() {
+            self.rng.random_range(0..self.keys)
+        } else {
+            free[self.rng.random_range(0..free.len())]
+        }
     }
 
     /// The first whole minute of event time at or after `offset`.
@@ -431,28 +538,22 @@ impl Layout {
         if offset + duration > self.limit_ms {
             return false;
         }
-        let mut chosen = 0;
+        let mut plan = IncidentPlan {
+            kind,
+            offset_ms: offset,
+            duration_ms: duration,
+            key: 0,
+        };
         if kind.targets_key() {
-            // A new key has no past and a moved key no future at home: both hold their key
-            // for the whole run.
-            let (from, to) = match kind {
-                BenignNewKey => (i64::MIN, i64::MAX),
-                BenignSlowRegionMove => (offset - GAP_MS, i64::MAX),
-                _ => (offset - GAP_MS, offset + duration + GAP_MS),
-            };
+            let (from, to) = plan.hold_ms();
             let free = |k: &usize| self.busy[*k].iter().all(|&(a, b)| to <= a || b <= from);
             let Some(k) = (0..self.keys).map(|i| (key + i) % self.keys).find(free) else {
                 return false;
             };
             self.busy[k].push((from, to));
-            chosen = k;
+            plan.key = k;
         }
-        self.plans.push(IncidentPlan {
-            kind,
-            offset_ms: offset,
-            duration_ms: duration,
-            key: chosen,
-        });
+        self.plans.push(plan);
         true
     }
 }

@@ -20,7 +20,7 @@ use crate::catalog::{
 use crate::faults::exponential;
 use crate::incidents::{Incident, IncidentKind, IncidentPlan};
 use crate::keys::{host_in, pick_split, KeyProfile};
-use crate::resolve::{resolve, Resolved};
+use crate::resolve::{choose_spend, resolve, Resolved, SpendDraw};
 use crate::traces::Trace;
 
 /// Rate-driven incidents re-read their key's rate at least this often, in ms.
@@ -73,6 +73,8 @@ pub(crate) enum Background {
     /// The key has moved: this request comes from there.
     Relocate(Arc<Origin>),
     Storm(usize),
+    /// A price shift: the request goes to this model instead.
+    Shift(&'static Model),
 }
 
 #[derive(Debug)]
@@ -151,6 +153,8 @@ struct Active {
     arrival: bool,
     storm: Option<StormSpec>,
     relocation: Option<Relocation>,
+    /// A price shift's model for the key's own requests in the window.
+    shift: Option<&'static Model>,
 }
 
 impl Active {
@@ -201,6 +205,8 @@ pub(crate) struct Injector {
     wide: Vec<usize>,
     /// The earliest next request of any incident: (ms, index).
     next: Option<(i64, usize)>,
+    /// Per ground-truth incident, what a drawn spend incident was drawn with.
+    draws: Vec<Option<SpendDraw>>,
 }
 
 impl Injector {
@@ -211,18 +217,41 @@ impl Injector {
             by_key: vec![Vec::new(); cx.keys.len()],
             ..Injector::default()
         };
-        for (n, plan) in plans.iter().enumerate() {
-            let valid = plan.duration_ms > 0
+        let valid = |plan: &IncidentPlan| {
+            plan.duration_ms > 0
                 && plan.offset_ms >= 0
-                && (!plan.kind.targets_key() || plan.key < cx.keys.len());
-            if !valid || cx.keys.is_empty() {
-                continue;
-            }
+                && (!plan.kind.targets_key() || plan.key < cx.keys.len())
+                && !cx.keys.is_empty()
+        };
+        let rng_of = |n: usize| {
             let mut rng = ChaCha8Rng::seed_from_u64(cx.seed);
             rng.set_stream(100 + n as u64);
+            rng
+        };
+        // Drawn spend incidents first: one may move to a bigger key, which the others (the
+        // keys a provider storm spares, the next spend incident's free keys) must know.
+        let mut plans = plans.to_vec();
+        let mut drawn: Vec<Option<(SpendDraw, ChaCha8Rng)>> = vec![None; plans.len()];
+        for n in 0..plans.len() {
+            if !valid(&plans[n]) || !plans[n].kind.is_drawn_spend() {
+                continue;
+            }
+            let mut rng = rng_of(n);
+            let draw = choose_spend(&plans, n, &mut rng, cx);
+            plans[n].key = draw.key;
+            drawn[n] = Some((draw, rng));
+        }
+        for (n, plan) in plans.iter().enumerate() {
+            if !valid(plan) {
+                continue;
+            }
+            let (draw, mut rng) = match drawn[n].take() {
+                Some((draw, rng)) => (Some(draw), rng),
+                None => (None, rng_of(n)),
+            };
             let index = out.active.len();
             let busy = if plan.kind.is_provider_storm() {
-                busy_near(plans, n, cx)
+                busy_near(&plans, n, cx)
             } else {
                 Busy::default()
             };
@@ -237,7 +266,8 @@ impl Injector {
                 rate,
                 storm,
                 relocation,
-            } = resolve(plan, index, &mut rng, cx, &busy);
+                shift,
+            } = resolve(plan, index, &mut rng, cx, &busy, draw.as_ref());
             if plan.kind == IncidentKind::BenignDailyPeak {
                 out.peaks.push((start_ms, end_ms));
             }
@@ -245,6 +275,7 @@ impl Injector {
                 out.wide.push(index);
             } else if storm.is_some()
                 || relocation.is_some()
+                || shift.is_some()
                 || plan.kind == IncidentKind::BenignNewKey
             {
                 out.by_key[key].push(index);
@@ -257,6 +288,7 @@ impl Injector {
                 onset_ms,
                 note,
             });
+            out.draws.push(draw);
             let wake_at = if rate.is_some() {
                 start_ms as f64
             } else {
@@ -275,6 +307,7 @@ impl Injector {
                 arrival: false,
                 storm,
                 relocation,
+                shift,
             });
         }
         out.refresh_next();
@@ -283,6 +316,12 @@ impl Injector {
 
     pub fn truth(&self) -> &[Incident] {
         &self.truth
+    }
+
+    /// Per ground-truth incident, a drawn spend incident's figures (`None` for other kinds).
+    #[cfg(test)]
+    pub fn draws(&self) -> &[Option<SpendDraw>] {
+        &self.draws
     }
 
     /// The earliest instant at which an incident wants serving, and which one.
@@ -372,6 +411,11 @@ impl Injector {
             if let Some(s) = &a.storm {
                 if (a.start_ms..s.cutoff_ms).contains(&ts_ms) && s.provider == provider {
                     return Background::Storm(i);
+                }
+            }
+            if let Some(m) = a.shift {
+                if (a.start_ms..a.end_ms).contains(&ts_ms) {
+                    return Background::Shift(m);
                 }
             }
         }

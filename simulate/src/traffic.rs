@@ -183,6 +183,18 @@ impl Engine {
         self.injector.truth()
     }
 
+    /// Each key's long-run share of requests.
+    #[cfg(test)]
+    pub(crate) fn key_shares(&self) -> Vec<f64> {
+        self.keys.iter().map(|k| k.share).collect()
+    }
+
+    /// Per ground-truth incident, a drawn spend incident's figures.
+    #[cfg(test)]
+    pub(crate) fn spend_draws(&self) -> &[Option<crate::resolve::SpendDraw>] {
+        self.injector.draws()
+    }
+
     pub fn key_ids(&self) -> Vec<String> {
         self.keys.iter().map(|k| k.id.clone()).collect()
     }

@@ -35,6 +35,7 @@ impl Engine {
                 Background::Drop => return,
                 Background::Relocate(origin) => request.origin = Some(origin),
                 Background::Storm(i) => request.mode = Mode::Storm(i),
+                Background::Shift(model) => request.model = model,
             }
         }
         let elapsed = (start_ms - self.config.start_ms) as f64;
