@@ -59,9 +59,11 @@ const GRACE_S: i64 = 300;
 
 pub async fn run(args: EvaluateArgs) -> anyhow::Result<()> {
     let loaded = settings::load(args.config.as_deref())?;
+    // Milliseconds: evaluations run side by side (scripts/eval-seeds.sh) get topics and
+    // databases of their own.
     let stamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
-        .as_secs();
+        .as_millis() as u64;
     let kafka = settings::scratch_topics(&loaded.config.kafka, "eval", stamp).await?;
     let env = tripline_kafka::process_env;
 
@@ -203,7 +205,18 @@ pub async fn run(args: EvaluateArgs) -> anyhow::Result<()> {
     let report = score(&truth, &firings, &projects);
     report.print();
     if let Some(path) = &args.json {
-        std::fs::write(path, serde_json::to_vec_pretty(&report.json(&firings))?)?;
+        let run = serde_json::json!({
+            "seed": args.seed, "hours": args.hours, "rate": args.rate, "keys": args.keys,
+            "step_s": args.step_s, "start_ms": start_ms, "end_ms": end_ms,
+            "tripline_version": env!("CARGO_PKG_VERSION"),
+            "revision": revision(),
+            // As configured, before the planned batch's per-key override.
+            "detect_config": serde_json::to_value(&loaded.config.detect)?,
+        });
+        std::fs::write(
+            path,
+            serde_json::to_vec_pretty(&report.json(&firings, run))?,
+        )?;
         println!("details: {}", path.display());
     }
     if !args.keep {
@@ -217,6 +230,16 @@ pub async fn run(args: EvaluateArgs) -> anyhow::Result<()> {
         println!("kept database {database}");
     }
     Ok(())
+}
+
+/// What was built: `TRIPLINE_REVISION` from the environment when set (scripts/eval-seeds.sh sets
+/// it to `git describe --always --dirty` of the tree it builds), else the same variable at build
+/// time, else none.
+fn revision() -> Option<String> {
+    std::env::var("TRIPLINE_REVISION")
+        .ok()
+        .filter(|r| !r.is_empty())
+        .or_else(|| option_env!("TRIPLINE_REVISION").map(str::to_owned))
 }
 
 /// A planned batch job is announced: its operator raises the key's dollar floor and budget as the
@@ -266,6 +289,9 @@ struct Report {
     /// and that alert's summary.
     outcomes: Vec<(Incident, Option<(i64, String)>)>,
     false_alerts: Vec<usize>,
+    /// Per outcome, for a benign incident: the false alerts (indices into the firings) about
+    /// its entity within its window plus grace; empty for the others. Must stay empty.
+    benign_alerts: Vec<Vec<usize>>,
 }
 
 /// Whether `firing` is a right answer to `incident`: a detector it should trigger, on its key
@@ -278,9 +304,19 @@ fn explains(incident: &Incident, firing: &Firing, projects: &HashMap<String, Str
     if detector != own && !incident.kind.also_detected_by().contains(&detector) {
         return false;
     }
+    touches(incident, firing, projects)
+}
+
+/// Whether `firing`, of any detector, is about the incident's entity (its key, the key's
+/// project, or overall spend; any entity for the daily peak, which lifts every key) within its
+/// window plus grace.
+fn touches(incident: &Incident, firing: &Firing, projects: &HashMap<String, String>) -> bool {
     let at_ms = i64::from(firing.at_s) * 1000;
     if at_ms < incident.start_ms || at_ms > incident.end_ms + GRACE_S * 1000 {
         return false;
+    }
+    if incident.key == "*" {
+        return true;
     }
     let labels = &firing.alert.labels;
     let label = |name: &str| labels.get(name).map(String::as_str);
@@ -355,22 +391,28 @@ fn score(truth: &[Incident], firings: &[Firing], projects: &HashMap<String, Stri
             false_alerts.push(index);
         }
     }
+    let benign_alerts = outcomes
+        .iter()
+        .map(|(incident, _)| {
+            if !incident.kind.is_benign() {
+                return Vec::new();
+            }
+            false_alerts
+                .iter()
+                .copied()
+                .filter(|&i| touches(incident, &firings[i], projects))
+                .collect()
+        })
+        .collect();
     Report {
         per_detector,
         outcomes,
         false_alerts,
+        benign_alerts,
     }
 }
 
-fn percentile(values: &[f64], p: f64) -> Option<f64> {
-    if values.is_empty() {
-        return None;
-    }
-    let mut sorted = values.to_vec();
-    sorted.sort_by(|a, b| a.total_cmp(b));
-    let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
-    Some(sorted[rank - 1])
-}
+use crate::evaluate_summary::percentile;
 
 impl Report {
     fn print(&self) {
@@ -399,9 +441,10 @@ impl Report {
             );
         }
         println!();
-        for (incident, first) in &self.outcomes {
+        for ((incident, first), benign) in self.outcomes.iter().zip(&self.benign_alerts) {
             let verdict = match (incident.detector(), first) {
-                (None, _) => "benign".to_owned(),
+                (None, _) if benign.is_empty() => "benign".to_owned(),
+                (None, _) => format!("benign, ALERTED ({} false alerts)", benign.len()),
                 (Some(_), Some((at_ms, _))) if incident.onset_ms >= incident.start_ms + 1000 => {
                     format!(
                         "detected after {:.0} s ({:.0} s after its window start)",
@@ -427,17 +470,23 @@ impl Report {
         );
     }
 
-    fn json(&self, firings: &[Firing]) -> serde_json::Value {
+    /// The run (`run`: seed, hours, rate, keys, step, revision, detect config), the per-detector
+    /// scores, every incident (`kind`, `detector`, `detected`, `ttd_s`, and for a benign one
+    /// `benign_alerts`, the number of false alerts about it) and every false alert with its
+    /// detector: what `tripline evaluate-summary` pools.
+    fn json(&self, firings: &[Firing], run: serde_json::Value) -> serde_json::Value {
         serde_json::json!({
+            "run": run,
             "detectors": self.per_detector.iter().map(|(name, s)| (name.to_string(), serde_json::json!({
                 "incidents": s.incidents, "detected": s.detected, "alerts": s.firings,
                 "true_alerts": s.true_firings, "ttd_s": s.ttd_s,
             }))).collect::<serde_json::Map<_, _>>(),
-            "incidents": self.outcomes.iter().map(|(i, first)| serde_json::json!({
-                "kind": i.kind.as_str(), "key": i.key, "start_ms": i.start_ms, "onset_ms": i.onset_ms, "end_ms": i.end_ms,
+            "incidents": self.outcomes.iter().zip(&self.benign_alerts).map(|((i, first), benign)| serde_json::json!({
+                "kind": i.kind.as_str(), "detector": i.detector(), "key": i.key, "start_ms": i.start_ms, "onset_ms": i.onset_ms, "end_ms": i.end_ms,
                 "detected": first.is_some(), "first_alert_ms": first.as_ref().map(|f| f.0),
                 "first_alert": first.as_ref().map(|f| &f.1),
                 "ttd_s": first.as_ref().map(|f| ttd_s(i, f.0)), "note": i.note,
+                "benign_alerts": i.kind.is_benign().then_some(benign.len()),
             })).collect::<Vec<_>>(),
             "false_alerts": self.false_alerts.iter().map(|&i| serde_json::json!({
                 "at_s": firings[i].at_s, "detector": firings[i].alert.detector,
@@ -533,6 +582,87 @@ mod tests {
         );
         assert_eq!(percentile(&[10.0, 20.0, 30.0], 0.95), Some(30.0));
         assert_eq!(percentile(&[10.0, 20.0, 30.0], 0.5), Some(20.0));
+    }
+
+    #[test]
+    fn benign_incidents_count_the_false_alerts_about_them() {
+        let truth = [
+            incident(IncidentKind::BenignNewKey, "n", 0),
+            incident(IncidentKind::BenignDailyPeak, "*", 0),
+            incident(IncidentKind::SpendSpikeLarge, "a", 0),
+        ];
+        let firings = [
+            // The new key flagged: a false alert about it (and, in its window, the peak's).
+            firing("leaked_key", "n", 60),
+            // Right for the spike: no benign event's false alert, though in the peak's window.
+            firing("spend_spike", "a", 30),
+            // After the new key's window and grace: a false alert, but not the new key's.
+            firing("spend_spike", "n", 600 + GRACE_S + 60),
+        ];
+        let report = score(&truth, &firings, &HashMap::new());
+        assert_eq!(report.false_alerts, vec![0, 2]);
+        assert_eq!(report.benign_alerts, vec![vec![0], vec![0], vec![]]);
+        let json = report.json(&firings, serde_json::json!({"seed": 1}));
+        let benign: Vec<_> = json["incidents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| {
+                (
+                    i["kind"].as_str().unwrap(),
+                    i["detector"].clone(),
+                    i["benign_alerts"].clone(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            benign,
+            vec![
+                (
+                    "benign_new_key",
+                    serde_json::Value::Null,
+                    serde_json::json!(1)
+                ),
+                (
+                    "benign_daily_peak",
+                    serde_json::Value::Null,
+                    serde_json::json!(1)
+                ),
+                (
+                    "spend_spike_large",
+                    serde_json::json!("spend_spike"),
+                    serde_json::Value::Null
+                ),
+            ]
+        );
+        assert_eq!(json["run"]["seed"], 1);
+        assert_eq!(json["false_alerts"][1]["detector"], "spend_spike");
+    }
+
+    /// scripts/eval-seeds.sh runs `--hours 6` with the default 40 keys on DEV seeds 1-20 and
+    /// hold-out seeds 1001-1020: every incident kind must be in each of those runs.
+    #[test]
+    fn six_hours_hold_every_kind_for_the_evaluation_seeds() {
+        use tripline_simulate::{standard_scenario, SimConfig, Simulator};
+        let start_ms = 1_800_000_000_000 / 60_000 * 60_000;
+        let duration_ms = 6 * 3_600_000;
+        for seed in (1..=20).chain(1001..=1020) {
+            let simulator = Simulator::new(SimConfig {
+                seed,
+                rate_per_s: 10.0,
+                keys: 40,
+                start_ms,
+                incidents: standard_scenario(start_ms, duration_ms, 40, seed),
+                ..SimConfig::default()
+            });
+            let kinds: std::collections::BTreeSet<IncidentKind> =
+                simulator.ground_truth().iter().map(|i| i.kind).collect();
+            let missing: Vec<_> = IncidentKind::ALL
+                .iter()
+                .filter(|k| !kinds.contains(k))
+                .collect();
+            assert!(missing.is_empty(), "seed {seed}: no {missing:?}");
+        }
     }
 
     #[test]

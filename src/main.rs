@@ -7,6 +7,7 @@ mod bench;
 mod console;
 mod detect;
 mod evaluate;
+mod evaluate_summary;
 mod roles;
 mod server;
 mod settings;
@@ -136,6 +137,12 @@ enum Command {
     /// Score the detectors on simulated traffic with labelled incidents (recall, precision,
     /// time to detect), through the real pipeline on scratch topics and a scratch database.
     Evaluate(evaluate::EvaluateArgs),
+    /// Pool the JSONs of several `tripline evaluate --json` runs (one per seed): per detector
+    /// and per incident class, recall and precision with 95 % Wilson intervals, time to detect
+    /// p50 and p95 with 95 % bootstrap intervals, and whether a benign event alerted.
+    ///
+    /// `scripts/eval-seeds.sh` runs the seeds and this summary.
+    EvaluateSummary(evaluate_summary::EvaluateSummaryArgs),
     /// Replay stored history through the detectors with a candidate config and the running one,
     /// and report which alerts the candidate would add, remove or keep.
     ///
@@ -201,6 +208,7 @@ fn main() -> ExitCode {
             Command::Simulate(args) => simulate::run(args).await,
             Command::Bench(args) => bench::run(args).await,
             Command::Evaluate(args) => evaluate::run(args).await,
+            Command::EvaluateSummary(args) => evaluate_summary::run(args),
             Command::Backtest(args) => backtest::run(args).await,
             Command::CheckConfig { .. } => unreachable!("handled above"),
         }
