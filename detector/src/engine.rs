@@ -172,6 +172,8 @@ pub struct Engine {
     pub folded_through: u32,
     /// Entities forgotten so far (idle, or over the cap).
     evicted: Evictions,
+    /// Every key's usual requests per minute, summed at the last fold (the crowd's usual).
+    usual_requests_total: f64,
 }
 
 const MINUTE: u32 = 60;
@@ -192,6 +194,7 @@ impl Engine {
             ip_alpha: alpha_from_half_life(60.0),
             folded_through: 0,
             evicted: Evictions::default(),
+            usual_requests_total: 0.0,
         })
     }
 
@@ -231,9 +234,11 @@ impl Engine {
         let closed_before =
             (now_s.saturating_sub(self.config.allowed_lateness_s as u32) / MINUTE) * MINUTE;
         let mut out = Vec::new();
+        // How busy everyone is, minute by minute: for the sustained rule, and folded with it.
+        let crowd = sustained::Crowd::new(self, data, self.folded_through, now_s);
         if !quiet {
             if self.config.spend_spike.enabled {
-                self.assess_spend(data, now_s, &mut out);
+                self.assess_spend(data, now_s, &crowd, &mut out);
             }
             if self.config.leaked_key.enabled {
                 self.assess_leaks(data, &mut out);
@@ -246,7 +251,7 @@ impl Engine {
             }
         }
         self.fold_providers(data, closed_before);
-        self.fold(data, closed_before);
+        self.fold(data, closed_before, &crowd);
         out
     }
 

@@ -220,6 +220,12 @@ impl SpendParams {
     pub fn k(&self) -> f64 {
         self.k
     }
+
+    /// The baseline's weight per window (from `half_life_windows`), for companion averages
+    /// that should forget at the same pace.
+    pub fn alpha(&self) -> f64 {
+        self.alpha
+    }
 }
 
 /// What the model expects of a window.

@@ -4,7 +4,8 @@ use super::*;
 
 impl Engine {
     /// Folds every closed minute (< `closed_before`) not folded yet into the models.
-    pub(super) fn fold(&mut self, data: &CycleData, closed_before: u32) {
+    /// `crowd`: how busy everyone was in each minute (as the cycle's assessment saw it).
+    pub(super) fn fold(&mut self, data: &CycleData, closed_before: u32, crowd: &sustained::Crowd) {
         if closed_before <= self.folded_through {
             return;
         }
@@ -12,8 +13,6 @@ impl Engine {
         let closed = |minute: u32| minute >= from && minute < closed_before;
         let params = self.spend_params.clone();
         let sustained_config = self.config.spend_spike.sustained;
-        // How busy everyone was in each closed minute, as the minutes' assessment saw it.
-        let crowd = sustained::Crowd::new(self, data, from, closed_before);
 
         // Keys: spend per minute, zero-filled for minutes without traffic.
         // Per key, its closed minutes in order (one in a live cycle, up to 60 in a replay
@@ -79,6 +78,7 @@ impl Engine {
             })
             .collect();
         let ip_alpha = self.ip_alpha;
+        let mut usual_requests_total = 0.0;
         for (key, state) in self.keys.iter_mut() {
             let minutes = spend.get(key.as_str());
             if let Some((minute, row)) = minutes.and_then(|m| m.last()) {
@@ -142,6 +142,7 @@ impl Engine {
                 minute += MINUTE;
             }
             state.spend.last_folded = closed_before;
+            usual_requests_total += state.sustained.usual_requests();
         }
         // Each key's most called model in its last closed minute with usage.
         let mut top: FxMap<&str, (u32, u64, &str)> = FxMap::default();
@@ -202,6 +203,7 @@ impl Engine {
                 track.last_folded = closed_before;
             }
         }
+        self.usual_requests_total = usual_requests_total;
         self.folded_through = closed_before;
         self.evict(closed_before);
     }

@@ -4,7 +4,13 @@
 use super::*;
 
 impl Engine {
-    pub(super) fn assess_spend(&self, data: &CycleData, now_s: u32, out: &mut Vec<Candidate>) {
+    pub(super) fn assess_spend(
+        &self,
+        data: &CycleData,
+        now_s: u32,
+        crowd: &sustained::Crowd,
+        out: &mut Vec<Candidate>,
+    ) {
         let fraction =
             |minute: u32| (f64::from(now_s.saturating_sub(minute)) / 60.0).clamp(0.05, 1.0);
         // Keys the per-minute rules flagged (spend, tokens): the sustained rule adds no second
@@ -50,7 +56,7 @@ impl Engine {
                 out.push(c);
             }
         }
-        self.assess_sustained(data, now_s, &fired, out);
+        self.assess_sustained(data, crowd, &fired, out);
         let shared: [(&str, &Vec<crate::data::SpendMinute>, bool); 2] = [
             (
                 "project",

@@ -9,7 +9,7 @@
 //! x2 is doing what everyone does. Measured on the simulator's real-trace traffic (BENCHMARKS.md,
 //! "Sustained spend"), this is what separates a key's own rise from the crowd's bursts.
 
-use tripline_core::models::ewma::{alpha_from_half_life, Ewma};
+use tripline_core::models::ewma::Ewma;
 use tripline_core::models::sustained::{floored_sigma, Cusum, Dispersion, SustainedConfig};
 
 use super::*;
@@ -55,10 +55,7 @@ impl Evidence {
     ) -> Evidence {
         let mut next = self;
         let requests = row.map_or(0, |(_, requests, _)| requests);
-        next.requests.update(
-            requests as f64,
-            alpha_from_half_life(params.config.half_life_windows),
-        );
+        next.requests.update(requests as f64, params.alpha());
         let warm = model.windows() >= u64::from(params.config.warmup_windows.max(1));
         if !warm {
             let mut young = Evidence {
@@ -105,10 +102,8 @@ impl Evidence {
 
     fn learn_price(&mut self, row: Option<(f64, u64, u64)>, params: &SpendParams) {
         if let Some((cost, _, used)) = row.filter(|r| r.0 > 0.0 && r.2 > 0) {
-            self.price_per_token.update(
-                cost / used as f64,
-                alpha_from_half_life(params.config.half_life_windows),
-            );
+            self.price_per_token
+                .update(cost / used as f64, params.alpha());
         }
     }
 
@@ -158,9 +153,16 @@ impl Crowd {
     const MIN_USUAL: f64 = 10.0;
 
     /// The crowd over `data`'s minutes from `from`, as of `now_s` (a minute still open counts
-    /// for the share of it elapsed).
+    /// for the share of it elapsed), against every key's usual as of the last fold. Empty (a
+    /// factor of 1) when the sustained rule is off.
     pub(super) fn new(engine: &Engine, data: &CycleData, from: u32, now_s: u32) -> Crowd {
         let mut minutes: FxMap<u32, (f64, f64)> = FxMap::default();
+        if !engine.config.spend_spike.sustained.enabled {
+            return Crowd {
+                minutes,
+                usual: 0.0,
+            };
+        }
         for row in data.keys.iter().filter(|r| r.minute >= from) {
             let usual = engine
                 .keys
@@ -170,12 +172,10 @@ impl Crowd {
             let entry = minutes.entry(row.minute).or_insert((0.0, elapsed));
             entry.0 += capped(row.requests, usual);
         }
-        let usual = engine
-            .keys
-            .values()
-            .map(|s| s.sustained.usual_requests())
-            .sum();
-        Crowd { minutes, usual }
+        Crowd {
+            minutes,
+            usual: engine.usual_requests_total,
+        }
     }
 
     /// The factor for a key with `usual` requests a minute that made `requests` in `minute`.
@@ -224,7 +224,7 @@ impl Engine {
     pub(super) fn assess_sustained(
         &self,
         data: &CycleData,
-        now_s: u32,
+        crowd: &Crowd,
         fired: &FxMap<&str, (bool, bool)>,
         out: &mut Vec<Candidate>,
     ) {
@@ -232,7 +232,6 @@ impl Engine {
         if !config.enabled {
             return;
         }
-        let crowd = Crowd::new(self, data, self.folded_through, now_s);
         // Each key's model mix this cycle, indexed on first need (a price jump is rare).
         let mixes: std::cell::OnceCell<FxMap<&str, Vec<&Usage>>> = std::cell::OnceCell::new();
         // Rows come ordered by key and minute: a key's unfolded minutes build on each other.
