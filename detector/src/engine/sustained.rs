@@ -36,6 +36,9 @@ pub struct Evidence {
     /// Dollars per token in ordinary priced minutes: a jump says the key moved to a pricier
     /// model, not merely sent more.
     price_per_token: Ewma,
+    /// The spend expectation and sigma as of the key's last active minute (fading as it is
+    /// active): the floor of what it is judged against when it wakes up.
+    awake: (f64, f64),
 }
 
 impl Evidence {
@@ -67,7 +70,19 @@ impl Evidence {
             return young;
         }
         let (expected, sigma) = model.moments(params, how);
-        let (expected, sigma) = (expected * crowd, floored_sigma(expected, sigma) * crowd);
+        let sigma = floored_sigma(expected, sigma);
+        // Idle minutes wear the baseline down: a key that slept for hours is judged on waking
+        // against what it did when it was last active, which fades only as it is active again
+        // (and its baseline relearns its rate).
+        if row.is_some_and(|r| r.1 > 0) {
+            let fade = 1.0 - params.alpha();
+            next.awake = (
+                expected.max(self.awake.0 * fade),
+                sigma.max(self.awake.1 * fade),
+            );
+        }
+        let (expected, sigma) = (expected.max(self.awake.0), sigma.max(self.awake.1));
+        let (expected, sigma) = (expected * crowd, sigma * crowd);
         let cost = row.map_or(0.0, |(cost, _, _)| cost);
         next.spend = self.spend.step(
             cost,
@@ -652,6 +667,33 @@ mod tests {
             found.iter().all(|(_, s)| !s.contains("tokens")),
             "{found:?}"
         );
+    }
+
+    /// A key that slept for hours and wakes up at its old rate is not a rise, though its
+    /// idle minutes wore its baseline down; the same key waking at x8 is.
+    #[test]
+    fn a_key_waking_from_a_long_sleep_is_judged_on_what_it_did_before() {
+        // $0.016 a minute (about $23 a day), asleep for 20 hours.
+        let asleep = |i: u32| (200..1400).contains(&i);
+        let mut e = engine();
+        let found = run(&mut e, "k", 1500, |i| {
+            if asleep(i) {
+                (0, 0.0)
+            } else {
+                spend(i, 4.0, 0)
+            }
+        });
+        assert!(found.is_empty(), "{found:?}");
+        let mut e = engine();
+        let found = run(&mut e, "k", 1500, |i| {
+            if asleep(i) {
+                (0, 0.0)
+            } else {
+                spend(i, if i >= 1400 { 32.0 } else { 4.0 }, 0)
+            }
+        });
+        let first = found.first().expect("x8 on waking was not found");
+        assert!((1400..=1406).contains(&first.0), "{found:?}");
     }
 
     #[test]
