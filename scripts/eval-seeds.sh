@@ -113,6 +113,10 @@ if [ -z "${TRIPLINE_BIN:-}" ]; then
   TRIPLINE_BIN="$TRIPLINE_ROOT/target/release/tripline"
 fi
 [ -x "$TRIPLINE_BIN" ] || die "no binary at $TRIPLINE_BIN"
+# Every seed runs the same binary, even if target/ is rebuilt meanwhile: a copy of it, kept with
+# the results.
+cp "$TRIPLINE_BIN" "$out/tripline"
+TRIPLINE_BIN="$out/tripline"
 if [ -z "${TRIPLINE_REVISION:-}" ] && git -C "$TRIPLINE_ROOT" rev-parse --git-dir >/dev/null 2>&1; then
   TRIPLINE_REVISION="$(git -C "$TRIPLINE_ROOT" describe --always --dirty)"
 fi
