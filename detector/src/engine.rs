@@ -119,8 +119,8 @@ struct KeyState {
     countries: Ewma,
     /// Evidence of a raised spend and token rate over several minutes (see `sustained.rs`).
     sustained: sustained::Evidence,
-    /// The model the key called most in its last ordinary closed minute, to name what its
-    /// spend moved away from when its price per token jumps.
+    /// The model the key called most in its last ordinary sampled minute (one in ten), to name
+    /// what its spend moved away from when its price per token jumps.
     usual_model: Option<Box<str>>,
 }
 

@@ -2,6 +2,9 @@
 
 use super::*;
 
+/// How often (seconds of event time) a key's usual model is sampled.
+const USUAL_MODEL_SAMPLE_S: u32 = 600;
+
 impl Engine {
     /// Folds every closed minute (< `closed_before`) not folded yet into the models.
     /// `crowd`: how busy everyone was in each minute (as the cycle's assessment saw it).
@@ -144,11 +147,15 @@ impl Engine {
             state.spend.last_folded = closed_before;
             usual_requests_total += state.sustained.usual_requests();
         }
-        // Each key's most called model in its last closed minute with usage.
+        // Each key's most called model in the last sampled minute (one in ten: a key's usual
+        // model changes slowly, and the map costs a lookup per usage row).
         let mut top: FxMap<&str, (u32, u64, &str)> = FxMap::default();
         for u in data.usage.iter().filter(|u| closed(u.minute)) {
             if let Some(state) = self.keys.get_mut(&u.api_key_id) {
                 state.familiar.learn(u);
+            }
+            if u.minute % USUAL_MODEL_SAMPLE_S != 0 {
+                continue;
             }
             let best = top.entry(&u.api_key_id).or_insert((u.minute, 0, &u.model));
             if (u.minute, u.requests) > (best.0, best.1) {
