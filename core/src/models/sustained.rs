@@ -49,6 +49,9 @@ pub struct SustainedConfig {
     pub max_step: f64,
     /// The run must be at least this multiple of what the entity usually does.
     pub min_ratio: f64,
+    /// A run longer than this many windows must be larger to alarm: its ratio must reach
+    /// `min_ratio * sqrt(windows / drift_windows)` (a slow drift is usage changing).
+    pub drift_windows: u32,
     /// Windows per block when measuring how bursty an entity is (ten minutes).
     pub block_windows: u32,
     /// Half-life of that measure, in blocks (36: six hours of ten-minute blocks).
@@ -63,6 +66,7 @@ impl Default for SustainedConfig {
             slack: 0.5,
             max_step: 3.0,
             min_ratio: 2.0,
+            drift_windows: 20,
             block_windows: 10,
             dispersion_half_life_blocks: 36.0,
         }
@@ -91,6 +95,12 @@ impl SustainedConfig {
                 "min_ratio",
                 self.min_ratio,
                 self.min_ratio >= 1.0 && self.min_ratio.is_finite(),
+                ">= 1",
+            ),
+            (
+                "drift_windows",
+                f64::from(self.drift_windows),
+                self.drift_windows >= 1,
                 ">= 1",
             ),
             (
@@ -275,8 +285,17 @@ impl Cusum {
     ) -> bool {
         let trimmed = self.trimmed();
         self.sum >= config.threshold
-            && trimmed.ratio() >= config.min_ratio
+            && trimmed.ratio() >= self.ratio_needed(config)
             && trimmed.extra_per_window() * windows_per_day >= impact_per_day
+    }
+
+    /// The ratio a run must reach: `min_ratio`, and more for a run that took longer than
+    /// `drift_windows` to become certain (x `sqrt(windows / drift_windows)`). A rise that
+    /// builds over hours is a change of usage (a key's working day, a new feature) that the
+    /// baseline is learning, not a spike: it must be large to page.
+    pub fn ratio_needed(&self, config: &SustainedConfig) -> f64 {
+        let drift = f64::from(self.windows) / f64::from(config.drift_windows.max(1));
+        config.min_ratio * drift.max(1.0).sqrt()
     }
 }
 
@@ -336,6 +355,19 @@ mod tests {
         assert!(c.sum >= config.threshold, "{c:?}");
         assert!(c.ratio() > 2.0);
         assert!(!c.alarm(&config, MINUTES_PER_DAY, 10.0), "{c:?}");
+    }
+
+    /// A x2.2 that took an hour to become certain is usage drifting, not a spike; the same
+    /// ratio within twenty minutes is a spike.
+    #[test]
+    fn a_slow_drift_needs_a_larger_ratio_than_a_quick_rise() {
+        let config = SustainedConfig::default();
+        let quick = run(Cusum::default(), &[0.0088; 15], 0.004, 0.002);
+        assert!(quick.alarm(&config, MINUTES_PER_DAY, 5.0), "{quick:?}");
+        let slow = run(Cusum::default(), &[0.0088; 60], 0.004, 0.002);
+        assert!(slow.sum >= config.threshold);
+        assert!(!slow.alarm(&config, MINUTES_PER_DAY, 5.0), "{slow:?}");
+        assert!((slow.ratio_needed(&config) - 2.0 * 3f64.sqrt()).abs() < 1e-9);
     }
 
     #[test]
