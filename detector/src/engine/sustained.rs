@@ -525,14 +525,28 @@ mod tests {
         minutes: u32,
         cost_at: impl Fn(u32) -> (u64, f64),
     ) -> Vec<(u32, String)> {
+        run_data(e, minutes, |i, minute| {
+            let (requests, cost) = cost_at(i);
+            minute_data(key, minute, requests, cost)
+        })
+        .into_iter()
+        .map(|(i, c)| (i, c.summary))
+        .collect()
+    }
+
+    /// Runs `minutes` of `data_at(i, minute)`, judging each minute when it ends; returns the
+    /// spend_spike candidates with the minute (from the start) they came up in.
+    fn run_data(
+        e: &mut Engine,
+        minutes: u32,
+        data_at: impl Fn(u32, u32) -> CycleData,
+    ) -> Vec<(u32, Candidate)> {
         let mut found = Vec::new();
         for i in 0..minutes {
             let minute = T0 + i * 60;
-            let (requests, cost) = cost_at(i);
-            let data = minute_data(key, minute, requests, cost);
-            for c in e.cycle(&data, minute + 60, i < 120) {
+            for c in e.cycle(&data_at(i, minute), minute + 60, i < 120) {
                 if c.detector == "spend_spike" {
-                    found.push((i, c.summary));
+                    found.push((i, c));
                 }
             }
         }
@@ -577,9 +591,7 @@ mod tests {
     #[test]
     fn a_price_jump_names_the_new_model_and_the_usual_one() {
         let mut e = engine();
-        let mut found = Vec::new();
-        for i in 0..140 {
-            let minute = T0 + i * 60;
+        let found: Vec<Candidate> = run_data(&mut e, 140, |i, minute| {
             let (requests, cost) = spend(i, if i >= 125 { 100.0 } else { 1.0 }, 0);
             let mut data = minute_data("k", minute, requests, cost);
             if requests > 0 {
@@ -591,12 +603,11 @@ mod tests {
                     ..Usage::default()
                 });
             }
-            for c in e.cycle(&data, minute + 60, i < 120) {
-                if c.detector == "spend_spike" {
-                    found.push(c);
-                }
-            }
-        }
+            data
+        })
+        .into_iter()
+        .map(|(_, c)| c)
+        .collect();
         let first = found.first().expect("the price jump was not found");
         assert!(
             first
@@ -623,9 +634,7 @@ mod tests {
         let crowd_times = |i: u32| if i % 37 < 4 { 3.0 } else { 1.0 };
         let run_with_crowd = |alone_from: u32, minutes: u32| {
             let mut e = engine();
-            let mut found = Vec::new();
-            for i in 0..minutes {
-                let minute = T0 + i * 60;
+            run_data(&mut e, minutes, |i, minute| {
                 let (requests, cost) = spend(i, 1.0, u32::MAX);
                 let times = crowd_times(i) * if i >= alone_from { 8.0 } else { 1.0 };
                 let mut data =
@@ -633,13 +642,12 @@ mod tests {
                 let others = (20.0 * crowd_times(i)) as u64;
                 data.keys
                     .extend(minute_data("others", minute, others, others as f64 * 0.001).keys);
-                for c in e.cycle(&data, minute + 60, i < 120) {
-                    if c.detector == "spend_spike" && c.summary.contains("key k ") {
-                        found.push((i, c.summary));
-                    }
-                }
-            }
-            found
+                data
+            })
+            .into_iter()
+            .filter(|(_, c)| c.summary.contains("key k "))
+            .map(|(i, c)| (i, c.summary))
+            .collect::<Vec<_>>()
         };
         let found = run_with_crowd(u32::MAX, 600);
         assert!(found.is_empty(), "{found:?}");
