@@ -99,7 +99,7 @@ impl Engine {
                 });
                 let how = hour_of_week(i64::from(minute) * 1000);
                 let usual = state.sustained.usual_requests();
-                let requests = row.map_or(0, |r| r.requests);
+                let requests = row.map_or(0, sustained::accepted);
                 sustained::fold_key_minute(
                     &mut state.spend.model,
                     &mut state.sustained,

@@ -153,8 +153,9 @@ impl Evidence {
 /// How busy the other keys are, minute by minute, against their usual: the factor a key's
 /// expectation is scaled by (never below 1, so a quiet crowd does not make anyone suspect).
 ///
-/// Each key counts for at most three times its usual requests plus three: a key under an
-/// incident of its own does not make the crowd look busy. The key judged is left out of its
+/// Each tracked key counts for its accepted requests, at most three times its usual plus
+/// three: a key under an incident of its own does not make the crowd look busy, nor do ids the
+/// engine has never accepted. The key judged is left out of its
 /// own crowd. With fewer than [`Crowd::MIN_USUAL`] usual requests a minute among the others
 /// there is no crowd to speak of, and the factor is 1.
 pub(super) struct Crowd {
@@ -179,13 +180,15 @@ impl Crowd {
             };
         }
         for row in data.keys.iter().filter(|r| r.minute >= from) {
-            let usual = engine
-                .keys
-                .get(&row.api_key_id)
-                .map_or(0.0, |s| s.sustained.usual_requests());
+            // Ids the engine does not track yet add nothing: a spray of new (or refused) ids
+            // must not make the crowd look busy and hide every key's rise.
+            let Some(state) = engine.keys.get(&row.api_key_id) else {
+                continue;
+            };
+            let usual = state.sustained.usual_requests();
             let elapsed = (f64::from(now_s.saturating_sub(row.minute)) / 60.0).clamp(0.05, 1.0);
             let entry = minutes.entry(row.minute).or_insert((0.0, elapsed));
-            entry.0 += capped(row.requests, usual);
+            entry.0 += capped(accepted(row), usual);
         }
         Crowd {
             minutes,
@@ -210,6 +213,11 @@ impl Crowd {
 /// A key's requests as the crowd counts them: at most three times its usual, plus three.
 fn capped(requests: u64, usual: f64) -> f64 {
     (requests as f64).min(3.0 * usual + 3.0)
+}
+
+/// A minute's requests that got past authentication.
+pub(super) fn accepted(row: &KeyMinute) -> u64 {
+    row.requests.saturating_sub(row.auth_failures)
 }
 
 /// One closed minute of a key's spend folded as the detector folds it: first the sustained
@@ -292,7 +300,7 @@ impl Engine {
                 config,
                 Some((row.cost_usd, row.requests, row.tokens)),
                 how,
-                crowd.factor(row.minute, row.requests, usual),
+                crowd.factor(row.minute, accepted(row), usual),
             );
             carried = Some((&row.api_key_id, row.minute, evidence));
 
@@ -656,6 +664,33 @@ mod tests {
             .first()
             .expect("x8 alone for 30 minutes was not found");
         assert!((610..=616).contains(&first.0), "{found:?}");
+    }
+
+    /// A spray of ids the engine never accepted (key scanning) does not make the crowd look
+    /// busy: a key's own rise under it is still found.
+    #[test]
+    fn a_spray_of_new_ids_does_not_hide_a_rise() {
+        let mut e = engine();
+        let found = run_data(&mut e, 160, |i, minute| {
+            let (requests, cost) = spend(i, if i >= 125 { 8.0 } else { 1.0 }, 0);
+            let requests = if i >= 125 { requests * 8 } else { requests };
+            let mut data = minute_data("k", minute, requests, cost);
+            data.keys
+                .extend(minute_data("others", minute, 20, 0.02).keys);
+            if i >= 120 {
+                for n in 0..500 {
+                    let mut sprayed = minute_data(&format!("scan-{i}-{n}"), minute, 1, 0.0).keys;
+                    sprayed[0].auth_failures = 1;
+                    data.keys.extend(sprayed);
+                }
+            }
+            data
+        });
+        let first = found
+            .iter()
+            .find(|(_, c)| c.summary.contains("key k "))
+            .expect("x8 under a spray of new ids was not found");
+        assert!((125..=131).contains(&first.0), "{}", first.1.summary);
     }
 
     /// Tokens alone alarm where the price table cannot say what they cost; where it can, the
