@@ -3,7 +3,8 @@
 # and a scratch database of its own), then `tripline evaluate-summary` over the JSONs.
 #
 #   scripts/eval-seeds.sh [--holdout] [--seeds LIST] [--jobs N] [--out DIR]
-#                         [--hours H] [--rate R] [--markdown] [-- EXTRA EVALUATE ARGS]
+#                         [--hours H] [--rate R] [--keep | --rescore DIR] [--markdown]
+#                         [-- EXTRA EVALUATE ARGS]
 #
 #   --holdout     run the HOLD-OUT seeds instead of the DEV seeds (see below)
 #   --seeds LIST  a subset of the chosen set: "1-4", "1,3,5" or "1-4,9" (default: all of it)
@@ -11,6 +12,10 @@
 #   --out DIR     where the JSONs and logs go (default /tmp/tripline-eval-<set>-<time>)
 #   --hours H     event time per run (default 6: every incident kind fits from 5 h 30 min)
 #   --rate R      background requests/s (default 10)
+#   --keep        keep each seed's database, so that --rescore can score it again
+#   --rescore DIR score again the databases a --keep run into DIR left (same seeds, hours,
+#                 rate): only the detectors' replay runs, a minute or two a seed, for comparing
+#                 thresholds (TRIPLINE_CONFIG) on DEV seeds
 #   --markdown    print the summary as Markdown tables (for BENCHMARKS.md)
 #
 # Needs ClickHouse and Kafka: `scripts/servers.sh up`. TRIPLINE_FINGERPRINT_SECRET is generated
@@ -35,7 +40,7 @@ HOLDOUT_SEEDS="$(seq 1001 1020)"
 say() { echo "eval-seeds: $*" >&2; }
 die() { echo "eval-seeds: ERROR: $*" >&2; exit 1; }
 
-holdout=0 subset="" jobs=2 out="" hours=6 rate=10 markdown=()
+holdout=0 subset="" jobs=2 out="" hours=6 rate=10 markdown=() keep=() rescore=""
 extra=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -46,8 +51,10 @@ while [ $# -gt 0 ]; do
     --hours) hours="${2:?--hours needs a number}"; shift ;;
     --rate) rate="${2:?--rate needs a number}"; shift ;;
     --markdown) markdown=(--markdown) ;;
+    --keep) keep=(--keep) ;;
+    --rescore) rescore="${2:?--rescore needs a directory}"; shift ;;
     --) shift; extra=("$@"); break ;;
-    -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown argument $1 (see --help)" ;;
   esac
   shift
@@ -125,10 +132,25 @@ export TRIPLINE_REVISION="${TRIPLINE_REVISION:-}"
 say "$set_name seeds: $seeds"
 say "--hours $hours --rate $rate, $jobs at a time, revision ${TRIPLINE_REVISION:-unknown}, into $out"
 
+# The database and end of a kept run, as `evaluate` arguments.
+reuse_args() {
+  local kept="$rescore/seed-$1.json" database end_ms
+  [ -f "$kept" ] || die "no $kept to rescore"
+  database="$(grep -o '"database": *"[a-z0-9_]*"' "$kept" | grep -o 'eval_[0-9]*')" \
+    || die "$kept names no database: run with --keep first"
+  end_ms="$(grep -o '"end_ms": *[0-9]*' "$kept" | grep -o '[0-9]*$')" || die "$kept has no end_ms"
+  echo --reuse-database "$database" --end-ms "$end_ms"
+}
+
 one() {
-  local seed="$1" t0=$SECONDS
+  local seed="$1" t0=$SECONDS reuse=() kept
+  if [ -n "$rescore" ]; then
+    kept="$(reuse_args "$seed")" || return 1
+    read -ra reuse <<<"$kept"
+  fi
   if "$TRIPLINE_BIN" evaluate --hours "$hours" --rate "$rate" --seed "$seed" \
-      --json "$out/seed-$seed.json.tmp" ${extra[@]+"${extra[@]}"} >"$out/seed-$seed.log" 2>&1; then
+      --json "$out/seed-$seed.json.tmp" ${keep[@]+"${keep[@]}"} ${reuse[@]+"${reuse[@]}"} \
+      ${extra[@]+"${extra[@]}"} >"$out/seed-$seed.log" 2>&1; then
     mv "$out/seed-$seed.json.tmp" "$out/seed-$seed.json"
     say "seed $seed: done in $((SECONDS - t0)) s"
   else

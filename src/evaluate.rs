@@ -52,6 +52,14 @@ pub struct EvaluateArgs {
     /// judges each minute only when it ends.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=60))]
     step_s: u32,
+    /// Score again a database an earlier `--keep` run left (named in its output), skipping the
+    /// simulation and the ingest: only the replay runs, so thresholds can be compared in
+    /// seconds. Needs that run's `--end-ms` and the same `--hours`, `--keys` and `--seed`.
+    #[arg(long, requires = "end_ms")]
+    reuse_database: Option<String>,
+    /// The end of the kept run's event time, in ms (its JSON's `end_ms`).
+    #[arg(long, requires = "reuse_database")]
+    end_ms: Option<i64>,
 }
 
 /// An alert up to this long after an incident's end still belongs to it.
@@ -64,12 +72,10 @@ pub async fn run(args: EvaluateArgs) -> anyhow::Result<()> {
     let stamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_millis() as u64;
-    let kafka = settings::scratch_topics(&loaded.config.kafka, "eval", stamp).await?;
-    let env = tripline_kafka::process_env;
 
-    // 1. Traffic with incidents, ending now.
+    // 1. Traffic with incidents, ending now (or when the reused run ended).
     let duration_ms = (args.hours * 3_600_000.0) as i64;
-    let end_ms = now_ms() / 60_000 * 60_000;
+    let end_ms = args.end_ms.unwrap_or_else(|| now_ms() / 60_000 * 60_000);
     let start_ms = end_ms - duration_ms;
     let incidents = standard_scenario(start_ms, duration_ms, args.keys, args.seed);
     let simulator = Simulator::new(SimConfig {
@@ -96,6 +102,89 @@ pub async fn run(args: EvaluateArgs) -> anyhow::Result<()> {
         args.seed,
         truth.len()
     );
+    let database = match &args.reuse_database {
+        Some(database) => database.clone(),
+        None => format!("eval_{stamp}"),
+    };
+    let mut ch_config = loaded.config.clickhouse.clone();
+    ch_config.database = database.clone();
+    let clickhouse = tripline_store::client(&ch_config, loaded.clickhouse_password().as_deref());
+    if args.reuse_database.is_none() {
+        simulate_and_ingest(&loaded, simulator, end_ms, stamp, &clickhouse, &database).await?;
+    }
+
+    // 3. Replay the stored minutes through the detectors, one minute at a time.
+    let mut config = loaded.config.detect.clone();
+    config.allowed_lateness_s = 0; // the data is complete: a minute is judged when it ends
+    let projects: HashMap<String, String> = clickhouse
+        .query_raw("SELECT api_key_id, any(project) FROM gateway_requests GROUP BY api_key_id")
+        .fetch_all::<(String, String)>()
+        .await?
+        .into_iter()
+        .collect();
+    apply_planned_overrides(&mut config, &truth);
+    let first = (start_ms / 1000) as u32;
+    let t = Instant::now();
+    let span = tripline_detector::replay::Span {
+        from_s: first,
+        active_from_s: first,
+        to_s: (end_ms / 1000) as u32,
+        step_s: args.step_s,
+    };
+    let firings = tripline_detector::replay::replay(&clickhouse, config, span, |_, _| {})
+        .await
+        .context("replaying through the detectors")?;
+    println!(
+        "replayed {} minutes through the detectors, every {} s, in {:.1} s",
+        (end_ms / 1000 - i64::from(first)) / 60,
+        args.step_s,
+        t.elapsed().as_secs_f64()
+    );
+
+    // 4. Score.
+    let report = score(&truth, &firings, &projects);
+    report.print();
+    if let Some(path) = &args.json {
+        let run = serde_json::json!({
+            "seed": args.seed, "hours": args.hours, "rate": args.rate, "keys": args.keys,
+            "step_s": args.step_s, "start_ms": start_ms, "end_ms": end_ms,
+            "database": args.keep.then_some(&database),
+            "tripline_version": env!("CARGO_PKG_VERSION"),
+            "revision": revision(),
+            // As configured, before the planned batch's per-key override.
+            "detect_config": serde_json::to_value(&loaded.config.detect)?,
+        });
+        std::fs::write(
+            path,
+            serde_json::to_vec_pretty(&report.json(&firings, run))?,
+        )?;
+        println!("details: {}", path.display());
+    }
+    if !args.keep && args.reuse_database.is_none() {
+        clickhouse
+            .clone()
+            .with_database("default")
+            .query_raw(&format!("DROP DATABASE IF EXISTS {database}"))
+            .execute()
+            .await?;
+    } else {
+        println!("kept database {database}");
+    }
+    Ok(())
+}
+
+/// Steps 1 and 2 of a fresh run: the simulated events through Kafka (scratch topics) and the
+/// real ingest into `database`, waiting until every gateway request is stored.
+async fn simulate_and_ingest(
+    loaded: &settings::Loaded,
+    simulator: Simulator,
+    end_ms: i64,
+    stamp: u64,
+    clickhouse: &clickhouse::Client,
+    database: &str,
+) -> anyhow::Result<()> {
+    let kafka = settings::scratch_topics(&loaded.config.kafka, "eval", stamp).await?;
+    let env = tripline_kafka::process_env;
     let producer: FutureProducer = tripline_kafka::producer_config(&kafka, env)?.create()?;
     let (mut gateway, mut provider) = (0u64, 0u64);
     let mut pending = std::collections::VecDeque::new();
@@ -137,17 +226,13 @@ pub async fn run(args: EvaluateArgs) -> anyhow::Result<()> {
     );
 
     // 2. Through the real ingest into a database of its own.
-    let database = format!("eval_{stamp}");
-    let mut ch_config = loaded.config.clickhouse.clone();
-    ch_config.database = database.clone();
-    let clickhouse = tripline_store::client(&ch_config, loaded.clickhouse_password().as_deref());
-    tripline_store::migrate(&clickhouse, &database).await?;
+    tripline_store::migrate(clickhouse, database).await?;
     let shutdown = CancellationToken::new();
     let ingest = Ingest {
         kafka: kafka.clone(),
         settings: loaded.config.ingest.clone(),
         clickhouse: clickhouse.clone(),
-        processor: build_processor(&loaded)?,
+        processor: build_processor(loaded)?,
         health: Arc::new(IngestHealth::default()),
     };
     let stop = shutdown.clone();
@@ -172,63 +257,6 @@ pub async fn run(args: EvaluateArgs) -> anyhow::Result<()> {
     shutdown.cancel();
     task.await??;
     println!("ingested in {:.1} s", t.elapsed().as_secs_f64());
-
-    // 3. Replay the stored minutes through the detectors, one minute at a time.
-    let mut config = loaded.config.detect.clone();
-    config.allowed_lateness_s = 0; // the data is complete: a minute is judged when it ends
-    let projects: HashMap<String, String> = clickhouse
-        .query_raw("SELECT api_key_id, any(project) FROM gateway_requests GROUP BY api_key_id")
-        .fetch_all::<(String, String)>()
-        .await?
-        .into_iter()
-        .collect();
-    apply_planned_overrides(&mut config, &truth);
-    let first = (start_ms / 1000) as u32;
-    let t = Instant::now();
-    let span = tripline_detector::replay::Span {
-        from_s: first,
-        active_from_s: first,
-        to_s: (end_ms / 1000) as u32,
-        step_s: args.step_s,
-    };
-    let firings = tripline_detector::replay::replay(&clickhouse, config, span, |_, _| {})
-        .await
-        .context("replaying through the detectors")?;
-    println!(
-        "replayed {} minutes through the detectors, every {} s, in {:.1} s",
-        (end_ms / 1000 - i64::from(first)) / 60,
-        args.step_s,
-        t.elapsed().as_secs_f64()
-    );
-
-    // 4. Score.
-    let report = score(&truth, &firings, &projects);
-    report.print();
-    if let Some(path) = &args.json {
-        let run = serde_json::json!({
-            "seed": args.seed, "hours": args.hours, "rate": args.rate, "keys": args.keys,
-            "step_s": args.step_s, "start_ms": start_ms, "end_ms": end_ms,
-            "tripline_version": env!("CARGO_PKG_VERSION"),
-            "revision": revision(),
-            // As configured, before the planned batch's per-key override.
-            "detect_config": serde_json::to_value(&loaded.config.detect)?,
-        });
-        std::fs::write(
-            path,
-            serde_json::to_vec_pretty(&report.json(&firings, run))?,
-        )?;
-        println!("details: {}", path.display());
-    }
-    if !args.keep {
-        clickhouse
-            .clone()
-            .with_database("default")
-            .query_raw(&format!("DROP DATABASE IF EXISTS {database}"))
-            .execute()
-            .await?;
-    } else {
-        println!("kept database {database}");
-    }
     Ok(())
 }
 
