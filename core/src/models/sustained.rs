@@ -212,7 +212,19 @@ impl Cusum {
     ) -> Cusum {
         let expected = expected.max(0.0);
         let sigma = floored_sigma(expected, sigma);
-        let z = ((observed - expected) / sigma).min(config.max_step);
+        self.step_scored((observed - expected) / sigma, observed, expected, config)
+    }
+
+    /// The evidence after one more window whose standard score `z` was reckoned elsewhere (on
+    /// a log scale, say), with its `observed` and `expected` amounts for the run's sums.
+    pub fn step_scored(
+        &self,
+        z: f64,
+        observed: f64,
+        expected: f64,
+        config: &SustainedConfig,
+    ) -> Cusum {
+        let z = z.min(config.max_step);
         let sum = (self.sum + z - config.slack).max(0.0);
         if sum == 0.0 {
             return Cusum::default();

@@ -16,12 +16,24 @@ use super::*;
 
 const MINUTES_PER_DAY: f64 = 1440.0;
 /// A price per token this many times the key's usual is a move to pricier models, worth
-/// naming in the alert: a key's ordinary mix moves it by far less.
+/// naming in the alert and, sustained, worth an alert of its own: a key's ordinary mix moves it
+/// by far less.
 const PRICE_JUMP: f64 = 3.0;
+/// The least spread assumed of a key's log price per token from minute to minute: a key on one
+/// model still varies with its share of (pricier) output tokens, and at this floor a full
+/// step of evidence needs about a x3 price.
+const MIN_LOG_PRICE_SIGMA: f64 = 0.35;
+/// Priced active minutes before a key's usual price per token is trusted.
+const PRICE_WARMUP: u64 = 20;
 
 /// A key's evidence: spend per minute (idle minutes count as zero) and tokens per active
-/// minute, each with how bursty the key has been ([`Dispersion`]), and its usual requests per
-/// minute (what it adds to the [`Crowd`]).
+/// minute, each with how bursty the key has been ([`Dispersion`]); the price per token of its
+/// active minutes; and its usual requests per minute (what it adds to the [`Crowd`]).
+///
+/// The price is judged per active minute, not per minute of the clock: a key that calls once
+/// every ten minutes and moves to a model fifty times pricier shows it in every call it makes,
+/// while its spend per minute is mostly zeros that hide it. Its scale is the key's own spread
+/// of log price per token (a mix of models varies more than one model does).
 ///
 /// Tokens are judged on their own only in minutes the price table put no dollar figure on
 /// (self-hosted or unknown models): where it could, the spend evidence says the same thing in
@@ -33,9 +45,12 @@ pub struct Evidence {
     spend_dispersion: Dispersion,
     tokens_dispersion: Dispersion,
     requests: Ewma,
-    /// Dollars per token in ordinary priced minutes: a jump says the key moved to a pricier
-    /// model, not merely sent more.
-    price_per_token: Ewma,
+    /// Log dollars per token in ordinary priced minutes: a jump says the key moved to a
+    /// pricier model, not merely sent more.
+    log_price: Ewma,
+    /// Evidence of a raised price per token, over active priced minutes (dollars paid against
+    /// the tokens at the usual price).
+    price: Cusum,
     /// The spend expectation and sigma as of the key's last active minute (fading as it is
     /// active): the floor of what it is judged against when it wakes up.
     awake: (f64, f64),
@@ -63,7 +78,7 @@ impl Evidence {
         if !warm {
             let mut young = Evidence {
                 requests: next.requests,
-                price_per_token: next.price_per_token,
+                log_price: next.log_price,
                 ..Evidence::default()
             };
             young.learn_price(row, params);
@@ -108,8 +123,20 @@ impl Evidence {
             next.tokens_dispersion
                 .observe(used as f64, usual, sigma, config);
         }
-        // Minutes that leave the key looking ordinary: an incident's prices do not become usual.
-        if next.spend_at_rest() {
+        // A priced active minute: its price per token against the usual.
+        if let Some((cost, _, used)) = row.filter(|r| r.0 > 0.0 && r.2 > 0) {
+            if self.log_price.n >= PRICE_WARMUP {
+                let usual = self.log_price.mean;
+                let z = ((cost / used as f64).ln() - usual)
+                    / self.log_price.std().max(MIN_LOG_PRICE_SIGMA);
+                next.price = self
+                    .price
+                    .step_scored(z, cost, used as f64 * usual.exp(), config);
+            }
+        }
+        // Minutes whose price looks ordinary: an incident's prices do not become usual (a rise
+        // in requests at the usual prices teaches nothing wrong).
+        if next.price.sum == 0.0 {
             next.learn_price(row, params);
         }
         next
@@ -117,31 +144,45 @@ impl Evidence {
 
     fn learn_price(&mut self, row: Option<(f64, u64, u64)>, params: &SpendParams) {
         if let Some((cost, _, used)) = row.filter(|r| r.0 > 0.0 && r.2 > 0) {
-            self.price_per_token
-                .update(cost / used as f64, params.alpha());
+            self.log_price
+                .update((cost / used as f64).ln(), params.alpha());
         }
     }
 
     /// How many times its usual price per token the key paid in `row`'s minute, when that is
-    /// a jump ([`PRICE_JUMP`] or more, over at least 30 ordinary priced minutes).
+    /// a jump ([`PRICE_JUMP`] or more, once its usual price is known).
     fn price_jump(&self, row: &KeyMinute) -> Option<f64> {
-        let usual = self.price_per_token;
-        if usual.n < 30 || usual.mean <= 0.0 || row.tokens == 0 {
+        if self.log_price.n < PRICE_WARMUP || row.tokens == 0 || row.cost_usd <= 0.0 {
             return None;
         }
-        let ratio = row.cost_usd / row.tokens as f64 / usual.mean;
+        let ratio = row.cost_usd / row.tokens as f64 / self.log_price.mean.exp();
         (ratio >= PRICE_JUMP).then_some(ratio)
     }
 
-    /// The spend evidence summed so far (the CUSUM statistic: 0 when the key looks ordinary,
-    /// alarming from `sustained.threshold`).
-    pub fn spend_evidence(&self) -> f64 {
-        self.spend.sum
+    /// Whether the raised price per token is certain, at least [`PRICE_JUMP`] times the usual
+    /// (without the run's largest minute), and worth `impact_per_day` at the key's usual spend
+    /// of `usual_per_minute`: what it would pay extra a day for the same work.
+    ///
+    /// It takes twice the evidence a spend run does: a key whose mix calls a pricey model now
+    /// and then scores each of those minutes as high as a real move to that model would, so
+    /// only the length of the run tells them apart (five pricey minutes in a row, at the most
+    /// a minute can add).
+    fn price_alarm(&self, config: &SustainedConfig, usual_per_minute: f64, impact: f64) -> bool {
+        let ratio = self.price.trimmed().ratio();
+        self.price.sum >= 2.0 * config.threshold
+            && ratio >= PRICE_JUMP
+            && (ratio - 1.0) * usual_per_minute * MINUTES_PER_DAY >= impact
     }
 
-    /// Whether no spend evidence is building up (the key looks ordinary).
+    /// The spend evidence summed so far, of spend or of price per token, whichever is larger
+    /// (CUSUM statistics: 0 when the key looks ordinary, alarming from `sustained.threshold`).
+    pub fn spend_evidence(&self) -> f64 {
+        self.spend.sum.max(self.price.sum)
+    }
+
+    /// Whether no spend evidence is building up, of spend or of price (the key looks ordinary).
     pub(super) fn spend_at_rest(&self) -> bool {
-        self.spend.sum == 0.0
+        self.spend.sum == 0.0 && self.price.sum == 0.0
     }
 
     /// The key's usual requests per minute (idle minutes count).
@@ -308,8 +349,23 @@ impl Engine {
                 .get(row.api_key_id.as_str())
                 .copied()
                 .unwrap_or_default();
-            if !spend_fired && evidence.spend.alarm(config, MINUTES_PER_DAY, impact_usd) {
-                let mut c = spend_candidate(row, &evidence.spend, impact_usd);
+            let spend_alarm = evidence.spend.alarm(config, MINUTES_PER_DAY, impact_usd);
+            let price_alarm = !spend_alarm && {
+                let (usual, _) = state.spend.model.moments(params, how);
+                evidence.price_alarm(config, usual.max(evidence.awake.0), impact_usd)
+            };
+            if !spend_fired && (spend_alarm || price_alarm) {
+                let mut c = if spend_alarm {
+                    spend_candidate(row, &evidence.spend, impact_usd)
+                } else {
+                    let (usual, _) = state.spend.model.moments(params, how);
+                    price_candidate(
+                        row,
+                        &evidence.price,
+                        usual.max(evidence.awake.0),
+                        impact_usd,
+                    )
+                };
                 if let Some(ratio) = evidence.price_jump(row) {
                     let usage = mixes.get_or_init(|| {
                         let mut by_key: FxMap<&str, Vec<&Usage>> = FxMap::default();
@@ -392,6 +448,40 @@ fn spend_candidate(row: &KeyMinute, run: &Cusum, impact_usd: f64) -> Candidate {
         times(run.ratio())
     );
     c.facts.insert("rule".into(), json!("sustained"));
+    c.facts.insert("minutes".into(), json!(minutes));
+    c.facts
+        .insert("extra_usd_per_day".into(), json!(extra_per_day));
+    c.facts.insert("requests".into(), json!(row.requests));
+    c
+}
+
+/// A key paying a raised price per token over its recent active minutes, whatever its request
+/// rate: judged as spend, at its usual spend of `usual_per_minute`.
+fn price_candidate(row: &KeyMinute, run: &Cusum, usual_per_minute: f64, impact: f64) -> Candidate {
+    let minutes = run.windows.max(1);
+    let ratio = run.trimmed().ratio();
+    let mut c = Candidate::new(
+        "spend_spike",
+        &[("api_key_id", &row.api_key_id), ("project", &row.project)],
+        row.minute,
+        row.minute + MINUTE,
+    );
+    let extra_per_day = (ratio - 1.0) * usual_per_minute * MINUTES_PER_DAY;
+    c.severity = if extra_per_day >= 100.0 * impact {
+        Severity::Critical
+    } else {
+        Severity::Warning
+    };
+    (c.observed, c.expected) = (usual_per_minute * ratio, usual_per_minute);
+    c.upper = usual_per_minute + impact / MINUTES_PER_DAY;
+    c.score = (1.0 - 1.0 / ratio).clamp(0.0, 1.0);
+    c.summary = format!(
+        "key {} has paid {} its usual price per token in its last {minutes} active minutes: \
+         +${extra_per_day:.0} a day at its usual ${usual_per_minute:.4} a minute",
+        row.api_key_id,
+        times(ratio)
+    );
+    c.facts.insert("rule".into(), json!("sustained_price"));
     c.facts.insert("minutes".into(), json!(minutes));
     c.facts
         .insert("extra_usd_per_day".into(), json!(extra_per_day));
@@ -627,11 +717,53 @@ mod tests {
         assert_eq!(first.facts["usual_model"], "deepseek-chat");
         // A plain x3 in requests is no price jump.
         let mut e = engine();
-        let found = run(&mut e, "k", 140, |i| spend(i, 3.0, 125));
+        let found = run(&mut e, "k", 140, |i| {
+            let (requests, cost) = spend(i, 3.0, 125);
+            (if i >= 125 { requests * 3 } else { requests }, cost)
+        });
         assert!(
             found.iter().all(|(_, s)| !s.contains("price per token")),
             "{found:?}"
         );
+    }
+
+    /// A key that calls about once in seven minutes moves to a model fifty times pricier: its
+    /// spend per minute is mostly zeros, but every call shows the new price.
+    #[test]
+    fn a_sparse_key_moved_to_a_pricier_model_is_found_by_its_calls() {
+        let mut e = engine();
+        let calls = |i: u32, price: f64| {
+            if i.is_multiple_of(7) {
+                (1, price)
+            } else {
+                (0, 0.0)
+            }
+        };
+        let found = run(&mut e, "k", 600, |i| {
+            calls(i, if i >= 400 { 1.0 } else { 0.02 })
+        });
+        let first = found.first().expect("the sparse price move was not found");
+        // Five calls at the most a minute can add, the fifth at minute 428.
+        assert!((420..=436).contains(&first.0), "{found:?}");
+        assert!(first.1.contains("its usual price per token"), "{}", first.1);
+        let mut e = engine();
+        assert!(run(&mut e, "k", 600, |i| calls(i, 0.02)).is_empty());
+    }
+
+    /// A key whose mix calls a model twenty times pricier in about one minute in ten stays
+    /// silent: its own spread of prices is the scale, and those minutes come alone or in twos.
+    #[test]
+    fn a_mix_with_an_occasional_pricey_model_never_pages() {
+        let mut e = engine();
+        let found = run(&mut e, "k", 2000, |i| {
+            let (requests, cost) = spend(i, 1.0, u32::MAX);
+            let pricey = spend(i.wrapping_mul(7919), 1.0, u32::MAX).0 == 3 && i.is_multiple_of(3);
+            (
+                requests.max(1),
+                cost.max(0.0015) * if pricey { 20.0 } else { 1.0 },
+            )
+        });
+        assert!(found.is_empty(), "{found:?}");
     }
 
     /// When everyone bursts (the traffic's own rhythm, a daily peak), a key bursting with them
