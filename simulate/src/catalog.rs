@@ -169,6 +169,11 @@ pub(crate) const MODELS: &[Model] = &[
     model("deepseek", "deepseek-chat", 4, 25.0),
     model("mistral", "mistral-small-latest", 3, 9.0),
     model("groq", "openai/gpt-oss-20b", 3, 2.0),
+    // No key calls these on its own (weight 0, last so that the keys' draws are unchanged):
+    // they are what a price shift moves a key to, so that the drawn 5-200x ratios exist
+    // whatever the key's usual model ($15 / $60 and $150 / $600 per million tokens).
+    model("openai", "o1", 0, 20.0),
+    model("openai", "o1-pro", 0, 30.0),
 ];
 
 /// The expensive model a leaked key is probed and abused on: no key ever draws it, and the

@@ -66,7 +66,11 @@ pub(crate) fn pick_weighted(
             return i;
         }
         u -= w;
-        last = i;
+        if w > 0.0 {
+            // Rounding can leave `u` past the end: the last entry that can be drawn, never
+            // one of weight 0.
+            last = i;
+        }
     }
     last
 }

@@ -601,3 +601,31 @@ fn slow_moves_from_every_home_stay_below_airliner_speed() {
     println!("moves after 4 h of silence, km/h: {moves:?}");
     assert!(moves.len() >= 6);
 }
+
+/// Every price shift of the evaluation's seeds moves its key to a model 5-200x pricier per
+/// token, whatever the key's usual model: the catalog holds models pricey enough for that.
+#[test]
+fn price_shifts_reach_the_drawn_range_for_every_key() {
+    let start = 1_790_000_000_000 / MIN * MIN;
+    let duration = 6 * 60 * MIN;
+    let mut shifts = 0;
+    for seed in 1..=20 {
+        let truth = Simulator::new(SimConfig {
+            seed,
+            rate_per_s: 10.0,
+            keys: 40,
+            start_ms: start,
+            incidents: standard_scenario(start, duration, 40, seed),
+            ..SimConfig::default()
+        })
+        .ground_truth();
+        for shift in truth
+            .iter()
+            .filter(|i| i.kind == IncidentKind::SpendPriceShift)
+        {
+            shifts += 1;
+            assert!(!shift.note.contains("priciest"), "{}", shift.note);
+        }
+    }
+    assert!(shifts >= 40, "{shifts} price shifts");
+}
