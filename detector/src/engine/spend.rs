@@ -56,7 +56,7 @@ impl Engine {
                 out.push(c);
             }
         }
-        self.assess_sustained(data, crowd, &fired, out);
+        self.assess_sustained(data, now_s, crowd, &fired, out);
         let shared: [(&str, &Vec<crate::data::SpendMinute>, bool); 2] = [
             (
                 "project",

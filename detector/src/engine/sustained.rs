@@ -60,6 +60,11 @@ impl Evidence {
     /// The evidence after one more minute (`row`: its spend, requests and tokens, if used),
     /// judged against the baselines as they stood before it, scaled by `crowd` (how busy
     /// everyone else is, at least 1). Nothing accrues during warm-up.
+    ///
+    /// `elapsed`: the share of the minute that has passed (1 for a closed minute). An open
+    /// minute is judged against that share of the minute's expectation, and of its variance,
+    /// so that a key that has spent in 20 s what it usually spends in a minute counts as such
+    /// now, not 40 s later. Only closed minutes are kept (see [`fold_key_minute`]).
     #[allow(clippy::too_many_arguments)]
     pub(super) fn after_minute(
         self,
@@ -70,6 +75,7 @@ impl Evidence {
         row: Option<(f64, u64, u64)>,
         how: u8,
         crowd: f64,
+        elapsed: f64,
     ) -> Evidence {
         let mut next = self;
         let requests = row.map_or(0, |(_, requests, _)| requests);
@@ -98,6 +104,7 @@ impl Evidence {
         }
         let (expected, sigma) = (expected.max(self.awake.0), sigma.max(self.awake.1));
         let (expected, sigma) = (expected * crowd, sigma * crowd);
+        let (expected, sigma) = (expected * elapsed, sigma * elapsed.sqrt());
         let cost = row.map_or(0.0, |(cost, _, _)| cost);
         next.spend = self.spend.step(
             cost,
@@ -108,8 +115,8 @@ impl Evidence {
         next.spend_dispersion.observe(cost, expected, sigma, config);
         // Tokens are judged per active minute, as their baseline is.
         if let Some((cost, _, used)) = row.filter(|r| r.1 > 0 && tokens.n >= 30) {
-            let usual = tokens.mean * crowd;
-            let sigma = floored_sigma(tokens.mean, tokens.std()) * crowd;
+            let usual = tokens.mean * crowd * elapsed;
+            let sigma = floored_sigma(tokens.mean, tokens.std()) * crowd * elapsed.sqrt();
             next.tokens = if cost > 0.0 {
                 Cusum::default()
             } else {
@@ -277,17 +284,18 @@ pub fn fold_key_minute(
     how: u8,
     crowd: f64,
 ) {
-    *evidence = evidence.after_minute(model, tokens, params, config, row, how, crowd);
+    *evidence = evidence.after_minute(model, tokens, params, config, row, how, crowd, 1.0);
     model.update(params, row.map_or(0.0, |r| r.0), how);
 }
 
 impl Engine {
-    /// The sustained rule over the minutes not folded yet (the open one included, as it stands:
-    /// spend and tokens only grow within a minute, so evidence found early holds at its end).
+    /// The sustained rule over the minutes not folded yet, the open one included (judged on the
+    /// share of it elapsed at `now_s`).
     /// `fired` holds the keys the per-minute rule already flagged this cycle.
     pub(super) fn assess_sustained(
         &self,
         data: &CycleData,
+        now_s: u32,
         crowd: &Crowd,
         fired: &FxMap<&str, (bool, bool)>,
         out: &mut Vec<Candidate>,
@@ -330,6 +338,7 @@ impl Engine {
                     None,
                     how,
                     crowd.factor(next, 0, usual),
+                    1.0,
                 );
                 next += MINUTE;
             }
@@ -342,6 +351,7 @@ impl Engine {
                 Some((row.cost_usd, row.requests, row.tokens)),
                 how,
                 crowd.factor(row.minute, accepted(row), usual),
+                (f64::from(now_s.saturating_sub(row.minute)) / 60.0).clamp(0.05, 1.0),
             );
             carried = Some((&row.api_key_id, row.minute, evidence));
 
@@ -725,6 +735,41 @@ mod tests {
             found.iter().all(|(_, s)| !s.contains("price per token")),
             "{found:?}"
         );
+    }
+
+    /// Judged every 10 s, as the live worker judges, an open minute counts for the share of it
+    /// elapsed: a x8 key alarms early in its third minute.
+    #[test]
+    fn an_open_minute_counts_for_the_share_elapsed() {
+        let mut e = engine();
+        let onset = 125;
+        let mut first = None;
+        for i in 0..140u32 {
+            let (requests, cost) = spend(i, 1.0, u32::MAX);
+            let (requests, cost) = if i >= onset {
+                (requests * 8 + 8, (requests * 8 + 8) as f64 * 0.0015)
+            } else {
+                (requests, cost)
+            };
+            for s in (10..=60).step_by(10) {
+                // Requests arrive evenly through the minute.
+                let share = f64::from(s) / 60.0;
+                let seen = (requests as f64 * share).round() as u64;
+                let data = minute_data(
+                    "k",
+                    T0 + i * 60,
+                    seen,
+                    cost * seen as f64 / requests.max(1) as f64,
+                );
+                let found = e.cycle(&data, T0 + i * 60 + s, i < 120);
+                if first.is_none() && found.iter().any(|c| c.detector == "spend_spike") {
+                    first = Some((i - onset) * 60 + s);
+                }
+            }
+        }
+        let first = first.expect("x8 was not found");
+        // Two minutes of evidence, and the third's first 20 s (judged at its end: 150 s).
+        assert!(first <= 140, "found {first} s after the onset");
     }
 
     /// A key that calls about once in seven minutes moves to a model fifty times pricier: its
