@@ -7,6 +7,7 @@
 //! alarm: S_t >= threshold                         enough evidence, accumulated
 //!    and run observed / run expected >= min_ratio the entity's own scale (x2, not +5 %)
 //!    and (run observed - run expected) per window * windows per day >= impact floor
+//!    and z_t > slack                               the latest window is itself raised
 //! ```
 //!
 //! Why each piece:
@@ -123,7 +124,7 @@ impl SustainedConfig {
     }
 }
 
-/// One entity's accumulated evidence: 24 bytes.
+/// One entity's accumulated evidence: 48 bytes.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Cusum {
     /// The CUSUM statistic S (0 when the recent windows look normal).
@@ -136,6 +137,10 @@ pub struct Cusum {
     /// The largest single window of the run, and what was expected of it.
     pub largest: f64,
     pub largest_expected: f64,
+    /// Whether the latest window added evidence (scored above the slack). Only such a window
+    /// alarms: once an incident is over, the evidence it left takes a while to drain, and the
+    /// ordinary windows meanwhile are no reason to page again.
+    pub rising: bool,
 }
 
 /// `sigma` floored at a tenth of `expected` (and a tiny absolute amount), so that a flat history
@@ -237,6 +242,7 @@ impl Cusum {
                 windows: 1,
                 largest: observed,
                 largest_expected: expected,
+                rising: true,
             };
         }
         let (largest, largest_expected) = if observed > self.largest {
@@ -251,6 +257,7 @@ impl Cusum {
             windows: self.windows + 1,
             largest,
             largest_expected,
+            rising: z > config.slack,
         }
     }
 
@@ -288,7 +295,8 @@ impl Cusum {
     }
 
     /// Enough evidence, on the entity's scale, and worth `impact_per_day` at
-    /// `windows_per_day` if it went on, without leaning on any single window.
+    /// `windows_per_day` if it went on, without leaning on any single window; judged on a
+    /// window that itself added evidence.
     pub fn alarm(
         &self,
         config: &SustainedConfig,
@@ -296,7 +304,8 @@ impl Cusum {
         impact_per_day: f64,
     ) -> bool {
         let trimmed = self.trimmed();
-        self.sum >= config.threshold
+        self.rising
+            && self.sum >= config.threshold
             && trimmed.ratio() >= self.ratio_needed(config)
             && trimmed.extra_per_window() * windows_per_day >= impact_per_day
     }

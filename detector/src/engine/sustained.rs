@@ -87,7 +87,7 @@ impl Evidence {
                 log_price: next.log_price,
                 ..Evidence::default()
             };
-            young.learn_price(row, params);
+            young.learn_price(row, params.alpha());
             return young;
         }
         let (expected, sigma) = model.moments(params, how);
@@ -141,18 +141,17 @@ impl Evidence {
                     .step_scored(z, cost, used as f64 * usual.exp(), config);
             }
         }
-        // Minutes whose price looks ordinary: an incident's prices do not become usual (a rise
-        // in requests at the usual prices teaches nothing wrong).
-        if next.price.sum == 0.0 {
-            next.learn_price(row, params);
-        }
+        // Every priced minute teaches the usual price, a minute of a price run at a tenth of
+        // the weight: an incident's prices do not become usual within it, but a key whose mix
+        // has changed for good stops looking raised in time.
+        let weight = if next.price.sum == 0.0 { 1.0 } else { 0.1 };
+        next.learn_price(row, params.alpha() * weight);
         next
     }
 
-    fn learn_price(&mut self, row: Option<(f64, u64, u64)>, params: &SpendParams) {
+    fn learn_price(&mut self, row: Option<(f64, u64, u64)>, alpha: f64) {
         if let Some((cost, _, used)) = row.filter(|r| r.0 > 0.0 && r.2 > 0) {
-            self.log_price
-                .update((cost / used as f64).ln(), params.alpha());
+            self.log_price.update((cost / used as f64).ln(), alpha);
         }
     }
 
@@ -174,10 +173,16 @@ impl Evidence {
     /// and then scores each of those minutes as high as a real move to that model would, so
     /// only the length of the run tells them apart (five pricey minutes in a row, at the most
     /// a minute can add).
+    ///
+    /// A run that took longer than `drift_windows` active minutes to become certain needs a
+    /// larger jump, as a spend run does (x `sqrt(minutes / drift_windows)`): a price that
+    /// creeps up over hours is a mix changing, not a move.
     fn price_alarm(&self, config: &SustainedConfig, usual_per_minute: f64, impact: f64) -> bool {
         let ratio = self.price.trimmed().ratio();
-        self.price.sum >= 2.0 * config.threshold
-            && ratio >= PRICE_JUMP
+        let drift = f64::from(self.price.windows) / f64::from(config.drift_windows.max(1));
+        self.price.rising
+            && self.price.sum >= 2.0 * config.threshold
+            && ratio >= PRICE_JUMP * drift.max(1.0).sqrt()
             && (ratio - 1.0) * usual_per_minute * MINUTES_PER_DAY >= impact
     }
 
@@ -718,12 +723,16 @@ mod tests {
         .collect();
         let first = found.first().expect("the price jump was not found");
         assert!(
-            first
-                .summary
-                .contains("now 100 % o1, 100x the price per token of its usual deepseek-chat"),
+            first.summary.contains("now 100 % o1, ")
+                && first
+                    .summary
+                    .contains("x the price per token of its usual deepseek-chat"),
             "{}",
             first.summary
         );
+        // Within its first minutes the incident has taught the usual price next to nothing.
+        let ratio = first.facts["price_per_token_ratio"].as_f64().unwrap();
+        assert!((95.0..=100.0).contains(&ratio), "{ratio}");
         assert_eq!(first.facts["usual_model"], "deepseek-chat");
         // A plain x3 in requests is no price jump.
         let mut e = engine();
@@ -770,6 +779,31 @@ mod tests {
         let first = first.expect("x8 was not found");
         // Two minutes of evidence, and the third's first 20 s (judged at its end: 150 s).
         assert!(first <= 140, "found {first} s after the onset");
+    }
+
+    /// Once an incident is over, the evidence it left drains over many ordinary minutes: none
+    /// of them pages again.
+    #[test]
+    fn ordinary_minutes_after_an_incident_do_not_page() {
+        for (price, requests) in [(20.0, 1), (1.0, 8)] {
+            let mut e = engine();
+            let found = run(&mut e, "k", 240, |i| {
+                let (n, cost) = spend(i, 1.0, u32::MAX);
+                if (125..140).contains(&i) {
+                    (n * requests, cost * price * requests as f64)
+                } else {
+                    (n, cost)
+                }
+            });
+            assert!(
+                !found.is_empty(),
+                "x{price} price, x{requests} requests: not found"
+            );
+            assert!(
+                found.iter().all(|(i, _)| (125..140).contains(i)),
+                "{found:?}"
+            );
+        }
     }
 
     /// A key that calls about once in seven minutes moves to a model fifty times pricier: its
