@@ -366,7 +366,7 @@ impl DetectConfig {
                 false,
                 &format!("detect.spend_spike.sustained.{field}"),
                 format!("{value} is out of range ({expected})"),
-                "defaults: threshold 6, slack 0.5, max_step 3, min_ratio 2, drift_windows 20, block_windows 10, dispersion_half_life_blocks 36",
+                "defaults: threshold 8, slack 0.5, max_step 3, min_ratio 2, drift_windows 20, block_windows 10, dispersion_half_life_blocks 36",
             );
         }
         for (key, floor) in [

@@ -7,7 +7,7 @@
 //! alarm: S_t >= threshold                         enough evidence, accumulated
 //!    and run observed / run expected >= min_ratio the entity's own scale (x2, not +5 %)
 //!    and (run observed - run expected) per window * windows per day >= impact floor
-//!    and z_t > slack                               the latest window is itself raised
+//!    and x_t / expected_t >= that ratio too        the latest window is itself raised
 //! ```
 //!
 //! Why each piece:
@@ -16,7 +16,7 @@
 //!   forgets it (S falls back to 0) when windows look normal again.
 //! - The cap (`max_step`) is what makes a single window never enough: one long request on a
 //!   quiet key is a z of 30, but adds at most `max_step - slack` (2.5 by default, under the
-//!   threshold of 6). Three windows in a row at three sigmas, or four at two, do alarm.
+//!   threshold of 8). Four windows in a row at three sigmas, or six at two, do alarm.
 //! - The ratio and the impact floor speak the user's language: a key that spends $3 a day and
 //!   starts spending $1,400 a day is told within minutes; a +5 % drift on a big key, or cents
 //!   on a tiny one, never pages however certain it is.
@@ -63,7 +63,7 @@ impl Default for SustainedConfig {
     fn default() -> Self {
         Self {
             enabled: true,
-            threshold: 6.0,
+            threshold: 8.0,
             slack: 0.5,
             max_step: 3.0,
             min_ratio: 2.0,
@@ -137,10 +137,22 @@ pub struct Cusum {
     /// The largest single window of the run, and what was expected of it.
     pub largest: f64,
     pub largest_expected: f64,
-    /// Whether the latest window added evidence (scored above the slack). Only such a window
-    /// alarms: once an incident is over, the evidence it left takes a while to drain, and the
-    /// ordinary windows meanwhile are no reason to page again.
-    pub rising: bool,
+    /// The latest window's observed over expected. Only a window that itself looks like the
+    /// incident (at the ratio the run needs) alarms: once an incident is over, the evidence it
+    /// left takes a few windows to drain, and ordinary windows meanwhile are no reason to
+    /// page again with the incident's ratio.
+    pub latest: f64,
+}
+
+/// `observed / expected`, infinite when nothing was expected but something came.
+fn ratio(observed: f64, expected: f64) -> f64 {
+    if expected > 0.0 {
+        observed / expected
+    } else if observed > 0.0 {
+        f64::INFINITY
+    } else {
+        1.0
+    }
 }
 
 /// `sigma` floored at a tenth of `expected` (and a tiny absolute amount), so that a flat history
@@ -217,20 +229,33 @@ impl Cusum {
     ) -> Cusum {
         let expected = expected.max(0.0);
         let sigma = floored_sigma(expected, sigma);
-        self.step_scored((observed - expected) / sigma, observed, expected, config)
+        let ceiling = config.threshold + config.max_step;
+        self.step_scored(
+            (observed - expected) / sigma,
+            observed,
+            expected,
+            ceiling,
+            config,
+        )
     }
 
     /// The evidence after one more window whose standard score `z` was reckoned elsewhere (on
     /// a log scale, say), with its `observed` and `expected` amounts for the run's sums.
+    ///
+    /// The sum never exceeds `ceiling` (one full step above the alarm): a long incident piles
+    /// up no credit, so once it is over the run drains below the alarm within a few ordinary
+    /// windows (`max_step / slack` and one: seven by default) and the next run starts afresh, instead of
+    /// judging ordinary windows for an hour by the incident's ratio.
     pub fn step_scored(
         &self,
         z: f64,
         observed: f64,
         expected: f64,
+        ceiling: f64,
         config: &SustainedConfig,
     ) -> Cusum {
         let z = z.min(config.max_step);
-        let sum = (self.sum + z - config.slack).max(0.0);
+        let sum = (self.sum + z - config.slack).clamp(0.0, ceiling.max(0.0));
         if sum == 0.0 {
             return Cusum::default();
         }
@@ -242,7 +267,7 @@ impl Cusum {
                 windows: 1,
                 largest: observed,
                 largest_expected: expected,
-                rising: true,
+                latest: ratio(observed, expected),
             };
         }
         let (largest, largest_expected) = if observed > self.largest {
@@ -257,19 +282,13 @@ impl Cusum {
             windows: self.windows + 1,
             largest,
             largest_expected,
-            rising: z > config.slack,
+            latest: ratio(observed, expected),
         }
     }
 
     /// The run's observed over expected (infinite when nothing was expected).
     pub fn ratio(&self) -> f64 {
-        if self.expected > 0.0 {
-            self.observed / self.expected
-        } else if self.observed > 0.0 {
-            f64::INFINITY
-        } else {
-            1.0
-        }
+        ratio(self.observed, self.expected)
     }
 
     /// What the run adds per window on average, above what was expected.
@@ -296,7 +315,7 @@ impl Cusum {
 
     /// Enough evidence, on the entity's scale, and worth `impact_per_day` at
     /// `windows_per_day` if it went on, without leaning on any single window; judged on a
-    /// window that itself added evidence.
+    /// window that itself is that far above its expectation.
     pub fn alarm(
         &self,
         config: &SustainedConfig,
@@ -304,9 +323,10 @@ impl Cusum {
         impact_per_day: f64,
     ) -> bool {
         let trimmed = self.trimmed();
-        self.rising
-            && self.sum >= config.threshold
-            && trimmed.ratio() >= self.ratio_needed(config)
+        let needed = self.ratio_needed(config);
+        self.sum >= config.threshold
+            && trimmed.ratio() >= needed
+            && self.latest >= needed
             && trimmed.extra_per_window() * windows_per_day >= impact_per_day
     }
 
@@ -334,6 +354,23 @@ mod tests {
             .fold(cusum, |c, &x| c.step(x, expected, sigma, &config))
     }
 
+    /// Half an hour of x20 piles up no credit: seven ordinary windows later the evidence is
+    /// below the alarm, and the run ends soon after.
+    #[test]
+    fn a_long_incident_drains_within_a_few_windows() {
+        let config = SustainedConfig::default();
+        let mut c = run(Cusum::default(), &[0.08; 30], 0.004, 0.004);
+        assert!(c.alarm(&config, MINUTES_PER_DAY, 10.0));
+        for _ in 0..7 {
+            c = c.step(0.004, 0.004, 0.004, &config);
+        }
+        assert!(c.sum < config.threshold, "{c:?}");
+        for _ in 0..15 {
+            c = c.step(0.004, 0.004, 0.004, &config);
+        }
+        assert_eq!(c, Cusum::default());
+    }
+
     /// A key spending $0.004 a minute, noisy (sigma $0.004), goes x3: certain within minutes,
     /// and worth telling (+$11.50 a day) over a $10-a-day floor.
     #[test]
@@ -346,11 +383,11 @@ mod tests {
             minutes += 1;
             assert!(minutes < 10, "{c:?}");
         }
-        assert!(minutes <= 4, "{minutes} minutes");
+        assert!(minutes <= 6, "{minutes} minutes");
         assert!((c.ratio() - 3.0).abs() < 1e-9);
     }
 
-    /// x20 on a key: three minutes of evidence, whatever the size of the first ones.
+    /// x20 on a key: four minutes of evidence, whatever the size of the first ones.
     #[test]
     fn one_wild_window_is_never_enough() {
         let config = SustainedConfig::default();
@@ -359,7 +396,9 @@ mod tests {
         let twice = wild.step(100.0, 0.004, 0.004, &config);
         assert!(!twice.alarm(&config, MINUTES_PER_DAY, 10.0), "{twice:?}");
         let thrice = twice.step(100.0, 0.004, 0.004, &config);
-        assert!(thrice.alarm(&config, MINUTES_PER_DAY, 10.0));
+        assert!(!thrice.alarm(&config, MINUTES_PER_DAY, 10.0), "{thrice:?}");
+        let four = thrice.step(100.0, 0.004, 0.004, &config);
+        assert!(four.alarm(&config, MINUTES_PER_DAY, 10.0));
     }
 
     /// A few slightly busy windows, then one wild one: evidence enough, but without the wild
@@ -369,7 +408,9 @@ mod tests {
         let config = SustainedConfig::default();
         let c = run(
             Cusum::default(),
-            &[0.0065, 0.0065, 0.0065, 0.0065, 0.0065, 0.09],
+            &[
+                0.0065, 0.0065, 0.0065, 0.0065, 0.0065, 0.0065, 0.0065, 0.0065, 0.09,
+            ],
             0.004,
             0.002,
         );
@@ -417,7 +458,7 @@ mod tests {
 
     #[test]
     fn nothing_expected_and_something_spent_is_an_infinite_ratio() {
-        let c = run(Cusum::default(), &[1.0, 1.0, 1.0], 0.0, 0.0);
+        let c = run(Cusum::default(), &[1.0; 4], 0.0, 0.0);
         assert!(c.ratio().is_infinite());
         assert!(c.alarm(&SustainedConfig::default(), MINUTES_PER_DAY, 10.0));
     }

@@ -23,8 +23,10 @@ const PRICE_JUMP: f64 = 3.0;
 /// model still varies with its share of (pricier) output tokens, and at this floor a full
 /// step of evidence needs about a x3 price.
 const MIN_LOG_PRICE_SIGMA: f64 = 0.35;
+/// A price run needs this many times `sustained.threshold` (see [`Evidence::price_alarm`]).
+const PRICE_EVIDENCE: f64 = 2.0;
 /// Priced active minutes before a key's usual price per token is trusted.
-const PRICE_WARMUP: u64 = 20;
+const PRICE_WARMUP: u64 = 40;
 
 /// A key's evidence: spend per minute (idle minutes count as zero) and tokens per active
 /// minute, each with how bursty the key has been ([`Dispersion`]); the price per token of its
@@ -136,9 +138,10 @@ impl Evidence {
                 let usual = self.log_price.mean;
                 let z = ((cost / used as f64).ln() - usual)
                     / self.log_price.std().max(MIN_LOG_PRICE_SIGMA);
-                next.price = self
-                    .price
-                    .step_scored(z, cost, used as f64 * usual.exp(), config);
+                let ceiling = PRICE_EVIDENCE * config.threshold + config.max_step;
+                next.price =
+                    self.price
+                        .step_scored(z, cost, used as f64 * usual.exp(), ceiling, config);
             }
         }
         // Every priced minute teaches the usual price, a minute of a price run at a tenth of
@@ -180,9 +183,10 @@ impl Evidence {
     fn price_alarm(&self, config: &SustainedConfig, usual_per_minute: f64, impact: f64) -> bool {
         let ratio = self.price.trimmed().ratio();
         let drift = f64::from(self.price.windows) / f64::from(config.drift_windows.max(1));
-        self.price.rising
-            && self.price.sum >= 2.0 * config.threshold
-            && ratio >= PRICE_JUMP * drift.max(1.0).sqrt()
+        let needed = PRICE_JUMP * drift.max(1.0).sqrt();
+        self.price.sum >= PRICE_EVIDENCE * config.threshold
+            && ratio >= needed
+            && self.price.latest >= needed
             && (ratio - 1.0) * usual_per_minute * MINUTES_PER_DAY >= impact
     }
 
@@ -747,7 +751,7 @@ mod tests {
     }
 
     /// Judged every 10 s, as the live worker judges, an open minute counts for the share of it
-    /// elapsed: a x8 key alarms early in its third minute.
+    /// elapsed: a key at x3 (and three) alarms early in its fifth minute, not at its end.
     #[test]
     fn an_open_minute_counts_for_the_share_elapsed() {
         let mut e = engine();
@@ -756,7 +760,7 @@ mod tests {
         for i in 0..140u32 {
             let (requests, cost) = spend(i, 1.0, u32::MAX);
             let (requests, cost) = if i >= onset {
-                (requests * 8 + 8, (requests * 8 + 8) as f64 * 0.0015)
+                (requests * 3 + 3, (requests * 3 + 3) as f64 * 0.0015)
             } else {
                 (requests, cost)
             };
@@ -776,9 +780,10 @@ mod tests {
                 }
             }
         }
-        let first = first.expect("x8 was not found");
-        // Two minutes of evidence, and the third's first 20 s (judged at its end: 150 s).
-        assert!(first <= 140, "found {first} s after the onset");
+        let first = first.expect("the rise was not found");
+        // Four minutes of evidence and the fifth's first 10 s (with each open minute judged
+        // against a whole minute's expectation: 280 s).
+        assert!(first <= 260, "found {first} s after the onset");
     }
 
     /// Once an incident is over, the evidence it left drains over many ordinary minutes: none
@@ -822,8 +827,9 @@ mod tests {
             calls(i, if i >= 400 { 1.0 } else { 0.02 })
         });
         let first = found.first().expect("the sparse price move was not found");
-        // Five calls at the most a minute can add, the fifth at minute 428.
-        assert!((420..=436).contains(&first.0), "{found:?}");
+        // Seven calls at the most a minute can add (twice the evidence of a spend run), the
+        // seventh at minute 448.
+        assert!((440..=455).contains(&first.0), "{found:?}");
         assert!(first.1.contains("its usual price per token"), "{}", first.1);
         let mut e = engine();
         assert!(run(&mut e, "k", 600, |i| calls(i, 0.02)).is_empty());
