@@ -47,8 +47,8 @@ pub struct Evidence {
     spend_dispersion: Dispersion,
     tokens_dispersion: Dispersion,
     requests: Ewma,
-    /// Log dollars per token in ordinary priced minutes: a jump says the key moved to a
-    /// pricier model, not merely sent more.
+    /// Log dollars per token of its priced minutes (those of a price run at a tenth of the
+    /// weight): a jump says the key moved to a pricier model, not merely sent more.
     log_price: Ewma,
     /// Evidence of a raised price per token, over active priced minutes (dollars paid against
     /// the tokens at the usual price).
@@ -174,8 +174,8 @@ impl Evidence {
     ///
     /// It takes twice the evidence a spend run does: a key whose mix calls a pricey model now
     /// and then scores each of those minutes as high as a real move to that model would, so
-    /// only the length of the run tells them apart (five pricey minutes in a row, at the most
-    /// a minute can add).
+    /// only the length of the run tells them apart (seven pricey minutes at the defaults, at
+    /// the most a minute can add).
     ///
     /// A run that took longer than `drift_windows` active minutes to become certain needs a
     /// larger jump, as a spend run does (x `sqrt(minutes / drift_windows)`): a price that
@@ -190,10 +190,11 @@ impl Evidence {
             && (ratio - 1.0) * usual_per_minute * MINUTES_PER_DAY >= impact
     }
 
-    /// The spend evidence summed so far, of spend or of price per token, whichever is larger
-    /// (CUSUM statistics: 0 when the key looks ordinary, alarming from `sustained.threshold`).
+    /// The spend evidence summed so far, of spend or of price per token (scaled to alarm at the
+    /// same level), whichever is larger: CUSUM statistics, 0 when the key looks ordinary,
+    /// alarming from `sustained.threshold`.
     pub fn spend_evidence(&self) -> f64 {
-        self.spend.sum.max(self.price.sum)
+        self.spend.sum.max(self.price.sum / PRICE_EVIDENCE)
     }
 
     /// Whether no spend evidence is building up, of spend or of price (the key looks ordinary).
