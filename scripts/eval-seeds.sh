@@ -134,12 +134,16 @@ say "--hours $hours --rate $rate, $jobs at a time, revision ${TRIPLINE_REVISION:
 
 # The database and end of a kept run, as `evaluate` arguments.
 reuse_args() {
-  local kept="$rescore/seed-$1.json" database end_ms
+  local kept="$rescore/seed-$1.json"
   [ -f "$kept" ] || die "no $kept to rescore"
-  database="$(grep -o '"database": *"[a-z0-9_]*"' "$kept" | grep -o 'eval_[0-9]*')" \
-    || die "$kept names no database: run with --keep first"
-  end_ms="$(grep -o '"end_ms": *[0-9]*' "$kept" | grep -o '[0-9]*$')" || die "$kept has no end_ms"
-  echo --reuse-database "$database" --end-ms "$end_ms"
+  # The run's own fields (every incident has an end_ms too).
+  python3 - "$kept" <<'PY' || die "$kept names no database and end: run with --keep first"
+import json, sys
+run = json.load(open(sys.argv[1]))["run"]
+if not run.get("database"):
+    sys.exit(1)
+print("--reuse-database", run["database"], "--end-ms", run["end_ms"])
+PY
 }
 
 one() {
