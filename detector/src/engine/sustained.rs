@@ -244,7 +244,7 @@ impl Crowd {
                 continue;
             };
             let usual = state.sustained.usual_requests();
-            let elapsed = (f64::from(now_s.saturating_sub(row.minute)) / 60.0).clamp(0.05, 1.0);
+            let elapsed = elapsed_share(row.minute, now_s);
             let entry = minutes.entry(row.minute).or_insert((0.0, elapsed));
             entry.0 += capped(accepted(row), usual);
         }
@@ -266,6 +266,12 @@ impl Crowd {
         let others = (capped_all - capped(requests, usual)).max(0.0) / elapsed;
         (others / others_usual).max(1.0)
     }
+}
+
+/// The share of `minute` elapsed at `now_s` (1 once it has ended; at least 0.05, so that the
+/// first seconds of a minute are not divided by nothing).
+fn elapsed_share(minute: u32, now_s: u32) -> f64 {
+    (f64::from(now_s.saturating_sub(minute)) / 60.0).clamp(0.05, 1.0)
 }
 
 /// A key's requests as the crowd counts them: at most three times its usual, plus three.
@@ -361,7 +367,7 @@ impl Engine {
                 Some((row.cost_usd, row.requests, row.tokens)),
                 how,
                 crowd.factor(row.minute, accepted(row), usual),
-                (f64::from(now_s.saturating_sub(row.minute)) / 60.0).clamp(0.05, 1.0),
+                elapsed_share(row.minute, now_s),
             );
             carried = Some((&row.api_key_id, row.minute, evidence));
 
@@ -369,23 +375,24 @@ impl Engine {
                 .get(row.api_key_id.as_str())
                 .copied()
                 .unwrap_or_default();
-            let spend_alarm = evidence.spend.alarm(config, MINUTES_PER_DAY, impact_usd);
-            let price_alarm = !spend_alarm && {
-                let (usual, _) = state.spend.model.moments(params, how);
-                evidence.price_alarm(config, usual.max(evidence.awake.0), impact_usd)
+            let alarm = if spend_fired {
+                None
+            } else if evidence.spend.alarm(config, MINUTES_PER_DAY, impact_usd) {
+                Some(spend_candidate(row, &evidence.spend, impact_usd))
+            } else if evidence.price.sum >= PRICE_EVIDENCE * config.threshold {
+                let usual = state
+                    .spend
+                    .model
+                    .moments(params, how)
+                    .0
+                    .max(evidence.awake.0);
+                evidence
+                    .price_alarm(config, usual, impact_usd)
+                    .then(|| price_candidate(row, &evidence.price, usual, impact_usd))
+            } else {
+                None
             };
-            if !spend_fired && (spend_alarm || price_alarm) {
-                let mut c = if spend_alarm {
-                    spend_candidate(row, &evidence.spend, impact_usd)
-                } else {
-                    let (usual, _) = state.spend.model.moments(params, how);
-                    price_candidate(
-                        row,
-                        &evidence.price,
-                        usual.max(evidence.awake.0),
-                        impact_usd,
-                    )
-                };
+            if let Some(mut c) = alarm {
                 if let Some(ratio) = evidence.price_jump(row) {
                     let usage = mixes.get_or_init(|| {
                         let mut by_key: FxMap<&str, Vec<&Usage>> = FxMap::default();
@@ -441,37 +448,62 @@ impl Engine {
     }
 }
 
-fn spend_candidate(row: &KeyMinute, run: &Cusum, impact_usd: f64) -> Candidate {
-    let minutes = run.windows.max(1);
-    let start = row.minute.saturating_sub((minutes - 1) * MINUTE);
+/// A sustained spend alert on `row`'s key from `start_s`: `observed` against `usual` dollars a
+/// minute, `ratio` times the usual, worth `extra_per_day` if it went on. Critical from 100
+/// times the impact floor. The caller writes the summary.
+fn sustained_candidate(
+    row: &KeyMinute,
+    start_s: u32,
+    (observed, usual, ratio): (f64, f64, f64),
+    extra_per_day: f64,
+    impact_usd: f64,
+    rule: &str,
+    minutes: u32,
+) -> Candidate {
     let mut c = Candidate::new(
         "spend_spike",
         &[("api_key_id", &row.api_key_id), ("project", &row.project)],
-        start,
+        start_s,
         row.minute + MINUTE,
     );
-    let per_minute = run.observed / f64::from(minutes);
-    let usual = run.expected / f64::from(minutes);
-    let extra_per_day = run.extra_per_window() * MINUTES_PER_DAY;
     c.severity = if extra_per_day >= 100.0 * impact_usd {
         Severity::Critical
     } else {
         Severity::Warning
     };
-    (c.observed, c.expected) = (per_minute, usual);
+    (c.observed, c.expected) = (observed, usual);
     c.upper = usual + impact_usd / MINUTES_PER_DAY;
-    c.score = (1.0 - 1.0 / run.ratio()).clamp(0.0, 1.0);
+    c.score = (1.0 - 1.0 / ratio).clamp(0.0, 1.0);
+    c.facts.insert("rule".into(), json!(rule));
+    c.facts.insert("minutes".into(), json!(minutes));
+    c.facts
+        .insert("extra_usd_per_day".into(), json!(extra_per_day));
+    c.facts.insert("requests".into(), json!(row.requests));
+    c
+}
+
+fn spend_candidate(row: &KeyMinute, run: &Cusum, impact_usd: f64) -> Candidate {
+    let minutes = run.windows.max(1);
+    let start = row.minute.saturating_sub((minutes - 1) * MINUTE);
+    let per_minute = run.observed / f64::from(minutes);
+    let usual = run.expected / f64::from(minutes);
+    let extra_per_day = run.extra_per_window() * MINUTES_PER_DAY;
+    let figures = (per_minute, usual, run.ratio());
+    let mut c = sustained_candidate(
+        row,
+        start,
+        figures,
+        extra_per_day,
+        impact_usd,
+        "sustained",
+        minutes,
+    );
     c.summary = format!(
         "key {} has spent ${per_minute:.4} a minute for {minutes} min, {} its usual ${usual:.4}: \
          +${extra_per_day:.0} a day if it goes on",
         row.api_key_id,
         times(run.ratio())
     );
-    c.facts.insert("rule".into(), json!("sustained"));
-    c.facts.insert("minutes".into(), json!(minutes));
-    c.facts
-        .insert("extra_usd_per_day".into(), json!(extra_per_day));
-    c.facts.insert("requests".into(), json!(row.requests));
     c
 }
 
@@ -480,32 +512,23 @@ fn spend_candidate(row: &KeyMinute, run: &Cusum, impact_usd: f64) -> Candidate {
 fn price_candidate(row: &KeyMinute, run: &Cusum, usual_per_minute: f64, impact: f64) -> Candidate {
     let minutes = run.windows.max(1);
     let ratio = run.trimmed().ratio();
-    let mut c = Candidate::new(
-        "spend_spike",
-        &[("api_key_id", &row.api_key_id), ("project", &row.project)],
-        row.minute,
-        row.minute + MINUTE,
-    );
     let extra_per_day = (ratio - 1.0) * usual_per_minute * MINUTES_PER_DAY;
-    c.severity = if extra_per_day >= 100.0 * impact {
-        Severity::Critical
-    } else {
-        Severity::Warning
-    };
-    (c.observed, c.expected) = (usual_per_minute * ratio, usual_per_minute);
-    c.upper = usual_per_minute + impact / MINUTES_PER_DAY;
-    c.score = (1.0 - 1.0 / ratio).clamp(0.0, 1.0);
+    let figures = (usual_per_minute * ratio, usual_per_minute, ratio);
+    let mut c = sustained_candidate(
+        row,
+        row.minute,
+        figures,
+        extra_per_day,
+        impact,
+        "sustained_price",
+        minutes,
+    );
     c.summary = format!(
         "key {} has paid {} its usual price per token in its last {minutes} active minutes: \
          +${extra_per_day:.0} a day at its usual ${usual_per_minute:.4} a minute",
         row.api_key_id,
         times(ratio)
     );
-    c.facts.insert("rule".into(), json!("sustained_price"));
-    c.facts.insert("minutes".into(), json!(minutes));
-    c.facts
-        .insert("extra_usd_per_day".into(), json!(extra_per_day));
-    c.facts.insert("requests".into(), json!(row.requests));
     c
 }
 
