@@ -124,7 +124,7 @@ impl SustainedConfig {
     }
 }
 
-/// One entity's accumulated evidence: 48 bytes.
+/// One entity's accumulated evidence: 56 bytes.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Cusum {
     /// The CUSUM statistic S (0 when the recent windows look normal).
@@ -244,8 +244,8 @@ impl Cusum {
     ///
     /// The sum never exceeds `ceiling` (one full step above the alarm): a long incident piles
     /// up no credit, so once it is over the run drains below the alarm within a few ordinary
-    /// windows (`max_step / slack` and one: seven by default) and the next run starts afresh, instead of
-    /// judging ordinary windows for an hour by the incident's ratio.
+    /// windows (`max_step / slack` and one: seven by default) and the next run starts afresh,
+    /// instead of judging ordinary windows for an hour by the incident's ratio.
     pub fn step_scored(
         &self,
         z: f64,
@@ -335,8 +335,13 @@ impl Cusum {
     /// builds over hours is a change of usage (a key's working day, a new feature) that the
     /// baseline is learning, not a spike: it must be large to page.
     pub fn ratio_needed(&self, config: &SustainedConfig) -> f64 {
+        self.ratio_needed_from(config.min_ratio, config)
+    }
+
+    /// [`Cusum::ratio_needed`] for a rule whose least ratio is `base` rather than `min_ratio`.
+    pub fn ratio_needed_from(&self, base: f64, config: &SustainedConfig) -> f64 {
         let drift = f64::from(self.windows) / f64::from(config.drift_windows.max(1));
-        config.min_ratio * drift.max(1.0).sqrt()
+        base * drift.max(1.0).sqrt()
     }
 }
 

@@ -182,8 +182,7 @@ impl Evidence {
     /// creeps up over hours is a mix changing, not a move.
     fn price_alarm(&self, config: &SustainedConfig, usual_per_minute: f64, impact: f64) -> bool {
         let ratio = self.price.trimmed().ratio();
-        let drift = f64::from(self.price.windows) / f64::from(config.drift_windows.max(1));
-        let needed = PRICE_JUMP * drift.max(1.0).sqrt();
+        let needed = self.price.ratio_needed_from(PRICE_JUMP, config);
         self.price.sum >= PRICE_EVIDENCE * config.threshold
             && ratio >= needed
             && self.price.latest >= needed
