@@ -3,7 +3,8 @@
 # and a scratch database of its own), then `tripline evaluate-summary` over the JSONs.
 #
 #   scripts/eval-seeds.sh [--holdout] [--seeds LIST] [--jobs N] [--out DIR]
-#                         [--hours H] [--rate R] [--keep | --rescore DIR] [--markdown]
+#                         [--hours H] [--history-hours H] [--rate R] [--keep | --rescore DIR]
+#                         [--markdown]
 #                         [-- EXTRA EVALUATE ARGS]
 #
 #   --holdout     run the HOLD-OUT seeds instead of the DEV seeds (see below)
@@ -11,6 +12,10 @@
 #   --jobs N      evaluations side by side (default 2: a replay mostly waits on ClickHouse)
 #   --out DIR     where the JSONs and logs go (default /tmp/tripline-eval-<set>-<time>)
 #   --hours H     event time per run (default 6: every incident kind fits from 5 h 30 min)
+#   --history-hours H
+#                 ordinary traffic before those hours, only to warm the models, as a start-up
+#                 warms them on detect.history_hours (default 0; 24 lets a key's daily rhythm
+#                 be learned, and takes about five times as long to simulate and ingest)
 #   --rate R      background requests/s (default 10)
 #   --keep        keep each seed's database, so that --rescore can score it again
 #   --rescore DIR score again the databases a --keep run into DIR left (same seeds, hours,
@@ -40,7 +45,7 @@ HOLDOUT_SEEDS="$(seq 1001 1020)"
 say() { echo "eval-seeds: $*" >&2; }
 die() { echo "eval-seeds: ERROR: $*" >&2; exit 1; }
 
-holdout=0 subset="" jobs=2 out="" hours=6 rate=10 markdown=() keep=() rescore=""
+holdout=0 subset="" jobs=2 out="" hours=6 history=0 rate=10 markdown=() keep=() rescore=""
 extra=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -49,12 +54,13 @@ while [ $# -gt 0 ]; do
     --jobs) jobs="${2:?--jobs needs a number}"; shift ;;
     --out) out="${2:?--out needs a directory}"; shift ;;
     --hours) hours="${2:?--hours needs a number}"; shift ;;
+    --history-hours) history="${2:?--history-hours needs a number}"; shift ;;
     --rate) rate="${2:?--rate needs a number}"; shift ;;
     --markdown) markdown=(--markdown) ;;
     --keep) keep=(--keep) ;;
     --rescore) rescore="${2:?--rescore needs a directory}"; shift ;;
     --) shift; extra=("$@"); break ;;
-    -h|--help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown argument $1 (see --help)" ;;
   esac
   shift
@@ -130,19 +136,22 @@ fi
 export TRIPLINE_REVISION="${TRIPLINE_REVISION:-}"
 
 say "$set_name seeds: $seeds"
-say "--hours $hours --rate $rate, $jobs at a time, revision ${TRIPLINE_REVISION:-unknown}, into $out"
+say "--hours $hours --history-hours $history --rate $rate, $jobs at a time, revision ${TRIPLINE_REVISION:-unknown}, into $out"
 
 # The database and end of a kept run, as `evaluate` arguments.
 reuse_args() {
   local kept="$rescore/seed-$1.json"
   [ -f "$kept" ] || die "no $kept to rescore"
   # The run's own fields (every incident has an end_ms too).
-  python3 - "$kept" <<'PY' || die "$kept names no database and end: run with --keep first"
+  python3 - "$kept" "$history" <<'PY' || die "$kept names no database and end, or another --history-hours: run with --keep first"
 import json, sys
 run = json.load(open(sys.argv[1]))["run"]
 if not run.get("database"):
     sys.exit(1)
 print("--reuse-database", run["database"], "--end-ms", run["end_ms"])
+if run.get("history_hours", 0) != float(sys.argv[2]):
+    print(f"kept with --history-hours {run.get('history_hours', 0)}", file=sys.stderr)
+    sys.exit(1)
 PY
 }
 
@@ -152,7 +161,7 @@ one() {
     kept="$(reuse_args "$seed")" || return 1
     read -ra reuse <<<"$kept"
   fi
-  if "$TRIPLINE_BIN" evaluate --hours "$hours" --rate "$rate" --seed "$seed" \
+  if "$TRIPLINE_BIN" evaluate --hours "$hours" --history-hours "$history" --rate "$rate" --seed "$seed" \
       --json "$out/seed-$seed.json.tmp" ${keep[@]+"${keep[@]}"} ${reuse[@]+"${reuse[@]}"} \
       ${extra[@]+"${extra[@]}"} >"$out/seed-$seed.log" 2>&1; then
     mv "$out/seed-$seed.json.tmp" "$out/seed-$seed.json"

@@ -428,6 +428,7 @@ pub fn bands(
     let started = minutes.first().map(|m| m.0);
     let mut spend_model = SpendModel::new(fold);
     let mut evidence = Evidence::default();
+    let mut requests_season = None;
     let mut rate = Ewma::new();
     let alpha = alpha_from_half_life(fold.config.half_life_windows);
     let (mut spend, mut requests) = (Vec::new(), Vec::new());
@@ -448,6 +449,7 @@ pub fn bands(
             fold_key_minute(
                 &mut spend_model,
                 &mut evidence,
+                &mut requests_season,
                 &Ewma::new(),
                 fold,
                 sustained,

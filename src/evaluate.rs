@@ -31,6 +31,12 @@ pub struct EvaluateArgs {
     /// 4 h 10 min; every kind fits from 5.5).
     #[arg(long, default_value_t = 4.5)]
     hours: f64,
+    /// Hours of ordinary traffic (no incident) before those `--hours`, stored like the rest:
+    /// the history a real start-up warms its models on (`detect.history_hours`, 24 by
+    /// default), so that a key's daily rhythm can be known before it is judged. Only warms the
+    /// models; alerts count from the end of it.
+    #[arg(long, default_value_t = 0.0)]
+    history_hours: f64,
     /// Mean gateway requests per second of background traffic.
     #[arg(long, default_value_t = 20.0)]
     rate: f64,
@@ -74,15 +80,27 @@ pub async fn run(args: EvaluateArgs) -> anyhow::Result<()> {
         .as_millis() as u64;
 
     // 1. Traffic with incidents, ending now (or when the reused run ended).
+    if !(0.0..=168.0).contains(&args.history_hours) {
+        bail!(
+            "--history-hours must be 0 to 168 (got {})",
+            args.history_hours
+        );
+    }
     let duration_ms = (args.hours * 3_600_000.0) as i64;
+    let history_ms = (args.history_hours * 3_600_000.0) as i64 / 60_000 * 60_000;
     let end_ms = args.end_ms.unwrap_or_else(|| now_ms() / 60_000 * 60_000);
     let start_ms = end_ms - duration_ms;
-    let incidents = standard_scenario(start_ms, duration_ms, args.keys, args.seed);
+    // The scenario is laid out on the scored hours, then shifted past the history (offsets
+    // count from the simulator's start).
+    let mut incidents = standard_scenario(start_ms, duration_ms, args.keys, args.seed);
+    for plan in &mut incidents {
+        plan.offset_ms += history_ms;
+    }
     let simulator = Simulator::new(SimConfig {
         seed: args.seed,
         rate_per_s: args.rate,
         keys: args.keys,
-        start_ms,
+        start_ms: start_ms - history_ms,
         incidents,
         ..SimConfig::default()
     });
@@ -95,8 +113,10 @@ pub async fn run(args: EvaluateArgs) -> anyhow::Result<()> {
         );
     }
     println!(
-        "# tripline evaluate: {:.1} h at {} requests/s, {} keys, seed {}, {} incidents",
+        "# tripline evaluate: {:.1} h (after {:.1} h of history) at {} requests/s, {} keys, \
+         seed {}, {} incidents",
         args.hours,
+        args.history_hours,
         args.rate,
         args.keys,
         args.seed,
@@ -126,7 +146,7 @@ pub async fn run(args: EvaluateArgs) -> anyhow::Result<()> {
     let first = (start_ms / 1000) as u32;
     let t = Instant::now();
     let span = tripline_detector::replay::Span {
-        from_s: first,
+        from_s: ((start_ms - history_ms) / 1000) as u32,
         active_from_s: first,
         to_s: (end_ms / 1000) as u32,
         step_s: args.step_s,
@@ -146,7 +166,8 @@ pub async fn run(args: EvaluateArgs) -> anyhow::Result<()> {
     report.print();
     if let Some(path) = &args.json {
         let run = serde_json::json!({
-            "seed": args.seed, "hours": args.hours, "rate": args.rate, "keys": args.keys,
+            "seed": args.seed, "hours": args.hours, "history_hours": args.history_hours,
+            "rate": args.rate, "keys": args.keys,
             "step_s": args.step_s, "start_ms": start_ms, "end_ms": end_ms,
             "database": args.keep.then_some(&database),
             "tripline_version": env!("CARGO_PKG_VERSION"),

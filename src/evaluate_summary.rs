@@ -63,6 +63,9 @@ struct EvalJson {
 struct RunJson {
     seed: u64,
     hours: f64,
+    /// Hours of history before them (absent before there was the option: none).
+    #[serde(default)]
+    history_hours: f64,
     rate: f64,
     keys: usize,
     step_s: u32,
@@ -273,6 +276,7 @@ fn differences(runs: &[(PathBuf, Option<RunJson>, usize, usize, usize)]) -> Vec<
         };
         let fields: Vec<String> = [
             differs("hours", &|r| r.hours == first.hours),
+            differs("history_hours", &|r| r.history_hours == first.history_hours),
             differs("rate", &|r| r.rate == first.rate),
             differs("keys", &|r| r.keys == first.keys),
             differs("step_s", &|r| r.step_s == first.step_s),
@@ -357,8 +361,10 @@ impl Pooled {
         );
         if let Some(run) = self.runs.iter().find_map(|r| r.1.as_ref()) {
             out += &format!(
-                "settings: {} h at {} requests/s, {} keys, step {} s, revision {}\n",
+                "settings: {} h after {} h of history, at {} requests/s, {} keys, step {} s, \
+                 revision {}\n",
                 run.hours,
+                run.history_hours,
                 run.rate,
                 run.keys,
                 run.step_s,

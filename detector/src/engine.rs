@@ -119,6 +119,9 @@ struct KeyState {
     countries: Ewma,
     /// Evidence of a raised spend and token rate over several minutes (see `sustained.rs`).
     sustained: sustained::Evidence,
+    /// The key's daily rhythm of billable requests, with `model.seasonality` (see
+    /// `sustained.rs`).
+    requests_season: Option<tripline_core::models::seasonal::Seasonal>,
     /// The model the key called most in its last ordinary sampled minute (one in ten), to name
     /// what its spend moved away from when its price per token jumps.
     usual_model: Option<Box<str>>,

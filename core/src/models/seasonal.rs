@@ -1,5 +1,5 @@
-//! Hour-of-week seasonality: 168 multiplicative factors over 24 hour-of-day ones, learned
-//! Holt-Winters style.
+//! Daily (and optionally weekly) seasonality: 24 hour-of-day multiplicative factors, and 168
+//! hour-of-week ones over them, learned Holt-Winters style.
 //!
 //! LLM traffic follows office hours and weekdays, so "3x the last hour" at 09:00 Monday is
 //! normal and at 03:00 Sunday it is not. Each of the 168 hours of the week keeps an
@@ -22,8 +22,13 @@
 //! split (5-minute series of one to eight weeks, see core/examples/nab.rs): 59.0 Standard with
 //! this hierarchy at prior 3, 49.5 without seasonality, 49.1 with prior 30.
 //!
-//! Memory: 192 `f32` factors and 192 `u16` counts, 1,152 bytes in one allocation, made only
-//! for entities whose config enables seasonality. `f32` is ample for a factor.
+//! The hour-of-week layer is optional (`season_weeks`): it needs weeks of history to say
+//! anything, and costs seven times the memory of the daily one. Without it the factor is the
+//! hour-of-day one.
+//!
+//! Memory: a `f32` factor and a `u16` count per bucket, 144 bytes for the day's 24 and 1,008
+//! for the week's 168, allocated only for entities whose config enables seasonality. `f32` is
+//! ample for a factor.
 
 /// Hours in a week; the number of buckets.
 pub const HOURS_PER_WEEK: usize = 168;
@@ -37,95 +42,136 @@ pub fn hour_of_week(ts_ms: i64) -> u8 {
     (hours + 72).rem_euclid(HOURS_PER_WEEK as i64) as u8
 }
 
-/// Per-hour multiplicative factors with evidence counts: one 1,152-byte allocation
-/// behind a thin pointer, so `Option<Seasonal>` costs 8 bytes inline when it is off.
+/// Per-hour multiplicative factors with evidence counts: 24 hour-of-day buckets (144 bytes
+/// on the heap) and, when weeks are learnt too, 168 hour-of-week ones (1,008 more), each layer
+/// behind a thin pointer.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Seasonal {
-    b: Box<Buckets>,
+    day: Box<Layer<24>>,
+    week: Option<Box<Layer<HOURS_PER_WEEK>>>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
-struct Buckets {
-    factor: [f32; HOURS_PER_WEEK],
-    day_factor: [f32; 24],
-    count: [u16; HOURS_PER_WEEK],
-    day_count: [u16; 24],
+struct Layer<const N: usize> {
+    factor: [f32; N],
+    count: [u16; N],
+}
+
+impl<const N: usize> Layer<N> {
+    fn new() -> Box<Self> {
+        Box::new(Layer {
+            factor: [1.0; N],
+            count: [0; N],
+        })
+    }
+
+    /// Folds `ratio` into bucket `i` (see [`Seasonal::update`]).
+    fn fold(&mut self, i: usize, ratio: f64, alpha: f64, young_weight: f64) {
+        let n = &mut self.count[i];
+        let f = &mut self.factor[i];
+        let a = alpha.max(young_weight / (f64::from(*n) + 1.0));
+        *f = (f64::from(*f) + a * (ratio - f64::from(*f))) as f32;
+        *n = n.saturating_add(1);
+    }
 }
 
 impl Default for Seasonal {
     fn default() -> Self {
-        Self::new()
+        Self::new(true)
     }
 }
 
 impl Seasonal {
-    /// Every factor 1 with no evidence.
-    pub fn new() -> Self {
+    /// Every factor 1 with no evidence; hour-of-week buckets only with `weeks`.
+    pub fn new(weeks: bool) -> Self {
         Self {
-            b: Box::new(Buckets {
-                factor: [1.0; HOURS_PER_WEEK],
-                day_factor: [1.0; 24],
-                count: [0; HOURS_PER_WEEK],
-                day_count: [0; 24],
-            }),
+            day: Layer::new(),
+            week: weeks.then(Layer::new),
         }
     }
 
-    /// Bytes on the heap (the two arrays).
-    pub const HEAP_BYTES: usize = std::mem::size_of::<Buckets>();
+    /// Bytes on the heap: the hour-of-day layer, and the hour-of-week one when learnt.
+    pub const DAY_HEAP_BYTES: usize = std::mem::size_of::<Layer<24>>();
+    pub const WEEK_HEAP_BYTES: usize = std::mem::size_of::<Layer<HOURS_PER_WEEK>>();
 
     fn bucket(hour_of_week: u8) -> usize {
         usize::from(hour_of_week) % HOURS_PER_WEEK
     }
 
-    /// Updates folded into this hour's bucket (saturating at `u16::MAX`).
+    /// Updates folded into this hour's bucket (saturating at `u16::MAX`): its hour of the week
+    /// when weeks are learnt, else its hour of the day.
     pub fn count(&self, hour_of_week: u8) -> u16 {
-        self.b.count[Self::bucket(hour_of_week)]
+        let w = Self::bucket(hour_of_week);
+        match &self.week {
+            Some(week) => week.count[w],
+            None => self.day.count[w % 24],
+        }
     }
 
-    /// The raw (unshrunk) factor of this hour.
+    /// The raw (unshrunk) factor of this hour (of the week, or of the day).
     pub fn raw_factor(&self, hour_of_week: u8) -> f64 {
-        f64::from(self.b.factor[Self::bucket(hour_of_week)])
+        let w = Self::bucket(hour_of_week);
+        f64::from(match &self.week {
+            Some(week) => week.factor[w],
+            None => self.day.factor[w % 24],
+        })
     }
 
     /// The factor to multiply the deseasonalised level by: the hour-of-week bucket shrunk
     /// toward the hour-of-day bucket, itself shrunk toward 1, each with `prior_windows`
     /// pseudo-observations (0 = trust a bucket fully once it has data).
     pub fn factor(&self, hour_of_week: u8, prior_windows: f64) -> f64 {
+        self.factor_from(hour_of_week, prior_windows, 0)
+    }
+
+    /// [`Seasonal::factor`], counting a bucket only once it holds `min_windows` windows: a whole
+    /// visit of its hour (60 one-minute windows), so that the hour being lived for the first
+    /// time is not also the hour's shape. Learnt while it is being lived, a young bucket would
+    /// follow its last minutes like a second, faster level, and an incident in them would
+    /// raise its own expectation.
+    pub fn factor_from(&self, hour_of_week: u8, prior_windows: f64, min_windows: u16) -> f64 {
         let w = Self::bucket(hour_of_week);
         let d = w % 24;
         let prior = prior_windows.max(0.0);
         let shrink = |n: u16, f: f32, toward: f64| {
-            let n = f64::from(n);
+            let n = if n < min_windows { 0.0 } else { f64::from(n) };
             if n + prior <= 0.0 {
                 toward
             } else {
                 (n * f64::from(f) + prior * toward) / (n + prior)
             }
         };
-        let day = shrink(self.b.day_count[d], self.b.day_factor[d], 1.0);
-        shrink(self.b.count[w], self.b.factor[w], day)
+        let day = shrink(self.day.count[d], self.day.factor[d], 1.0);
+        match &self.week {
+            Some(week) => shrink(week.count[w], week.factor[w], day),
+            None => day,
+        }
     }
 
-    /// Fold `ratio = value / deseasonalised level` into this hour's factor with weight `alpha`
-    /// (at least `1 / n` while the bucket is young, so early windows count equally). Ratios are
-    /// capped at `max_ratio` so one extreme window cannot own a bucket; non-finite or negative
-    /// ratios are ignored.
-    pub fn update(&mut self, hour_of_week: u8, ratio: f64, alpha: f64, max_ratio: f64) {
+    /// Fold `ratio = value / deseasonalised level` into this hour's factors with weight `alpha`
+    /// (at least `young_weight / n` while a bucket is young, so early windows count equally;
+    /// `young_weight` below 1 for a window the caller doubts, so that a young bucket does not
+    /// learn an incident as the hour's shape). Ratios are capped at `max_ratio` so one extreme
+    /// window cannot own a bucket; non-finite or negative ratios are ignored.
+    pub fn update(
+        &mut self,
+        hour_of_week: u8,
+        ratio: f64,
+        alpha: f64,
+        young_weight: f64,
+        max_ratio: f64,
+    ) {
         if !ratio.is_finite() || ratio < 0.0 || !alpha.is_finite() {
             return;
         }
         let w = Self::bucket(hour_of_week);
         let ratio = ratio.min(max_ratio.max(0.0));
         let alpha = alpha.clamp(0.0, 1.0);
-        let fold = |f: &mut f32, n: &mut u16| {
-            let a = alpha.max(1.0 / (f64::from(*n) + 1.0));
-            *f = (f64::from(*f) + a * (ratio - f64::from(*f))) as f32;
-            *n = n.saturating_add(1);
-        };
-        let b = &mut *self.b;
-        fold(&mut b.factor[w], &mut b.count[w]);
-        fold(&mut b.day_factor[w % 24], &mut b.day_count[w % 24]);
+        let young_weight = young_weight.clamp(0.0, 1.0);
+        if let Some(week) = &mut self.week {
+            week.fold(w, ratio, alpha, young_weight);
+        }
+        self.day.fold(w % 24, ratio, alpha, young_weight);
     }
 }
 
@@ -150,9 +196,9 @@ mod tests {
 
     #[test]
     fn young_buckets_shrink_toward_the_level_above() {
-        let mut s = Seasonal::new();
+        let mut s = Seasonal::new(true);
         assert_eq!(s.factor(10, 5.0), 1.0);
-        s.update(10, 3.0, 0.1, 100.0);
+        s.update(10, 3.0, 0.1, 1.0, 100.0);
         assert_eq!(s.raw_factor(10), 3.0);
         // Hour of day: one window against five pseudo-windows at 1; hour of week: one window
         // against five pseudo-windows at the hour-of-day factor.
@@ -162,30 +208,34 @@ mod tests {
         assert!((s.factor(34, 5.0) - day).abs() < 1e-6);
         assert_eq!(s.factor(11, 5.0), 1.0);
         for _ in 0..1000 {
-            s.update(10, 3.0, 0.1, 100.0);
+            s.update(10, 3.0, 0.1, 1.0, 100.0);
         }
         assert!((s.factor(10, 5.0) - 3.0).abs() < 0.02);
         assert_eq!(s.factor(10 + 168, 0.0), s.factor(10, 0.0));
+        // Counted from a whole visit of the hour only: 1,001 windows here, none at 11.
+        assert_eq!(s.factor_from(10, 5.0, 1002), 1.0);
+        assert_eq!(s.factor_from(10, 5.0, 1001), s.factor(10, 5.0));
     }
 
     #[test]
     fn extreme_and_bad_ratios_are_contained() {
-        let mut s = Seasonal::new();
-        s.update(0, 1e12, 0.1, 20.0);
+        let mut s = Seasonal::new(true);
+        s.update(0, 1e12, 0.1, 1.0, 20.0);
         assert_eq!(s.raw_factor(0), 20.0);
-        s.update(1, f64::NAN, 0.1, 20.0);
-        s.update(1, -1.0, 0.1, 20.0);
+        s.update(1, f64::NAN, 0.1, 1.0, 20.0);
+        s.update(1, -1.0, 0.1, 1.0, 20.0);
         assert_eq!(s.count(1), 0);
-        assert_eq!(Seasonal::HEAP_BYTES, 1152);
-        assert_eq!(std::mem::size_of::<Option<Seasonal>>(), 8);
+        assert_eq!(Seasonal::DAY_HEAP_BYTES + Seasonal::WEEK_HEAP_BYTES, 1152);
+        assert_eq!(Seasonal::DAY_HEAP_BYTES, 144);
+        assert_eq!(std::mem::size_of::<Option<Seasonal>>(), 16);
     }
 
     proptest! {
         #[test]
         fn factor_between_one_and_raw(ratios in prop::collection::vec(0.0f64..50.0, 1..50),
                                       prior in 0.0f64..100.0, how in 0u8..168) {
-            let mut s = Seasonal::new();
-            for &r in &ratios { s.update(how, r, 0.2, 100.0); }
+            let mut s = Seasonal::new(true);
+            for &r in &ratios { s.update(how, r, 0.2, 1.0, 100.0); }
             let (raw, f) = (s.raw_factor(how), s.factor(how, prior));
             let (lo, hi) = (raw.min(1.0), raw.max(1.0));
             prop_assert!(f >= lo - 1e-9 && f <= hi + 1e-9, "{f} not between 1 and {raw}");

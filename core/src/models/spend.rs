@@ -61,12 +61,19 @@ pub struct SpendModelConfig {
     pub min_rel_increase: f64,
     /// Windows folded in before the model may breach.
     pub warmup_windows: u32,
-    /// Hour-of-week seasonality (1,008 bytes on the heap per entity).
+    /// Hour-of-day seasonality (144 bytes on the heap per entity): a key's working day, learnt
+    /// from `detect.history_hours` at start-up, is its usual and not a rise.
     pub seasonality: bool,
+    /// Also hour-of-week buckets over the daily ones (weekday/weekend differences, once weeks
+    /// of history are in; 1,008 more bytes per entity).
+    pub season_weeks: bool,
     /// Memory of each hour-of-week bucket, in that bucket's own windows.
     pub season_half_life_windows: f64,
     /// Shrinkage of young buckets toward the global level, in pseudo-windows.
     pub season_prior_windows: f64,
+    /// A bucket counts once it holds this many windows (60: an hour of minutes, its hour seen
+    /// whole once), so that the first day's hours are not learnt as they are lived.
+    pub season_min_windows: u16,
     /// Weight of an anomalous window in the baseline, as a fraction of a normal one
     /// (0 = anomalies never move it, 1 = no damping).
     pub anomaly_fold: f64,
@@ -88,9 +95,11 @@ impl Default for SpendModelConfig {
             min_abs_usd: 1.0,
             min_rel_increase: 0.5,
             warmup_windows: 30,
-            seasonality: false,
+            seasonality: true,
+            season_weeks: false,
             season_half_life_windows: 120.0,
             season_prior_windows: 30.0,
+            season_min_windows: 60,
             anomaly_fold: 0.1,
             two_sided: false,
             calibration_half_life_windows: 10_080.0,
@@ -223,6 +232,11 @@ impl SpendParams {
 
     /// The baseline's weight per window (from `half_life_windows`), for companion averages
     /// that should forget at the same pace.
+    /// How fast a seasonal bucket learns (from `season_half_life_windows`).
+    pub fn season_alpha(&self) -> f64 {
+        self.season_alpha
+    }
+
     pub fn alpha(&self) -> f64 {
         self.alpha
     }
@@ -260,7 +274,8 @@ pub struct Assessment {
     pub lower: f64,
 }
 
-/// One entity's baseline: 136 bytes inline, plus 1,152 on the heap with seasonality.
+/// One entity's baseline: 144 bytes inline, plus 144 on the heap with seasonality (1,152 with
+/// its weeks).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct SpendModel {
     /// Mean and variance of the deseasonalised value.
@@ -275,7 +290,10 @@ impl SpendModel {
         Self {
             level: Ewma::new(),
             calibration: TailCalibration::new(),
-            seasonal: params.config.seasonality.then(Seasonal::new),
+            seasonal: params
+                .config
+                .seasonality
+                .then(|| Seasonal::new(params.config.season_weeks)),
         }
     }
 
@@ -289,9 +307,15 @@ impl SpendModel {
         &self.level
     }
 
-    fn season(&self, p: &SpendParams, hour_of_week: u8) -> f64 {
+    /// The seasonal factor of this hour of the week (1 without seasonality): what the
+    /// deseasonalised level is multiplied by.
+    pub fn season(&self, p: &SpendParams, hour_of_week: u8) -> f64 {
         match &self.seasonal {
-            Some(s) => s.factor(hour_of_week, p.config.season_prior_windows),
+            Some(s) => s.factor_from(
+                hour_of_week,
+                p.config.season_prior_windows,
+                p.config.season_min_windows,
+            ),
             None => 1.0,
         }
     }
@@ -376,12 +400,20 @@ impl SpendModel {
     /// (|z| > k, before floors and calibration) counts `anomaly_fold` times a normal one; its
     /// |z| joins the calibration histogram either way.
     pub fn update(&mut self, p: &SpendParams, value: f64, hour_of_week: u8) {
+        self.update_weighted(p, value, hour_of_week, 1.0);
+    }
+
+    /// [`SpendModel::update`] for a window the caller already doubts (`weight` below 1: a
+    /// sustained rise is building on it), learnt at most at that weight, as an anomalous
+    /// window is; the seasonal bucket too, even while it is young.
+    pub fn update_weighted(&mut self, p: &SpendParams, value: f64, hour_of_week: u8, weight: f64) {
         if !value.is_finite() {
             return;
         }
         let c = &p.config;
         let ready = self.level.n >= u64::from(c.warmup_windows.max(1));
-        let mut weight = 1.0;
+        let doubted = weight.clamp(0.0, 1.0);
+        let mut weight = doubted;
         if ready {
             // Anomalous for the baseline = outside the statistical band (k sigma), judged
             // without the calibration: a sustained incident soon looks "routine" to the
@@ -389,7 +421,7 @@ impl SpendModel {
             let z = self.z(p, value, hour_of_week);
             let scored = if c.two_sided { z.abs() } else { z.max(0.0) };
             if scored > p.k {
-                weight = c.anomaly_fold;
+                weight = weight.min(c.anomaly_fold);
             }
             self.calibration.observe(scored, p.calibration_alpha);
         }
@@ -421,6 +453,7 @@ impl SpendModel {
                     hour_of_week,
                     value / level_before,
                     p.season_alpha * weight,
+                    doubted,
                     20.0,
                 );
             }

@@ -27,8 +27,8 @@ fn trained(p: &SpendParams, level: f64, jitter: f64, windows: usize) -> SpendMod
 
 #[test]
 fn sizes() {
-    assert_eq!(std::mem::size_of::<SpendModel>(), 136);
-    assert_eq!(std::mem::size_of::<Option<Seasonal>>(), 8);
+    assert_eq!(std::mem::size_of::<SpendModel>(), 144);
+    assert_eq!(std::mem::size_of::<Option<Seasonal>>(), 16);
 }
 
 #[test]

@@ -286,6 +286,18 @@ impl Cusum {
         }
     }
 
+    /// How much the window just judged should teach the baseline: a tenth while the evidence
+    /// is at the alarm, else all of it. At the alarm, not at the first raised window: ordinary
+    /// windows start and end small runs all the time, and learning their high windows at a
+    /// tenth (and their low ones in full) would bias the baseline down.
+    pub fn learning_weight(&self, config: &SustainedConfig) -> f64 {
+        if self.sum >= config.threshold {
+            0.1
+        } else {
+            1.0
+        }
+    }
+
     /// The run's observed over expected (infinite when nothing was expected).
     pub fn ratio(&self) -> f64 {
         ratio(self.observed, self.expected)

@@ -63,6 +63,7 @@ impl Engine {
                         whereabouts: travel::Whereabouts::default(),
                         countries: Ewma::default(),
                         sustained: sustained::Evidence::default(),
+                        requests_season: None,
                         usual_model: None,
                     }),
                 );
@@ -99,14 +100,15 @@ impl Engine {
                 });
                 let how = hour_of_week(i64::from(minute) * 1000);
                 let usual = state.sustained.usual_requests();
-                let requests = row.map_or(0, sustained::accepted);
+                let requests = row.map_or(0, sustained::billable);
                 sustained::fold_key_minute(
                     &mut state.spend.model,
                     &mut state.sustained,
+                    &mut state.requests_season,
                     &state.tokens,
                     &params,
                     &sustained_config,
-                    row.map(|r| (r.cost_usd, r.requests, r.tokens)),
+                    row.map(|r| (r.cost_usd, sustained::billable(r), r.tokens)),
                     how,
                     crowd.factor(minute, requests, usual),
                 );

@@ -10,6 +10,7 @@
 //! "Sustained spend"), this is what separates a key's own rise from the crowd's bursts.
 
 use tripline_core::models::ewma::Ewma;
+use tripline_core::models::seasonal::Seasonal;
 use tripline_core::models::sustained::{floored_sigma, Cusum, Dispersion, SustainedConfig};
 
 use super::*;
@@ -27,6 +28,11 @@ const MIN_LOG_PRICE_SIGMA: f64 = 0.35;
 const PRICE_EVIDENCE: f64 = 2.0;
 /// Priced active minutes before a key's usual price per token is trusted.
 const PRICE_WARMUP: u64 = 40;
+/// Minutes of a key's history (idle ones included) before its request count may alarm: most
+/// of a day, so that its daily rhythm is known (the spend model's hour-of-day factors). Before
+/// that, a key's morning and a runaway job look alike, and the count, sharper than spend,
+/// would page on mornings.
+const COUNT_AFTER_MINUTES: u64 = 20 * 60;
 
 /// A key's evidence: spend per minute (idle minutes count as zero) and tokens per active
 /// minute, each with how bursty the key has been ([`Dispersion`]); the price per token of its
@@ -46,7 +52,15 @@ pub struct Evidence {
     tokens: Cusum,
     spend_dispersion: Dispersion,
     tokens_dispersion: Dispersion,
+    /// Billable requests per minute (idle minutes count), learned at a tenth of the weight
+    /// while a rise of them is being judged.
     requests: Ewma,
+    /// Evidence of more billable requests a minute than usual. A rate incident (a runaway job,
+    /// a loop, a stolen key) multiplies requests of the key's usual size; a count is judged
+    /// against a Poisson spread at least, so a small key's x3 is certain within minutes even
+    /// when the cost of its single requests varies tenfold and hides it in its spend.
+    count: Cusum,
+    count_dispersion: Dispersion,
     /// Log dollars per token of its priced minutes (those of a price run at a tenth of the
     /// weight): a jump says the key moved to a pricier model, not merely sent more.
     log_price: Ewma,
@@ -56,12 +70,17 @@ pub struct Evidence {
     /// The spend expectation and sigma as of the key's last active minute (fading as it is
     /// active): the floor of what it is judged against when it wakes up.
     awake: (f64, f64),
+    /// The usual requests a minute as of the key's last active minute, fading likewise.
+    awake_requests: f64,
 }
 
 impl Evidence {
     /// The evidence after one more minute (`row`: its spend, requests and tokens, if used),
     /// judged against the baselines as they stood before it, scaled by `crowd` (how busy
     /// everyone else is, at least 1). Nothing accrues during warm-up.
+    ///
+    /// `rhythm`: the key's requests factor for this hour of the day ([`rhythm`]), which its
+    /// usual requests (deseasonalised) are multiplied by.
     ///
     /// `elapsed`: the share of the minute that has passed (1 for a closed minute). An open
     /// minute is judged against that share of the minute's expectation, and of its variance,
@@ -78,17 +97,18 @@ impl Evidence {
         how: u8,
         crowd: f64,
         elapsed: f64,
+        rhythm: f64,
     ) -> Evidence {
         let mut next = self;
-        let requests = row.map_or(0, |(_, requests, _)| requests);
-        next.requests.update(requests as f64, params.alpha());
+        let requests = row.map_or(0, |(_, requests, _)| requests) as f64;
         let warm = model.windows() >= u64::from(params.config.warmup_windows.max(1));
         if !warm {
             let mut young = Evidence {
-                requests: next.requests,
-                log_price: next.log_price,
+                requests: self.requests,
+                log_price: self.log_price,
                 ..Evidence::default()
             };
+            young.requests.update(requests, params.alpha());
             young.learn_price(row, params.alpha());
             return young;
         }
@@ -103,7 +123,13 @@ impl Evidence {
                 expected.max(self.awake.0 * fade),
                 sigma.max(self.awake.1 * fade),
             );
+            next.awake_requests = self.requests.mean.max(self.awake_requests * fade);
         }
+        next.count_step(requests, rhythm * crowd, elapsed, config);
+        next.requests.update(
+            requests / rhythm,
+            params.alpha() * next.count.learning_weight(config),
+        );
         let (expected, sigma) = (expected.max(self.awake.0), sigma.max(self.awake.1));
         let (expected, sigma) = (expected * crowd, sigma * crowd);
         let (expected, sigma) = (expected * elapsed, sigma * elapsed.sqrt());
@@ -152,6 +178,26 @@ impl Evidence {
         next
     }
 
+    /// One minute's billable `requests` against the usual (as it stood before the minute,
+    /// never below what the key did when last active), scaled by `factor` (the hour's seasonal
+    /// factor times the crowd's) and the share of the minute elapsed. The spread is the
+    /// learned one or the Poisson one, whichever is larger, widened by how bursty the key's
+    /// counts have been.
+    fn count_step(&mut self, requests: f64, factor: f64, elapsed: f64, config: &SustainedConfig) {
+        let usual = self.requests.mean.max(self.awake_requests).max(0.0) * factor;
+        let sigma = (self.requests.std() * factor).max(usual.sqrt());
+        let (expected, sigma) = (usual * elapsed, sigma * elapsed.sqrt());
+        let sigma = floored_sigma(expected, sigma);
+        self.count = self.count.step(
+            requests,
+            expected,
+            sigma * self.count_dispersion.widening(),
+            config,
+        );
+        self.count_dispersion
+            .observe(requests, expected, sigma, config);
+    }
+
     fn learn_price(&mut self, row: Option<(f64, u64, u64)>, alpha: f64) {
         if let Some((cost, _, used)) = row.filter(|r| r.0 > 0.0 && r.2 > 0) {
             self.log_price.update((cost / used as f64).ln(), alpha);
@@ -189,16 +235,35 @@ impl Evidence {
             && (ratio - 1.0) * usual_per_minute * MINUTES_PER_DAY >= impact
     }
 
-    /// The spend evidence summed so far, of spend or of price per token (scaled to alarm at the
+    /// The spend evidence summed so far, of spend, requests or price per token (scaled to alarm at the
     /// same level), whichever is larger: CUSUM statistics, 0 when the key looks ordinary,
     /// alarming from `sustained.threshold`.
     pub fn spend_evidence(&self) -> f64 {
-        self.spend.sum.max(self.price.sum / PRICE_EVIDENCE)
+        self.spend
+            .sum
+            .max(self.count.sum)
+            .max(self.price.sum / PRICE_EVIDENCE)
     }
 
-    /// Whether no spend evidence is building up, of spend or of price (the key looks ordinary).
+    /// Whether no spend evidence is building up, of spend, requests or price (the key looks
+    /// ordinary).
     pub(super) fn spend_at_rest(&self) -> bool {
-        self.spend.sum == 0.0 && self.price.sum == 0.0
+        self.spend.sum == 0.0 && self.count.sum == 0.0 && self.price.sum == 0.0
+    }
+
+    /// What one of the key's requests usually costs: its usual spend a minute over its usual
+    /// billable requests a minute (both as of its last active minute at least). None for a key
+    /// with no priced history (its tokens are judged instead).
+    fn usual_cost_per_request(
+        &self,
+        model: &SpendModel,
+        params: &SpendParams,
+        how: u8,
+        rhythm: f64,
+    ) -> Option<f64> {
+        let spend = model.moments(params, how).0.max(self.awake.0);
+        let requests = self.requests.mean.max(self.awake_requests) * rhythm;
+        (spend > 0.0 && requests > 0.0).then(|| spend / requests)
     }
 
     /// The key's usual requests per minute (idle minutes count).
@@ -210,7 +275,7 @@ impl Evidence {
 /// How busy the other keys are, minute by minute, against their usual: the factor a key's
 /// expectation is scaled by (never below 1, so a quiet crowd does not make anyone suspect).
 ///
-/// Each tracked key counts for its accepted requests, at most three times its usual plus
+/// Each tracked key counts for its billable requests, at most three times its usual plus
 /// three: a key under an incident of its own does not make the crowd look busy, nor do ids the
 /// engine has never accepted. The key judged is left out of its
 /// own crowd. With fewer than [`Crowd::MIN_USUAL`] usual requests a minute among the others
@@ -245,7 +310,7 @@ impl Crowd {
             let usual = state.sustained.usual_requests();
             let elapsed = elapsed_share(row.minute, now_s);
             let entry = minutes.entry(row.minute).or_insert((0.0, elapsed));
-            entry.0 += capped(accepted(row), usual);
+            entry.0 += capped(billable(row), usual);
         }
         Crowd {
             minutes,
@@ -278,13 +343,32 @@ fn capped(requests: u64, usual: f64) -> f64 {
     (requests as f64).min(3.0 * usual + 3.0)
 }
 
-/// A minute's requests that got past authentication.
-pub(super) fn accepted(row: &KeyMinute) -> u64 {
-    row.requests.saturating_sub(row.auth_failures)
+/// A minute's requests that were answered (no error of any kind): the ones a bill counts. A
+/// key retrying 429s, or refused with a 401, sends more requests but not more billable ones.
+pub(super) fn billable(row: &KeyMinute) -> u64 {
+    row.requests.saturating_sub(row.failures)
+}
+
+/// The factor of a key's usual requests for this hour, from its own daily rhythm of requests
+/// (1 without seasonality, never below 0.05). Learnt from its requests, not borrowed from its
+/// spend: a key whose single requests vary tenfold in cost has a noisy spend rhythm and a
+/// steady request one.
+pub fn rhythm(season: Option<&Seasonal>, params: &SpendParams, how: u8) -> f64 {
+    season
+        .map_or(1.0, |s| {
+            s.factor_from(
+                how,
+                params.config.season_prior_windows,
+                params.config.season_min_windows,
+            )
+        })
+        .max(0.05)
 }
 
 /// One closed minute of a key's spend folded as the detector folds it: first the sustained
-/// evidence, against the baseline as it stood before the minute, then the baseline. The engine
+/// evidence, against the baseline as it stood before the minute, then the baseline (at a tenth
+/// of the weight while a rise is certain: an incident is not learnt as the key's
+/// usual, nor as its hour's, before it can alarm). The engine
 /// and the console's key chart both go through here, so the chart shows what was judged.
 /// `row`: the minute's spend, requests and tokens (None when idle); `crowd`: how busy the other
 /// keys were ([`Crowd::factor`]; 1 where only this key is known).
@@ -292,6 +376,7 @@ pub(super) fn accepted(row: &KeyMinute) -> u64 {
 pub fn fold_key_minute(
     model: &mut SpendModel,
     evidence: &mut Evidence,
+    requests_season: &mut Option<Seasonal>,
     tokens: &Ewma,
     params: &SpendParams,
     config: &SustainedConfig,
@@ -299,8 +384,32 @@ pub fn fold_key_minute(
     how: u8,
     crowd: f64,
 ) {
-    *evidence = evidence.after_minute(model, tokens, params, config, row, how, crowd, 1.0);
-    model.update(params, row.map_or(0.0, |r| r.0), how);
+    if params.config.seasonality != requests_season.is_some() {
+        *requests_season = params.config.seasonality.then(|| Seasonal::new(false));
+    }
+    let factor = rhythm(requests_season.as_ref(), params, how);
+    let usual_before = evidence.requests;
+    *evidence = evidence.after_minute(model, tokens, params, config, row, how, crowd, 1.0, factor);
+    if let Some(season) = requests_season {
+        if usual_before.n > 1 && usual_before.mean > 0.0 {
+            let requests = row.map_or(0, |r| r.1) as f64;
+            let weight = evidence.count.learning_weight(config);
+            season.update(
+                how,
+                requests / usual_before.mean,
+                params.season_alpha() * weight,
+                weight,
+                20.0,
+            );
+        }
+    }
+    let count_weight = if model.windows() >= COUNT_AFTER_MINUTES {
+        evidence.count.learning_weight(config)
+    } else {
+        1.0
+    };
+    let weight = evidence.spend.learning_weight(config).min(count_weight);
+    model.update_weighted(params, row.map_or(0.0, |r| r.0), how, weight);
 }
 
 impl Engine {
@@ -354,6 +463,7 @@ impl Engine {
                     how,
                     crowd.factor(next, 0, usual),
                     1.0,
+                    rhythm(state.requests_season.as_ref(), params, how),
                 );
                 next += MINUTE;
             }
@@ -363,10 +473,11 @@ impl Engine {
                 &state.tokens,
                 params,
                 config,
-                Some((row.cost_usd, row.requests, row.tokens)),
+                Some((row.cost_usd, billable(row), row.tokens)),
                 how,
-                crowd.factor(row.minute, accepted(row), usual),
+                crowd.factor(row.minute, billable(row), usual),
                 elapsed_share(row.minute, now_s),
+                rhythm(state.requests_season.as_ref(), params, how),
             );
             carried = Some((&row.api_key_id, row.minute, evidence));
 
@@ -378,6 +489,26 @@ impl Engine {
                 None
             } else if evidence.spend.alarm(config, MINUTES_PER_DAY, impact_usd) {
                 Some(spend_candidate(row, &evidence.spend, impact_usd))
+            } else if let Some(per_request) = (state.spend.model.windows() >= COUNT_AFTER_MINUTES
+                && evidence.count.alarm(config, MINUTES_PER_DAY, 0.0))
+            .then(|| {
+                let rhythm = rhythm(state.requests_season.as_ref(), params, how);
+                state
+                    .sustained
+                    .usual_cost_per_request(&state.spend.model, params, how, rhythm)
+            })
+            .flatten()
+            .filter(|&usd| {
+                evidence
+                    .count
+                    .alarm(config, MINUTES_PER_DAY, impact_usd / usd)
+            }) {
+                Some(count_candidate(
+                    row,
+                    &evidence.count,
+                    per_request,
+                    impact_usd,
+                ))
             } else if evidence.price.sum >= PRICE_EVIDENCE * config.threshold {
                 let usual = state
                     .spend
@@ -500,6 +631,34 @@ fn spend_candidate(row: &KeyMinute, run: &Cusum, impact_usd: f64) -> Candidate {
     c.summary = format!(
         "key {} has spent ${per_minute:.4} a minute for {minutes} min, {} its usual ${usual:.4}: \
          +${extra_per_day:.0} a day if it goes on",
+        row.api_key_id,
+        times(run.ratio())
+    );
+    c
+}
+
+/// A key sending more billable requests than usual, priced at `per_request`, its usual cost of
+/// one.
+fn count_candidate(row: &KeyMinute, run: &Cusum, per_request: f64, impact_usd: f64) -> Candidate {
+    let minutes = run.windows.max(1);
+    let start = row.minute.saturating_sub((minutes - 1) * MINUTE);
+    let per_minute = run.observed / f64::from(minutes);
+    let usual = run.expected / f64::from(minutes);
+    let extra_per_day = run.extra_per_window() * per_request * MINUTES_PER_DAY;
+    let figures = (per_minute * per_request, usual * per_request, run.ratio());
+    let mut c = sustained_candidate(
+        row,
+        start,
+        figures,
+        extra_per_day,
+        impact_usd,
+        "sustained_requests",
+        minutes,
+    );
+    c.summary = format!(
+        "key {} has sent {per_minute:.1} requests a minute for {minutes} min, {} its usual \
+         {usual:.1}: +${extra_per_day:.0} a day if it goes on, at its usual ${per_request:.4} a \
+         request",
         row.api_key_id,
         times(run.ratio())
     );
@@ -977,6 +1136,65 @@ mod tests {
         });
         let first = found.first().expect("x8 on waking was not found");
         assert!((1400..=1406).contains(&first.0), "{found:?}");
+    }
+
+    /// A key whose single requests cost from a fifth to five times their mean: its spend a
+    /// minute is too noisy to show a x3 quickly, its count of requests is not. From `from` on
+    /// it sends as `times` such keys would.
+    fn lumpy(i: u32, times: u32, from: u32) -> (u64, f64) {
+        let copies = if i >= from { times } else { 1 };
+        let requests = (0..copies)
+            .map(|c| spend(i + c * 100_000, 1.0, 0).0)
+            .sum::<u64>();
+        let cost = (0..requests)
+            .map(|r| {
+                let (n, _) = spend(i.wrapping_mul(31).wrapping_add(r as u32 * 7919), 1.0, 0);
+                0.0015 * [0.1, 0.3, 1.0, 8.0][n as usize]
+            })
+            .sum();
+        (requests, cost)
+    }
+
+    /// Once a key's day is known, a x3 of its requests is found by their count; in its first
+    /// day, only spend speaks.
+    #[test]
+    fn a_small_key_sending_three_times_its_requests_is_found_by_their_count() {
+        let day = COUNT_AFTER_MINUTES as u32;
+        let mut e = engine();
+        let quiet = run(&mut e, "k", day + 125, |i| lumpy(i, 1, u32::MAX));
+        assert!(quiet.is_empty(), "{quiet:?}");
+        let mut e = engine();
+        let found = run(&mut e, "k", day + 140, |i| lumpy(i, 3, day + 125));
+        let first = found.first().expect("the x3 was not found");
+        // Held to its busiest recent rate (the floor that keeps a key waking from a sleep from
+        // looking new) and its own lumpiness, the x3 counts as about x2.5: a dozen minutes.
+        assert!((day + 125..=day + 138).contains(&first.0), "{found:?}");
+        assert!(first.1.contains("requests a minute"), "{}", first.1);
+
+        let mut e = engine();
+        let found = run(&mut e, "k", 140, |i| lumpy(i, 3, 125));
+        assert!(
+            found.iter().all(|(_, s)| !s.contains("requests a minute")),
+            "{found:?}"
+        );
+    }
+
+    /// Requests that fail (a client retrying 429s, a key refused) are not billable: a storm of
+    /// them is retry_storm's or leaked_key's to report, not a spend rise.
+    #[test]
+    fn failed_requests_are_not_a_spend_rise() {
+        let mut e = engine();
+        let found = run_data(&mut e, 140, |i, minute| {
+            let (requests, cost) = spend(i, 1.0, 0);
+            let mut data = minute_data("k", minute, requests, cost);
+            if i >= 125 {
+                data.keys[0].requests = requests * 5 + 5;
+                data.keys[0].failures = requests * 4 + 5;
+                data.keys[0].throttled = requests * 4 + 5;
+            }
+            data
+        });
+        assert!(found.is_empty(), "{found:?}");
     }
 
     #[test]
