@@ -29,9 +29,9 @@ const PRICE_EVIDENCE: f64 = 2.0;
 /// Priced active minutes before a key's usual price per token is trusted.
 const PRICE_WARMUP: u64 = 40;
 /// Minutes of a key's history (idle ones included) before its request count may alarm: most
-/// of a day, so that its daily rhythm is known (the spend model's hour-of-day factors). Before
-/// that, a key's morning and a runaway job look alike, and the count, sharper than spend,
-/// would page on mornings.
+/// of a day, so that its daily rhythm is known (its requests' hour-of-day factors, [`rhythm`]).
+/// Before that, a key's morning and a runaway job look alike, and the count, sharper than
+/// spend, would page on mornings.
 const COUNT_AFTER_MINUTES: u64 = 20 * 60;
 
 /// A key's evidence: spend per minute (idle minutes count as zero) and tokens per active
@@ -52,8 +52,8 @@ pub struct Evidence {
     tokens: Cusum,
     spend_dispersion: Dispersion,
     tokens_dispersion: Dispersion,
-    /// Billable requests per minute (idle minutes count), learned at a tenth of the weight
-    /// while a rise of them is being judged.
+    /// Billable requests per minute (idle minutes count), deseasonalised by the key's
+    /// [`rhythm`], learnt at a tenth of the weight while a rise of them is at the alarm.
     requests: Ewma,
     /// Evidence of more billable requests a minute than usual. A rate incident (a runaway job,
     /// a loop, a stolen key) multiplies requests of the key's usual size; a count is judged
@@ -235,9 +235,10 @@ impl Evidence {
             && (ratio - 1.0) * usual_per_minute * MINUTES_PER_DAY >= impact
     }
 
-    /// The spend evidence summed so far, of spend, requests or price per token (scaled to alarm at the
-    /// same level), whichever is larger: CUSUM statistics, 0 when the key looks ordinary,
-    /// alarming from `sustained.threshold`.
+    /// The spend evidence summed so far, of spend, requests or price per token (scaled to alarm
+    /// at the same level), whichever is larger: CUSUM statistics, 0 when the key looks
+    /// ordinary, alarming from `sustained.threshold` (requests only after a key's first 20
+    /// hours).
     pub fn spend_evidence(&self) -> f64 {
         self.spend
             .sum
@@ -366,10 +367,10 @@ pub fn rhythm(season: Option<&Seasonal>, params: &SpendParams, how: u8) -> f64 {
 }
 
 /// One closed minute of a key's spend folded as the detector folds it: first the sustained
-/// evidence, against the baseline as it stood before the minute, then the baseline (at a tenth
-/// of the weight while a rise is certain: an incident is not learnt as the key's
-/// usual, nor as its hour's, before it can alarm). The engine
-/// and the console's key chart both go through here, so the chart shows what was judged.
+/// evidence, against the baselines as they stood before the minute, then the baselines: spend,
+/// its hour's factor and the key's requests and theirs (at a tenth of the weight while a rise
+/// is at the alarm, so that an incident is not learnt as the key's usual while it is told). The
+/// engine and the console's key chart both go through here, so the chart shows what was judged.
 /// `row`: the minute's spend, requests and tokens (None when idle); `crowd`: how busy the other
 /// keys were ([`Crowd::factor`]; 1 where only this key is known).
 #[allow(clippy::too_many_arguments)]
