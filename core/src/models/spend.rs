@@ -230,13 +230,14 @@ impl SpendParams {
         self.k
     }
 
-    /// The baseline's weight per window (from `half_life_windows`), for companion averages
-    /// that should forget at the same pace.
-    /// How fast a seasonal bucket learns (from `season_half_life_windows`).
+    /// How fast a seasonal bucket learns (from `season_half_life_windows`), for companion
+    /// seasonal factors that should learn at the same pace.
     pub fn season_alpha(&self) -> f64 {
         self.season_alpha
     }
 
+    /// The baseline's weight per window (from `half_life_windows`), for companion averages
+    /// that should forget at the same pace.
     pub fn alpha(&self) -> f64 {
         self.alpha
     }
@@ -307,9 +308,7 @@ impl SpendModel {
         &self.level
     }
 
-    /// The seasonal factor of this hour of the week (1 without seasonality): what the
-    /// deseasonalised level is multiplied by.
-    pub fn season(&self, p: &SpendParams, hour_of_week: u8) -> f64 {
+    fn season(&self, p: &SpendParams, hour_of_week: u8) -> f64 {
         match &self.seasonal {
             Some(s) => s.factor_from(
                 hour_of_week,

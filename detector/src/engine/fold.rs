@@ -108,7 +108,7 @@ impl Engine {
                     &state.tokens,
                     &params,
                     &sustained_config,
-                    row.map(|r| (r.cost_usd, sustained::billable(r), r.tokens)),
+                    row.map(|r| (r.cost_usd, requests, r.tokens)),
                     how,
                     crowd.factor(minute, requests, usual),
                 );

@@ -469,6 +469,7 @@ impl Engine {
                 next += MINUTE;
             }
             let how = hour_of_week(i64::from(row.minute) * 1000);
+            let row_rhythm = rhythm(state.requests_season.as_ref(), params, how);
             evidence = evidence.after_minute(
                 &state.spend.model,
                 &state.tokens,
@@ -478,7 +479,7 @@ impl Engine {
                 how,
                 crowd.factor(row.minute, billable(row), usual),
                 elapsed_share(row.minute, now_s),
-                rhythm(state.requests_season.as_ref(), params, how),
+                row_rhythm,
             );
             carried = Some((&row.api_key_id, row.minute, evidence));
 
@@ -491,19 +492,22 @@ impl Engine {
             } else if evidence.spend.alarm(config, MINUTES_PER_DAY, impact_usd) {
                 Some(spend_candidate(row, &evidence.spend, impact_usd))
             } else if let Some(per_request) = (state.spend.model.windows() >= COUNT_AFTER_MINUTES
-                && evidence.count.alarm(config, MINUTES_PER_DAY, 0.0))
-            .then(|| {
-                let rhythm = rhythm(state.requests_season.as_ref(), params, how);
-                state
-                    .sustained
-                    .usual_cost_per_request(&state.spend.model, params, how, rhythm)
-            })
-            .flatten()
-            .filter(|&usd| {
-                evidence
-                    .count
-                    .alarm(config, MINUTES_PER_DAY, impact_usd / usd)
-            }) {
+                && evidence.count.sum >= config.threshold)
+                .then(|| {
+                    state.sustained.usual_cost_per_request(
+                        &state.spend.model,
+                        params,
+                        how,
+                        row_rhythm,
+                    )
+                })
+                .flatten()
+                .filter(|&usd| {
+                    evidence
+                        .count
+                        .alarm(config, MINUTES_PER_DAY, impact_usd / usd)
+                })
+            {
                 Some(count_candidate(
                     row,
                     &evidence.count,
