@@ -1188,11 +1188,13 @@ mod tests {
     /// them is retry_storm's or leaked_key's to report, not a spend rise.
     #[test]
     fn failed_requests_are_not_a_spend_rise() {
+        // After a day of history, so that the request count is judged too.
+        let day = COUNT_AFTER_MINUTES as u32;
         let mut e = engine();
-        let found = run_data(&mut e, 140, |i, minute| {
+        let found = run_data(&mut e, day + 140, |i, minute| {
             let (requests, cost) = spend(i, 1.0, 0);
             let mut data = minute_data("k", minute, requests, cost);
-            if i >= 125 {
+            if i >= day + 125 {
                 data.keys[0].requests = requests * 5 + 5;
                 data.keys[0].failures = requests * 4 + 5;
                 data.keys[0].throttled = requests * 4 + 5;
