@@ -8,6 +8,8 @@
 //!    and run observed / run expected >= min_ratio the entity's own scale (x2, not +5 %)
 //!    and (run observed - run expected) per window * windows per day >= impact floor
 //!    and x_t / expected_t >= that ratio too        the latest window is itself raised
+//!    (min_ratio grows as sqrt(run windows / drift_windows) for a run longer than that; where
+//!    the entity's daily rhythm is known, such a run's ratio is its recent windows', Judged)
 //! ```
 //!
 //! Why each piece:
@@ -124,7 +126,7 @@ impl SustainedConfig {
     }
 }
 
-/// One entity's accumulated evidence: 56 bytes.
+/// One entity's accumulated evidence: 72 bytes.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Cusum {
     /// The CUSUM statistic S (0 when the recent windows look normal).
@@ -137,11 +139,42 @@ pub struct Cusum {
     /// The largest single window of the run, and what was expected of it.
     pub largest: f64,
     pub largest_expected: f64,
+    /// Which window of the run (1 for its first) was the largest.
+    pub largest_at: u32,
     /// The latest window's observed over expected. Only a window that itself looks like the
     /// incident (at the ratio the run needs) alarms: once an incident is over, the evidence it
     /// left takes a few windows to drain, and ordinary windows meanwhile are no reason to
     /// page again with the incident's ratio.
     pub latest: f64,
+    /// The run's recent windows: observed and expected, each window's weight fading by
+    /// [`RECENT_FADE`] per window after it.
+    pub recent_observed: f64,
+    pub recent_expected: f64,
+}
+
+/// How fast the run's recent sums forget: a window counts for half after about seven more.
+pub const RECENT_FADE: f64 = 0.9;
+
+/// What a run is judged on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Judged {
+    /// The whole run (without its largest window): where nothing tells a slow rise of the
+    /// entity's own usage (its working day starting) from an incident, a rise that took long
+    /// to become certain must be large over all of it.
+    Run,
+    /// A run longer than `drift_windows` by its recent windows (about the last ten), against
+    /// the same growing ratio: where the entity's daily rhythm is known and in its
+    /// expectation, a rise that is still climbing (a ramp) is judged by where it stands now,
+    /// not by its average since it began.
+    Recent,
+}
+
+/// A run's level per window: observed, expected, and their ratio.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Level {
+    pub observed: f64,
+    pub expected: f64,
+    pub ratio: f64,
 }
 
 /// `observed / expected`, infinite when nothing was expected but something came.
@@ -267,13 +300,16 @@ impl Cusum {
                 windows: 1,
                 largest: observed,
                 largest_expected: expected,
+                largest_at: 1,
                 latest: ratio(observed, expected),
+                recent_observed: observed,
+                recent_expected: expected,
             };
         }
-        let (largest, largest_expected) = if observed > self.largest {
-            (observed, expected)
+        let (largest, largest_expected, largest_at) = if observed > self.largest {
+            (observed, expected, self.windows + 1)
         } else {
-            (self.largest, self.largest_expected)
+            (self.largest, self.largest_expected, self.largest_at)
         };
         Cusum {
             sum,
@@ -282,7 +318,10 @@ impl Cusum {
             windows: self.windows + 1,
             largest,
             largest_expected,
+            largest_at,
             latest: ratio(observed, expected),
+            recent_observed: self.recent_observed * RECENT_FADE + observed,
+            recent_expected: self.recent_expected * RECENT_FADE + expected,
         }
     }
 
@@ -328,18 +367,68 @@ impl Cusum {
     /// Enough evidence, on the entity's scale, and worth `impact_per_day` at
     /// `windows_per_day` if it went on, without leaning on any single window; judged on a
     /// window that itself is that far above its expectation.
+    ///
+    /// `by` says what the ratio and the impact are read from: the whole run, or, for a run
+    /// longer than `drift_windows`, where it stands now ([`Judged::Recent`]).
     pub fn alarm(
         &self,
         config: &SustainedConfig,
         windows_per_day: f64,
         impact_per_day: f64,
+        by: Judged,
     ) -> bool {
-        let trimmed = self.trimmed();
+        let level = self.level(config, by);
         let needed = self.ratio_needed(config);
         self.sum >= config.threshold
-            && trimmed.ratio() >= needed
+            && level.ratio >= needed
             && self.latest >= needed
-            && trimmed.extra_per_window() * windows_per_day >= impact_per_day
+            && (level.observed - level.expected) * windows_per_day >= impact_per_day
+    }
+
+    /// The run's level per window as `by` judges it: the whole run without its largest window,
+    /// or its recent windows once it is longer than `drift_windows` and `by` is
+    /// [`Judged::Recent`].
+    pub fn level(&self, config: &SustainedConfig, by: Judged) -> Level {
+        if self.judged_recently(config, by) {
+            // The recent sums without the largest window, faded as it has been since.
+            let fade = RECENT_FADE.powi((self.windows - self.largest_at) as i32);
+            let observed = self.recent_observed - self.largest * fade;
+            let expected = self.recent_expected - self.largest_expected * fade;
+            let weights =
+                (1.0 - RECENT_FADE.powi(self.windows as i32)) / (1.0 - RECENT_FADE) - fade;
+            let weights = weights.max(f64::MIN_POSITIVE);
+            return Level {
+                observed: observed / weights,
+                expected: expected / weights,
+                ratio: ratio(observed, expected),
+            };
+        }
+        let trimmed = self.trimmed();
+        let windows = f64::from(trimmed.windows.max(1));
+        Level {
+            observed: trimmed.observed / windows,
+            expected: trimmed.expected / windows,
+            ratio: trimmed.ratio(),
+        }
+    }
+
+    /// What an alert reports of the run as `by` judged it: the whole run's means (its largest
+    /// window included: it was spent), or its recent level when that is what was judged.
+    pub fn reported(&self, config: &SustainedConfig, by: Judged) -> Level {
+        if self.judged_recently(config, by) {
+            return self.level(config, by);
+        }
+        let windows = f64::from(self.windows.max(1));
+        Level {
+            observed: self.observed / windows,
+            expected: self.expected / windows,
+            ratio: self.ratio(),
+        }
+    }
+
+    /// Whether `by` judges this run by its recent windows (it is longer than `drift_windows`).
+    pub fn judged_recently(&self, config: &SustainedConfig, by: Judged) -> bool {
+        by == Judged::Recent && self.windows > config.drift_windows
     }
 
     /// The ratio a run must reach: `min_ratio`, and more for a run that took longer than
@@ -377,7 +466,7 @@ mod tests {
     fn a_long_incident_drains_within_a_few_windows() {
         let config = SustainedConfig::default();
         let mut c = run(Cusum::default(), &[0.08; 30], 0.004, 0.004);
-        assert!(c.alarm(&config, MINUTES_PER_DAY, 10.0));
+        assert!(c.alarm(&config, MINUTES_PER_DAY, 10.0, Judged::Run));
         for _ in 0..7 {
             c = c.step(0.004, 0.004, 0.004, &config);
         }
@@ -395,7 +484,7 @@ mod tests {
         let config = SustainedConfig::default();
         let mut c = Cusum::default();
         let mut minutes = 0;
-        while !c.alarm(&config, MINUTES_PER_DAY, 10.0) {
+        while !c.alarm(&config, MINUTES_PER_DAY, 10.0, Judged::Run) {
             c = c.step(0.012, 0.004, 0.004, &config);
             minutes += 1;
             assert!(minutes < 10, "{c:?}");
@@ -409,13 +498,22 @@ mod tests {
     fn one_wild_window_is_never_enough() {
         let config = SustainedConfig::default();
         let wild = Cusum::default().step(100.0, 0.004, 0.004, &config);
-        assert!(!wild.alarm(&config, MINUTES_PER_DAY, 10.0), "{wild:?}");
+        assert!(
+            !wild.alarm(&config, MINUTES_PER_DAY, 10.0, Judged::Run),
+            "{wild:?}"
+        );
         let twice = wild.step(100.0, 0.004, 0.004, &config);
-        assert!(!twice.alarm(&config, MINUTES_PER_DAY, 10.0), "{twice:?}");
+        assert!(
+            !twice.alarm(&config, MINUTES_PER_DAY, 10.0, Judged::Run),
+            "{twice:?}"
+        );
         let thrice = twice.step(100.0, 0.004, 0.004, &config);
-        assert!(!thrice.alarm(&config, MINUTES_PER_DAY, 10.0), "{thrice:?}");
+        assert!(
+            !thrice.alarm(&config, MINUTES_PER_DAY, 10.0, Judged::Run),
+            "{thrice:?}"
+        );
         let four = thrice.step(100.0, 0.004, 0.004, &config);
-        assert!(four.alarm(&config, MINUTES_PER_DAY, 10.0));
+        assert!(four.alarm(&config, MINUTES_PER_DAY, 10.0, Judged::Run));
     }
 
     /// A few slightly busy windows, then one wild one: evidence enough, but without the wild
@@ -433,7 +531,10 @@ mod tests {
         );
         assert!(c.sum >= config.threshold, "{c:?}");
         assert!(c.ratio() > 2.0);
-        assert!(!c.alarm(&config, MINUTES_PER_DAY, 10.0), "{c:?}");
+        assert!(
+            !c.alarm(&config, MINUTES_PER_DAY, 10.0, Judged::Run),
+            "{c:?}"
+        );
     }
 
     /// A x2.2 that took an hour to become certain is usage drifting, not a spike; the same
@@ -442,11 +543,66 @@ mod tests {
     fn a_slow_drift_needs_a_larger_ratio_than_a_quick_rise() {
         let config = SustainedConfig::default();
         let quick = run(Cusum::default(), &[0.0088; 15], 0.004, 0.002);
-        assert!(quick.alarm(&config, MINUTES_PER_DAY, 5.0), "{quick:?}");
+        assert!(
+            quick.alarm(&config, MINUTES_PER_DAY, 5.0, Judged::Run),
+            "{quick:?}"
+        );
         let slow = run(Cusum::default(), &[0.0088; 60], 0.004, 0.002);
         assert!(slow.sum >= config.threshold);
-        assert!(!slow.alarm(&config, MINUTES_PER_DAY, 5.0), "{slow:?}");
+        assert!(
+            !slow.alarm(&config, MINUTES_PER_DAY, 5.0, Judged::Run),
+            "{slow:?}"
+        );
+        // Judged by its recent windows, it is the same x2.2: still short of x3.5.
+        assert!(
+            !slow.alarm(&config, MINUTES_PER_DAY, 5.0, Judged::Recent),
+            "{slow:?}"
+        );
         assert!((slow.ratio_needed(&config) - 2.0 * 3f64.sqrt()).abs() < 1e-9);
+    }
+
+    /// A ramp from x1.2 to x4 over 40 windows: its average since it began lags behind the
+    /// ratio its length asks for, so judged on the whole run it never pages; judged by where it
+    /// stands now (its recent windows) it does, before its end.
+    #[test]
+    fn a_ramp_is_judged_by_where_it_stands_now() {
+        let config = SustainedConfig::default();
+        let ramp: Vec<f64> = (0..40).map(|i| 1.2 + 2.8 * f64::from(i) / 39.0).collect();
+        let mut c = Cusum::default();
+        let mut first = [None, None];
+        for (i, &x) in ramp.iter().enumerate() {
+            c = c.step(x, 1.0, 0.3, &config);
+            for (slot, by) in first.iter_mut().zip([Judged::Run, Judged::Recent]) {
+                if slot.is_none() && c.alarm(&config, MINUTES_PER_DAY, 10.0, by) {
+                    *slot = Some(i);
+                }
+            }
+        }
+        assert_eq!(first[0], None, "{c:?}");
+        let at = first[1].expect("the recent windows page");
+        assert!(at + 1 > config.drift_windows as usize && at < 39, "{at}");
+        // Its recent level is about where the ramp stood over its last windows.
+        let level = c.level(&config, Judged::Recent);
+        assert!(level.ratio > 3.0 && level.ratio < 4.0, "{level:?}");
+        assert!((level.ratio - level.observed / level.expected).abs() < 1e-9);
+    }
+
+    /// The recent level of a steady run is its value per window, its largest window left out.
+    #[test]
+    fn the_recent_level_is_per_window_without_the_largest() {
+        let config = SustainedConfig::default();
+        let mut values = vec![3.0; 30];
+        values[25] = 50.0;
+        let c = run(Cusum::default(), &values, 1.0, 0.3);
+        let level = c.level(&config, Judged::Recent);
+        assert!((level.observed - 3.0).abs() < 1e-9, "{level:?}");
+        assert!((level.expected - 1.0).abs() < 1e-9, "{level:?}");
+        // A short run is judged on all of it, recent or not.
+        let short = run(Cusum::default(), &values[..10], 1.0, 0.3);
+        assert_eq!(
+            short.level(&config, Judged::Recent),
+            short.level(&config, Judged::Run)
+        );
     }
 
     #[test]
@@ -466,18 +622,23 @@ mod tests {
         // x3 on a key of $0.0005 a minute: certain, but +$1.44 a day.
         let tiny = run(Cusum::default(), &[0.0015; 20], 0.0005, 0.0002);
         assert!(tiny.sum >= config.threshold);
-        assert!(!tiny.alarm(&config, MINUTES_PER_DAY, 10.0));
+        assert!(!tiny.alarm(&config, MINUTES_PER_DAY, 10.0, Judged::Run));
         // +20 % on a key of $5 a minute with a tight history: certain, large, but not x2.
         let drift = run(Cusum::default(), &[6.0; 20], 5.0, 0.1);
         assert!(drift.sum >= config.threshold);
-        assert!(!drift.alarm(&config, MINUTES_PER_DAY, 10.0));
+        assert!(!drift.alarm(&config, MINUTES_PER_DAY, 10.0, Judged::Run));
     }
 
     #[test]
     fn nothing_expected_and_something_spent_is_an_infinite_ratio() {
         let c = run(Cusum::default(), &[1.0; 4], 0.0, 0.0);
         assert!(c.ratio().is_infinite());
-        assert!(c.alarm(&SustainedConfig::default(), MINUTES_PER_DAY, 10.0));
+        assert!(c.alarm(
+            &SustainedConfig::default(),
+            MINUTES_PER_DAY,
+            10.0,
+            Judged::Run
+        ));
     }
 
     /// Steady minutes scattered around the expectation leave the sigma as it is; minutes that
@@ -526,6 +687,11 @@ mod tests {
     }
 
     #[test]
+    fn evidence_is_seventy_two_bytes() {
+        assert_eq!(std::mem::size_of::<Cusum>(), 72);
+    }
+
+    #[test]
     fn defaults_are_valid_and_bad_values_are_named() {
         assert_eq!(SustainedConfig::default().invalid(), None);
         let bad = SustainedConfig {
@@ -544,7 +710,7 @@ mod tests {
             for z in values {
                 c = c.step(1.0 + 0.1 * z, 1.0, 0.1, &config);
                 // Evidence may pile up (two sigmas, three times), but x1.2 is not the key's x2.
-                prop_assert!(!c.alarm(&config, MINUTES_PER_DAY, 0.0), "{:?}", c);
+                prop_assert!(!c.alarm(&config, MINUTES_PER_DAY, 0.0, Judged::Run), "{:?}", c);
                 prop_assert!(c.sum >= 0.0);
             }
         }

@@ -11,7 +11,9 @@
 
 use tripline_core::models::ewma::Ewma;
 use tripline_core::models::seasonal::Seasonal;
-use tripline_core::models::sustained::{floored_sigma, Cusum, Dispersion, SustainedConfig};
+use tripline_core::models::sustained::{
+    floored_sigma, Cusum, Dispersion, Judged, Level, SustainedConfig,
+};
 
 use super::*;
 
@@ -366,6 +368,16 @@ pub fn rhythm(season: Option<&Seasonal>, params: &SpendParams, how: u8) -> f64 {
         .max(0.05)
 }
 
+/// How a key's long runs are judged in this hour: by where they stand now once the key's
+/// requests rhythm for the hour is known (its bucket counted, [`rhythm`]), else by their
+/// whole length ([`Judged`]).
+pub fn judged(season: Option<&Seasonal>, params: &SpendParams, how: u8) -> Judged {
+    match season {
+        Some(s) if s.count(how) >= params.config.season_min_windows => Judged::Recent,
+        _ => Judged::Run,
+    }
+}
+
 /// One closed minute of a key's spend folded as the detector folds it: first the sustained
 /// evidence, against the baselines as they stood before the minute, then the baselines: spend,
 /// its hour's factor and the key's requests and theirs (at a tenth of the weight while a rise
@@ -470,6 +482,7 @@ impl Engine {
             }
             let how = hour_of_week(i64::from(row.minute) * 1000);
             let row_rhythm = rhythm(state.requests_season.as_ref(), params, how);
+            let by = judged(state.requests_season.as_ref(), params, how);
             evidence = evidence.after_minute(
                 &state.spend.model,
                 &state.tokens,
@@ -489,8 +502,17 @@ impl Engine {
                 .unwrap_or_default();
             let alarm = if spend_fired {
                 None
-            } else if evidence.spend.alarm(config, MINUTES_PER_DAY, impact_usd) {
-                Some(spend_candidate(row, &evidence.spend, impact_usd))
+            } else if evidence
+                .spend
+                .alarm(config, MINUTES_PER_DAY, impact_usd, by)
+            {
+                Some(spend_candidate(
+                    row,
+                    &evidence.spend,
+                    impact_usd,
+                    config,
+                    by,
+                ))
             } else if let Some(per_request) = (state.spend.model.windows() >= COUNT_AFTER_MINUTES
                 && evidence.count.sum >= config.threshold)
                 .then(|| {
@@ -505,7 +527,7 @@ impl Engine {
                 .filter(|&usd| {
                     evidence
                         .count
-                        .alarm(config, MINUTES_PER_DAY, impact_usd / usd)
+                        .alarm(config, MINUTES_PER_DAY, impact_usd / usd, by)
                 })
             {
                 Some(count_candidate(
@@ -513,6 +535,8 @@ impl Engine {
                     &evidence.count,
                     per_request,
                     impact_usd,
+                    config,
+                    by,
                 ))
             } else if evidence.price.sum >= PRICE_EVIDENCE * config.threshold {
                 let usual = state
@@ -564,9 +588,9 @@ impl Engine {
                 && impact_tokens > 0.0
                 && evidence
                     .tokens
-                    .alarm(config, MINUTES_PER_DAY, impact_tokens)
+                    .alarm(config, MINUTES_PER_DAY, impact_tokens, by)
             {
-                out.push(tokens_candidate(row, &evidence.tokens));
+                out.push(tokens_candidate(row, &evidence.tokens, config, by));
             }
         }
     }
@@ -617,40 +641,67 @@ fn sustained_candidate(
     c
 }
 
-fn spend_candidate(row: &KeyMinute, run: &Cusum, impact_usd: f64) -> Candidate {
+fn spend_candidate(
+    row: &KeyMinute,
+    run: &Cusum,
+    impact_usd: f64,
+    config: &SustainedConfig,
+    by: Judged,
+) -> Candidate {
     let minutes = run.windows.max(1);
     let start = row.minute.saturating_sub((minutes - 1) * MINUTE);
-    let per_minute = run.observed / f64::from(minutes);
-    let usual = run.expected / f64::from(minutes);
-    let extra_per_day = run.extra_per_window() * MINUTES_PER_DAY;
-    let figures = (per_minute, usual, run.ratio());
+    let level = run.reported(config, by);
+    let extra_per_day = (level.observed - level.expected) * MINUTES_PER_DAY;
     let mut c = sustained_candidate(
         row,
         start,
-        figures,
+        (level.observed, level.expected, level.ratio),
         extra_per_day,
         impact_usd,
         "sustained",
         minutes,
     );
     c.summary = format!(
-        "key {} has spent ${per_minute:.4} a minute for {minutes} min, {} its usual ${usual:.4}: \
-         +${extra_per_day:.0} a day if it goes on",
+        "key {} has spent ${:.4} a minute {}, {} its usual ${:.4}: +${extra_per_day:.0} a day if \
+         it goes on",
         row.api_key_id,
-        times(run.ratio())
+        level.observed,
+        lasting(run, config, by),
+        times(level.ratio),
+        level.expected,
     );
     c
 }
 
+/// "for 12 min", or "lately, rising for 45 min" for a run judged by where it stands now.
+fn lasting(run: &Cusum, config: &SustainedConfig, by: Judged) -> String {
+    let minutes = run.windows.max(1);
+    if run.judged_recently(config, by) {
+        format!("lately, rising for {minutes} min")
+    } else {
+        format!("for {minutes} min")
+    }
+}
+
 /// A key sending more billable requests than usual, priced at `per_request`, its usual cost of
 /// one.
-fn count_candidate(row: &KeyMinute, run: &Cusum, per_request: f64, impact_usd: f64) -> Candidate {
+fn count_candidate(
+    row: &KeyMinute,
+    run: &Cusum,
+    per_request: f64,
+    impact_usd: f64,
+    config: &SustainedConfig,
+    by: Judged,
+) -> Candidate {
     let minutes = run.windows.max(1);
     let start = row.minute.saturating_sub((minutes - 1) * MINUTE);
-    let per_minute = run.observed / f64::from(minutes);
-    let usual = run.expected / f64::from(minutes);
-    let extra_per_day = run.extra_per_window() * per_request * MINUTES_PER_DAY;
-    let figures = (per_minute * per_request, usual * per_request, run.ratio());
+    let Level {
+        observed,
+        expected,
+        ratio,
+    } = run.reported(config, by);
+    let extra_per_day = (observed - expected) * per_request * MINUTES_PER_DAY;
+    let figures = (observed * per_request, expected * per_request, ratio);
     let mut c = sustained_candidate(
         row,
         start,
@@ -661,11 +712,11 @@ fn count_candidate(row: &KeyMinute, run: &Cusum, per_request: f64, impact_usd: f
         minutes,
     );
     c.summary = format!(
-        "key {} has sent {per_minute:.1} requests a minute for {minutes} min, {} its usual \
-         {usual:.1}: +${extra_per_day:.0} a day if it goes on, at its usual ${per_request:.4} a \
-         request",
+        "key {} has sent {observed:.1} requests a minute {}, {} its usual {expected:.1}: \
+         +${extra_per_day:.0} a day if it goes on, at its usual ${per_request:.4} a request",
         row.api_key_id,
-        times(run.ratio())
+        lasting(run, config, by),
+        times(ratio)
     );
     c
 }
@@ -739,7 +790,12 @@ fn describe_price_jump(
     }
 }
 
-fn tokens_candidate(row: &KeyMinute, run: &Cusum) -> Candidate {
+fn tokens_candidate(
+    row: &KeyMinute,
+    run: &Cusum,
+    config: &SustainedConfig,
+    by: Judged,
+) -> Candidate {
     let minutes = run.windows.max(1);
     let start = row.minute.saturating_sub((minutes - 1) * MINUTE);
     let mut c = Candidate::new(
@@ -752,14 +808,18 @@ fn tokens_candidate(row: &KeyMinute, run: &Cusum) -> Candidate {
         start,
         row.minute + MINUTE,
     );
-    let per_minute = run.observed / f64::from(minutes);
-    let usual = run.expected / f64::from(minutes);
-    (c.observed, c.expected, c.upper) = (per_minute, usual, usual * 2.0);
-    c.score = (1.0 - 1.0 / run.ratio()).clamp(0.0, 1.0);
+    let Level {
+        observed,
+        expected,
+        ratio,
+    } = run.reported(config, by);
+    (c.observed, c.expected, c.upper) = (observed, expected, expected * 2.0);
+    c.score = (1.0 - 1.0 / ratio).clamp(0.0, 1.0);
     c.summary = format!(
-        "key {} has used {per_minute:.0} tokens a minute for {minutes} min, {} its usual {usual:.0}",
+        "key {} has used {observed:.0} tokens a minute {}, {} its usual {expected:.0}",
         row.api_key_id,
-        times(run.ratio())
+        lasting(run, config, by),
+        times(ratio)
     );
     c.facts.insert("rule".into(), json!("sustained"));
     c.facts.insert("minutes".into(), json!(minutes));
@@ -779,6 +839,23 @@ fn times(ratio: f64) -> String {
 mod tests {
     use super::*;
     use tripline_core::config::EntityOverride;
+
+    /// Long runs are judged by where they stand now only in hours whose requests rhythm the
+    /// key has lived whole.
+    #[test]
+    fn long_runs_are_judged_recently_once_the_hour_is_known() {
+        let params = tripline_core::models::SpendModelConfig::default()
+            .validate()
+            .unwrap();
+        let mut season = Seasonal::new(false);
+        assert_eq!(judged(None, &params, 5), Judged::Run);
+        for n in 1..=params.config.season_min_windows {
+            assert_eq!(judged(Some(&season), &params, 5), Judged::Run, "{n}");
+            season.update(5, 1.0, params.season_alpha(), 1.0, 20.0);
+        }
+        assert_eq!(judged(Some(&season), &params, 5), Judged::Recent);
+        assert_eq!(judged(Some(&season), &params, 6), Judged::Run);
+    }
 
     const T0: u32 = 1_795_680_000; // a minute boundary
 
