@@ -2,7 +2,8 @@
 # Install what Tripline's tests and demo need on a Debian 12 machine. Idempotent and quiet:
 # one line per step, full output only when a step fails. Works with CI=true and no stdin.
 #
-#   apt packages (skipped entirely when all are installed), chromium for the console's test
+#   apt packages (skipped entirely when all are installed), chromium for the console's test,
+#   zookeeper for the local ClickHouse cluster (scripts/cluster.sh)
 #   tansu (Kafka-compatible broker), built once into $TRIPLINE_CACHE
 #   a Python venv in $TRIPLINE_CACHE with aiosmtpd, chdb-core and LiteLLM's proxy (for the
 #   collector's end-to-end test: a real LiteLLM on loopback with mock_response models)
@@ -14,8 +15,10 @@ set -euo pipefail
 
 export DEBIAN_FRONTEND=noninteractive
 # chromium + chromium-driver: the console's end-to-end test (headless, over WebDriver).
+# zookeeper (3.8, pulls in a JRE): replication and ON CLUSTER for scripts/cluster.sh. Not
+# zookeeperd, whose service would start on :2181; cluster.sh runs its own on another port.
 APT_PACKAGES=(build-essential zlib1g-dev pkg-config curl ca-certificates
-  clickhouse-server clickhouse-client python3-venv chromium chromium-driver)
+  clickhouse-server clickhouse-client python3-venv chromium chromium-driver zookeeper)
 # litellm: pinned to the version the collector is tested against. Never 1.107.0 (a compromised
 # release); review the release before raising the pin.
 PY_REQUIREMENTS=("chdb-core==26.9.0" "aiosmtpd==1.4.6" "litellm[proxy]==1.106.12")

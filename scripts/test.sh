@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # THE test command (CI runs it through .ci/run):
-#   install -> servers up -> cargo build -> SQL check on current ClickHouse (chdb) -> cargo test
+#   install -> servers up (and the ClickHouse cluster of scripts/cluster.sh) -> cargo build
+#   -> SQL check on current ClickHouse (chdb) -> cargo test
 # The servers are stopped on exit, silently: the last line printed is the test runner's summary.
 # Extra arguments go to the test runner (e.g. scripts/test.sh -p tripline-core).
 set -uo pipefail
@@ -17,10 +18,12 @@ scripts/install.sh || exit 1
 section "servers up"
 mkdir -p "$TRIPLINE_RUN"
 # Runs after cargo test: nothing may be printed there (see above); its output goes to a file.
-trap 'scripts/servers.sh down >>"$TRIPLINE_RUN/servers-down.log" 2>&1 || true' EXIT
+trap '{ scripts/servers.sh down; scripts/cluster.sh down; } >>"$TRIPLINE_RUN/servers-down.log" 2>&1 || true' EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 scripts/servers.sh up || exit 1
+# Cluster mode's tests (tests/cluster_e2e.rs): 2 shards x 2 replicas and ZooKeeper.
+scripts/cluster.sh up || exit 1
 
 section "cargo build --workspace --all-targets"
 cargo build --workspace --all-targets || exit 1

@@ -136,7 +136,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     let base = loaded.clickhouse();
     let raw_db = format!("bench_raw_{stamp}");
-    tripline_store::migrate(&base, &raw_db).await?;
+    let cluster = tripline_store::cluster(&loaded.config.clickhouse);
+    tripline_store::migrate(&base, &raw_db, cluster).await?;
     let raw_client = base.clone().with_database(&raw_db);
     let t = Instant::now();
     for chunk in rows.chunks(loaded.config.ingest.batch_max_rows) {
@@ -154,7 +155,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let mut ch_config = loaded.config.clickhouse.clone();
     ch_config.database = e2e_db.clone();
     let e2e_client = tripline_store::client(&ch_config, loaded.clickhouse_password().as_deref());
-    tripline_store::migrate(&e2e_client, &e2e_db).await?;
+    tripline_store::migrate(&e2e_client, &e2e_db, cluster).await?;
     kafka.ingest_group_id = format!("bench-e2e-{stamp}");
     let ingest = Ingest {
         kafka: kafka.clone(),
@@ -210,12 +211,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     shutdown.cancel();
     task.await??;
-    let server = base.clone().with_database("default");
     for db in [raw_db, e2e_db] {
-        server
-            .query_raw(&format!("DROP DATABASE IF EXISTS {db}"))
-            .execute()
-            .await?;
+        tripline_store::drop_database(&base, &db, cluster).await?;
     }
     Ok(())
 }

@@ -182,11 +182,7 @@ pub async fn run(args: EvaluateArgs) -> anyhow::Result<()> {
         println!("details: {}", path.display());
     }
     if !args.keep && args.reuse_database.is_none() {
-        clickhouse
-            .clone()
-            .with_database("default")
-            .query_raw(&format!("DROP DATABASE IF EXISTS {database}"))
-            .execute()
+        tripline_store::drop_database(&clickhouse, &database, tripline_store::cluster(&ch_config))
             .await?;
     } else {
         println!("kept database {database}");
@@ -247,7 +243,8 @@ async fn simulate_and_ingest(
     );
 
     // 2. Through the real ingest into a database of its own.
-    tripline_store::migrate(clickhouse, database).await?;
+    let cluster = tripline_store::cluster(&loaded.config.clickhouse);
+    tripline_store::migrate(clickhouse, database, cluster).await?;
     let shutdown = CancellationToken::new();
     let ingest = Ingest {
         kafka: kafka.clone(),

@@ -37,7 +37,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
                   [alerting], to webhooks, Slack and email. Every setting lives in one TOML \
                   file (see tripline.example.toml; every key is optional); endpoints can be \
                   overridden from the environment (TRIPLINE_KAFKA_BROKERS, \
-                  TRIPLINE_CLICKHOUSE_URL, TRIPLINE_CLICKHOUSE_DATABASE, \
+                  TRIPLINE_CLICKHOUSE_URL, TRIPLINE_CLICKHOUSE_DATABASE, TRIPLINE_CLICKHOUSE_CLUSTER, \
                   TRIPLINE_CLICKHOUSE_USER, TRIPLINE_LISTEN) and secrets come only from the \
                   environment (TRIPLINE_FINGERPRINT_SECRET and the variables the file names). \
                   Logs are structured on stderr: RUST_LOG filters them, \

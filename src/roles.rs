@@ -193,8 +193,13 @@ where
 /// `tripline migrate`.
 pub async fn migrate_only(config_path: Option<&Path>) -> anyhow::Result<()> {
     let loaded = settings::load(config_path)?;
-    let applied =
-        tripline_store::migrate(&loaded.clickhouse(), &loaded.config.clickhouse.database).await?;
+    let ch = &loaded.config.clickhouse;
+    let applied = tripline_store::migrate(
+        &loaded.clickhouse(),
+        &ch.database,
+        tripline_store::cluster(ch),
+    )
+    .await?;
     println!("applied migrations: {applied:?}");
     Ok(())
 }
@@ -205,7 +210,13 @@ async fn migrate_until_done(loaded: &Loaded, shutdown: &CancellationToken) -> bo
     let database = &loaded.config.clickhouse.database;
     let mut delay = Duration::from_millis(loaded.config.ingest.retry_initial_ms);
     loop {
-        match tripline_store::migrate(&client, database).await {
+        match tripline_store::migrate(
+            &client,
+            database,
+            tripline_store::cluster(&loaded.config.clickhouse),
+        )
+        .await
+        {
             Ok(applied) => {
                 info!(?applied, database = %database, "schema up to date");
                 return true;

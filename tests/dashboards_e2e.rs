@@ -7,9 +7,9 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use common::dashboards::*;
 use common::*;
 use serde_json::Value;
 
@@ -19,62 +19,6 @@ const T0_MS: i64 = 1_795_680_000_000;
 const MINUTE_MS: i64 = 60_000;
 const FROM: &str = "toDateTime('2026-11-26 09:00:00', 'UTC')";
 const TO: &str = "toDateTime('2026-11-26 11:00:00', 'UTC')";
-
-fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn query_path(name: &str) -> PathBuf {
-    repo()
-        .join("dashboards/queries")
-        .join(format!("{name}.sql"))
-}
-
-/// The query file without whole-line comments and its final `;`, parameters substituted; panics
-/// on a `{parameter}` left without a value.
-fn query_sql(name: &str, params: &[(&str, &str)]) -> String {
-    let text = std::fs::read_to_string(query_path(name)).unwrap();
-    let mut sql = strip_comments(&text);
-    for (param, value) in params {
-        sql = sql.replace(&format!("{{{param}}}"), value);
-    }
-    assert!(
-        placeholders(&sql).is_empty(),
-        "{name}.sql: no value for {:?}",
-        placeholders(&sql)
-    );
-    sql
-}
-
-fn strip_comments(text: &str) -> String {
-    let body: Vec<&str> = text
-        .lines()
-        .filter(|l| !l.trim_start().starts_with("--") && !l.trim().is_empty())
-        .collect();
-    body.join("\n")
-        .trim()
-        .trim_end_matches(';')
-        .trim_end()
-        .to_owned()
-}
-
-/// `{name}` placeholders in `text` (not `${name}`, Grafana's template variables).
-fn placeholders(text: &str) -> BTreeSet<String> {
-    let mut found = BTreeSet::new();
-    let bytes = text.as_bytes();
-    for (start, _) in text.match_indices('{') {
-        if start > 0 && bytes[start - 1] == b'$' {
-            continue;
-        }
-        if let Some(len) = text[start + 1..].find('}') {
-            let name = &text[start + 1..start + 1 + len];
-            if !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                found.insert(name.to_owned());
-            }
-        }
-    }
-    found
-}
 
 fn params<'a>(db: &'a str, extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
     let mut all = vec![("db", db), ("from", FROM), ("to", TO)];
@@ -570,7 +514,7 @@ const PLANNED_NOTIFICATIONS: &str = "CREATE TABLE IF NOT EXISTS notifications (s
 async fn notification_health_on_the_planned_table() {
     let env = TestEnv::new("dash_notify").await;
     let client = env.clickhouse();
-    tripline_store::migrate(&client, &env.database)
+    tripline_store::migrate(&client, &env.database, None)
         .await
         .unwrap();
     client
@@ -635,22 +579,6 @@ fn every_query_documents_its_parameters() {
             );
         }
     }
-}
-
-fn query_names() -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(repo().join("dashboards/queries"))
-        .unwrap()
-        .filter_map(|e| {
-            e.ok()?
-                .path()
-                .file_name()?
-                .to_str()?
-                .strip_suffix(".sql")
-                .map(str::to_owned)
-        })
-        .collect();
-    names.sort();
-    names
 }
 
 /// Grafana's macros and template variables back to the query files' `{parameters}`.

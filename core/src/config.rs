@@ -111,6 +111,10 @@ pub struct ClickHouseConfig {
     pub password_env: String,
     /// `lz4` saves bandwidth to a remote server; `none` saves CPU when it is on the same host.
     pub compression: String,
+    /// The ClickHouse cluster (a `remote_servers` name) whose nodes hold the schema: replicated
+    /// tables on every shard behind `Distributed` tables of the usual names, all created
+    /// `ON CLUSTER`. Empty (the default): one server, plain tables.
+    pub cluster: String,
 }
 
 impl Default for ClickHouseConfig {
@@ -121,6 +125,7 @@ impl Default for ClickHouseConfig {
             user: "default".into(),
             password_env: "TRIPLINE_CLICKHOUSE_PASSWORD".into(),
             compression: "lz4".into(),
+            cluster: String::new(),
         }
     }
 }
@@ -266,10 +271,11 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 /// Environment variables that override the file, for endpoints that differ per deployment.
-pub const ENV_OVERRIDES: [(&str, &str); 5] = [
+pub const ENV_OVERRIDES: [(&str, &str); 6] = [
     ("TRIPLINE_KAFKA_BROKERS", "kafka.brokers"),
     ("TRIPLINE_CLICKHOUSE_URL", "clickhouse.url"),
     ("TRIPLINE_CLICKHOUSE_DATABASE", "clickhouse.database"),
+    ("TRIPLINE_CLICKHOUSE_CLUSTER", "clickhouse.cluster"),
     ("TRIPLINE_CLICKHOUSE_USER", "clickhouse.user"),
     ("TRIPLINE_LISTEN", "server.listen"),
 ];
@@ -321,6 +327,7 @@ impl Config {
                 "TRIPLINE_KAFKA_BROKERS" => self.kafka.brokers = value,
                 "TRIPLINE_CLICKHOUSE_URL" => self.clickhouse.url = value,
                 "TRIPLINE_CLICKHOUSE_DATABASE" => self.clickhouse.database = value,
+                "TRIPLINE_CLICKHOUSE_CLUSTER" => self.clickhouse.cluster = value,
                 "TRIPLINE_CLICKHOUSE_USER" => self.clickhouse.user = value,
                 "TRIPLINE_LISTEN" => self.server.listen = value,
                 _ => unreachable!("every override is matched"),
@@ -458,6 +465,12 @@ impl Config {
             "clickhouse.database",
             format!("{:?} is not a plain identifier", c.database),
             "letters, digits and '_', not starting with a digit",
+        );
+        check(
+            c.cluster.is_empty() || is_identifier(&c.cluster),
+            "clickhouse.cluster",
+            format!("{:?} is not a plain identifier", c.cluster),
+            "the name of a cluster in the servers' remote_servers, e.g. \"tripline\"",
         );
         check(
             matches!(c.compression.as_str(), "lz4" | "none"),

@@ -3,6 +3,7 @@
 //!
 //! Every statement here runs on ClickHouse 18.16 (this project's CI) and on current releases.
 
+mod cluster;
 mod migrate;
 mod rollups;
 mod rows;
@@ -23,6 +24,11 @@ pub fn client(config: &ClickHouseConfig, password: Option<&str>) -> clickhouse::
         .with_user(&config.user)
         .with_database(&config.database)
         .with_validation(false);
+    if !config.cluster.is_empty() {
+        // An insert through a Distributed table returns once every shard has its rows, not
+        // once the node taking it has queued them: offsets are committed after storage.
+        client = client.with_setting("insert_distributed_sync", "1");
+    }
     if config.compression == "none" {
         client = client.with_compression(clickhouse::Compression::None);
     }
@@ -30,6 +36,27 @@ pub fn client(config: &ClickHouseConfig, password: Option<&str>) -> clickhouse::
         client = client.with_password(password);
     }
     client
+}
+
+/// The cluster the schema lives on (`clickhouse.cluster`), None for one server.
+pub fn cluster(config: &ClickHouseConfig) -> Option<&str> {
+    Some(config.cluster.as_str()).filter(|c| !c.is_empty())
+}
+
+/// Drops `database` (on every node of `cluster`): scratch databases of evaluations and
+/// benchmarks.
+pub async fn drop_database(
+    client: &clickhouse::Client,
+    database: &str,
+    cluster: Option<&str>,
+) -> Result<(), clickhouse::error::Error> {
+    let on_cluster = cluster.map_or(String::new(), |c| format!(" ON CLUSTER {c}"));
+    client
+        .clone()
+        .with_database("default")
+        .query_raw(&format!("DROP DATABASE IF EXISTS {database}{on_cluster}"))
+        .execute()
+        .await
 }
 
 /// A ClickHouse string literal (backslashes and quotes escaped), for the few queries built as

@@ -1,10 +1,13 @@
 //! Versioned schema migrations, applied in order at start-up and recorded in
 //! `schema_migrations`. Statements are idempotent (`IF NOT EXISTS`), so two workers starting at
-//! once, or a crash between a statement and its record, are harmless.
+//! once, or a crash between a statement and its record, are harmless. On a cluster they run in
+//! their cluster form ([`crate::cluster`]).
 
 use sha2::{Digest, Sha256};
 use tracing::{info, warn};
 use tripline_core::time::now_s;
+
+use crate::cluster::{self, Step};
 
 /// One migration file from `dashboards/migrations/`.
 #[derive(Debug, Clone, Copy)]
@@ -61,6 +64,12 @@ pub enum MigrationError {
     },
     #[error("clickhouse is unreachable or refused the migration bookkeeping: {0}")]
     Bookkeeping(#[from] clickhouse::error::Error),
+    #[error("migration {version} ({name}) cannot run on a cluster: {reason}")]
+    NoClusterForm {
+        version: u32,
+        name: &'static str,
+        reason: String,
+    },
 }
 
 impl Migration {
@@ -88,6 +97,33 @@ impl Migration {
         statements
     }
 
+    /// The steps of this migration for `database`, on one server or on `cluster`.
+    fn steps(&self, database: &str, cluster: Option<&str>) -> Result<Vec<Step>, MigrationError> {
+        let mut steps = Vec::new();
+        for statement in self.statements(database) {
+            match cluster {
+                Some(cluster) => {
+                    steps.extend(cluster::clustered(&statement, database, cluster).map_err(
+                        |reason| MigrationError::NoClusterForm {
+                            version: self.version,
+                            name: self.name,
+                            reason,
+                        },
+                    )?)
+                }
+                None => steps.push(match added_column(&statement) {
+                    Some((table, column)) => Step::AddColumn {
+                        table: table.to_owned(),
+                        column: column.to_owned(),
+                        sql: statement.clone(),
+                    },
+                    None => Step::Run(statement),
+                }),
+            }
+        }
+        Ok(steps)
+    }
+
     fn checksum(&self) -> String {
         Sha256::digest(self.sql.as_bytes())
             .iter()
@@ -110,26 +146,32 @@ struct AppliedRecord<'a> {
     applied_at: u32,
 }
 
-/// Creates `database` if needed and applies the migrations it has not seen. Returns the
-/// versions applied by this call.
+/// Creates `database` if needed and applies the migrations it has not seen, on one server or,
+/// with `cluster`, on every node of that ClickHouse cluster. Returns the versions applied by
+/// this call.
 pub async fn migrate(
     client: &clickhouse::Client,
     database: &str,
+    cluster: Option<&str>,
 ) -> Result<Vec<u32>, MigrationError> {
     // The database may not exist yet, so this statement runs outside it.
     let server = client.clone().with_database("default");
-    server
-        .query_raw(&format!("CREATE DATABASE IF NOT EXISTS {database}"))
-        .execute()
-        .await?;
-    server
-        .query_raw(&format!(
-            "CREATE TABLE IF NOT EXISTS {database}.schema_migrations \
-             (version UInt32, name String, checksum String, applied_at DateTime('UTC')) \
-             ENGINE = MergeTree ORDER BY version"
-        ))
-        .execute()
-        .await?;
+    let (create_database, create_bookkeeping) = match cluster {
+        Some(cluster) => (
+            format!("CREATE DATABASE IF NOT EXISTS {database} ON CLUSTER {cluster}"),
+            cluster::migrations_table(database, cluster),
+        ),
+        None => (
+            format!("CREATE DATABASE IF NOT EXISTS {database}"),
+            format!(
+                "CREATE TABLE IF NOT EXISTS {database}.schema_migrations \
+                 (version UInt32, name String, checksum String, applied_at DateTime('UTC')) \
+                 ENGINE = MergeTree ORDER BY version"
+            ),
+        ),
+    };
+    server.query_raw(&create_database).execute().await?;
+    server.query_raw(&create_bookkeeping).execute().await?;
     let applied: Vec<Applied> = server
         .query_raw(&format!(
             "SELECT version, any(checksum) FROM {database}.schema_migrations GROUP BY version"
@@ -149,12 +191,16 @@ pub async fn migrate(
             }
             continue;
         }
-        for (index, statement) in migration.statements(database).iter().enumerate() {
-            if let Some((table, column)) = added_column(statement) {
-                if column_exists(&server, database, table, column).await? {
-                    continue;
+        for (index, step) in migration.steps(database, cluster)?.iter().enumerate() {
+            let statement = match step {
+                Step::Run(sql) => sql,
+                Step::AddColumn { table, column, sql } => {
+                    if column_exists(&server, database, table, column).await? {
+                        continue;
+                    }
+                    sql
                 }
-            }
+            };
             server
                 .query_raw(statement)
                 .execute()

@@ -3,6 +3,7 @@
 //! without seeing each other's data.
 #![allow(dead_code)]
 
+pub mod dashboards;
 pub mod proxy;
 
 use std::collections::BTreeMap;
@@ -41,6 +42,8 @@ pub struct TestEnv {
     pub tripline_clickhouse_url: String,
     /// Extra `[ingest]` lines for the config.
     pub ingest_extra: String,
+    /// Extra `[clickhouse]` lines for the config (a cluster, say).
+    pub clickhouse_extra: String,
 }
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -71,6 +74,7 @@ impl TestEnv {
             listen: format!("127.0.0.1:{}", free_port()),
             tripline_clickhouse_url: clickhouse_url(),
             ingest_extra: String::new(),
+            clickhouse_extra: String::new(),
         };
         let kafka = tripline_core::config::KafkaConfig {
             brokers: brokers(),
@@ -108,6 +112,7 @@ impl TestEnv {
             listen: format!("127.0.0.1:{}", free_port()),
             tripline_clickhouse_url: self.tripline_clickhouse_url.clone(),
             ingest_extra: self.ingest_extra.clone(),
+            clickhouse_extra: self.clickhouse_extra.clone(),
         }
     }
 
@@ -128,6 +133,7 @@ alerts_topic = "{alerts}"
 [clickhouse]
 url = "{ch}"
 database = "{db}"
+{ch_extra}
 
 [ingest]
 batch_max_age_ms = 200
@@ -149,6 +155,7 @@ asn_db = "{repo}/data/geo/asn.mmdb"
             ch = self.tripline_clickhouse_url,
             db = self.database,
             extra = self.ingest_extra,
+            ch_extra = self.clickhouse_extra,
             repo = repo.display(),
         );
         let path = self.dir.join("tripline.toml");

@@ -367,3 +367,13 @@ fn provider_storm_settings_are_checked_by_name() {
     assert_eq!(ok.detect.retry_storm.provider_load_rise, 1.5);
     assert_eq!(ok.detect.retry_storm.provider_failure_rise, 0.20);
 }
+
+/// The cluster's name is written into SQL: only a plain identifier is accepted, at its place.
+#[test]
+fn a_cluster_name_must_be_an_identifier() {
+    let e = errors("[clickhouse]\ncluster = \"prod; DROP\"\n");
+    assert_eq!(places(&e), [(Some(2), Some(11), "clickhouse.cluster")]);
+    let config = Config::from_toml("[clickhouse]\ncluster = \"tripline\"\n").unwrap();
+    assert_eq!(config.clickhouse.cluster, "tripline");
+    assert!(Config::from_toml("").unwrap().clickhouse.cluster.is_empty());
+}

@@ -158,6 +158,8 @@ pub async fn firing_alerts(
 
 /// This shard's changes decided since `now_s - RELOAD_HORIZON_S` that Kafka never acknowledged,
 /// oldest first, at most `limit`, each once (a retried insert may have stored a row twice).
+/// `GLOBAL`: on a cluster both tables are `Distributed`, and the publications are gathered once
+/// and sent to every shard (ClickHouse refuses a distributed subquery of a distributed query).
 pub async fn pending_alerts(
     client: &Client,
     shard: Shard,
@@ -168,7 +170,7 @@ pub async fn pending_alerts(
     let rows: Vec<Json> = client
         .query_raw(&format!(
             "SELECT alert_json FROM alerts WHERE emitted_at >= toDateTime({since}) AND {shard} \
-             AND (fingerprint, emitted_at, status, severity) NOT IN ( \
+             AND (fingerprint, emitted_at, status, severity) GLOBAL NOT IN ( \
                SELECT fingerprint, emitted_at, status, severity FROM alert_publications \
                WHERE emitted_at >= toDateTime({since})) \
              ORDER BY emitted_at, status, severity \
