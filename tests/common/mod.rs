@@ -284,8 +284,18 @@ impl Tripline {
 
     /// SIGTERM, then waits up to `timeout` for a clean exit; returns whether it exited 0.
     pub fn terminate(&mut self, timeout: Duration) -> bool {
+        self.send_term();
+        self.wait_clean(timeout)
+    }
+
+    /// SIGTERM, without waiting: to stop several processes at once, as a deployment does.
+    pub fn send_term(&self) {
         let pid = self.child.id().to_string();
         let _ = Command::new("kill").args(["-TERM", &pid]).status();
+    }
+
+    /// Waits up to `timeout` for the process to exit; whether it exited 0 (killed if not).
+    pub fn wait_clean(&mut self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {
