@@ -15,6 +15,10 @@ accepted (an empty result would do); the row count is printed. Tables the dashbo
 read before a migration creates them (PLANNED_TABLES) are created from their planned columns
 when the migrations did not create them, and reported.
 
+With --parse-only, the statements of the given files are only parsed (`formatQuery`), not run:
+for DDL chdb cannot execute, such as the cluster form of the migrations (`ON CLUSTER`,
+Replicated engines: no ZooKeeper in-process), printed by `tripline migrate --print`.
+
 Prints OK/FAIL per statement; exits 1 if any statement failed, 2 if there was nothing to check.
 Run it with the venv from scripts/install.sh: `$TRIPLINE_PYTHON scripts/check_ddl_chdb.py`.
 """
@@ -139,6 +143,30 @@ def shown(path: Path) -> Path:
         return path
 
 
+def parse_only(files: list[Path], chdb_session) -> int:
+    """Parses each statement with the current engine's parser (`formatQuery`): 0 when all parse."""
+    ok = failed = 0
+    with tempfile.TemporaryDirectory(prefix="tripline-chdb-") as tmp:
+        session = chdb_session.Session(tmp)
+        try:
+            for path in files:
+                for line, sql in split_statements(path.read_text(encoding="utf-8")):
+                    literal = "'" + sql.replace("\\", "\\\\").replace("'", "\\'") + "'"
+                    try:
+                        session.query(f"SELECT formatQuery({literal})", "TSV")
+                    except Exception as err:
+                        failed += 1
+                        print(f"FAIL {shown(path)}:{line}: {one_line(sql)}")
+                        print(f"       {one_line(str(err), 600)}")
+                        continue
+                    ok += 1
+                    print(f"OK   {shown(path)}:{line}: parses: {one_line(sql, 80)}")
+        finally:
+            session.close()
+    print(f"check_ddl_chdb: {ok} statements parse, {failed} do not, in {len(files)} files")
+    return 1 if failed else 0 if ok else 2
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("paths", nargs="*", type=Path, default=[DEFAULT_DIR],
@@ -147,6 +175,8 @@ def main() -> int:
     parser.add_argument("--queries", type=Path, default=QUERIES_DIR,
                         help=f"dashboard queries to run after the migrations (default: {QUERIES_DIR.relative_to(REPO)})")
     parser.add_argument("--no-queries", action="store_true", help="check the migrations only")
+    parser.add_argument("--parse-only", action="store_true",
+                        help="parse the statements of the given files on the current engine, run nothing")
     args = parser.parse_args()
 
     try:
@@ -161,6 +191,9 @@ def main() -> int:
     if not files:
         print(f"check_ddl_chdb: no .sql files under {' '.join(map(str, args.paths))}", file=sys.stderr)
         return 2
+
+    if args.parse_only:
+        return parse_only(files, chdb_session)
 
     work = [(f, split_statements(f.read_text(encoding="utf-8").replace("{db}", args.db))) for f in files]
     creates_db = any(re.match(r"(?is)\s*create\s+database\b", sql) for _, stmts in work for _, sql in stmts)

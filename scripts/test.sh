@@ -32,6 +32,10 @@ section "ClickHouse SQL on the current engine (chdb)"
 ddl_status=0
 if [ -d dashboards/migrations ]; then
   "$TRIPLINE_PYTHON" scripts/check_ddl_chdb.py dashboards/migrations || ddl_status=$?
+  # The cluster form (ON CLUSTER, Replicated engines) cannot run in-process: parsed only.
+  cluster_ddl="$TRIPLINE_RUN/cluster-ddl.sql"
+  { TRIPLINE_CLICKHOUSE_CLUSTER=tripline target/debug/tripline migrate --print >"$cluster_ddl" \
+    && "$TRIPLINE_PYTHON" scripts/check_ddl_chdb.py --parse-only "$cluster_ddl"; } || ddl_status=1
 else
   echo "skipped: no dashboards/migrations/"
 fi

@@ -77,6 +77,16 @@ struct ConfigArg {
     config: Option<PathBuf>,
 }
 
+#[derive(clap::Args)]
+struct MigrateArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Print the statements for the configured database (and cluster) instead of applying
+    /// them, one per paragraph, each ending with `;`: to review them, or to run them by hand.
+    #[arg(long)]
+    print: bool,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run every role in one process: ingest, the detectors, the HTTP collector (when
@@ -110,8 +120,9 @@ enum Command {
     /// Apply the ClickHouse schema migrations that are not applied yet, and exit.
     ///
     /// Applied versions are recorded in the `schema_migrations` table; the long-running
-    /// commands also apply them at start-up.
-    Migrate(ConfigArg),
+    /// commands also apply them at start-up. With `clickhouse.cluster`, on every node of that
+    /// cluster.
+    Migrate(MigrateArgs),
     /// Check a config file and print every problem with its place and a hint.
     ///
     /// Each problem is printed on stderr as `FILE:LINE:COLUMN: KEY: what is wrong` followed by
@@ -204,7 +215,9 @@ fn main() -> ExitCode {
                 };
                 roles::serve(args.config.as_deref(), roles).await
             }
-            Command::Migrate(args) => roles::migrate_only(args.config.as_deref()).await,
+            Command::Migrate(args) => {
+                roles::migrate_only(args.config.config.as_deref(), args.print).await
+            }
             Command::Simulate(args) => simulate::run(args).await,
             Command::Bench(args) => bench::run(args).await,
             Command::Evaluate(args) => evaluate::run(args).await,

@@ -190,10 +190,23 @@ where
     }
 }
 
-/// `tripline migrate`.
-pub async fn migrate_only(config_path: Option<&Path>) -> anyhow::Result<()> {
+/// `tripline migrate` (`--print`: the statements, not applied).
+pub async fn migrate_only(config_path: Option<&Path>, print: bool) -> anyhow::Result<()> {
     let loaded = settings::load(config_path)?;
     let ch = &loaded.config.clickhouse;
+    if print {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        for statement in
+            tripline_store::schema_statements(&ch.database, tripline_store::cluster(ch))?
+        {
+            // A reader that stops early (`| head`) is not an error.
+            if writeln!(out, "{statement};\n").is_err() {
+                break;
+            }
+        }
+        return Ok(());
+    }
     let applied = tripline_store::migrate(
         &loaded.clickhouse(),
         &ch.database,

@@ -8,7 +8,7 @@ mod migrate;
 mod rollups;
 mod rows;
 
-pub use migrate::{migrate, Migration, MigrationError, MIGRATIONS};
+pub use migrate::{migrate, schema_statements, Migration, MigrationError, MIGRATIONS};
 pub use rollups::{rollup_views, RollupView, SelectItem};
 pub use rows::{CostSource, GatewayRow, ProviderRow, StoredRow, GATEWAY_TABLE, PROVIDER_TABLE};
 

@@ -146,17 +146,30 @@ struct AppliedRecord<'a> {
     applied_at: u32,
 }
 
-/// Creates `database` if needed and applies the migrations it has not seen, on one server or,
-/// with `cluster`, on every node of that ClickHouse cluster. Returns the versions applied by
-/// this call.
-pub async fn migrate(
-    client: &clickhouse::Client,
+/// Every statement [`migrate`] would run on a fresh `database` (on `cluster`, in their cluster
+/// form), bookkeeping included, in order.
+pub fn schema_statements(
     database: &str,
     cluster: Option<&str>,
-) -> Result<Vec<u32>, MigrationError> {
-    // The database may not exist yet, so this statement runs outside it.
-    let server = client.clone().with_database("default");
-    let (create_database, create_bookkeeping) = match cluster {
+) -> Result<Vec<String>, MigrationError> {
+    let (create_database, create_bookkeeping) = bookkeeping(database, cluster);
+    let mut statements = vec![create_database, create_bookkeeping];
+    for migration in MIGRATIONS {
+        statements.extend(
+            migration
+                .steps(database, cluster)?
+                .into_iter()
+                .map(|step| match step {
+                    Step::Run(sql) | Step::AddColumn { sql, .. } => sql,
+                }),
+        );
+    }
+    Ok(statements)
+}
+
+/// The statements creating `database` and its `schema_migrations` table.
+fn bookkeeping(database: &str, cluster: Option<&str>) -> (String, String) {
+    match cluster {
         Some(cluster) => (
             format!("CREATE DATABASE IF NOT EXISTS {database} ON CLUSTER {cluster}"),
             cluster::migrations_table(database, cluster),
@@ -169,7 +182,20 @@ pub async fn migrate(
                  ENGINE = MergeTree ORDER BY version"
             ),
         ),
-    };
+    }
+}
+
+/// Creates `database` if needed and applies the migrations it has not seen, on one server or,
+/// with `cluster`, on every node of that ClickHouse cluster. Returns the versions applied by
+/// this call.
+pub async fn migrate(
+    client: &clickhouse::Client,
+    database: &str,
+    cluster: Option<&str>,
+) -> Result<Vec<u32>, MigrationError> {
+    // The database may not exist yet, so this statement runs outside it.
+    let server = client.clone().with_database("default");
+    let (create_database, create_bookkeeping) = bookkeeping(database, cluster);
     server.query_raw(&create_database).execute().await?;
     server.query_raw(&create_bookkeeping).execute().await?;
     let applied: Vec<Applied> = server
