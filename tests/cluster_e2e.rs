@@ -400,6 +400,10 @@ fn backtest_alerts(env: &TestEnv, from: &str, to: &str) -> Vec<String> {
             "-",
         ])
         .env("TRIPLINE_FINGERPRINT_SECRET", SECRET)
+        // The config file says where: no override from the test runner's environment.
+        .env_remove("TRIPLINE_CLICKHOUSE_URL")
+        .env_remove("TRIPLINE_CLICKHOUSE_CLUSTER")
+        .env_remove("TRIPLINE_KAFKA_BROKERS")
         .output()
         .unwrap();
     assert!(

@@ -174,6 +174,7 @@ asn_db = "{repo}/data/geo/asn.mmdb"
             .env("RUST_LOG", "info,tripline_ingest=debug")
             .env_remove("TRIPLINE_KAFKA_BROKERS")
             .env_remove("TRIPLINE_CLICKHOUSE_URL")
+            .env_remove("TRIPLINE_CLICKHOUSE_CLUSTER")
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .stdin(Stdio::null())
@@ -392,6 +393,7 @@ impl TestEnv {
             .env("RUST_LOG", "info,tripline_alerting=debug")
             .env_remove("TRIPLINE_KAFKA_BROKERS")
             .env_remove("TRIPLINE_CLICKHOUSE_URL")
+            .env_remove("TRIPLINE_CLICKHOUSE_CLUSTER")
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .stdin(Stdio::null());
