@@ -45,6 +45,59 @@ fn sharding_key(table: &str) -> Option<&'static str> {
     })
 }
 
+/// Columns that pending migrations add to replicated local tables: `(table, definition)`.
+///
+/// On a cluster, a migration that creates a table and a later one that adds a column to it,
+/// both pending (a new deployment), create the table with the column ([`with_columns`]): the
+/// `ADD COLUMN` then finds it and is skipped. ClickHouse 18.16 runs an `ALTER … ON CLUSTER` of a
+/// replicated table on one replica per shard, and races when the other replica receives the
+/// column by replication first: it runs the ALTER too, fails ("column with this name already
+/// exists") and leaves the task unfinished, so the statement hangs for
+/// `distributed_ddl_task_timeout`. Seen once in CI; a new deployment never ALTERs.
+pub fn added_columns(steps: &[Step]) -> Vec<(String, String)> {
+    steps
+        .iter()
+        .filter_map(|step| match step {
+            Step::AddColumn { table, sql, .. } if sql.starts_with("ALTER TABLE ") => sql
+                .split_once(" ADD COLUMN ")
+                .map(|(_, definition)| (table.clone(), definition.to_owned())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// `step` with the `added` columns of its table appended to its column list, when it creates one
+/// of those tables.
+pub fn with_columns(step: Step, database: &str, added: &[(String, String)]) -> Step {
+    let Step::Run(sql) = step else {
+        return step;
+    };
+    let Some(rest) = sql.strip_prefix(&format!("CREATE TABLE IF NOT EXISTS {database}.")) else {
+        return Step::Run(sql);
+    };
+    let table = rest.split_whitespace().next().unwrap_or_default();
+    let columns: Vec<&str> = added
+        .iter()
+        .filter(|(t, _)| t == table)
+        .map(|(_, definition)| definition.as_str())
+        .collect();
+    let Some(engine) = sql.find("ENGINE = ") else {
+        return Step::Run(sql);
+    };
+    let Some(close) = sql[..engine].rfind(')') else {
+        return Step::Run(sql);
+    };
+    if columns.is_empty() {
+        return Step::Run(sql);
+    }
+    let extra: String = columns.iter().map(|c| format!(",\n    {c}")).collect();
+    Step::Run(format!(
+        "{}{extra}\n{}",
+        sql[..close].trim_end(),
+        &sql[close..]
+    ))
+}
+
 /// The bookkeeping table of applied migrations: one copy on every node of the cluster.
 pub fn migrations_table(database: &str, cluster: &str) -> String {
     format!(
@@ -278,6 +331,39 @@ mod tests {
             "DROP TABLE IF EXISTS db.gateway_requests ON CLUSTER c"
         );
         assert!(sql(&steps)[2].contains("ENGINE = Distributed(c, db, gateway_requests_local"));
+    }
+
+    /// A new deployment creates the tables with the columns later migrations add: the 18.16
+    /// `ALTER … ON CLUSTER` race never happens on it.
+    #[test]
+    fn a_new_cluster_creates_added_columns_with_their_table() {
+        let steps: Vec<Step> = MIGRATIONS
+            .iter()
+            .flat_map(|m| m.statements("db"))
+            .flat_map(|s| clustered(&s, "db", "c").unwrap())
+            .collect();
+        let added = added_columns(&steps);
+        assert!(added.contains(&(
+            "gateway_requests_local".to_owned(),
+            "event_digest UInt64".to_owned()
+        )));
+        let create = steps
+            .iter()
+            .cloned()
+            .map(|s| with_columns(s, "db", &added))
+            .find_map(|s| match s {
+                Step::Run(sql)
+                    if sql.starts_with("CREATE TABLE IF NOT EXISTS db.gateway_requests_local") =>
+                {
+                    Some(sql)
+                }
+                _ => None,
+            })
+            .unwrap();
+        assert!(
+            create.contains("src_offset Int64,\n    event_digest UInt64\n)\nENGINE = Replicated"),
+            "{create}"
+        );
     }
 
     #[test]

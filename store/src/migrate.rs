@@ -154,15 +154,22 @@ pub fn schema_statements(
 ) -> Result<Vec<String>, MigrationError> {
     let (create_database, create_bookkeeping) = bookkeeping(database, cluster);
     let mut statements = vec![create_database, create_bookkeeping];
+    let mut steps = Vec::new();
     for migration in MIGRATIONS {
-        statements.extend(
-            migration
-                .steps(database, cluster)?
-                .into_iter()
-                .map(|step| match step {
-                    Step::Run(sql) | Step::AddColumn { sql, .. } => sql,
-                }),
-        );
+        steps.extend(migration.steps(database, cluster)?);
+    }
+    // A fresh schema: on a cluster, added columns come with their tables, and their ALTERs
+    // (which would find them) are left out.
+    let added = if cluster.is_some() {
+        cluster::added_columns(&steps)
+    } else {
+        Vec::new()
+    };
+    for step in steps {
+        match cluster::with_columns(step, database, &added) {
+            Step::AddColumn { .. } if !added.is_empty() => {}
+            Step::Run(sql) | Step::AddColumn { sql, .. } => statements.push(sql),
+        }
     }
     Ok(statements)
 }
@@ -205,6 +212,16 @@ pub async fn migrate(
         .fetch_all()
         .await?;
 
+    // On a cluster, columns that pending migrations add come with their pending tables (see
+    // `cluster::added_columns`); their ALTERs then find them and are skipped.
+    let mut added = Vec::new();
+    if cluster.is_some() {
+        for migration in MIGRATIONS {
+            if !applied.iter().any(|a| a.version == migration.version) {
+                added.extend(cluster::added_columns(&migration.steps(database, cluster)?));
+            }
+        }
+    }
     let mut newly_applied = Vec::new();
     for migration in MIGRATIONS {
         if let Some(done) = applied.iter().find(|a| a.version == migration.version) {
@@ -217,18 +234,22 @@ pub async fn migrate(
             }
             continue;
         }
-        for (index, step) in migration.steps(database, cluster)?.iter().enumerate() {
+        let steps = migration.steps(database, cluster)?;
+        let steps = steps
+            .into_iter()
+            .map(|step| cluster::with_columns(step, database, &added));
+        for (index, step) in steps.enumerate() {
             let statement = match step {
                 Step::Run(sql) => sql,
                 Step::AddColumn { table, column, sql } => {
-                    if column_exists(&server, database, table, column).await? {
+                    if column_exists(&server, database, &table, &column).await? {
                         continue;
                     }
                     sql
                 }
             };
             server
-                .query_raw(statement)
+                .query_raw(&statement)
                 .execute()
                 .await
                 .map_err(|source| MigrationError::Statement {
