@@ -289,7 +289,9 @@ async fn every_dashboard_query_answers_as_on_one_server() {
                 i % 4,
                 i % 7,
                 1 + i % 3,
-                0.001 * (i % 5) as f64,
+                // Every key its own price: the top-N queries cut no ties (summed
+                // in another order, equal floats rank apart).
+                0.0001 * ((i % 40) + 1) as f64,
                 100 + i % 900
             );
             let model = if i % 3 == 0 { "claude-sonnet-4-5" } else { "gpt-4o-mini" };
