@@ -48,14 +48,7 @@ async fn scalar_on(n: u16, database: &str, sql: &str) -> Option<f64> {
 
 /// Waits until `sql` on node `n` returns `expected`; returns the last value seen.
 async fn wait_on(n: u16, database: &str, sql: &str, expected: f64, timeout: Duration) -> f64 {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let value = scalar_on(n, database, sql).await.unwrap_or(-1.0);
-        if (value - expected).abs() < 1e-9 || Instant::now() >= deadline {
-            return value;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    wait_count(&node(n, database), sql, expected, timeout).await
 }
 
 /// A test environment whose tripline writes to the cluster through node 1.
@@ -177,8 +170,8 @@ async fn ingest_on_a_cluster_lands_exactly_on_every_node() {
     assert!(tripline.terminate(Duration::from_secs(20)), "clean exit");
 
     // Applying the migrations again (a second worker starting) changes nothing.
-    let second = env.spawn("migrate", "again");
-    assert!(wait_exit(second, WAIT), "tripline migrate failed again");
+    let mut second = env.spawn("migrate", "again");
+    assert!(second.wait_clean(WAIT), "tripline migrate failed again");
     assert_eq!(
         scalar_on(4, &db, "SELECT count() FROM gateway_requests").await,
         Some(400.0)
@@ -337,7 +330,7 @@ async fn every_dashboard_query_answers_as_on_one_server() {
         let client = node_or_single(env);
         for (table, rows) in [("gateway_requests", 1_200.0), ("provider_attempts", 300.0)] {
             let sql = format!("SELECT count() FROM {table}");
-            assert_eq!(wait_count(&client, &sql, rows).await, rows, "{table}");
+            assert_eq!(wait_count(&client, &sql, rows, WAIT).await, rows, "{table}");
         }
         client.query_raw(&alerts).execute().await.unwrap();
         assert!(tripline.terminate(Duration::from_secs(20)), "clean exit");
@@ -432,15 +425,22 @@ fn node_or_single(env: &TestEnv) -> clickhouse::Client {
         .with_validation(false)
 }
 
-async fn wait_count(client: &clickhouse::Client, sql: &str, expected: f64) -> f64 {
-    let deadline = Instant::now() + WAIT;
+/// Waits until `sql` on `client` returns `expected`; returns the last value seen (-1 while it
+/// does not answer).
+async fn wait_count(
+    client: &clickhouse::Client,
+    sql: &str,
+    expected: f64,
+    timeout: Duration,
+) -> f64 {
+    let deadline = Instant::now() + timeout;
     loop {
         let value = client
             .query_raw(&format!("SELECT toFloat64(({sql}))"))
             .fetch_one::<f64>()
             .await
             .unwrap_or(-1.0);
-        if value == expected || Instant::now() > deadline {
+        if (value - expected).abs() < 1e-9 || Instant::now() >= deadline {
             return value;
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
@@ -496,17 +496,4 @@ fn kill_9_node(n: u16) {
         .status()
         .unwrap();
     assert!(status.success(), "kill -9 node {n}");
-}
-
-/// Waits for a one-shot command to exit successfully.
-fn wait_exit(mut child: Tripline, timeout: Duration) -> bool {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if let Ok(Some(status)) = child.child.try_wait() {
-            return status.success();
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    child.kill_9();
-    false
 }
