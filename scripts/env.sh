@@ -12,7 +12,10 @@ export TRIPLINE_RUN="${TRIPLINE_RUN:-$TRIPLINE_ROOT/.run}"
 
 # Kafka-compatible broker (tansu), built from crates.io into the cache.
 export TRIPLINE_TANSU_VERSION="${TRIPLINE_TANSU_VERSION:-0.6.0}"
-export TRIPLINE_TANSU_ROOT="${TRIPLINE_TANSU_ROOT:-$TRIPLINE_CACHE/tansu-$TRIPLINE_TANSU_VERSION}"
+# Built with the fixes in scripts/tansu/*.patch (see its README): a change to them builds anew.
+TRIPLINE_TANSU_PATCHES="$(cat "$TRIPLINE_ROOT"/scripts/tansu/*.patch 2>/dev/null | sha256sum | cut -c1-8)"
+export TRIPLINE_TANSU_PATCHES
+export TRIPLINE_TANSU_ROOT="${TRIPLINE_TANSU_ROOT:-$TRIPLINE_CACHE/tansu-$TRIPLINE_TANSU_VERSION-$TRIPLINE_TANSU_PATCHES}"
 export TRIPLINE_TANSU_BIN="${TRIPLINE_TANSU_BIN:-$TRIPLINE_TANSU_ROOT/bin/tansu}"
 export TRIPLINE_KAFKA_PORT="${TRIPLINE_KAFKA_PORT:-9092}"
 export TRIPLINE_KAFKA_BROKERS="${TRIPLINE_KAFKA_BROKERS:-127.0.0.1:$TRIPLINE_KAFKA_PORT}"

@@ -18,7 +18,7 @@ export DEBIAN_FRONTEND=noninteractive
 # zookeeper (3.8, pulls in a JRE): replication and ON CLUSTER for scripts/cluster.sh. Not
 # zookeeperd, whose service would start on :2181; cluster.sh runs its own on another port.
 APT_PACKAGES=(build-essential zlib1g-dev pkg-config curl ca-certificates
-  clickhouse-server clickhouse-client python3-venv chromium chromium-driver zookeeper)
+  clickhouse-server clickhouse-client python3-venv chromium chromium-driver zookeeper patch)
 # litellm: pinned to the version the collector is tested against. Never 1.107.0 (a compromised
 # release); review the release before raising the pin.
 PY_REQUIREMENTS=("chdb-core==26.9.0" "aiosmtpd==1.4.6" "litellm[proxy]==1.106.12")
@@ -72,9 +72,33 @@ else
 fi
 
 # ---- tansu -----------------------------------------------------------------------------------
+# tansu as published, with scripts/tansu/*.patch applied to its broker crate: the published crates
+# are fetched by cargo, unpacked next to each other, and the tansu binary is built against the
+# patched broker with tansu's own Cargo.lock (only the patched crate's entry changes).
+build_tansu() {
+  local v="$TRIPLINE_TANSU_VERSION" work="$TRIPLINE_CACHE/tansu-build" crates patch
+  rm -rf "$work" && mkdir -p "$work/fetch/src"
+  printf '[package]\nname = "fetch-tansu"\nversion = "0.0.0"\nedition = "2021"\npublish = false\n\n[dependencies]\ntansu = "=%s"\ntansu-broker = "=%s"\n' \
+    "$v" "$v" >"$work/fetch/Cargo.toml"
+  echo 'fn main() {}' >"$work/fetch/src/main.rs"
+  (cd "$work/fetch" && cargo fetch)
+  crates="${CARGO_HOME:-$HOME/.cargo}/registry/cache"
+  for crate in tansu tansu-broker; do
+    tar -xzf "$(find "$crates" -name "$crate-$v.crate" | head -n 1)" -C "$work"
+  done
+  for patch in "$TRIPLINE_ROOT"/scripts/tansu/*.patch; do
+    patch -d "$work/tansu-broker-$v" -p1 <"$patch"
+  done
+  printf '\n[patch.crates-io]\ntansu-broker = { path = "../tansu-broker-%s" }\n' "$v" >>"$work/tansu-$v/Cargo.toml"
+  (cd "$work/tansu-$v" && CARGO_TARGET_DIR="$work/target" cargo build --release --features libsql,dynostore)
+  mkdir -p "$TRIPLINE_TANSU_ROOT/bin"
+  cp "$work/target/release/tansu" "$TRIPLINE_TANSU_BIN"
+  rm -rf "$work"
+}
+
 mkdir -p "$TRIPLINE_CACHE"
 if [ -x "$TRIPLINE_TANSU_BIN" ]; then
-  say "tansu $TRIPLINE_TANSU_VERSION: cached ($TRIPLINE_TANSU_BIN)"
+  say "tansu $TRIPLINE_TANSU_VERSION (patches $TRIPLINE_TANSU_PATCHES): cached ($TRIPLINE_TANSU_BIN)"
 elif [ "${TRIPLINE_SKIP_TANSU:-0}" = 1 ]; then
   say "tansu $TRIPLINE_TANSU_VERSION: MISSING, build skipped (TRIPLINE_SKIP_TANSU=1)"
 else
@@ -86,9 +110,8 @@ else
   exec 9>"$TRIPLINE_CACHE/tansu.lock"
   flock 9
   if [ ! -x "$TRIPLINE_TANSU_BIN" ]; then
-    if ! cargo install tansu --version "$TRIPLINE_TANSU_VERSION" --locked \
-      --features libsql,dynostore --root "$TRIPLINE_TANSU_ROOT" </dev/null >"$build_log" 2>&1; then
-      echo "install: FAILED: cargo install tansu (last lines of $build_log):" >&2
+    if ! build_tansu </dev/null >"$build_log" 2>&1; then
+      echo "install: FAILED: building tansu (last lines of $build_log):" >&2
       tail -n 60 "$build_log" >&2
       exit 1
     fi

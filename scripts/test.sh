@@ -13,6 +13,12 @@ section() { printf '\n===== %s =====\n' "$*"; }
 started=$SECONDS
 
 section "install"
+# A full disk fails the build with "No space left on device" deep in its output: say it first.
+free_kb=$(df -Pk . | awk 'NR == 2 { print $4 }')
+echo "disk: $((free_kb / 1024 / 1024)) GB free under $PWD"
+if [ "${free_kb:-0}" -lt $((4 * 1024 * 1024)) ]; then
+  echo "disk: under 4 GB free; the build and the servers' data need about 4 GB" >&2
+fi
 scripts/install.sh || exit 1
 
 section "servers up"

@@ -78,21 +78,6 @@ fn event(id: &str, key: &str, ts: i64, cost_usd: f64) -> Vec<u8> {
     .into_bytes()
 }
 
-async fn wait_log(path: &Path, needle: &str, timeout: Duration) {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if std::fs::read_to_string(path).is_ok_and(|log| log.contains(needle)) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{needle:?} not in {}",
-            path.display()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 /// One HTTP/1.1 request over loopback: (status, headers in lower case, body).
 async fn http(
     addr: &str,

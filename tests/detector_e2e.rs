@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -29,24 +28,6 @@ fn event(id: &str, key: &str, ts: i64, cost_usd: f64) -> Vec<u8> {
         id.len() % 200 + 1
     )
     .into_bytes()
-}
-
-/// Starts `tripline detect` with its HTTP server on a port of its own (ingest has the config's).
-fn spawn_detect(env: &TestEnv, config: &std::path::Path, tag: &str) -> (Tripline, String) {
-    let log = std::fs::File::create(env.log_path(tag)).unwrap();
-    let listen = format!("127.0.0.1:{}", free_port());
-    let child = Command::new(env!("CARGO_BIN_EXE_tripline"))
-        .args(["detect", "--config"])
-        .arg(config)
-        .env("TRIPLINE_FINGERPRINT_SECRET", SECRET)
-        .env("TRIPLINE_LISTEN", &listen)
-        .env("RUST_LOG", "info")
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap();
-    (Tripline { child }, listen)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -302,24 +283,6 @@ async fn each_incident_raises_its_alert_once() {
         )
         .await;
     assert_eq!(resolved, 1.0, "alerts resolve after resolve_after_s");
-}
-
-async fn wait_log(path: &std::path::Path, needle: &str, timeout: Duration) {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if std::fs::read_to_string(path)
-            .unwrap_or_default()
-            .contains(needle)
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    panic!(
-        "{needle:?} never appeared in {}:\n{}",
-        path.display(),
-        std::fs::read_to_string(path).unwrap_or_default()
-    );
 }
 
 async fn read_alerts(env: &TestEnv, count: usize) -> Vec<(String, serde_json::Value)> {

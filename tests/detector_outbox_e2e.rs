@@ -24,7 +24,12 @@ async fn an_alert_decided_while_kafka_is_down_reaches_the_webhook_after_it_retur
     let mut setup = Setup::start("outbox_outage").await;
     let mut detect = setup.spawn("detect", "detect");
     let _alert = setup.spawn("alert", "alert");
-    wait_log(&setup.env.log_path("detect"), "detectors ready", 90).await;
+    wait_log(
+        &setup.env.log_path("detect"),
+        "detectors ready",
+        Duration::from_secs(90),
+    )
+    .await;
     assert!(wait_http_ok(&setup.alert_listen, "/readyz", 60).await);
 
     let outage = Instant::now();
@@ -101,7 +106,12 @@ async fn a_restart_while_an_alert_is_pending_still_delivers_it_once() {
     let mut setup = Setup::start("outbox_restart").await;
     let mut detect = setup.spawn("detect", "detect");
     let _alert = setup.spawn("alert", "alert");
-    wait_log(&setup.env.log_path("detect"), "detectors ready", 90).await;
+    wait_log(
+        &setup.env.log_path("detect"),
+        "detectors ready",
+        Duration::from_secs(90),
+    )
+    .await;
     assert!(wait_http_ok(&setup.alert_listen, "/readyz", 60).await);
 
     setup.broker.stop();
@@ -121,17 +131,22 @@ async fn a_restart_while_an_alert_is_pending_still_delivers_it_once() {
     wait_log(
         &setup.env.log_path("detect"),
         "stay pending for the next start",
-        5,
+        Duration::from_secs(5),
     )
     .await;
 
     // The new process reloads it (and knows it is firing: it is not decided again).
     let _detect = setup.spawn("detect", "detect-again");
-    wait_log(&setup.env.log_path("detect-again"), "detectors ready", 180).await;
+    wait_log(
+        &setup.env.log_path("detect-again"),
+        "detectors ready",
+        Duration::from_secs(180),
+    )
+    .await;
     wait_log(
         &setup.env.log_path("detect-again"),
         "alerts decided but never published, sending: 1",
-        10,
+        Duration::from_secs(10),
     )
     .await;
     setup.broker.start();
@@ -438,22 +453,4 @@ async fn wait_http_ok(listen: &str, path: &str, timeout_s: u64) -> bool {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     false
-}
-
-async fn wait_log(path: &Path, needle: &str, timeout_s: u64) {
-    let deadline = Instant::now() + Duration::from_secs(timeout_s);
-    while Instant::now() < deadline {
-        if std::fs::read_to_string(path)
-            .unwrap_or_default()
-            .contains(needle)
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    panic!(
-        "{needle:?} never appeared in {}:\n{}",
-        path.display(),
-        std::fs::read_to_string(path).unwrap_or_default()
-    );
 }

@@ -13,16 +13,19 @@ pub mod engine;
 mod evidence;
 pub mod familiar;
 pub mod lifecycle;
+mod membership;
 pub mod outbox;
 pub mod replay;
 pub mod warm;
 mod worker;
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clickhouse::Client;
+use rdkafka::producer::FutureProducer;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -43,8 +46,11 @@ pub enum DetectError {
     Client(#[from] rdkafka::error::KafkaError),
     #[error("invalid detector config: {0}")]
     Config(#[from] tripline_core::models::spend::SpendConfigError),
+    #[error("detector group: {0}")]
+    Group(String),
 }
 
+#[derive(Clone)]
 pub struct Detector {
     /// The live config: a reload sends a new value; a bad one is never sent.
     pub config: watch::Receiver<DetectConfig>,
@@ -53,55 +59,133 @@ pub struct Detector {
     pub health: Arc<DetectorHealth>,
 }
 
-/// What `/readyz` asks of the detectors: warmed up on history, and a cycle that succeeded
-/// recently (ClickHouse answering).
+/// What `/readyz` asks of the detectors: every shard this worker evaluates warmed up on
+/// history, with a cycle that succeeded recently (ClickHouse answering). A group member with
+/// no shard assigned is a ready standby. Also the worker's gauges, summed over its shards.
 #[derive(Debug, Default)]
 pub struct DetectorHealth {
-    /// Epoch seconds of the last successful cycle; 0 while warming up.
-    last_cycle_ok_s: AtomicU32,
+    shards: Mutex<BTreeMap<u32, ShardStatus>>,
     /// The evaluation interval in ms, to tell a late cycle from a stuck one.
     interval_ms: AtomicU64,
+    /// A group member whose assignment is empty.
+    standby: AtomicBool,
+}
+
+/// One shard evaluated here, as of its last good cycle.
+#[derive(Debug, Default, Clone, Copy)]
+struct ShardStatus {
+    /// Epoch seconds of the last good cycle, 0 while warming.
+    last_ok_s: u32,
+    keys: usize,
+    firing: usize,
 }
 
 impl DetectorHealth {
-    /// Ready when the last good cycle is at most three intervals old (and at least a minute is
-    /// allowed).
+    /// Ready when each shard's last good cycle is at most three intervals old (and at least a
+    /// minute is allowed).
     pub fn ready(&self, now_s: u32) -> bool {
-        let last = self.last_cycle_ok_s.load(Ordering::Relaxed);
         let allowed = (3 * self.interval_ms.load(Ordering::Relaxed) / 1000).max(60) as u32;
-        last > 0 && now_s.saturating_sub(last) <= allowed
+        let shards = self.shards.lock().expect("health lock");
+        if shards.is_empty() {
+            return self.standby.load(Ordering::Relaxed);
+        }
+        shards
+            .values()
+            .all(|s| s.last_ok_s > 0 && now_s.saturating_sub(s.last_ok_s) <= allowed)
     }
 
-    fn cycle_ok(&self, now_s: u32, interval_ms: u64) {
+    fn warming(&self, shard: u32) {
+        self.update(|shards| {
+            shards.insert(shard, ShardStatus::default());
+        });
+    }
+
+    fn stopped(&self, shard: u32) {
+        self.update(|shards| {
+            shards.remove(&shard);
+        });
+    }
+
+    fn standby(&self, standby: bool) {
+        self.standby.store(standby, Ordering::Relaxed);
+    }
+
+    fn cycle_ok(&self, shard: u32, now_s: u32, interval_ms: u64, keys: usize, firing: usize) {
         self.interval_ms.store(interval_ms, Ordering::Relaxed);
-        self.last_cycle_ok_s.store(now_s, Ordering::Relaxed);
+        self.update(|shards| {
+            shards.insert(
+                shard,
+                ShardStatus {
+                    last_ok_s: now_s,
+                    keys,
+                    firing,
+                },
+            );
+        });
+    }
+
+    /// Changes the shards, then sets the worker's gauges from them.
+    fn update(&self, change: impl FnOnce(&mut BTreeMap<u32, ShardStatus>)) {
+        let mut shards = self.shards.lock().expect("health lock");
+        change(&mut shards);
+        let keys: usize = shards.values().map(|s| s.keys).sum();
+        let firing: usize = shards.values().map(|s| s.firing).sum();
+        metrics::gauge!("tripline_detector_shards").set(shards.len() as f64);
+        metrics::gauge!("tripline_detector_keys").set(keys as f64);
+        metrics::gauge!("tripline_detector_firing_alerts").set(firing as f64);
     }
 }
 
 const MINUTE: u32 = 60;
 
 impl Detector {
-    pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), DetectError> {
-        let config = self.config.borrow_and_update().clone();
+    /// Evaluates the configured shard, or the shards the group assigns to this worker
+    /// (`[detect.group]`), until `shutdown`.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), DetectError> {
+        let config = self.config.borrow().clone();
         // Refuse a bad config before anything starts.
         Engine::new(config.clone())?;
-        let (shard, _) = shard_and_thresholds(&config);
+        let producer = Outbox::producer(&self.kafka)?;
+        if config.group.enabled {
+            return membership::run(self, producer, shutdown).await;
+        }
+        let shard = Shard {
+            index: config.shard_index,
+            count: config.shard_count,
+        };
+        self.run_shard(shard, producer, None, shutdown).await;
+        Ok(())
+    }
+
+    /// Evaluates one shard until `stop`. Starts from `parked` (the engine this worker ran for
+    /// the shard before, caught up by the first cycle) or else warms on history; returns the
+    /// engine, to resume from if the shard comes back.
+    pub(crate) async fn run_shard(
+        mut self,
+        shard: Shard,
+        producer: FutureProducer,
+        parked: Option<Engine>,
+        stop: CancellationToken,
+    ) -> Option<Engine> {
+        self.health.warming(shard.index);
         // The outbox runs from the start: alerts flow whatever Kafka is doing.
-        let outbox = Outbox::start(&self.kafka, self.clickhouse.clone(), shard)?;
-        let Some(mut worker) = self.start(config, &outbox, &shutdown).await else {
+        let outbox = Outbox::start(producer, &self.kafka, self.clickhouse.clone(), shard);
+        let config = self.config.borrow_and_update().clone();
+        let Some(mut worker) = self.start(shard, config, parked, &outbox, &stop).await else {
             outbox.close().await;
-            return Ok(());
+            self.health.stopped(shard.index);
+            return None;
         };
         loop {
             let interval = Duration::from_millis(worker.engine.config().eval_interval_ms);
             tokio::select! {
-                _ = shutdown.cancelled() => break,
+                _ = stop.cancelled() => break,
                 _ = tokio::time::sleep(interval) => {}
                 changed = self.config.changed() => {
                     if changed.is_ok() {
                         let next = self.config.borrow_and_update().clone();
                         match worker.engine.reconfigure(next) {
-                            Ok(()) => info!("detector thresholds reloaded"),
+                            Ok(()) => info!(shard = shard.index, "detector thresholds reloaded"),
                             Err(err) => warn!(%err, "new detector config refused; keeping the old one"),
                         }
                     }
@@ -115,11 +199,16 @@ impl Detector {
             let started = Instant::now();
             if let Err(err) = worker.cycle(&self.clickhouse, &outbox).await {
                 metrics::counter!("tripline_detector_cycle_failures_total").increment(1);
-                warn!(%err, "detector cycle failed; retrying next interval");
+                warn!(%err, shard = shard.index, "detector cycle failed; retrying next interval");
                 continue;
             }
-            self.health
-                .cycle_ok(now_s(), worker.engine.config().eval_interval_ms);
+            self.health.cycle_ok(
+                shard.index,
+                now_s(),
+                worker.engine.config().eval_interval_ms,
+                worker.engine.tracked_keys(),
+                worker.firing(),
+            );
             metrics::histogram!("tripline_detector_cycle_seconds")
                 .record(started.elapsed().as_secs_f64());
             worker.report();
@@ -130,22 +219,31 @@ impl Detector {
             rewarm.task.abort();
         }
         outbox.close().await;
-        Ok(())
+        self.health.stopped(shard.index);
+        Some(worker.engine)
     }
 
-    /// Warms the models on history and reloads the alerts' state, retrying while ClickHouse is
-    /// unreachable; `None` when shut down first.
+    /// Warms the models on history (unless `parked` is given) and reloads the alerts' state,
+    /// retrying while ClickHouse is unreachable; `None` when stopped first.
     async fn start(
         &self,
+        shard: Shard,
         config: DetectConfig,
+        mut parked: Option<Engine>,
         outbox: &Outbox,
-        shutdown: &CancellationToken,
+        stop: &CancellationToken,
     ) -> Option<Worker> {
-        let (shard, _) = shard_and_thresholds(&config);
         loop {
             let started_s = now_s();
+            let resumed = parked.take();
             let reloaded = async {
-                let engine = warm::warm(&self.clickhouse, config.clone()).await?;
+                let engine = match resumed {
+                    Some(mut engine) => {
+                        engine.reconfigure(config.clone())?;
+                        engine
+                    }
+                    None => warm::warm(&self.clickhouse, config.clone(), shard).await?,
+                };
                 let firing = outbox::firing_alerts(&self.clickhouse, shard).await?;
                 let pending =
                     outbox::pending_alerts(&self.clickhouse, shard, now_s(), MAX_IN_MEMORY).await?;
@@ -160,16 +258,18 @@ impl Detector {
                     // Before any new decision, so that each alert's changes keep their order.
                     outbox.restore(pending).await;
                     info!(
+                        shard = shard.index,
+                        of = shard.count,
                         keys = engine.tracked_keys(),
                         firing = lifecycle.firing(),
                         "detectors ready"
                     );
-                    return Some(Worker::new(engine, lifecycle, started_s));
+                    return Some(Worker::new(shard, engine, lifecycle, started_s));
                 }
                 Err(err) => warn!(%err, "warming the detectors on history failed; retrying in 5 s"),
             }
             tokio::select! {
-                _ = shutdown.cancelled() => return None,
+                _ = stop.cancelled() => return None,
                 _ = tokio::time::sleep(Duration::from_secs(5)) => {}
             }
         }
@@ -192,19 +292,14 @@ async fn rewarmed(
     (result, took)
 }
 
-fn shard_and_thresholds(config: &DetectConfig) -> (Shard, Thresholds) {
-    (
-        Shard {
-            index: config.shard_index,
-            count: config.shard_count,
-        },
-        Thresholds {
-            no_backoff_ms: config.retry_storm.no_backoff_ms,
-            scan_min_keys: config.leaked_key.scan_min_keys,
-            users: config.cross_region.enabled && config.cross_region.per_user,
-            scans: true,
-        },
-    )
+/// What the reads of a cycle depend on in the thresholds.
+fn thresholds(config: &DetectConfig) -> Thresholds {
+    Thresholds {
+        no_backoff_ms: config.retry_storm.no_backoff_ms,
+        scan_min_keys: config.leaked_key.scan_min_keys,
+        users: config.cross_region.enabled && config.cross_region.per_user,
+        scans: true,
+    }
 }
 
 /// Whether any budget is configured (budget queries cost a little, so they run only then).
@@ -227,12 +322,29 @@ mod health_tests {
     #[test]
     fn ready_after_a_recent_cycle_only() {
         let health = DetectorHealth::default();
+        assert!(!health.ready(1_000), "nothing evaluated");
+        health.warming(0);
         assert!(!health.ready(1_000), "warming up");
-        health.cycle_ok(1_000, 5_000);
+        health.cycle_ok(0, 1_000, 5_000, 0, 0);
         assert!(health.ready(1_030));
         assert!(health.ready(1_060));
         assert!(!health.ready(1_061), "no good cycle for a minute");
-        health.cycle_ok(2_000, 60_000); // a slow interval allows three of them
+        health.cycle_ok(0, 2_000, 60_000, 0, 0); // a slow interval allows three of them
         assert!(health.ready(2_180) && !health.ready(2_181));
+    }
+
+    #[test]
+    fn a_group_member_is_ready_when_all_its_shards_are() {
+        let health = DetectorHealth::default();
+        health.cycle_ok(1, 1_000, 5_000, 0, 0);
+        health.warming(4);
+        assert!(!health.ready(1_001), "shard 4 is still warming");
+        health.cycle_ok(4, 1_001, 5_000, 0, 0);
+        assert!(health.ready(1_002));
+        health.stopped(1);
+        health.stopped(4);
+        assert!(!health.ready(1_002), "no shard, not a standby yet");
+        health.standby(true);
+        assert!(health.ready(1_002), "an idle member is a ready standby");
     }
 }

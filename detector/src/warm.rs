@@ -19,7 +19,7 @@ use tripline_core::config::DetectConfig;
 
 use crate::data::{self, Shard};
 use crate::engine::Engine;
-use crate::{shard_and_thresholds, MINUTE};
+use crate::{thresholds, MINUTE};
 
 /// How often late events are counted.
 pub const CHECK_EVERY_S: u32 = 30;
@@ -37,8 +37,13 @@ pub enum WarmError {
     Task(#[from] tokio::task::JoinError),
 }
 
-/// A fresh engine fed `history_hours` of closed minutes up to `now`, flagging nothing.
-pub async fn warm(clickhouse: &Client, config: DetectConfig) -> Result<Engine, WarmError> {
+/// A fresh engine fed `history_hours` of closed minutes of `shard` up to `now`, flagging
+/// nothing.
+pub async fn warm(
+    clickhouse: &Client,
+    config: DetectConfig,
+    shard: Shard,
+) -> Result<Engine, WarmError> {
     let mut engine = Engine::new(config)?;
     let now = tripline_core::time::now_s();
     let hours = engine.config().history_hours as u32;
@@ -47,7 +52,7 @@ pub async fn warm(clickhouse: &Client, config: DetectConfig) -> Result<Engine, W
     let lateness = engine.config().allowed_lateness_s as u32;
     let started = std::time::Instant::now();
     while from < now {
-        let (shard, thresholds) = shard_and_thresholds(engine.config());
+        let thresholds = thresholds(engine.config());
         let to = (from + 3600 - MINUTE).min(now / MINUTE * MINUTE);
         let data = data::fetch(clickhouse, shard, from, to, &thresholds, false, None).await?;
         // As if just after this chunk, so that all its minutes count as closed, but never
@@ -58,6 +63,7 @@ pub async fn warm(clickhouse: &Client, config: DetectConfig) -> Result<Engine, W
     }
     info!(
         hours,
+        shard = shard.index,
         keys = engine.tracked_keys(),
         elapsed_ms = started.elapsed().as_millis() as u64,
         "models warmed on history"
@@ -71,17 +77,17 @@ pub async fn catch_up(
     clickhouse: &Client,
     fresh: Engine,
     live_folded_through: u32,
+    shard: Shard,
 ) -> Result<Engine, WarmError> {
     if fresh.folded_through >= live_folded_through {
         return Ok(fresh);
     }
-    let (shard, thresholds) = shard_and_thresholds(fresh.config());
     let data = data::fetch(
         clickhouse,
         shard,
         fresh.folded_through,
         live_folded_through - MINUTE,
-        &thresholds,
+        &thresholds(fresh.config()),
         false,
         None,
     )
@@ -142,11 +148,11 @@ impl LateWatch {
         &mut self,
         clickhouse: &Client,
         config: &DetectConfig,
+        shard: Shard,
         folded_through: u32,
         now_s: u32,
     ) -> Result<u64, clickhouse::error::Error> {
         let (checked, watermark) = (self.checked_s, self.watermark);
-        let (shard, _) = shard_and_thresholds(config);
         let horizon = now_s.saturating_sub(config.history_hours as u32 * 3600);
         let late = count_late(
             clickhouse,
@@ -214,9 +220,9 @@ pub struct Rewarm {
 }
 
 impl Rewarm {
-    pub fn start(clickhouse: Client, config: DetectConfig) -> Self {
+    pub fn start(clickhouse: Client, config: DetectConfig, shard: Shard) -> Self {
         Self {
-            task: tokio::spawn(async move { warm(&clickhouse, config).await }),
+            task: tokio::spawn(async move { warm(&clickhouse, config, shard).await }),
             started: std::time::Instant::now(),
         }
     }

@@ -7,14 +7,16 @@ use clickhouse::Client;
 use tracing::{info, warn};
 use tripline_core::time::now_s;
 
-use crate::data;
+use crate::data::{self, Shard};
 use crate::engine::{Engine, Evictions};
 use crate::lifecycle::{Lifecycle, Step};
 use crate::outbox::Outbox;
 use crate::warm::{self, LateWatch, Rewarm, WarmError};
-use crate::{evidence, shard_and_thresholds, wants_budgets, MINUTE};
+use crate::{evidence, thresholds, wants_budgets, MINUTE};
 
 pub(crate) struct Worker {
+    /// The keys this worker evaluates.
+    pub shard: Shard,
     pub engine: Engine,
     lifecycle: Lifecycle,
     late: LateWatch,
@@ -25,9 +27,10 @@ pub(crate) struct Worker {
 
 impl Worker {
     /// A worker on an engine warmed from `warm_started_s` (when its replay began reading).
-    pub fn new(engine: Engine, lifecycle: Lifecycle, warm_started_s: u32) -> Self {
+    pub fn new(shard: Shard, engine: Engine, lifecycle: Lifecycle, warm_started_s: u32) -> Self {
         let reported = engine.evictions();
         Self {
+            shard,
             late: LateWatch::new(warm_started_s, engine.folded_through),
             engine,
             lifecycle,
@@ -44,14 +47,14 @@ impl Worker {
         outbox: &Outbox,
     ) -> Result<(), clickhouse::error::Error> {
         let now = now_s();
-        let (shard, thresholds) = shard_and_thresholds(self.engine.config());
+        let thresholds = thresholds(self.engine.config());
         let from = self
             .engine
             .folded_through
             .max(now.saturating_sub(3 * 3600) / MINUTE * MINUTE);
         let data = data::fetch(
             clickhouse,
-            shard,
+            self.shard,
             from,
             now / MINUTE * MINUTE,
             &thresholds,
@@ -76,10 +79,13 @@ impl Worker {
         Ok(())
     }
 
-    /// The gauges after a good cycle, and the entities forgotten since the last report.
+    /// Alerts firing on this worker's shard.
+    pub fn firing(&self) -> usize {
+        self.lifecycle.firing()
+    }
+
+    /// The entities forgotten since the last report, after a good cycle.
     pub fn report(&mut self) {
-        metrics::gauge!("tripline_detector_keys").set(self.engine.tracked_keys() as f64);
-        metrics::gauge!("tripline_detector_firing_alerts").set(self.lifecycle.firing() as f64);
         let now = self.engine.evictions();
         let idle = now.idle.saturating_sub(self.reported.idle);
         let cap = now.cap.saturating_sub(self.reported.cap);
@@ -95,7 +101,13 @@ impl Worker {
         if self.late.due(config, now) {
             match self
                 .late
-                .check(clickhouse, config, self.engine.folded_through, now)
+                .check(
+                    clickhouse,
+                    config,
+                    self.shard,
+                    self.engine.folded_through,
+                    now,
+                )
                 .await
             {
                 Ok(late) => {
@@ -111,6 +123,7 @@ impl Worker {
             self.rewarm = Some(Rewarm::start(
                 clickhouse.clone(),
                 self.engine.config().clone(),
+                self.shard,
             ));
         }
     }
@@ -125,7 +138,9 @@ impl Worker {
     ) {
         self.late.ended(now_s(), took.as_secs() as u32);
         let fresh = match warmed {
-            Ok(fresh) => warm::catch_up(clickhouse, fresh, self.engine.folded_through).await,
+            Ok(fresh) => {
+                warm::catch_up(clickhouse, fresh, self.engine.folded_through, self.shard).await
+            }
             Err(err) => Err(err),
         };
         let mut fresh = match fresh {
@@ -147,6 +162,5 @@ impl Worker {
         );
         self.reported = fresh.evictions();
         self.engine = fresh;
-        metrics::gauge!("tripline_detector_keys").set(self.engine.tracked_keys() as f64);
     }
 }

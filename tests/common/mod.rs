@@ -405,3 +405,41 @@ impl TestEnv {
         }
     }
 }
+
+/// Waits until the log at `path` contains `needle`; panics with the log after `timeout`.
+pub async fn wait_log(path: &Path, needle: &str, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if std::fs::read_to_string(path).is_ok_and(|log| log.contains(needle)) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!(
+        "{needle:?} never appeared in {}:\n{}",
+        path.display(),
+        std::fs::read_to_string(path).unwrap_or_default()
+    );
+}
+
+/// Starts `tripline detect` on `config` with its HTTP server on a port of its own (ingest has
+/// the config's); returns the process and that address.
+pub fn spawn_detect(env: &TestEnv, config: &Path, tag: &str) -> (Tripline, String) {
+    let log = std::fs::File::create(env.log_path(tag)).unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let child = Command::new(env!("CARGO_BIN_EXE_tripline"))
+        .args(["detect", "--config"])
+        .arg(config)
+        .env("TRIPLINE_FINGERPRINT_SECRET", SECRET)
+        .env("TRIPLINE_LISTEN", &listen)
+        .env("RUST_LOG", "info")
+        .env_remove("TRIPLINE_KAFKA_BROKERS")
+        .env_remove("TRIPLINE_CLICKHOUSE_URL")
+        .env_remove("TRIPLINE_CLICKHOUSE_CLUSTER")
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    (Tripline { child }, listen)
+}

@@ -19,9 +19,12 @@ pub struct DetectConfig {
     pub history_hours: u64,
     /// A firing alert that is no longer flagged resolves after this long.
     pub resolve_after_s: u64,
-    /// This worker evaluates the entities whose hash falls in its shard.
+    /// This worker evaluates the entities whose hash falls in its shard (fixed sharding; see
+    /// `group` for sharing the shards by Kafka group membership instead).
     pub shard_index: u32,
     pub shard_count: u32,
+    /// `[detect.group]`: workers share the shards by Kafka group membership. Read at start.
+    pub group: GroupConfig,
     /// Keys, projects and end users unseen for this long are forgotten, so that memory and
     /// cycle time follow the entities in use, not every id ever seen. One that comes back is a
     /// new entity: it warms up again before its models may alert (no false alerts, but no
@@ -54,6 +57,7 @@ impl Default for DetectConfig {
             resolve_after_s: 300,
             shard_index: 0,
             shard_count: 1,
+            group: GroupConfig::default(),
             idle_evict_after_s: 2 * 86_400,
             max_tracked_keys: 250_000,
             rewarm_min_late_events: 1_000,
@@ -63,6 +67,32 @@ impl Default for DetectConfig {
             cross_region: CrossRegionConfig::default(),
             keys: BTreeMap::new(),
             projects: BTreeMap::new(),
+        }
+    }
+}
+
+/// Detector workers sharing the keys by Kafka group membership: each joins the consumer group
+/// `group_id` on the coordination topic `topic`, whose partitions are the shards, and evaluates
+/// the shards it is assigned. A worker that joins or dies rebalances the shards, with no
+/// config edit (a dead one after `kafka.session_timeout_ms`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GroupConfig {
+    pub enabled: bool,
+    /// Partitions of the coordination topic when Tripline creates it: the most workers that can
+    /// share the work. An existing topic keeps its partitions, and they are the shards.
+    pub shards: u32,
+    pub topic: String,
+    pub group_id: String,
+}
+
+impl Default for GroupConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            shards: 6,
+            topic: "tripline.detector.shards".into(),
+            group_id: "tripline-detectors".into(),
         }
     }
 }
@@ -326,6 +356,27 @@ impl DetectConfig {
                 self.shard_index, self.shard_count
             ),
             "shards are numbered 0 to shard_count - 1",
+        );
+        check(
+            !(self.group.enabled && self.shard_count > 1),
+            "detect.group.enabled",
+            format!(
+                "cannot be combined with shard_count = {}",
+                self.shard_count
+            ),
+            "with group membership the workers share the shards themselves: remove shard_count and shard_index",
+        );
+        check(
+            (1..=1024).contains(&self.group.shards),
+            "detect.group.shards",
+            format!("must be 1 to 1024 (got {})", self.group.shards),
+            "the most detector workers that can share the work; default 6",
+        );
+        check(
+            !self.group.topic.is_empty() && !self.group.group_id.is_empty(),
+            "detect.group",
+            "topic and group_id must not be empty".into(),
+            "defaults: topic = \"tripline.detector.shards\", group_id = \"tripline-detectors\"",
         );
         check(
             self.idle_evict_after_s >= 3600,

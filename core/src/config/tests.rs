@@ -377,3 +377,18 @@ fn a_cluster_name_must_be_an_identifier() {
     assert_eq!(config.clickhouse.cluster, "tripline");
     assert!(Config::from_toml("").unwrap().clickhouse.cluster.is_empty());
 }
+
+#[test]
+fn group_membership_excludes_fixed_shards_and_bounds_the_shards() {
+    let e = errors("[detect]\nshard_count = 2\n\n[detect.group]\nenabled = true\nshards = 0\n");
+    assert_eq!(
+        places(&e),
+        [
+            (Some(5), Some(1), "detect.group.enabled"),
+            (Some(6), Some(1), "detect.group.shards")
+        ],
+        "{e:?}"
+    );
+    assert!(e[0].hint.contains("remove shard_count"), "{}", e[0]);
+    assert!(Config::from_toml("[detect.group]\nenabled = true\n").is_ok());
+}

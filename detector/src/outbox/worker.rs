@@ -41,14 +41,18 @@ pub struct Outbox {
 }
 
 impl Outbox {
+    /// A producer for [`Outbox::start`]: one per process, shared by its shards' outboxes.
+    pub fn producer(kafka: &KafkaConfig) -> Result<FutureProducer, crate::DetectError> {
+        Ok(tripline_kafka::producer_config(kafka, tripline_kafka::process_env)?.create()?)
+    }
+
     /// Starts the task. `shard` says which pending changes are this worker's to reload.
     pub fn start(
+        producer: FutureProducer,
         kafka: &KafkaConfig,
         clickhouse: Client,
         shard: Shard,
-    ) -> Result<Self, crate::DetectError> {
-        let producer: FutureProducer =
-            tripline_kafka::producer_config(kafka, tripline_kafka::process_env)?.create()?;
+    ) -> Self {
         let (sender, receiver) = mpsc::channel(CHANNEL);
         let worker = Worker {
             producer,
@@ -64,7 +68,7 @@ impl Outbox {
             write_failures: 0,
         };
         let task = tokio::spawn(worker.run(receiver));
-        Ok(Self { sender, task })
+        Self { sender, task }
     }
 
     /// Hands a decided change over (waits only while the channel is full).
