@@ -109,13 +109,13 @@ for ((kill = 0; kill < KILLS; kill++)); do
         grep -E "detectors ready shard=$shard of=" | cut -d' ' -f1 |
         while read -r ts; do
           ns=$(date -d "$ts" +%s%N)
-          ((ns > killed_ns)) && echo "$ns"
-        done | sort -n | head -n 1)
+          if ((ns > killed_ns)); then echo "$ns"; fi
+        done | sort -n | head -n 1) || true
       [ -n "$ready_ns" ] && break
       ((SECONDS < deadline)) || { echo "shard $shard never taken over" >&2; exit 1; }
       sleep 0.2
     done
-    ((ready_ns - killed_ns > worst)) && worst=$((ready_ns - killed_ns))
+    if ((ready_ns - killed_ns > worst)); then worst=$((ready_ns - killed_ns)); fi
   done
   seconds=$(awk -v ns="$worst" 'BEGIN { printf "%.1f", ns / 1e9 }')
   results+=("$seconds")

@@ -44,7 +44,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let stamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_secs();
-    let mut kafka = settings::scratch_topics(&loaded.config.kafka, "bench", stamp).await?;
+    let kafka = settings::scratch_topics(&loaded.config.kafka, "bench", stamp).await?;
     let env = tripline_kafka::process_env;
 
     println!("# tripline bench: {} gateway events", args.events);
@@ -150,46 +150,21 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let insert_rate = rows.len() as f64 / t.elapsed().as_secs_f64();
     println!("raw clickhouse insert:          {insert_rate:>10.0} rows/s");
 
-    // Stage 3: the real ingest pipeline, end to end, into its own database.
-    let e2e_db = format!("bench_e2e_{stamp}");
-    let mut ch_config = loaded.config.clickhouse.clone();
-    ch_config.database = e2e_db.clone();
-    let e2e_client = tripline_store::client(&ch_config, loaded.clickhouse_password().as_deref());
-    tripline_store::migrate(&e2e_client, &e2e_db, cluster).await?;
-    kafka.ingest_group_id = format!("bench-e2e-{stamp}");
-    let ingest = Ingest {
-        kafka: kafka.clone(),
-        settings: loaded.config.ingest.clone(),
-        clickhouse: e2e_client.clone(),
-        processor: build_processor(&loaded)?,
-        health: Arc::new(IngestHealth::default()),
-    };
-    let shutdown = CancellationToken::new();
-    let (cpu0, t) = (cpu_seconds(), Instant::now());
-    let rss0 = rss_kib();
-    let stop = shutdown.clone();
-    let task = tokio::spawn(async move {
-        let mut ingest = ingest;
-        ingest.run(stop).await
-    });
-    let mut peak_rss = rss0;
-    loop {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        peak_rss = peak_rss.max(rss_kib());
-        let count: u64 = e2e_client
-            .query_raw("SELECT count() FROM gateway_requests")
-            .fetch_one()
-            .await?;
-        if count as usize >= events.len() {
-            break;
-        }
-        if t.elapsed() > Duration::from_secs(600) {
-            bail!("end-to-end run did not finish in 10 minutes ({count} rows)");
-        }
-    }
-    let elapsed = t.elapsed().as_secs_f64();
-    let cpu = cpu_seconds() - cpu0;
-    let e2e_rate = events.len() as f64 / elapsed;
+    // Stage 3: the real ingest pipeline, end to end, into its own database; then again with
+    // two workers in one consumer group (in this process: what a second worker adds on the
+    // same machine), each run reading the topic from the start under a group of its own.
+    // The soak phase, if any, runs on the one-worker pipeline before it stops.
+    let soaking = (args.soak_s > 0).then_some((&args, events.as_slice()));
+    let one = pipeline(
+        &loaded,
+        &kafka,
+        &format!("bench_e2e_{stamp}"),
+        1,
+        events.len(),
+        soaking,
+    )
+    .await?;
+    let e2e_rate = one.rate;
     println!("end to end (enrichment on):     {e2e_rate:>10.0} events/s");
     println!(
         "  = {:.2} of raw consume, {:.2} of raw insert",
@@ -198,30 +173,113 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     );
     println!(
         "  ingest CPU: {:.2} µs/event (process CPU incl. librdkafka threads, both cores)",
-        cpu * 1e6 / events.len() as f64
+        one.cpu_s * 1e6 / events.len() as f64
     );
     println!(
         "  RSS: {} MiB before, {} MiB peak",
-        rss0 / 1024,
-        peak_rss / 1024
+        one.rss0_kib / 1024,
+        one.peak_rss_kib / 1024
+    );
+    let two = pipeline(
+        &loaded,
+        &kafka,
+        &format!("bench_e2e2_{stamp}"),
+        2,
+        events.len(),
+        None,
+    )
+    .await?;
+    println!(
+        "end to end, two workers:        {:>10.0} events/s = {:.2} x one worker",
+        two.rate,
+        two.rate / e2e_rate
     );
 
-    if args.soak_s > 0 {
-        soak(&kafka, &args, &events, peak_rss).await?;
+    tripline_store::drop_database(&base, &raw_db, cluster).await?;
+    Ok(())
+}
+
+/// Keyed payloads, as produced to the bench topic.
+type Events = [(String, Vec<u8>)];
+
+/// What one run of the ingest pipeline measured.
+struct PipelineRun {
+    rate: f64,
+    cpu_s: f64,
+    rss0_kib: u64,
+    peak_rss_kib: u64,
+}
+
+/// Runs `workers` ingest workers in one new consumer group over the bench topic until
+/// `database` holds all the events, then the soak phase if asked; drops the database after.
+async fn pipeline(
+    loaded: &settings::Loaded,
+    kafka: &tripline_core::config::KafkaConfig,
+    database: &str,
+    workers: usize,
+    events: usize,
+    soaking: Option<(&BenchArgs, &Events)>,
+) -> anyhow::Result<PipelineRun> {
+    let cluster = tripline_store::cluster(&loaded.config.clickhouse);
+    let mut ch_config = loaded.config.clickhouse.clone();
+    ch_config.database = database.to_owned();
+    let client = tripline_store::client(&ch_config, loaded.clickhouse_password().as_deref());
+    tripline_store::migrate(&client, database, cluster).await?;
+    let mut kafka = kafka.clone();
+    kafka.ingest_group_id = format!("{database}-group");
+    let shutdown = CancellationToken::new();
+    let (cpu0, t) = (cpu_seconds(), Instant::now());
+    let rss0_kib = rss_kib();
+    let mut tasks = Vec::new();
+    for _ in 0..workers {
+        let mut ingest = Ingest {
+            kafka: kafka.clone(),
+            settings: loaded.config.ingest.clone(),
+            clickhouse: client.clone(),
+            processor: build_processor(loaded)?,
+            health: Arc::new(IngestHealth::default()),
+        };
+        let stop = shutdown.clone();
+        tasks.push(tokio::spawn(async move { ingest.run(stop).await }));
+    }
+    let mut peak_rss_kib = rss0_kib;
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        peak_rss_kib = peak_rss_kib.max(rss_kib());
+        let count: u64 = client
+            .query_raw("SELECT count() FROM gateway_requests")
+            .fetch_one()
+            .await?;
+        if count as usize >= events {
+            break;
+        }
+        if t.elapsed() > Duration::from_secs(600) {
+            bail!("end-to-end run ({workers} workers) did not finish in 10 minutes ({count} rows)");
+        }
+    }
+    let run = PipelineRun {
+        rate: events as f64 / t.elapsed().as_secs_f64(),
+        cpu_s: cpu_seconds() - cpu0,
+        rss0_kib,
+        peak_rss_kib,
+    };
+    if let Some((args, payloads)) = soaking {
+        soak(&kafka, args, payloads, peak_rss_kib).await?;
     }
     shutdown.cancel();
-    task.await??;
-    for db in [raw_db, e2e_db] {
-        tripline_store::drop_database(&base, &db, cluster).await?;
+    for task in tasks {
+        task.await??;
     }
-    Ok(())
+    let base = loaded.clickhouse();
+    tripline_store::drop_database(&base, database, cluster).await?;
+    Ok(run)
 }
 
 /// Keeps producing at `soak_rate` for `soak_s` seconds while ingest runs, printing RSS.
 async fn soak(
     kafka: &tripline_core::config::KafkaConfig,
     args: &BenchArgs,
-    events: &[(String, Vec<u8>)],
+    events: &Events,
     start_rss: u64,
 ) -> anyhow::Result<()> {
     let producer: FutureProducer =

@@ -384,8 +384,8 @@ fn group_membership_excludes_fixed_shards_and_bounds_the_shards() {
     assert_eq!(
         places(&e),
         [
-            (Some(5), Some(1), "detect.group.enabled"),
-            (Some(6), Some(1), "detect.group.shards")
+            (Some(5), Some(11), "detect.group.enabled"),
+            (Some(6), Some(10), "detect.group.shards")
         ],
         "{e:?}"
     );
