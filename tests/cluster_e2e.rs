@@ -109,6 +109,7 @@ async fn ingest_on_a_cluster_lands_exactly_on_every_node() {
     produce(&producer, &env.gateway_topic, "k", &valid).await;
     produce(&producer, &env.gateway_topic, "k", &valid[..60]).await;
 
+    // Each replica catches up on its own (a query may read either replica of a shard).
     for n in 1..=4 {
         assert_eq!(
             wait_on(n, &db, "SELECT count() FROM gateway_requests", 400.0, WAIT).await,
@@ -116,18 +117,39 @@ async fn ingest_on_a_cluster_lands_exactly_on_every_node() {
             "node {n}"
         );
         assert_eq!(
-            scalar_on(n, &db, "SELECT uniqExact(event_id) FROM gateway_requests").await,
-            Some(400.0),
+            wait_on(
+                n,
+                &db,
+                "SELECT uniqExact(event_id) FROM gateway_requests",
+                400.0,
+                WAIT
+            )
+            .await,
+            400.0,
             "node {n}"
         );
         assert_eq!(
-            scalar_on(n, &db, "SELECT countMerge(requests) FROM rollup_key_1m").await,
-            Some(400.0),
+            wait_on(
+                n,
+                &db,
+                "SELECT countMerge(requests) FROM rollup_key_1m",
+                400.0,
+                WAIT
+            )
+            .await,
+            400.0,
             "node {n}"
         );
         assert_eq!(
-            scalar_on(n, &db, "SELECT countMerge(requests) FROM rollup_model_1m").await,
-            Some(400.0),
+            wait_on(
+                n,
+                &db,
+                "SELECT countMerge(requests) FROM rollup_model_1m",
+                400.0,
+                WAIT
+            )
+            .await,
+            400.0,
             "node {n}"
         );
     }

@@ -260,15 +260,7 @@ async fn console_shows_a_firing_alert_its_chart_and_silences() {
             history.push(event(&format!("h-{minute}-{i}"), KEY, ts, 0.005));
         }
     }
-    produce(&producer, &env.gateway_topic, KEY, &history).await;
-    let stored = env
-        .wait_for(
-            "SELECT count() FROM gateway_requests",
-            history.len() as f64,
-            Duration::from_secs(60),
-        )
-        .await;
-    assert_eq!(stored, history.len() as f64);
+    env.store_history(&producer, KEY, &history).await;
     assert!(ingest.terminate(Duration::from_secs(20)));
 
     // Everything, with the alerting API and the console.

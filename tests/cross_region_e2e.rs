@@ -202,15 +202,7 @@ async fn history_and_run(
             }
         }
     }
-    produce(&producer, &env.gateway_topic, "h", &history).await;
-    let stored = env
-        .wait_for(
-            "SELECT count() FROM gateway_requests",
-            history.len() as f64,
-            Duration::from_secs(60),
-        )
-        .await;
-    assert_eq!(stored, history.len() as f64);
+    env.store_history(&producer, "h", &history).await;
     drop(_ingest);
     let run = spawn_run(env, config);
     let deadline = Instant::now() + Duration::from_secs(90);

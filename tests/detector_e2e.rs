@@ -55,15 +55,7 @@ async fn each_incident_raises_its_alert_once() {
             history.push(format!(r#"{{"event_id":"h-alice-{minute}-{i}","ts":{},"api_key_id":"k-user-a","project":"e2e","model":"gpt-4o-mini","provider":"openai","status":200,"cost_usd":0.001,"client_ip":"91.0.1.1","client_country":"DE","user":"alice","user_agent":"openai-python/1.52.0"}}"#, now - minute * 60_000 + i * 15_000).into_bytes());
         }
     }
-    produce(&producer, &env.gateway_topic, "h", &history).await;
-    let stored = env
-        .wait_for(
-            "SELECT count() FROM gateway_requests",
-            history.len() as f64,
-            Duration::from_secs(60),
-        )
-        .await;
-    assert_eq!(stored, history.len() as f64);
+    env.store_history(&producer, "h", &history).await;
 
     // The detectors start on that history (warm at once), with fast evaluation.
     let config = env.dir.join("detect.toml");

@@ -105,15 +105,7 @@ async fn a_killed_workers_shards_are_taken_over_and_nothing_pages_twice() {
             }
         }
     }
-    produce(&producer, &env.gateway_topic, "h", &history).await;
-    let stored = env
-        .wait_for(
-            "SELECT count() FROM gateway_requests",
-            history.len() as f64,
-            Duration::from_secs(60),
-        )
-        .await;
-    assert_eq!(stored, history.len() as f64);
+    env.store_history(&producer, "h", &history).await;
 
     // Two keys in one shard: the incident before the kill and the one after.
     let mut by_shard = std::collections::BTreeMap::<u32, Vec<String>>::new();

@@ -165,19 +165,8 @@ asn_db = "{repo}/data/geo/asn.mmdb"
 
     /// Starts `tripline <role>` with this test's config; its log goes to `log_path(tag)`.
     pub fn spawn(&self, role: &str, tag: &str) -> Tripline {
-        let config = self.config_path();
         let log = std::fs::File::create(self.log_path(tag)).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_tripline"))
-            .args([role, "--config"])
-            .arg(&config)
-            .env("TRIPLINE_FINGERPRINT_SECRET", SECRET)
-            .env("RUST_LOG", "info,tripline_ingest=debug")
-            .env_remove("TRIPLINE_KAFKA_BROKERS")
-            .env_remove("TRIPLINE_CLICKHOUSE_URL")
-            .env_remove("TRIPLINE_CLICKHOUSE_CLUSTER")
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .stdin(Stdio::null())
+        let child = tripline_command(role, &self.config_path(), log, "info,tripline_ingest=debug")
             .spawn()
             .expect("start tripline");
         Tripline { child }
@@ -192,6 +181,20 @@ asn_db = "{repo}/data/geo/asn.mmdb"
             .with_url(clickhouse_url())
             .with_database(&self.database)
             .with_validation(false)
+    }
+
+    /// Produces `history` to the gateway topic and waits until ClickHouse holds every event
+    /// (the test's table holding nothing else yet).
+    pub async fn store_history(&self, producer: &FutureProducer, key: &str, history: &[Vec<u8>]) {
+        produce(producer, &self.gateway_topic, key, history).await;
+        let stored = self
+            .wait_for(
+                "SELECT count() FROM gateway_requests",
+                history.len() as f64,
+                Duration::from_secs(60),
+            )
+            .await;
+        assert_eq!(stored, history.len() as f64, "history not stored");
     }
 
     /// A single number from ClickHouse (0 when the table does not exist yet).
@@ -379,24 +382,17 @@ impl TestEnv {
     /// Like [`TestEnv::spawn`], with extra environment variables (receiver secrets, the
     /// alerting consumer group); the log is appended to, so a restart keeps the first run's.
     pub fn spawn_with_env(&self, role: &str, tag: &str, vars: &[(&str, &str)]) -> Tripline {
-        let config = self.config_path();
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.log_path(tag))
             .unwrap();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_tripline"));
-        command
-            .args([role, "--config"])
-            .arg(&config)
-            .env("TRIPLINE_FINGERPRINT_SECRET", SECRET)
-            .env("RUST_LOG", "info,tripline_alerting=debug")
-            .env_remove("TRIPLINE_KAFKA_BROKERS")
-            .env_remove("TRIPLINE_CLICKHOUSE_URL")
-            .env_remove("TRIPLINE_CLICKHOUSE_CLUSTER")
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .stdin(Stdio::null());
+        let mut command = tripline_command(
+            role,
+            &self.config_path(),
+            log,
+            "info,tripline_alerting=debug",
+        );
         for (name, value) in vars {
             command.env(name, value);
         }
@@ -404,6 +400,24 @@ impl TestEnv {
             child: command.spawn().expect("start tripline"),
         }
     }
+}
+
+/// `tripline <role> --config <config>` with the test secret, logging to `log`, and none of the
+/// `TRIPLINE_*` server addresses the test script exports (the config says where to go).
+fn tripline_command(role: &str, config: &Path, log: std::fs::File, rust_log: &str) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tripline"));
+    command
+        .args([role, "--config"])
+        .arg(config)
+        .env("TRIPLINE_FINGERPRINT_SECRET", SECRET)
+        .env("RUST_LOG", rust_log)
+        .env_remove("TRIPLINE_KAFKA_BROKERS")
+        .env_remove("TRIPLINE_CLICKHOUSE_URL")
+        .env_remove("TRIPLINE_CLICKHOUSE_CLUSTER")
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .stdin(Stdio::null());
+    command
 }
 
 /// Waits until the log at `path` contains `needle`; panics with the log after `timeout`.
@@ -427,18 +441,8 @@ pub async fn wait_log(path: &Path, needle: &str, timeout: Duration) {
 pub fn spawn_detect(env: &TestEnv, config: &Path, tag: &str) -> (Tripline, String) {
     let log = std::fs::File::create(env.log_path(tag)).unwrap();
     let listen = format!("127.0.0.1:{}", free_port());
-    let child = Command::new(env!("CARGO_BIN_EXE_tripline"))
-        .args(["detect", "--config"])
-        .arg(config)
-        .env("TRIPLINE_FINGERPRINT_SECRET", SECRET)
+    let child = tripline_command("detect", config, log, "info")
         .env("TRIPLINE_LISTEN", &listen)
-        .env("RUST_LOG", "info")
-        .env_remove("TRIPLINE_KAFKA_BROKERS")
-        .env_remove("TRIPLINE_CLICKHOUSE_URL")
-        .env_remove("TRIPLINE_CLICKHOUSE_CLUSTER")
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .stdin(Stdio::null())
         .spawn()
         .unwrap();
     (Tripline { child }, listen)
