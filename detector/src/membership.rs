@@ -141,7 +141,7 @@ pub(crate) async fn run(
                 }
                 Some(Rebalanced::Assigned(assigned)) => {
                     info!(shards = ?assigned, of = count, "detector shards assigned");
-                    shards.assign(&assigned);
+                    shards.assign(&assigned).await;
                 }
                 None => break,
             },
@@ -221,8 +221,17 @@ impl Shards {
     }
 
     /// Evaluates exactly `assigned`: resumes the parked engines among them, warms the others,
-    /// and forgets the parked engines of shards that went elsewhere.
-    fn assign(&mut self, assigned: &[u32]) {
+    /// and forgets the parked engines of shards that went elsewhere. A revocation has stopped
+    /// every shard before (eager rebalancing); one still running that is not assigned any more
+    /// is stopped first all the same.
+    async fn assign(&mut self, assigned: &[u32]) {
+        let gone: Vec<u32> = self
+            .running
+            .keys()
+            .copied()
+            .filter(|shard| !assigned.contains(shard))
+            .collect();
+        self.park(&gone).await;
         let plan = plan(
             self.running.keys().copied(),
             self.parked.keys().copied(),
@@ -251,10 +260,20 @@ impl Shards {
 
     /// Stops every running shard and keeps its engine.
     async fn park_all(&mut self) {
-        for running in self.running.values() {
+        let all: Vec<u32> = self.running.keys().copied().collect();
+        self.park(&all).await;
+    }
+
+    /// Stops these running shards (all at once) and keeps their engines.
+    async fn park(&mut self, shards: &[u32]) {
+        let stopping: Vec<(u32, Running)> = shards
+            .iter()
+            .filter_map(|shard| self.running.remove(shard).map(|r| (*shard, r)))
+            .collect();
+        for (_, running) in &stopping {
             running.stop.cancel();
         }
-        for (shard, running) in std::mem::take(&mut self.running) {
+        for (shard, running) in stopping {
             match running.task.await {
                 Ok(Some(engine)) => {
                     self.parked.insert(shard, engine);
