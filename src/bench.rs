@@ -3,7 +3,6 @@
 //! same rows, so the end-to-end figure is a fraction of each (machine-independent).
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tripline_core::time::now_ms;
 
@@ -13,11 +12,10 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio_util::sync::CancellationToken;
 use tripline_core::event::EventKind;
 use tripline_ingest::process::{Outcome, Source};
-use tripline_ingest::{Ingest, IngestHealth};
 use tripline_simulate::{EventTopic, SimConfig, Simulator};
 use tripline_store::{GatewayRow, GATEWAY_TABLE};
 
-use crate::roles::build_processor;
+use crate::roles::{build_processor, spawn_ingest};
 use crate::settings;
 
 #[derive(clap::Args, Debug)]
@@ -232,15 +230,7 @@ async fn pipeline(
     let rss0_kib = rss_kib();
     let mut tasks = Vec::new();
     for _ in 0..workers {
-        let mut ingest = Ingest {
-            kafka: kafka.clone(),
-            settings: loaded.config.ingest.clone(),
-            clickhouse: client.clone(),
-            processor: build_processor(loaded)?,
-            health: Arc::new(IngestHealth::default()),
-        };
-        let stop = shutdown.clone();
-        tasks.push(tokio::spawn(async move { ingest.run(stop).await }));
+        tasks.push(spawn_ingest(loaded, &kafka, &client, shutdown.clone())?);
     }
     let mut peak_rss_kib = rss0_kib;
     loop {

@@ -6,7 +6,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tripline_core::time::now_ms;
 
@@ -14,10 +13,9 @@ use anyhow::{bail, Context};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio_util::sync::CancellationToken;
 use tripline_detector::replay::Firing;
-use tripline_ingest::{Ingest, IngestHealth};
 use tripline_simulate::{standard_scenario, EventTopic, Incident, SimConfig, Simulator};
 
-use crate::roles::build_processor;
+use crate::roles::spawn_ingest;
 use crate::settings;
 
 #[derive(clap::Args, Debug)]
@@ -246,18 +244,7 @@ async fn simulate_and_ingest(
     let cluster = tripline_store::cluster(&loaded.config.clickhouse);
     tripline_store::migrate(clickhouse, database, cluster).await?;
     let shutdown = CancellationToken::new();
-    let ingest = Ingest {
-        kafka: kafka.clone(),
-        settings: loaded.config.ingest.clone(),
-        clickhouse: clickhouse.clone(),
-        processor: build_processor(loaded)?,
-        health: Arc::new(IngestHealth::default()),
-    };
-    let stop = shutdown.clone();
-    let task = tokio::spawn(async move {
-        let mut ingest = ingest;
-        ingest.run(stop).await
-    });
+    let task = spawn_ingest(loaded, &kafka, clickhouse, shutdown.clone())?;
     let t = Instant::now();
     loop {
         let stored: u64 = clickhouse

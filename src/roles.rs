@@ -246,6 +246,25 @@ async fn migrate_until_done(loaded: &Loaded, shutdown: &CancellationToken) -> bo
     }
 }
 
+/// An ingest worker of its own on `kafka`'s topics and group, storing through `clickhouse`,
+/// running until `stop`: what `tripline bench` and `tripline evaluate` drive on scratch topics
+/// and databases.
+pub fn spawn_ingest(
+    loaded: &Loaded,
+    kafka: &tripline_core::config::KafkaConfig,
+    clickhouse: &clickhouse::Client,
+    stop: CancellationToken,
+) -> anyhow::Result<tokio::task::JoinHandle<Result<(), tripline_ingest::IngestError>>> {
+    let mut ingest = Ingest {
+        kafka: kafka.clone(),
+        settings: loaded.config.ingest.clone(),
+        clickhouse: clickhouse.clone(),
+        processor: build_processor(loaded)?,
+        health: Arc::new(IngestHealth::default()),
+    };
+    Ok(tokio::spawn(async move { ingest.run(stop).await }))
+}
+
 pub fn build_processor(loaded: &Loaded) -> anyhow::Result<Processor> {
     let fingerprinter = Fingerprinter::new(&loaded.fingerprint_secret()?)?;
     let enrich = &loaded.config.enrich;

@@ -249,7 +249,12 @@ impl Detector {
                     outbox::pending_alerts(&self.clickhouse, shard, now_s(), MAX_IN_MEMORY).await?;
                 Ok::<_, warm::WarmError>((engine, firing, pending))
             };
-            match reloaded.await {
+            // A revocation must not wait for a long warm-up: the shard goes to another worker.
+            let reloaded = tokio::select! {
+                _ = stop.cancelled() => return None,
+                reloaded = reloaded => reloaded,
+            };
+            match reloaded {
                 Ok((engine, firing, pending)) => {
                     let mut lifecycle = Lifecycle::default();
                     for alert in firing {

@@ -8,8 +8,9 @@
 //! ([`Detector::run_shard`]).
 //!
 //! The consumer polls on a thread of its own, so that a revocation can wait there, inside the
-//! rebalance, until the revoked shards have stopped: the group hands them out again only once
-//! every member has rejoined, so no two workers evaluate a shard at once. A revoked shard's
+//! rebalance, until the revoked shards have stopped: Kafka hands them out again only once
+//! every member has rejoined, so no two workers evaluate a shard at once (tansu, the test
+//! broker, does not wait for every member: there two can, for up to a heartbeat interval). A revoked shard's
 //! engine is parked: when the next assignment gives the shard back (the usual case when
 //! another worker joins or leaves), it resumes at once, caught up by its next cycle; a shard
 //! new to this worker is warmed from ClickHouse first, and its firing and pending alerts are
