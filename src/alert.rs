@@ -197,6 +197,7 @@ fn refused(message: String) -> Response {
     let status = if message.starts_with("no silence") || message.starts_with("no receiver") {
         StatusCode::NOT_FOUND
     } else if message == tripline_alerting::runtime::control::STOPPED
+        || message == tripline_alerting::runtime::control::STANDBY
         || message.contains("state file")
     {
         StatusCode::SERVICE_UNAVAILABLE

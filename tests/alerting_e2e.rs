@@ -6,128 +6,15 @@
 
 mod common;
 
-use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use common::hook::{alert_from, api, publish, Hook, Received, Reply, SLOW_MS};
 use common::{clickhouse_url, produce, producer, proxy, wait_ready, TestEnv};
 use tripline_alerting::receivers::webhook::{verify, WebhookSecret};
-use tripline_core::alert::{fingerprint, Alert, AlertStatus, Evidence, Severity};
+use tripline_core::alert::{Alert, AlertStatus, Severity};
 
 const WEBHOOK_SECRET: &str = "e2e-webhook-signing-secret-0123456789";
 const API_TOKEN: &str = "e2e-alerting-api-token-0123456789";
-
-/// What the receiver answers to one request.
-#[derive(Debug, Clone, Copy)]
-enum Reply {
-    Status(u16),
-    /// 429 with `Retry-After: <seconds>`.
-    TooMany(u64),
-    /// Never answers (the sender times out or dies first).
-    Hang,
-}
-
-/// Every reply is delayed this long (a slow receiver); 0 = answer at once.
-static SLOW_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-
-#[derive(Debug, Clone)]
-struct Received {
-    at: Instant,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Received {
-    fn header(&self, name: &str) -> &str {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map_or("", |(_, v)| v.as_str())
-    }
-
-    fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).expect("json body")
-    }
-}
-
-/// A webhook receiver on 127.0.0.1; replies follow `plan`, then 200.
-#[derive(Clone, Default)]
-struct Hook {
-    received: Arc<Mutex<Vec<Received>>>,
-    plan: Arc<Mutex<VecDeque<Reply>>>,
-    /// Replies wait `SLOW_MS`.
-    slow: bool,
-}
-
-impl Hook {
-    async fn start(plan: &[Reply]) -> (Hook, String) {
-        Hook::start_with(plan, false).await
-    }
-
-    async fn start_with(plan: &[Reply], slow: bool) -> (Hook, String) {
-        let hook = Hook {
-            slow,
-            ..Hook::default()
-        };
-        hook.plan.lock().unwrap().extend(plan.iter().copied());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/hook", listener.local_addr().unwrap());
-        let app = axum::Router::new()
-            .route("/hook", axum::routing::post(receive))
-            .with_state(hook.clone());
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        (hook, url)
-    }
-
-    fn received(&self) -> Vec<Received> {
-        self.received.lock().unwrap().clone()
-    }
-
-    /// Waits until `count` requests arrived (or `timeout`); returns them all.
-    async fn wait_for(&self, count: usize, timeout: Duration) -> Vec<Received> {
-        let deadline = Instant::now() + timeout;
-        while self.received.lock().unwrap().len() < count && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        self.received()
-    }
-}
-
-async fn receive(State(hook): State<Hook>, headers: HeaderMap, body: Bytes) -> Response {
-    hook.received.lock().unwrap().push(Received {
-        at: Instant::now(),
-        headers: headers
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_owned()))
-            .collect(),
-        body: body.to_vec(),
-    });
-    let reply = hook.plan.lock().unwrap().pop_front();
-    if hook.slow {
-        let ms = SLOW_MS.load(std::sync::atomic::Ordering::Relaxed);
-        tokio::time::sleep(Duration::from_millis(ms)).await;
-    }
-    match reply {
-        None | Some(Reply::Status(200)) => StatusCode::OK.into_response(),
-        Some(Reply::Status(code)) => {
-            (StatusCode::from_u16(code).unwrap(), "scripted failure").into_response()
-        }
-        Some(Reply::TooMany(secs)) => (
-            StatusCode::TOO_MANY_REQUESTS,
-            [("retry-after", secs.to_string())],
-            "slow down",
-        )
-            .into_response(),
-        Some(Reply::Hang) => {
-            tokio::time::sleep(Duration::from_secs(120)).await;
-            StatusCode::OK.into_response()
-        }
-    }
-}
 
 /// `[alerting]` with one signed webhook receiver, appended to the test's config.
 fn alerting_config(env: &TestEnv, url: &str, group_wait_ms: u64, group_interval_ms: u64) -> String {
@@ -168,43 +55,6 @@ fn spawn_alert(env: &TestEnv, tag: &str) -> common::Tripline {
 
 fn alert(key: &str, status: AlertStatus) -> Alert {
     alert_from("spend_spike", key, status)
-}
-
-fn alert_from(detector: &str, key: &str, status: AlertStatus) -> Alert {
-    let labels: std::collections::BTreeMap<String, String> = [
-        ("detector".to_owned(), detector.to_owned()),
-        ("api_key_id".to_owned(), key.to_owned()),
-    ]
-    .into();
-    let now = tripline_core::time::format_ms(common::now_ms());
-    Alert {
-        version: 1,
-        fingerprint: fingerprint(&labels),
-        detector: detector.into(),
-        status,
-        severity: Severity::Warning,
-        labels,
-        summary: format!("spend of {key} is 10x its usual"),
-        description: "a spike".into(),
-        observed: 10.0,
-        expected: 1.0,
-        upper: 2.0,
-        score: 0.99,
-        window_start: now.clone(),
-        window_end: now.clone(),
-        starts_at: now.clone(),
-        ends_at: (status == AlertStatus::Resolved).then(|| now.clone()),
-        emitted_at: now,
-        evidence: Evidence::default(),
-    }
-}
-
-async fn publish(env: &TestEnv, alerts: &[Alert]) {
-    let producer = producer();
-    for a in alerts {
-        let json = serde_json::to_vec(a).unwrap();
-        produce(&producer, &env.alerts_topic, &a.fingerprint, &[json]).await;
-    }
 }
 
 fn assert_signed(r: &Received) {
@@ -551,39 +401,6 @@ to = ["oncall@example.com"]
 
 /// One HTTP/1.1 request over loopback with the API token (unless `token` is empty); returns
 /// the status and the JSON body (`null` when empty).
-async fn api(
-    addr: &str,
-    method: &str,
-    path: &str,
-    token: &str,
-    body: &str,
-) -> (u16, serde_json::Value) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr)
-        .await
-        .expect("connect to tripline");
-    let auth = if token.is_empty() {
-        String::new()
-    } else {
-        format!("Authorization: Bearer {token}\r\n")
-    };
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    let status = response.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    let json = if body.trim().is_empty() {
-        serde_json::Value::Null
-    } else {
-        serde_json::from_str(body).unwrap_or_else(|_| serde_json::Value::String(body.to_owned()))
-    };
-    (status, json)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_silences_survive_a_restart_and_test_notifications_and_reload_work() {
     let mut env = TestEnv::new("alert_api").await;

@@ -204,6 +204,18 @@ impl SilenceStore {
         Ok(silence)
     }
 
+    /// Takes a silence another instance created or changed (`[alerting.ha]`): kept when it is
+    /// new here or changed later than the copy here. `true` when it changed anything.
+    pub fn merge(&mut self, silence: Silence) -> bool {
+        match self.silences.get(&silence.id) {
+            Some(known) if known.updated_at_ms >= silence.updated_at_ms => false,
+            _ => {
+                self.silences.insert(silence.id.clone(), silence);
+                true
+            }
+        }
+    }
+
     pub fn get(&self, id: &str) -> Option<&Silence> {
         self.silences.get(id)
     }

@@ -1,6 +1,8 @@
 //! Kafka plumbing shared by every role: client settings derived from the config (with secrets
 //! from the environment), topic creation, and a consumer close that cannot hang shutdown.
 
+pub mod membership;
+
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -93,10 +95,40 @@ pub async fn ensure_topics(
     topics: &[&str],
     partitions: i32,
 ) -> Result<(), KafkaSetupError> {
+    create_topics(kafka, env, topics, partitions, &[]).await
+}
+
+/// Creates one-partition changelog topics that do not exist yet: compacted, so that Kafka
+/// keeps the last record of every key, and as large a record as `kafka.max_message_bytes`.
+pub async fn ensure_changelog_topics(
+    kafka: &KafkaConfig,
+    env: impl Fn(&str) -> Option<String>,
+    topics: &[&str],
+) -> Result<(), KafkaSetupError> {
+    let max_bytes = kafka.max_message_bytes.to_string();
+    let configs = [
+        ("cleanup.policy", "compact"),
+        ("max.message.bytes", max_bytes.as_str()),
+    ];
+    create_topics(kafka, env, topics, 1, &configs).await
+}
+
+async fn create_topics(
+    kafka: &KafkaConfig,
+    env: impl Fn(&str) -> Option<String>,
+    topics: &[&str],
+    partitions: i32,
+    configs: &[(&str, &str)],
+) -> Result<(), KafkaSetupError> {
     let admin: AdminClient<DefaultClientContext> = base_config(kafka, env)?.create()?;
     let new_topics: Vec<NewTopic<'_>> = topics
         .iter()
-        .map(|topic| NewTopic::new(topic, partitions, TopicReplication::Fixed(1)))
+        .map(|topic| {
+            configs.iter().fold(
+                NewTopic::new(topic, partitions, TopicReplication::Fixed(1)),
+                |t, (key, value)| t.set(key, value),
+            )
+        })
         .collect();
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     for result in admin.create_topics(&new_topics, &options).await? {

@@ -1,5 +1,5 @@
 //! The service's side of [`super::control`]: requests from the API and config reloads,
-//! applied by the task that owns the pipeline, and written to disk before they are answered.
+//! applied by the task that owns the pipeline, and stored before they are answered.
 
 use rdkafka::consumer::{CommitMode, StreamConsumer};
 use tracing::{error, info};
@@ -9,97 +9,84 @@ use super::control::{self, AlertView, Command, SilenceView};
 use super::deliver::Receivers;
 use super::outbox::OutboxEntry;
 use super::{now_ms, Runner};
+use crate::grouping::Pipeline;
 use crate::receivers::{notification_id, reason, Message};
+use crate::silence::SilenceStore;
 
-impl Runner {
-    /// Answers a request; changes are written to disk before the answer.
-    pub(super) fn command(&mut self, command: Command, consumer: &StreamConsumer) {
+impl Runner<'_> {
+    /// Answers a request; changes are stored before the answer.
+    pub(super) async fn command(&mut self, command: Command, consumer: &StreamConsumer) {
         let now = now_ms();
         match command {
             Command::ListAlerts(reply) => {
-                let mut views: Vec<AlertView> = self
-                    .pipeline
-                    .store
-                    .alerts()
-                    .map(|a| {
-                        let (silenced_by, inhibited_by) =
-                            self.pipeline.muted_by(&a.fingerprint, now);
-                        AlertView {
-                            fingerprint: a.fingerprint.clone(),
-                            state: self
-                                .pipeline
-                                .store
-                                .state(&a.fingerprint, now)
-                                .map_or("resolved", |s| s.as_str()),
-                            severity: a.alert.severity.as_str(),
-                            labels: a.alert.labels.clone(),
-                            summary: a.alert.summary.clone(),
-                            starts_at: tripline_core::time::format_ms(a.starts_at_ms),
-                            ends_at: a.resolved_at_ms.map(tripline_core::time::format_ms),
-                            last_message_at: tripline_core::time::format_ms(a.last_message_ms),
-                            silenced_by,
-                            inhibited_by,
-                        }
-                    })
-                    .collect();
-                views.sort_by(|a, b| {
-                    (&a.starts_at, &a.fingerprint).cmp(&(&b.starts_at, &b.fingerprint))
-                });
-                let _ = reply.send(Ok(views));
+                let _ = reply.send(Ok(alert_views(&self.pipeline, now)));
             }
             Command::ListSilences(reply) => {
-                let views = self
-                    .pipeline
-                    .silences
-                    .list()
-                    .map(|s| SilenceView::of(s, now))
-                    .collect();
-                let _ = reply.send(Ok(views));
+                let _ = reply.send(Ok(silence_views(&self.pipeline.silences, now)));
             }
             Command::CreateSilence(new, reply) => {
-                let result = self
-                    .pipeline
-                    .silences
-                    .create(new, now)
-                    .map(|s| SilenceView::of(s, now))
-                    .map_err(|e| e.to_string());
+                let result = match self.shared {
+                    // Shared first: a silence only this instance knew would die with it.
+                    Some(shared) => shared
+                        .create_silence(&self.pipeline.silences, new, now)
+                        .await
+                        .inspect(|s| {
+                            self.pipeline.silences.merge(s.clone());
+                        }),
+                    None => self
+                        .pipeline
+                        .silences
+                        .create(new, now)
+                        .cloned()
+                        .map_err(|e| e.to_string()),
+                };
+                let result = result.map(|s| SilenceView::of(&s, now));
                 if let Ok(view) = &result {
                     info!(id = %view.id, matchers = ?view.matchers, by = %view.created_by, ends_at = %view.ends_at, "silence created");
                 }
-                let _ = reply.send(self.saved(result, consumer));
+                let _ = reply.send(self.saved(result, consumer).await);
             }
             Command::ExpireSilence(id, reply) => {
-                let result = self
-                    .pipeline
-                    .silences
-                    .expire(&id, now)
-                    .map(|s| SilenceView::of(s, now))
-                    .map_err(|e| e.to_string());
+                let result = match self.shared {
+                    Some(shared) => shared
+                        .expire_silence(&self.pipeline.silences, &id, now)
+                        .await
+                        .inspect(|s| {
+                            self.pipeline.silences.merge(s.clone());
+                        }),
+                    None => self
+                        .pipeline
+                        .silences
+                        .expire(&id, now)
+                        .cloned()
+                        .map_err(|e| e.to_string()),
+                };
+                let result = result.map(|s| SilenceView::of(&s, now));
                 if result.is_ok() {
                     info!(id = %id, "silence expired");
                 }
-                let _ = reply.send(self.saved(result, consumer));
+                let _ = reply.send(self.saved(result, consumer).await);
             }
             Command::Test(receiver, reply) => {
                 let result = self.queue_test(receiver, now);
-                let _ = reply.send(self.saved(result, consumer));
+                let _ = reply.send(self.saved(result, consumer).await);
             }
             Command::Reload(config, reply) => {
                 let result = self.reload(*config, now);
-                let _ = reply.send(self.saved(result, consumer));
+                let _ = reply.send(self.saved(result, consumer).await);
             }
         }
     }
 
     /// `result`, once a change it made is on disk.
-    fn saved<T>(
+    async fn saved<T>(
         &mut self,
         result: Result<T, String>,
         consumer: &StreamConsumer,
     ) -> Result<T, String> {
         let value = result?;
         self.dirty = true;
-        if self.persist_with(consumer, CommitMode::Async, true) {
+        if self.persist_with(consumer, CommitMode::Async, true).await {
             Ok(value)
         } else {
             Err(
@@ -122,7 +109,7 @@ impl Runner {
             reason: reason::NEW.to_owned(),
             status: tripline_core::alert::AlertStatus::Firing,
             alerts: vec![alert],
-            external_url: self.service.config.external_url.clone(),
+            external_url: self.config.external_url.clone(),
         };
         let sequence = now.max(0) as u64;
         let entry = OutboxEntry {
@@ -155,11 +142,43 @@ impl Runner {
             );
         }
         self.receivers = receivers;
-        self.service.config = config;
+        self.config = config;
         info!(
             receivers = self.receivers.by_name.len(),
             "alerting config reloaded"
         );
         Ok(())
     }
+}
+
+/// The alerts as the API lists them, oldest first.
+pub(super) fn alert_views(pipeline: &Pipeline, now: i64) -> Vec<AlertView> {
+    let mut views: Vec<AlertView> = pipeline
+        .store
+        .alerts()
+        .map(|a| {
+            let (silenced_by, inhibited_by) = pipeline.muted_by(&a.fingerprint, now);
+            AlertView {
+                fingerprint: a.fingerprint.clone(),
+                state: pipeline
+                    .store
+                    .state(&a.fingerprint, now)
+                    .map_or("resolved", |s| s.as_str()),
+                severity: a.alert.severity.as_str(),
+                labels: a.alert.labels.clone(),
+                summary: a.alert.summary.clone(),
+                starts_at: tripline_core::time::format_ms(a.starts_at_ms),
+                ends_at: a.resolved_at_ms.map(tripline_core::time::format_ms),
+                last_message_at: tripline_core::time::format_ms(a.last_message_ms),
+                silenced_by,
+                inhibited_by,
+            }
+        })
+        .collect();
+    views.sort_by(|a, b| (&a.starts_at, &a.fingerprint).cmp(&(&b.starts_at, &b.fingerprint)));
+    views
+}
+
+pub(super) fn silence_views(silences: &SilenceStore, now: i64) -> Vec<SilenceView> {
+    silences.list().map(|s| SilenceView::of(s, now)).collect()
 }

@@ -82,6 +82,9 @@ pub struct Handle {
 
 /// Why a request got no answer.
 pub const STOPPED: &str = "alerting is not running";
+/// Why a standby (`[alerting.ha]`) refuses a request only the active instance can serve.
+pub const STANDBY: &str =
+    "this alerting instance is a standby: test notifications are sent by the active one";
 
 impl Handle {
     pub fn channel() -> (Handle, mpsc::Receiver<Command>) {

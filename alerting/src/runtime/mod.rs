@@ -25,6 +25,7 @@
 mod commands;
 pub mod control;
 pub mod deliver;
+pub mod ha;
 mod health;
 pub mod log;
 pub mod outbox;
@@ -44,13 +45,14 @@ use tracing::{error, info, warn};
 use tripline_core::alert::Alert;
 use tripline_core::config::{AlertingConfig, KafkaConfig};
 
-use crate::grouping::{Pipeline, PipelineError};
 use crate::receivers::delivery::{DeliveryError, Outcome, RetryPolicy};
+
+use crate::grouping::{Pipeline, PipelineError};
 use control::Command;
 use deliver::Receivers;
 use log::{DeliveryLog, NotificationRow};
 use outbox::OutboxEntry;
-use state::{partition_key, State, StateError, StateFile, STATE_VERSION};
+use state::{partition_key, State, StateError, StateFile, StateStore, STATE_VERSION};
 
 /// The consumer group of `tripline alert` unless the deployment names another.
 pub const DEFAULT_GROUP_ID: &str = "tripline-alerting";
@@ -82,6 +84,10 @@ pub enum AlertingError {
     Kafka(#[from] rdkafka::error::KafkaError),
     #[error(transparent)]
     Delivery(#[from] DeliveryError),
+    #[error(transparent)]
+    Membership(#[from] tripline_kafka::membership::MembershipError),
+    #[error("alerting standby: {0}")]
+    Standby(String),
 }
 
 /// Everything `tripline alert` needs.
@@ -119,12 +125,17 @@ fn jitter() -> f64 {
     (h >> 11) as f64 / (1u64 << 53) as f64
 }
 
-struct Runner {
-    service: AlertService,
+struct Runner<'a> {
+    /// `[alerting]` as last (re)loaded.
+    config: AlertingConfig,
+    retry: RetryPolicy,
+    health: Arc<AlertingHealth>,
     pipeline: Pipeline,
     outbox: Vec<OutboxEntry>,
     receivers: Receivers,
-    state_file: StateFile,
+    store: StateStore,
+    /// What the instances share (`[alerting.ha]`): silences, and where they are published.
+    shared: Option<&'a ha::Shared>,
     log: DeliveryLog,
     in_flight: HashSet<String>,
     per_receiver: HashMap<String, usize>,
@@ -141,10 +152,50 @@ struct Runner {
 }
 
 impl AlertService {
+    /// Runs until `shutdown`: alone with its state in `state_dir`, or as one of several
+    /// instances (`[alerting.ha]`, see [`ha`]).
     pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), AlertingError> {
-        let state_file = StateFile::new(&self.state_dir);
+        // The receiver moves out of the service, which lends itself to the loops.
+        let (_unused, idle) = mpsc::channel(1);
+        let mut commands = std::mem::replace(&mut self.commands, idle);
+        let (log, log_task) = DeliveryLog::start(self.clickhouse.clone(), shutdown.clone());
+        let result = if self.config.ha.enabled {
+            ha::run(&mut self, &mut commands, &log, shutdown).await
+        } else {
+            let state_file = StateFile::new(&self.state_dir);
+            let loaded = state_file.load()?;
+            // Not ready until the state is known to be writable (the first save, or nothing
+            // to save yet).
+            self.health
+                .state_written(health::dir_writable(&self.state_dir));
+            self.serve(
+                loaded,
+                StateStore::File(state_file),
+                None,
+                &mut commands,
+                &log,
+                &shutdown,
+            )
+            .await
+        };
+        drop(log);
+        let _ = tokio::time::timeout(Duration::from_secs(10), log_task).await;
+        result
+    }
+
+    /// The active loop: consumes alerts, notifies, answers `commands`, until `stop`; then
+    /// drains the attempts in flight, writes the state and leaves the alerts group.
+    async fn serve(
+        &mut self,
+        loaded: Option<State>,
+        store: StateStore,
+        shared: Option<&ha::Shared>,
+        commands: &mut mpsc::Receiver<Command>,
+        log: &DeliveryLog,
+        stop: &CancellationToken,
+    ) -> Result<(), AlertingError> {
         let now = now_ms();
-        let (pipeline, outbox, applied) = match state_file.load()? {
+        let (pipeline, outbox, applied) = match loaded {
             Some(state) => (
                 Pipeline::restore(&self.config, state.pipeline, now)?,
                 state.outbox,
@@ -157,7 +208,7 @@ impl AlertService {
             ),
         };
         info!(
-            state = %state_file.path().display(),
+            state = %store,
             alerts = pipeline.store.alerts().count(),
             pending_notifications = outbox.len(),
             "alerting state loaded"
@@ -179,21 +230,18 @@ impl AlertService {
         info!(topic = %self.kafka.alerts_topic, group = %self.group_id, "alerting consumer subscribed");
         let health = self.health.clone();
         health.set_running(true);
-        // Not ready until the state is known to be writable (the first save, or nothing to
-        // save yet).
-        health.state_written(health::dir_writable(&self.state_dir));
-        let (log, log_task) = DeliveryLog::start(self.clickhouse.clone(), shutdown.clone());
         let (done_tx, mut done_rx) = mpsc::unbounded_channel();
-        // The receiver moves out of the service, which the runner takes whole.
-        let (_unused, idle) = mpsc::channel(1);
-        let mut commands = std::mem::replace(&mut self.commands, idle);
+        let mut silences_changed = shared.map(ha::Shared::silences_changed);
         let mut runner = Runner {
-            service: self,
+            config: self.config.clone(),
+            retry: self.retry,
+            health: health.clone(),
             pipeline,
             outbox,
             receivers,
-            state_file,
-            log,
+            store,
+            shared,
+            log: log.clone(),
             in_flight: HashSet::new(),
             per_receiver: HashMap::new(),
             done_tx,
@@ -201,18 +249,20 @@ impl AlertService {
             applied,
             unsaved: HashSet::new(),
             last_save_ms: 0,
-            dirty: false,
+            // A new term's first write says who holds the state now.
+            dirty: shared.is_some(),
             last_tick_ms: 0,
         };
+        runner.merge_shared_silences();
 
         loop {
             runner.tick();
-            let saved = runner.persist(&consumer);
+            let saved = runner.persist(&consumer).await;
             health.state_written(saved);
             if saved {
                 runner.dispatch();
             }
-            // A state file that cannot be written is retried every tick, not in a hot loop.
+            // A state that cannot be written is retried every tick, not in a hot loop.
             let sleep = if saved {
                 (runner.next_wake_ms() - now_ms()).clamp(1, TICK_EVERY_MS)
             } else {
@@ -220,7 +270,7 @@ impl AlertService {
             };
             let sleep = Duration::from_millis(sleep as u64);
             tokio::select! {
-                _ = shutdown.cancelled() => break,
+                _ = stop.cancelled() => break,
                 received = consumer.recv() => {
                     runner.take(received);
                     // Take what is already waiting too, so a burst costs one state write.
@@ -238,13 +288,14 @@ impl AlertService {
                         runner.settle(done);
                     }
                 }
-                Some(command) = commands.recv() => runner.command(command, &consumer),
+                Some(command) = commands.recv() => runner.command(command, &consumer).await,
+                Some(()) = ha::changed(&mut silences_changed) => runner.merge_shared_silences(),
                 _ = tokio::time::sleep(sleep) => {}
             }
         }
 
         health.set_running(false);
-        // Shutdown: stop polling, let attempts in flight finish, write the state, commit.
+        // Stopping: stop polling, let attempts in flight finish, write the state, commit.
         let deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
         while !runner.in_flight.is_empty() {
             match tokio::time::timeout_at(deadline, done_rx.recv()).await {
@@ -253,19 +304,38 @@ impl AlertService {
             }
         }
         runner.dirty = true;
-        runner.persist_with(&consumer, CommitMode::Sync, true);
+        runner.persist_with(&consumer, CommitMode::Sync, true).await;
         info!(
             pending_notifications = runner.outbox.len(),
             "alerting stopped"
         );
+        self.config = runner.config.clone();
         drop(runner);
         tripline_kafka::close_consumer(consumer, Duration::from_secs(10)).await;
-        let _ = tokio::time::timeout(Duration::from_secs(10), log_task).await;
         Ok(())
     }
 }
 
-impl Runner {
+impl Runner<'_> {
+    /// Takes the silences other instances created or changed (`[alerting.ha]`); those gone
+    /// past their retention stay forgotten.
+    fn merge_shared_silences(&mut self) {
+        let Some(shared) = self.shared else {
+            return;
+        };
+        let retention_ms =
+            i64::try_from(self.config.silence_retention_s.saturating_mul(1000)).unwrap_or(i64::MAX);
+        let now = now_ms();
+        for silence in shared.silences().list() {
+            if silence.ends_at_ms.saturating_add(retention_ms) > now
+                && self.pipeline.silences.merge(silence.clone())
+            {
+                info!(id = %silence.id, "silence from another instance applied");
+                self.dirty = true;
+            }
+        }
+    }
+
     fn take(
         &mut self,
         received: Result<rdkafka::message::BorrowedMessage<'_>, rdkafka::error::KafkaError>,
@@ -274,7 +344,7 @@ impl Runner {
             Ok(message) => message,
             Err(err) => {
                 warn!(%err, "kafka consumer error");
-                self.service.health.kafka_error(now_ms());
+                self.health.kafka_error(now_ms());
                 return;
             }
         };
@@ -332,7 +402,7 @@ impl Runner {
         }
         self.dirty = true;
         for n in notifications {
-            let entry = OutboxEntry::new(n, self.service.config.external_url.clone());
+            let entry = OutboxEntry::new(n, self.config.external_url.clone());
             info!(
                 receiver = %entry.message.receiver,
                 group_key = %entry.message.group_key,
@@ -351,24 +421,30 @@ impl Runner {
 
     /// Writes the state if it changed, then commits the offsets it includes. `false` when the
     /// state could not be written (nothing is committed or sent until it can).
-    fn persist(&mut self, consumer: &StreamConsumer) -> bool {
-        self.persist_with(consumer, CommitMode::Async, false)
+    async fn persist(&mut self, consumer: &StreamConsumer) -> bool {
+        self.persist_with(consumer, CommitMode::Async, false).await
     }
 
     /// Writes now when `force`, when messages wait for their commit or notifications for
     /// their first attempt; otherwise (delivery results only) at most every `SAVE_EVERY_MS`.
-    fn persist_with(&mut self, consumer: &StreamConsumer, mode: CommitMode, force: bool) -> bool {
+    async fn persist_with(
+        &mut self,
+        consumer: &StreamConsumer,
+        mode: CommitMode,
+        force: bool,
+    ) -> bool {
         let now = now_ms();
         let urgent = force || !self.unsaved.is_empty() || !self.offsets.is_empty();
         if self.dirty && (urgent || now >= self.last_save_ms + SAVE_EVERY_MS) {
             let state = State {
                 version: STATE_VERSION,
+                term: self.store.term(),
                 saved_at_ms: now_ms(),
                 pipeline: self.pipeline.snapshot(),
                 outbox: self.outbox.clone(),
                 applied: self.applied.clone(),
             };
-            if let Err(err) = self.state_file.save(&state) {
+            if let Err(err) = self.store.save(&state).await {
                 metrics::counter!("tripline_alerting_state_write_failures_total").increment(1);
                 error!(%err, "cannot write the alerting state; retrying");
                 return false;
@@ -378,7 +454,7 @@ impl Runner {
             // From the end of the write: a large state never makes the loop write back to back.
             self.last_save_ms = now_ms();
         }
-        // Offsets are committed only once the state that applied them is on disk.
+        // Offsets are committed only once the state that applied them is stored.
         if !self.dirty && !self.offsets.is_empty() {
             let mut list = TopicPartitionList::new();
             for ((topic, partition), offset) in &self.offsets {
@@ -495,7 +571,7 @@ impl Runner {
         let now = now_ms();
         let entry = &mut self.outbox[pos];
         let first = entry.first_attempt_at_ms.unwrap_or(now);
-        let outcome = self.service.retry.decide(
+        let outcome = self.retry.decide(
             &done.result,
             entry.attempts,
             system_time(first),

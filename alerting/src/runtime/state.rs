@@ -1,4 +1,4 @@
-//! The state file: the pipeline (alerts, groups, silences) and the outbox, as one JSON document
+//! The state: the pipeline (alerts, groups, silences) and the outbox, as one JSON document
 //! written atomically (temp file, fsync, rename, fsync of the directory). It is written after
 //! every change and before the Kafka offsets of the messages that caused the change are
 //! committed, so a crash (kill -9 included) at any point either redelivers a message into the
@@ -19,6 +19,11 @@ pub const STATE_VERSION: u32 = 1;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct State {
     pub version: u32,
+    /// Which active instance wrote it (`[alerting.ha]`; 0 for a state file): a successor
+    /// starts the next term, and readers trust the highest term, so a cut-off instance that
+    /// still writes cannot overwrite its successor's state.
+    #[serde(default)]
+    pub term: u64,
     pub saved_at_ms: i64,
     pub pipeline: PipelineSnapshot,
     /// Notifications not yet delivered (nor given up), oldest first.
@@ -51,6 +56,41 @@ pub enum StateError {
     },
     #[error("state file {path} has version {found}, this build reads {STATE_VERSION}")]
     Version { path: PathBuf, found: u32 },
+    #[error("state topic {topic}: {message}")]
+    Kafka { topic: String, message: String },
+}
+
+/// Where the active instance keeps its state.
+pub enum StateStore {
+    /// `state_dir`: one instance alone.
+    File(StateFile),
+    /// A Kafka topic, in a term of its own (`[alerting.ha]`).
+    Log(super::ha::StateLog),
+}
+
+impl StateStore {
+    pub fn term(&self) -> u64 {
+        match self {
+            StateStore::File(_) => 0,
+            StateStore::Log(log) => log.term(),
+        }
+    }
+
+    pub async fn save(&self, state: &State) -> Result<(), StateError> {
+        match self {
+            StateStore::File(file) => file.save(state),
+            StateStore::Log(log) => log.save(state).await,
+        }
+    }
+}
+
+impl std::fmt::Display for StateStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StateStore::File(file) => write!(f, "{}", file.path().display()),
+            StateStore::Log(log) => write!(f, "{} (term {})", log.topic(), log.term()),
+        }
+    }
 }
 
 /// Reads and writes `<dir>/state.json`.
@@ -129,6 +169,7 @@ mod tests {
         let pipeline = Pipeline::from_config(&config).unwrap();
         let state = State {
             version: STATE_VERSION,
+            term: 0,
             saved_at_ms: 7,
             pipeline: pipeline.snapshot(),
             outbox: Vec::new(),

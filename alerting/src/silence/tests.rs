@@ -255,3 +255,32 @@ fn tracked_template() -> TrackedAlert {
     let first = alerts.alerts().next().unwrap().clone();
     first
 }
+
+#[test]
+fn a_merged_silence_wins_only_when_it_changed_later() {
+    let mut here = SilenceStore::new();
+    let mut there = SilenceStore::new();
+    let created = there
+        .create(
+            new_silence(r#"{detector="spend_spike"}"#, None, 10_000),
+            1_000,
+        )
+        .unwrap()
+        .clone();
+    assert!(here.merge(created.clone()), "new here");
+    assert!(
+        !here.merge(created.clone()),
+        "the same copy again changes nothing"
+    );
+    let expired = there.expire(&created.id, 2_000).unwrap().clone();
+    assert!(here.merge(expired.clone()));
+    assert_eq!(
+        here.get(&created.id).unwrap().state(2_500),
+        SilenceState::Expired
+    );
+    assert!(
+        !here.merge(created),
+        "an older copy does not bring the silence back"
+    );
+    assert_eq!(here.get(&expired.id), Some(&expired));
+}

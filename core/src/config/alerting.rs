@@ -58,6 +58,8 @@ pub struct AlertingConfig {
     /// notifications not yet delivered) so that a restart, kill -9 included, loses nothing.
     /// Relative to the config file's directory. One directory per alerting process.
     pub state_dir: String,
+    /// Several `tripline alert` processes, one active (`[alerting.ha]`). Read at start.
+    pub ha: HaConfig,
     pub flapping: FlappingConfig,
     pub route: RouteConfig,
     pub receivers: Vec<ReceiverConfig>,
@@ -74,10 +76,42 @@ impl Default for AlertingConfig {
             resolved_retention_s: 3_600,
             silence_retention_s: 5 * 86_400,
             state_dir: DEFAULT_STATE_DIR.to_owned(),
+            ha: HaConfig::default(),
             flapping: FlappingConfig::default(),
             route: RouteConfig::default(),
             receivers: Vec::new(),
             inhibit_rules: Vec::new(),
+        }
+    }
+}
+
+/// `[alerting.ha]`: alerting with standbys. The instances join one Kafka consumer group on a
+/// one-partition coordination topic; the member holding the partition is active and the
+/// others stand by. The active one keeps its state (alerts, groups, silences, pending
+/// notifications, applied offsets) in a compacted Kafka topic instead of `state_dir`, which
+/// the standbys read as it is written; silences go through a topic of their own, so one
+/// created on any instance applies on all.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HaConfig {
+    pub enabled: bool,
+    /// Names this instance in logs (default: host name and process id).
+    pub instance: Option<String>,
+    pub group_id: String,
+    pub leader_topic: String,
+    pub state_topic: String,
+    pub silences_topic: String,
+}
+
+impl Default for HaConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            instance: None,
+            group_id: "tripline-alerting-leader".into(),
+            leader_topic: "tripline.alerting.leader".into(),
+            state_topic: "tripline.alerting.state".into(),
+            silences_topic: "tripline.alerting.silences".into(),
         }
     }
 }

@@ -334,3 +334,19 @@ fn matcher_lists_and_display_round_trip() {
         assert_eq!(&MatcherSpec::parse(&m.to_string()).unwrap(), m);
     }
 }
+
+#[test]
+fn ha_topics_must_be_named_and_distinct() {
+    let text = "[alerting.ha]\nenabled = true\ngroup_id = \" \"\nstate_topic = \"t\"\nsilences_topic = \"t\"\n";
+    let e = errors(text);
+    let places: Vec<(&str, Option<usize>)> = e.iter().map(|e| (e.key.as_str(), e.line)).collect();
+    assert_eq!(
+        places,
+        [
+            ("alerting.ha.group_id", Some(3)),
+            ("alerting.ha.state_topic", Some(4))
+        ]
+    );
+    let off = Config::from_toml("[alerting.ha]\nstate_topic = \"t\"\nsilences_topic = \"t\"\n");
+    assert!(off.is_ok(), "not checked while off");
+}

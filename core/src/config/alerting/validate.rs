@@ -44,6 +44,32 @@ impl AlertingConfig {
             );
         }
 
+        let ha = &self.ha;
+        if ha.enabled {
+            let topics = [
+                ("group_id", &ha.group_id),
+                ("leader_topic", &ha.leader_topic),
+                ("state_topic", &ha.state_topic),
+                ("silences_topic", &ha.silences_topic),
+            ];
+            for (field, value) in topics {
+                out.check(
+                    !value.trim().is_empty(),
+                    "alerting.ha",
+                    field,
+                    "is empty".into(),
+                    "every alerting instance of one deployment uses the same names",
+                );
+            }
+            out.check(
+                ha.state_topic != ha.silences_topic && ha.leader_topic != ha.state_topic,
+                "alerting.ha",
+                "state_topic",
+                "the leader, state and silences topics must differ".into(),
+                "e.g. tripline.alerting.leader, tripline.alerting.state, tripline.alerting.silences",
+            );
+        }
+
         let mut names = BTreeSet::new();
         for (i, r) in self.receivers.iter().enumerate() {
             let table = format!("alerting.receivers[{i}]");

@@ -1,0 +1,589 @@
+//! Alerting with standbys (`[alerting.ha]`), on Kafka alone.
+//!
+//! - **Who is active.** Every instance joins one consumer group on a one-partition
+//!   coordination topic ([`Membership`]); the member Kafka assigns the partition to is active,
+//!   the others stand by. When the active one is killed or cut off, Kafka hands the partition
+//!   to a standby after `kafka.session_timeout_ms`.
+//! - **The state** (alerts, groups, silences, pending notifications and their attempts, the
+//!   alerts topic's applied offsets) is the state file's document, written by the active
+//!   instance to a compacted topic instead of `state_dir`, under the key `state/<term>`, with
+//!   the same rule: stored before the offsets are committed and before a notification's first
+//!   attempt. Every instance reads the topic as it is written.
+//! - **Taking over.** A standby given the partition writes a marker to the state topic and
+//!   reads until it sees it: it then holds everything its predecessor stored. It takes the
+//!   state of the highest term and starts the next term. Readers trust the highest term, so
+//!   an instance that was cut off and still writes cannot overwrite its successor. Pending
+//!   notifications are attempted at once, with their `webhook-id`: an attempt the predecessor
+//!   made but did not live to store is the one duplicate a receiver can see.
+//! - **Silences** also go through a compacted topic of their own, keyed by silence id, merged
+//!   by every instance (the later change wins). The API answers on every instance: a standby
+//!   lists alerts from the last stored state, and creates and expires silences through the
+//!   topic, so they apply on all.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Message as _, Offset, TopicPartitionList};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+use tripline_core::config::{HaConfig, KafkaConfig};
+use tripline_kafka::membership::{Membership, Rebalanced};
+
+use super::commands::{alert_views, silence_views};
+use super::control::{self, Command, SilenceView};
+use super::deliver::Receivers;
+use super::log::DeliveryLog;
+use super::state::{State, StateError, StateStore, STATE_VERSION};
+use super::{now_ms, AlertService, AlertingError};
+use crate::grouping::Pipeline;
+use crate::silence::{NewSilence, Silence, SilenceStore};
+
+/// How long a revocation waits for the active loop to stop (drain, last write, commit).
+const REVOKE_WAIT: Duration = Duration::from_secs(20);
+/// How long a new active instance waits to read its own marker back.
+const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(30);
+const STATE_KEY_PREFIX: &str = "state/";
+const MARKER_KEY_PREFIX: &str = "marker/";
+
+/// Runs this instance as a standby until Kafka makes it active, then as the active one until
+/// the partition is taken back, and so on until `shutdown`.
+pub(super) async fn run(
+    service: &mut AlertService,
+    commands: &mut mpsc::Receiver<Command>,
+    log: &DeliveryLog,
+    shutdown: CancellationToken,
+) -> Result<(), AlertingError> {
+    let ha = service.config.ha.clone();
+    let instance = ha.instance.clone().unwrap_or_else(default_instance);
+    let env = tripline_kafka::process_env;
+    tripline_kafka::ensure_changelog_topics(
+        &service.kafka,
+        env,
+        &[&ha.state_topic, &ha.silences_topic],
+    )
+    .await?;
+    let producer: FutureProducer =
+        tripline_kafka::producer_config(&service.kafka, env)?.create()?;
+    let shared = Shared::start(&service.kafka, &ha, &instance, producer.clone(), &shutdown)?;
+    let mut membership = Membership::join(
+        &service.kafka,
+        &ha.leader_topic,
+        &ha.group_id,
+        1,
+        REVOKE_WAIT,
+    )
+    .await?;
+    // A standby is ready: it answers the API and can take over.
+    service.health.set_running(true);
+    service.health.state_written(true);
+    let result = loop {
+        info!(%instance, "alerting standing by");
+        metrics::gauge!("tripline_alerting_active").set(0.0);
+        let active = tokio::select! {
+            _ = shutdown.cancelled() => break Ok(()),
+            active = stand_by(service, &shared, &mut membership, commands) => active,
+        };
+        if let Err(err) = active {
+            break Err(err);
+        }
+        let (mut state, term) = match shared.take_over(&instance).await {
+            Ok(taken) => taken,
+            Err(err) => break Err(err),
+        };
+        // Every pending notification is tried once at once: the predecessor's backoff was
+        // about receivers as it reached them, and what cut it off may have been its network.
+        let now = now_ms();
+        for entry in state.iter_mut().flat_map(|s| s.outbox.iter_mut()) {
+            entry.next_attempt_at_ms = entry.next_attempt_at_ms.min(now);
+        }
+        info!(%instance, term, pending_notifications = state.as_ref().map_or(0, |s| s.outbox.len()), "alerting active");
+        metrics::gauge!("tripline_alerting_active").set(1.0);
+        let store = StateStore::Log(StateLog {
+            producer: producer.clone(),
+            topic: ha.state_topic.clone(),
+            term,
+        });
+        let stop = shutdown.child_token();
+        let mut serve = Box::pin(service.serve(state, store, Some(&shared), commands, log, &stop));
+        let mut release = None;
+        let served = loop {
+            tokio::select! {
+                served = &mut serve => break served,
+                event = membership.events.recv() => match event {
+                    Some(Rebalanced::Revoked(_, handed_back)) => {
+                        info!(%instance, term, "alerting partition revoked: stopping");
+                        stop.cancel();
+                        release = Some(handed_back);
+                    }
+                    Some(Rebalanced::Assigned(_)) => {}
+                    None => stop.cancel(),
+                },
+            }
+        };
+        drop(serve);
+        if let Some(release) = release {
+            release.done();
+        }
+        if served.is_err() || shutdown.is_cancelled() {
+            break served;
+        }
+        // Stopped by a revocation: the API keeps answering while this instance stands by.
+        service.health.set_running(true);
+        service.health.state_written(true);
+    };
+    metrics::gauge!("tripline_alerting_active").set(0.0);
+    service.health.set_running(false);
+    membership.leave().await;
+    shared.stop().await;
+    result
+}
+
+/// Answers the API as a standby until the coordination partition is assigned to this instance.
+async fn stand_by(
+    service: &mut AlertService,
+    shared: &Shared,
+    membership: &mut Membership,
+    commands: &mut mpsc::Receiver<Command>,
+) -> Result<(), AlertingError> {
+    loop {
+        tokio::select! {
+            event = membership.events.recv() => match event {
+                Some(Rebalanced::Assigned(partitions)) if !partitions.is_empty() => return Ok(()),
+                Some(Rebalanced::Revoked(_, release)) => release.done(),
+                Some(Rebalanced::Assigned(_)) => info!("alerting standby: another instance is active"),
+                None => {
+                    return Err(AlertingError::Standby(
+                        "the coordination group's consumer stopped".into(),
+                    ))
+                }
+            },
+            Some(command) = commands.recv() => standby_command(service, shared, command).await,
+        }
+    }
+}
+
+/// A standby's answer: reads from the last stored state, silences through their topic.
+async fn standby_command(service: &mut AlertService, shared: &Shared, command: Command) {
+    let now = now_ms();
+    match command {
+        Command::ListAlerts(reply) => {
+            let views = match shared.lock().state.clone() {
+                None => Ok(Vec::new()),
+                Some(state) => Pipeline::restore(&service.config, state.pipeline, now)
+                    .map(|pipeline| alert_views(&pipeline, now))
+                    .map_err(|e| e.to_string()),
+            };
+            let _ = reply.send(views);
+        }
+        Command::ListSilences(reply) => {
+            let _ = reply.send(Ok(silence_views(&shared.silences(), now)));
+        }
+        Command::CreateSilence(new, reply) => {
+            let result = shared.create_silence(&shared.silences(), new, now).await;
+            let _ = reply.send(shared.merged(result, now));
+        }
+        Command::ExpireSilence(id, reply) => {
+            let result = shared.expire_silence(&shared.silences(), &id, now).await;
+            let _ = reply.send(shared.merged(result, now));
+        }
+        Command::Test(_, reply) => {
+            let _ = reply.send(Err(control::STANDBY.to_owned()));
+        }
+        Command::Reload(config, reply) => {
+            let checked = Receivers::from_config(&config, &tripline_kafka::process_env)
+                .map_err(|e| e.to_string())
+                .and_then(|_| Pipeline::from_config(&config).map_err(|e| e.to_string()));
+            let _ = reply.send(checked.map(|_| {
+                service.config = *config;
+                info!("alerting config reloaded (standby)");
+            }));
+        }
+    }
+}
+
+/// `<host>-<pid>`: tells the instances apart in logs and markers.
+fn default_instance() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "alerting".into());
+    format!("{host}-{}", std::process::id())
+}
+
+/// The active instance's state, written to the state topic in its term.
+pub struct StateLog {
+    producer: FutureProducer,
+    topic: String,
+    term: u64,
+}
+
+impl StateLog {
+    pub fn term(&self) -> u64 {
+        self.term
+    }
+
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// Returns once every in-sync replica has the state.
+    pub async fn save(&self, state: &State) -> Result<(), StateError> {
+        let key = state_key(self.term);
+        let payload = serde_json::to_vec(state).expect("state serializes");
+        tripline_kafka::produce(
+            &self.producer,
+            FutureRecord::to(&self.topic).key(&key).payload(&payload),
+        )
+        .await
+        .map_err(|err| StateError::Kafka {
+            topic: self.topic.clone(),
+            message: err.to_string(),
+        })
+    }
+}
+
+fn state_key(term: u64) -> String {
+    format!("{STATE_KEY_PREFIX}{term:020}")
+}
+
+/// What an instance has read of the state and silences topics.
+#[derive(Default)]
+pub struct View {
+    /// The state of the highest term, its latest write.
+    pub state: Option<State>,
+    /// The highest term seen.
+    pub term: u64,
+    /// Every silence seen, in the state or its own topic.
+    pub silences: SilenceStore,
+    markers: HashSet<String>,
+}
+
+impl View {
+    /// Applies one record of the state topic.
+    fn apply_state(&mut self, key: &str, payload: Option<&[u8]>) {
+        if key.starts_with(MARKER_KEY_PREFIX) {
+            self.markers.insert(key.to_owned());
+            return;
+        }
+        let (Some(term), Some(payload)) = (
+            key.strip_prefix(STATE_KEY_PREFIX)
+                .and_then(|t| t.parse::<u64>().ok()),
+            payload,
+        ) else {
+            return;
+        };
+        if term < self.term {
+            warn!(
+                term,
+                current = self.term,
+                "a state from an earlier term: an instance that was cut off still writes; ignored"
+            );
+            return;
+        }
+        match serde_json::from_slice::<State>(payload) {
+            Ok(state) if state.version == STATE_VERSION => {
+                for silence in state.pipeline.silences.list() {
+                    self.silences.merge(silence.clone());
+                }
+                self.term = term;
+                self.state = Some(state);
+            }
+            Ok(state) => warn!(
+                term,
+                version = state.version,
+                "a state of another version in the state topic; ignored"
+            ),
+            Err(err) => warn!(term, %err, "an unreadable state in the state topic; ignored"),
+        }
+    }
+
+    /// Applies one record of the silences topic; `true` when it changed a silence.
+    fn apply_silence(&mut self, payload: Option<&[u8]>) -> bool {
+        match payload.map(serde_json::from_slice::<Silence>) {
+            Some(Ok(silence)) => self.silences.merge(silence),
+            Some(Err(err)) => {
+                warn!(%err, "an unreadable silence in the silences topic; ignored");
+                false
+            }
+            None => false,
+        }
+    }
+}
+
+/// What the instances share, read by a task that follows the state and silences topics.
+pub struct Shared {
+    view: Arc<Mutex<View>>,
+    /// Bumped after every record read.
+    read: watch::Receiver<u64>,
+    producer: FutureProducer,
+    state_topic: String,
+    silences_topic: String,
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl Shared {
+    fn start(
+        kafka: &KafkaConfig,
+        ha: &HaConfig,
+        instance: &str,
+        producer: FutureProducer,
+        shutdown: &CancellationToken,
+    ) -> Result<Shared, AlertingError> {
+        // Assigned, never subscribed: the group id is only a name, nothing is committed.
+        let group = format!("{}-reader-{instance}", ha.group_id);
+        let consumer: StreamConsumer =
+            tripline_kafka::consumer_config(kafka, &group, tripline_kafka::process_env)?
+                .create()?;
+        let mut partitions = TopicPartitionList::new();
+        for topic in [&ha.state_topic, &ha.silences_topic] {
+            partitions.add_partition_offset(topic, 0, Offset::Beginning)?;
+        }
+        consumer.assign(&partitions)?;
+        let view = Arc::new(Mutex::new(View::default()));
+        let (bump, read) = watch::channel(0);
+        let stop = shutdown.child_token();
+        let task = tokio::spawn(follow(
+            consumer,
+            ha.state_topic.clone(),
+            view.clone(),
+            bump,
+            stop.clone(),
+        ));
+        Ok(Shared {
+            view,
+            read,
+            producer,
+            state_topic: ha.state_topic.clone(),
+            silences_topic: ha.silences_topic.clone(),
+            stop,
+            task,
+        })
+    }
+
+    async fn stop(self) {
+        self.stop.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(15), self.task).await;
+    }
+
+    fn lock(&self) -> MutexGuard<'_, View> {
+        self.view.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Wakes whenever a record was read (see [`changed`]).
+    pub fn silences_changed(&self) -> watch::Receiver<u64> {
+        self.read.clone()
+    }
+
+    /// Every silence known here.
+    pub fn silences(&self) -> SilenceStore {
+        self.lock().silences.clone()
+    }
+
+    /// Creates a silence (validated against `known`) and shares it; returns it once Kafka has it.
+    pub async fn create_silence(
+        &self,
+        known: &SilenceStore,
+        new: NewSilence,
+        now: i64,
+    ) -> Result<Silence, String> {
+        let mut scratch = known.clone();
+        let silence = scratch.create(new, now).map_err(|e| e.to_string())?.clone();
+        self.publish(&silence).await?;
+        Ok(silence)
+    }
+
+    /// Expires a silence and shares the change; returns it once Kafka has it.
+    pub async fn expire_silence(
+        &self,
+        known: &SilenceStore,
+        id: &str,
+        now: i64,
+    ) -> Result<Silence, String> {
+        let mut scratch = known.clone();
+        let silence = scratch.expire(id, now).map_err(|e| e.to_string())?.clone();
+        self.publish(&silence).await?;
+        Ok(silence)
+    }
+
+    async fn publish(&self, silence: &Silence) -> Result<(), String> {
+        let payload = serde_json::to_vec(silence).expect("a silence serializes");
+        tripline_kafka::produce(
+            &self.producer,
+            FutureRecord::to(&self.silences_topic)
+                .key(&silence.id)
+                .payload(&payload),
+        )
+        .await
+        .map_err(|err| {
+            format!(
+                "the silence could not be shared through {}: {err}",
+                self.silences_topic
+            )
+        })
+    }
+
+    /// A standby's answer to a silence change: kept here at once, so that it lists it.
+    fn merged(&self, result: Result<Silence, String>, now: i64) -> Result<SilenceView, String> {
+        let silence = result?;
+        self.lock().silences.merge(silence.clone());
+        info!(id = %silence.id, "silence shared (standby)");
+        Ok(SilenceView::of(&silence, now))
+    }
+
+    /// Reads everything stored before this call (up to a marker it writes), then returns the
+    /// state to continue from and the new term.
+    async fn take_over(&self, instance: &str) -> Result<(Option<State>, u64), AlertingError> {
+        let marker = format!("{MARKER_KEY_PREFIX}{instance}/{}", now_ms());
+        tripline_kafka::produce(
+            &self.producer,
+            FutureRecord::to(&self.state_topic)
+                .key(&marker)
+                .payload(&[] as &[u8]),
+        )
+        .await
+        .map_err(|err| AlertingError::Standby(format!("cannot write a marker: {err}")))?;
+        let mut read = self.read.clone();
+        let caught_up = tokio::time::timeout(CATCH_UP_TIMEOUT, async {
+            loop {
+                if self.lock().markers.contains(&marker) {
+                    return true;
+                }
+                if read.changed().await.is_err() {
+                    return false;
+                }
+            }
+        })
+        .await;
+        if caught_up != Ok(true) {
+            return Err(AlertingError::Standby(format!(
+                "the state topic {} was not read up to this instance's marker within {CATCH_UP_TIMEOUT:?}",
+                self.state_topic
+            )));
+        }
+        let view = self.lock();
+        Ok((view.state.clone(), view.term + 1))
+    }
+}
+
+/// Follows both topics into the view until `stop`.
+async fn follow(
+    consumer: StreamConsumer,
+    state_topic: String,
+    view: Arc<Mutex<View>>,
+    bump: watch::Sender<u64>,
+    stop: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            received = consumer.recv() => match received {
+                Ok(message) => {
+                    {
+                        let mut view = view.lock().unwrap_or_else(|e| e.into_inner());
+                        if message.topic() == state_topic {
+                            let key = message.key().and_then(|k| std::str::from_utf8(k).ok());
+                            view.apply_state(key.unwrap_or_default(), message.payload());
+                        } else {
+                            view.apply_silence(message.payload());
+                        }
+                    }
+                    bump.send_modify(|n| *n += 1);
+                }
+                Err(err) => {
+                    warn!(%err, "reading the shared alerting state");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            },
+        }
+    }
+    tripline_kafka::close_consumer(consumer, Duration::from_secs(10)).await;
+}
+
+/// Resolves when `read` moved on (never when there is nothing to follow).
+pub(super) async fn changed(read: &mut Option<watch::Receiver<u64>>) -> Option<()> {
+    match read {
+        Some(read) => read.changed().await.ok(),
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::grouping::Pipeline;
+    use crate::lifecycle::test_support::alerting_config;
+
+    fn state(term: u64, saved_at_ms: i64, silences: SilenceStore) -> Vec<u8> {
+        let config = alerting_config(
+            "[[alerting.receivers]]\nname = \"w\"\nkind = \"webhook\"\nurl = \"http://127.0.0.1:1/\"\n[alerting.route]\nreceiver = \"w\"\n",
+        );
+        let mut snapshot = Pipeline::from_config(&config).unwrap().snapshot();
+        snapshot.silences = silences;
+        serde_json::to_vec(&State {
+            version: STATE_VERSION,
+            term,
+            saved_at_ms,
+            pipeline: snapshot,
+            outbox: Vec::new(),
+            applied: Default::default(),
+        })
+        .unwrap()
+    }
+
+    fn silence(store: &mut SilenceStore, now: i64) -> Silence {
+        store
+            .create(
+                NewSilence {
+                    matchers: crate::matcher::parse_list(r#"{detector="spend_spike"}"#).unwrap(),
+                    starts_at_ms: None,
+                    ends_at_ms: now + 60_000,
+                    created_by: "ops".into(),
+                    comment: "deploy".into(),
+                },
+                now,
+            )
+            .unwrap()
+            .clone()
+    }
+
+    #[test]
+    fn the_highest_term_wins_and_a_late_write_of_an_earlier_term_is_ignored() {
+        let mut view = View::default();
+        view.apply_state(&state_key(1), Some(&state(1, 10, SilenceStore::new())));
+        view.apply_state(&state_key(1), Some(&state(1, 20, SilenceStore::new())));
+        assert_eq!(view.state.as_ref().map(|s| s.saved_at_ms), Some(20));
+        view.apply_state(&state_key(2), Some(&state(2, 30, SilenceStore::new())));
+        view.apply_state(&state_key(1), Some(&state(1, 40, SilenceStore::new())));
+        assert_eq!(
+            (view.term, view.state.as_ref().map(|s| s.saved_at_ms)),
+            (2, Some(30))
+        );
+        view.apply_state(&state_key(2), Some(b"{not json"));
+        view.apply_state(&state_key(3), None);
+        assert_eq!(view.state.as_ref().map(|s| s.saved_at_ms), Some(30));
+        view.apply_state("marker/a/1", Some(b""));
+        assert!(view.markers.contains("marker/a/1"));
+    }
+
+    #[test]
+    fn silences_arrive_from_their_topic_and_from_the_state() {
+        let mut view = View::default();
+        let mut elsewhere = SilenceStore::new();
+        let first = silence(&mut elsewhere, 1_000);
+        assert!(view.apply_silence(Some(&serde_json::to_vec(&first).unwrap())));
+        assert!(!view.apply_silence(Some(b"nonsense")));
+        let second = silence(&mut elsewhere, 2_000);
+        view.apply_state(&state_key(1), Some(&state(1, 5, elsewhere.clone())));
+        let ids: Vec<&str> = view.silences.list().map(|s| s.id.as_str()).collect();
+        assert_eq!(ids.len(), 2);
+        assert!(ids.contains(&first.id.as_str()) && ids.contains(&second.id.as_str()));
+    }
+}

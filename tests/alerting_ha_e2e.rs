@@ -1,0 +1,342 @@
+//! Alerting with a standby (`[alerting.ha]`) end to end: two real `tripline alert` processes on
+//! a real broker, one active and one standing by, a real webhook receiver on 127.0.0.1 that
+//! fails until the test lets it recover, and kill -9 of the active process while its
+//! notifications are pending.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use common::hook::{alert_from, api, publish, Hook, Received, Reply};
+use common::{wait_ready, TestEnv};
+use tripline_core::alert::{Alert, AlertStatus};
+
+const WEBHOOK_SECRET: &str = "e2e-webhook-signing-secret-0123456789";
+const API_TOKEN: &str = "e2e-alerting-api-token-0123456789";
+
+/// `[alerting]` with HA on, one group per key, one signed webhook receiver.
+fn ha_config(env: &TestEnv, url: &str, instance: &str) -> String {
+    format!(
+        r#"
+[alerting]
+state_dir = "{dir}/alerting-state-{instance}"
+
+[alerting.ha]
+enabled = true
+instance = "{instance}"
+group_id = "{group}-leader"
+leader_topic = "{alerts}.leader"
+state_topic = "{alerts}.state"
+silences_topic = "{alerts}.silences"
+
+[alerting.route]
+receiver = "hook"
+group_by = ["api_key_id"]
+group_wait_ms = 200
+group_interval_ms = 2000
+repeat_interval_s = 3600
+
+[[alerting.receivers]]
+name = "hook"
+kind = "webhook"
+url = "{url}"
+secret_env = "E2E_WEBHOOK_SECRET"
+"#,
+        dir = env.dir.display(),
+        group = env.group,
+        alerts = env.alerts_topic,
+    )
+}
+
+fn spawn_instance(env: &TestEnv, tag: &str) -> common::Tripline {
+    let group = format!("{}-alerting", env.group);
+    env.spawn_with_env(
+        "alert",
+        tag,
+        &[
+            ("E2E_WEBHOOK_SECRET", WEBHOOK_SECRET),
+            ("TRIPLINE_ALERTING_GROUP_ID", group.as_str()),
+            ("TRIPLINE_ALERTING_API_TOKEN", API_TOKEN),
+        ],
+    )
+}
+
+fn alert(key: &str, status: AlertStatus) -> Alert {
+    alert_from("spend_spike", key, status)
+}
+
+/// The `api_key_id` of the group a notification is about.
+fn key_of(r: &Received) -> String {
+    r.json()["group_labels"]["api_key_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+const ACTIVE: &str = "alerting active";
+const STANDING_BY: &str = "alerting standing by";
+const OTHER_IS_ACTIVE: &str = "another instance is active";
+
+/// One `tripline alert` process with its own port and log.
+struct Instance {
+    env: TestEnv,
+    tag: &'static str,
+    process: common::Tripline,
+}
+
+impl Instance {
+    fn start(env: TestEnv, tag: &'static str) -> Instance {
+        let process = spawn_instance(&env, tag);
+        Instance { env, tag, process }
+    }
+
+    fn restart(&mut self) {
+        self.process = spawn_instance(&self.env, self.tag);
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.env.log_path(self.tag)).unwrap_or_default()
+    }
+
+    /// How often the log says `needle`.
+    fn said(&self, needle: &str) -> usize {
+        self.log().matches(needle).count()
+    }
+
+    /// The role the log last announced; a standby counts once the group has told it that
+    /// another instance holds the partition.
+    fn role(&self) -> Option<&'static str> {
+        let log = self.log();
+        match (log.rfind(ACTIVE), log.rfind(STANDING_BY)) {
+            (Some(a), Some(s)) if a > s => Some(ACTIVE),
+            (Some(_), None) => Some(ACTIVE),
+            (_, Some(s)) if log[s..].contains(OTHER_IS_ACTIVE) => Some(STANDING_BY),
+            _ => None,
+        }
+    }
+
+    async fn wait_said(&self, needle: &str, count: usize, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while self.said(needle) < count {
+            assert!(
+                Instant::now() < deadline,
+                "{needle:?} appeared fewer than {count} times in {}:\n{}",
+                self.tag,
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// Waits until one instance is active and the other stands by; returns the active one's
+/// index.
+async fn settled(instances: &[Instance; 2]) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match [instances[0].role(), instances[1].role()] {
+            [Some(ACTIVE), Some(STANDING_BY)] => return 0,
+            [Some(STANDING_BY), Some(ACTIVE)] => return 1,
+            roles => assert!(Instant::now() < deadline, "roles never settled: {roles:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn tries_per_key(received: &[Received]) -> BTreeMap<String, usize> {
+    received.iter().fold(BTreeMap::new(), |mut m, r| {
+        *m.entry(key_of(r)).or_default() += 1;
+        m
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_the_active_instance_hands_its_pending_notifications_to_the_standby() {
+    let mut env = TestEnv::new("alert_ha").await;
+    // The receiver fails until the test clears its plan.
+    let (hook, url) = Hook::start(&[Reply::Status(503); 500]).await;
+    env.ingest_extra = ha_config(&env, &url, "a");
+    let mut env_b = env.another_worker("b");
+    env_b.ingest_extra = ha_config(&env, &url, "b");
+    let alerts_env = env.another_worker("producer");
+
+    let a = Instance::start(env, "a");
+    assert!(wait_ready(&a.env, Duration::from_secs(60)).await, "a ready");
+    a.wait_said(ACTIVE, 1, Duration::from_secs(60)).await;
+    let b = Instance::start(env_b, "b");
+    assert!(wait_ready(&b.env, Duration::from_secs(60)).await, "b ready");
+    // B's joining rebalances the group: either instance may come out active.
+    let mut instances = [a, b];
+    let active = settled(&instances).await;
+    let standby = 1 - active;
+
+    // A silence created on the standby applies on the active instance.
+    let (status, body) = api(&instances[standby].env.listen, "POST", "/api/v1/silences", API_TOKEN, r#"{"matchers":["api_key_id=\"key-quiet\""],"created_by":"e2e","comment":"planned batch job","duration_s":3600}"#).await;
+    assert_eq!(status, 201, "{body}");
+    let silence = body["id"].as_str().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (_, listed) = api(
+            &instances[active].env.listen,
+            "GET",
+            "/api/v1/silences",
+            API_TOKEN,
+            "",
+        )
+        .await;
+        if listed.to_string().contains(&silence) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the active instance never listed {silence}: {listed}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (status, body) = api(
+        &instances[standby].env.listen,
+        "POST",
+        "/api/v1/receivers/hook/test",
+        API_TOKEN,
+        "",
+    )
+    .await;
+    assert_eq!(status, 503, "a standby sends no test notification: {body}");
+
+    let keys = ["key-1", "key-2", "key-3"];
+    let mut alerts: Vec<Alert> = keys.iter().map(|k| alert(k, AlertStatus::Firing)).collect();
+    alerts.push(alert("key-quiet", AlertStatus::Firing));
+    publish(&alerts_env, &alerts).await;
+    // Every group has failed at least twice: its notification is pending, with a backoff.
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let tried = tries_per_key(&hook.received());
+        if keys
+            .iter()
+            .all(|k| tried.get(*k).copied().unwrap_or(0) >= 2)
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not every group was tried twice: {tried:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        instances[standby].role(),
+        Some(STANDING_BY),
+        "no handover yet"
+    );
+
+    instances[active].process.kill_9();
+    let killed = Instant::now();
+    let failed_before = hook.received().len();
+    hook.plan.lock().unwrap().clear();
+
+    // The standby takes over and delivers every pending notification within 30 s.
+    let deadline = killed + Duration::from_secs(30);
+    let delivered = loop {
+        let after: Vec<Received> = hook.received()[failed_before..].to_vec();
+        let keys_after: BTreeSet<String> = after.iter().map(key_of).collect();
+        if keys.iter().all(|k| keys_after.contains(*k)) {
+            break after;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not delivered within 30 s of the kill: {keys_after:?}\n{}",
+            instances[standby].log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let took = delivered.last().unwrap().at - killed;
+    println!("failover: every pending notification delivered {took:?} after the kill");
+    assert_eq!(instances[standby].role(), Some(ACTIVE));
+    assert!(
+        instances[standby].log().contains("pending_notifications=3"),
+        "the pending notifications came from the shared state, not from alerts read again"
+    );
+
+    // Nothing more arrives; each group is one notification with one webhook-id throughout,
+    // delivered at most twice (one duplicate per failover).
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let all = hook.received();
+    let mut ids: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for r in &all {
+        ids.entry(key_of(r))
+            .or_default()
+            .insert(r.header("webhook-id").to_owned());
+    }
+    assert!(!ids.contains_key("key-quiet"), "the silence held: {ids:?}");
+    let delivered = tries_per_key(&all[failed_before..]);
+    for key in keys {
+        assert_eq!(
+            ids[key].len(),
+            1,
+            "{key}: one notification, one webhook-id: {ids:?}"
+        );
+        assert!(
+            (1..=2).contains(&delivered[key]),
+            "{key}: delivered {} times after the failover",
+            delivered[key]
+        );
+    }
+
+    // The restarted instance stands by and answers the API from the shared state.
+    let killed_one = &mut instances[active];
+    let standing_before = killed_one.said(STANDING_BY);
+    killed_one.restart();
+    assert!(
+        wait_ready(&killed_one.env, Duration::from_secs(60)).await,
+        "restarted"
+    );
+    killed_one
+        .wait_said(STANDING_BY, standing_before + 1, Duration::from_secs(30))
+        .await;
+    // Its joining may hand it the active role: wait until the roles are settled again.
+    let active = settled(&instances).await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    for instance in &instances {
+        loop {
+            let (status, listed) =
+                api(&instance.env.listen, "GET", "/api/v1/alerts", API_TOKEN, "").await;
+            assert_eq!(status, 200, "{listed}");
+            let firing = listed
+                .as_array()
+                .map_or(0, |a| a.iter().filter(|v| v["state"] == "firing").count());
+            if firing == 4 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{} lists {listed}", instance.tag);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    // A graceful stop of the active one hands over at once: the other resolves what the
+    // stopped one fired.
+    let staying = 1 - active;
+    let active_before = instances[staying].said(ACTIVE);
+    instances[active].process.send_term();
+    instances[staying]
+        .wait_said(ACTIVE, active_before + 1, Duration::from_secs(30))
+        .await;
+    assert!(
+        instances[active]
+            .process
+            .wait_clean(Duration::from_secs(30)),
+        "stops cleanly"
+    );
+    let before = hook.received().len();
+    publish(&alerts_env, &[alert("key-1", AlertStatus::Resolved)]).await;
+    let got = hook.wait_for(before + 1, Duration::from_secs(30)).await;
+    let resolved = &got[before];
+    assert_eq!(key_of(resolved), "key-1");
+    assert_eq!(resolved.json()["status"], "resolved", "{}", resolved.json());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        hook.received().len(),
+        before + 1,
+        "one resolved notification"
+    );
+}
