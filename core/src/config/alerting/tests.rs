@@ -350,3 +350,10 @@ fn ha_topics_must_be_named_and_distinct() {
     let off = Config::from_toml("[alerting.ha]\nstate_topic = \"t\"\nsilences_topic = \"t\"\n");
     assert!(off.is_ok(), "not checked while off");
 }
+
+#[test]
+fn the_compose_profiles_alerting_config_is_valid_and_has_a_standby() {
+    let text = include_str!("../../../../docker/alerting-ha.toml");
+    let config = Config::from_toml(text).unwrap_or_else(|e| panic!("{e:#?}"));
+    assert!(config.alerting.enabled() && config.alerting.ha.enabled);
+}
