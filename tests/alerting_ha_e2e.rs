@@ -340,3 +340,74 @@ async fn kill_9_of_the_active_instance_hands_its_pending_notifications_to_the_st
         "one resolved notification"
     );
 }
+
+/// A benchmark, not a check (run it with `--ignored --nocapture`): `KILLS` times (10 by
+/// default), a notification is made pending on a failing receiver, the active instance is
+/// killed with SIGKILL, the receiver recovers, and the time until the notification arrives is
+/// measured; the killed instance is started again and the roles settle before the next kill.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a benchmark: cargo test --test alerting_ha_e2e -- --ignored --nocapture"]
+async fn measure_failover_over_repeated_kills() {
+    let kills: usize = std::env::var("KILLS")
+        .ok()
+        .and_then(|k| k.parse().ok())
+        .unwrap_or(10);
+    let mut env = TestEnv::new("alert_ha_bench").await;
+    let (hook, url) = Hook::start(&[]).await;
+    env.ingest_extra = ha_config(&env, &url, "a");
+    let mut env_b = env.another_worker("b");
+    env_b.ingest_extra = ha_config(&env, &url, "b");
+    let alerts_env = env.another_worker("producer");
+    let mut instances = [Instance::start(env, "a"), Instance::start(env_b, "b")];
+    let mut took = Vec::new();
+    for kill in 0..kills {
+        for instance in &instances {
+            assert!(wait_ready(&instance.env, Duration::from_secs(60)).await);
+        }
+        let active = settled(&instances).await;
+        let key = format!("bench-{kill}");
+        hook.plan.lock().unwrap().extend([Reply::Status(503); 500]);
+        let before = hook.received().len();
+        publish(&alerts_env, &[alert(&key, AlertStatus::Firing)]).await;
+        let deadline = Instant::now() + Duration::from_secs(40);
+        while tries_per_key(&hook.received()[before..])
+            .get(&key)
+            .copied()
+            .unwrap_or(0)
+            < 2
+        {
+            assert!(Instant::now() < deadline, "{key} was not tried twice");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        instances[active].process.kill_9();
+        let killed = Instant::now();
+        let failed = hook.received().len();
+        hook.plan.lock().unwrap().clear();
+        let deadline = killed + Duration::from_secs(60);
+        let arrived = loop {
+            if let Some(r) = hook.received()[failed..].iter().find(|r| key_of(r) == key) {
+                break r.at;
+            }
+            assert!(Instant::now() < deadline, "{key} not delivered within 60 s");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let seconds = (arrived - killed).as_secs_f64();
+        println!("kill {}: delivered {seconds:.2} s after the kill", kill + 1);
+        took.push(seconds);
+        let standing = instances[active].said(STANDING_BY);
+        instances[active].restart();
+        instances[active]
+            .wait_said(STANDING_BY, standing + 1, Duration::from_secs(60))
+            .await;
+    }
+    took.sort_by(f64::total_cmp);
+    let at = |q: f64| took[((took.len() - 1) as f64 * q).round() as usize];
+    println!(
+        "alerting failover over {} kills: min {:.1} s, median {:.1} s, p90 {:.1} s, max {:.1} s",
+        took.len(),
+        at(0.0),
+        at(0.5),
+        at(0.9),
+        at(1.0)
+    );
+}
