@@ -17,8 +17,10 @@ export DEBIAN_FRONTEND=noninteractive
 # chromium + chromium-driver: the console's end-to-end test (headless, over WebDriver).
 # zookeeper (3.8, pulls in a JRE): replication and ON CLUSTER for scripts/cluster.sh. Not
 # zookeeperd, whose service would start on :2181; cluster.sh runs its own on another port.
+# iproute2: `ip netns` and veth pairs, for the test that cuts an alerting host off Kafka.
 APT_PACKAGES=(build-essential zlib1g-dev pkg-config curl ca-certificates
-  clickhouse-server clickhouse-client python3-venv chromium chromium-driver zookeeper patch)
+  clickhouse-server clickhouse-client python3-venv chromium chromium-driver zookeeper patch
+  iproute2)
 # litellm: pinned to the version the collector is tested against. Never 1.107.0 (a compromised
 # release); review the release before raising the pin.
 PY_REQUIREMENTS=("chdb-core==26.9.0" "aiosmtpd==1.4.6" "litellm[proxy]==1.106.12")

@@ -3,11 +3,12 @@
 //! HTTP client for the alerting API.
 
 use std::collections::VecDeque;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use tripline_core::alert::{fingerprint, Alert, AlertStatus, Evidence, Severity};
@@ -30,6 +31,8 @@ pub static SLOW_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64:
 #[derive(Debug, Clone)]
 pub struct Received {
     pub at: Instant,
+    /// Who sent it.
+    pub from: SocketAddr,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
 }
@@ -62,18 +65,31 @@ impl Hook {
     }
 
     pub async fn start_with(plan: &[Reply], slow: bool) -> (Hook, String) {
+        let (hook, addr) = Hook::start_on("127.0.0.1:0", plan, slow).await;
+        (hook, format!("http://{addr}/hook"))
+    }
+
+    /// A receiver listening on `bind` (e.g. "0.0.0.0:0" for other network namespaces); its
+    /// address, to which add the path `/hook`.
+    pub async fn start_on(bind: &str, plan: &[Reply], slow: bool) -> (Hook, SocketAddr) {
         let hook = Hook {
             slow,
             ..Hook::default()
         };
         hook.plan.lock().unwrap().extend(plan.iter().copied());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let listener = tokio::net::TcpListener::bind(bind).await.unwrap();
+        let addr = listener.local_addr().unwrap();
         let app = axum::Router::new()
             .route("/hook", axum::routing::post(receive))
             .with_state(hook.clone());
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        (hook, url)
+        tokio::spawn(async move {
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .await
+        });
+        (hook, addr)
     }
 
     pub fn received(&self) -> Vec<Received> {
@@ -90,9 +106,15 @@ impl Hook {
     }
 }
 
-async fn receive(State(hook): State<Hook>, headers: HeaderMap, body: Bytes) -> Response {
+async fn receive(
+    State(hook): State<Hook>,
+    ConnectInfo(from): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     hook.received.lock().unwrap().push(Received {
         at: Instant::now(),
+        from,
         headers: headers
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_owned()))

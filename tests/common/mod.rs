@@ -45,12 +45,22 @@ pub struct TestEnv {
     pub ingest_extra: String,
     /// Extra `[clickhouse]` lines for the config (a cluster, say).
     pub clickhouse_extra: String,
+    /// The Kafka brokers tripline and the test's topics use (the shared broker unless a test
+    /// runs its own).
+    pub brokers: String,
+    /// A network namespace tripline runs in (`ip netns exec`), for tests that cut hosts off.
+    pub netns: Option<String>,
 }
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 impl TestEnv {
     pub async fn new(name: &str) -> TestEnv {
+        TestEnv::new_on(name, brokers()).await
+    }
+
+    /// Like [`TestEnv::new`], on the broker at `brokers`.
+    pub async fn new_on(name: &str, brokers: String) -> TestEnv {
         let unique = format!(
             "{name}_{}_{}_{}",
             std::process::id(),
@@ -76,9 +86,11 @@ impl TestEnv {
             tripline_clickhouse_url: clickhouse_url(),
             ingest_extra: String::new(),
             clickhouse_extra: String::new(),
+            brokers,
+            netns: None,
         };
         let kafka = tripline_core::config::KafkaConfig {
-            brokers: brokers(),
+            brokers: env.brokers.clone(),
             ..Default::default()
         };
         tripline_kafka::ensure_topics(
@@ -114,6 +126,8 @@ impl TestEnv {
             tripline_clickhouse_url: self.tripline_clickhouse_url.clone(),
             ingest_extra: self.ingest_extra.clone(),
             clickhouse_extra: self.clickhouse_extra.clone(),
+            brokers: self.brokers.clone(),
+            netns: self.netns.clone(),
         }
     }
 
@@ -147,7 +161,7 @@ country_db = "{repo}/data/geo/country.mmdb"
 asn_db = "{repo}/data/geo/asn.mmdb"
 "#,
             listen = self.listen,
-            brokers = brokers(),
+            brokers = self.brokers,
             group = self.group,
             gateway = self.gateway_topic,
             provider = self.provider_topic,
@@ -167,9 +181,15 @@ asn_db = "{repo}/data/geo/asn.mmdb"
     /// Starts `tripline <role>` with this test's config; its log goes to `log_path(tag)`.
     pub fn spawn(&self, role: &str, tag: &str) -> Tripline {
         let log = std::fs::File::create(self.log_path(tag)).unwrap();
-        let child = tripline_command(role, &self.config_path(), log, "info,tripline_ingest=debug")
-            .spawn()
-            .expect("start tripline");
+        let child = tripline_command(
+            role,
+            &self.config_path(),
+            log,
+            "info,tripline_ingest=debug",
+            None,
+        )
+        .spawn()
+        .expect("start tripline");
         Tripline { child }
     }
 
@@ -227,7 +247,7 @@ asn_db = "{repo}/data/geo/asn.mmdb"
     /// Reads `count` dead letters (or what arrives before `timeout`).
     pub async fn dead_letters(&self, count: usize, timeout: Duration) -> Vec<serde_json::Value> {
         let consumer: StreamConsumer = ClientConfig::new()
-            .set("bootstrap.servers", brokers())
+            .set("bootstrap.servers", &self.brokers)
             .set("group.id", format!("{}-dlq-reader", self.group))
             .set("auto.offset.reset", "earliest")
             .set("enable.auto.commit", "false")
@@ -252,8 +272,12 @@ asn_db = "{repo}/data/geo/asn.mmdb"
 }
 
 pub fn producer() -> FutureProducer {
+    producer_on(&brokers())
+}
+
+pub fn producer_on(brokers: &str) -> FutureProducer {
     ClientConfig::new()
-        .set("bootstrap.servers", brokers())
+        .set("bootstrap.servers", brokers)
         .set("acks", "all")
         .set("linger.ms", "5")
         .create()
@@ -393,6 +417,7 @@ impl TestEnv {
             &self.config_path(),
             log,
             "info,tripline_alerting=debug",
+            self.netns.as_deref(),
         );
         for (name, value) in vars {
             command.env(name, value);
@@ -405,8 +430,23 @@ impl TestEnv {
 
 /// `tripline <role> --config <config>` with the test secret, logging to `log`, and none of the
 /// `TRIPLINE_*` server addresses the test script exports (the config says where to go).
-fn tripline_command(role: &str, config: &Path, log: std::fs::File, rust_log: &str) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_tripline"));
+/// In `netns` when given (`ip netns exec` becomes tripline: the child is tripline's pid).
+fn tripline_command(
+    role: &str,
+    config: &Path,
+    log: std::fs::File,
+    rust_log: &str,
+    netns: Option<&str>,
+) -> Command {
+    let bin = env!("CARGO_BIN_EXE_tripline");
+    let mut command = match netns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, bin]);
+            c
+        }
+        None => Command::new(bin),
+    };
     command
         .args([role, "--config"])
         .arg(config)
@@ -442,7 +482,7 @@ pub async fn wait_log(path: &Path, needle: &str, timeout: Duration) {
 pub fn spawn_detect(env: &TestEnv, config: &Path, tag: &str) -> (Tripline, String) {
     let log = std::fs::File::create(env.log_path(tag)).unwrap();
     let listen = format!("127.0.0.1:{}", free_port());
-    let child = tripline_command("detect", config, log, "info")
+    let child = tripline_command("detect", config, log, "info", None)
         .env("TRIPLINE_LISTEN", &listen)
         .spawn()
         .unwrap();

@@ -15,7 +15,12 @@ pub struct Proxy {
 
 impl Proxy {
     pub async fn start(target: String) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Proxy::start_on("127.0.0.1:0", target).await
+    }
+
+    /// A proxy listening on `bind` (e.g. "0.0.0.0:0" for other network namespaces).
+    pub async fn start_on(bind: &str, target: String) -> Proxy {
+        let listener = TcpListener::bind(bind).await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         let up = Arc::new(AtomicBool::new(true));
         let cut = Arc::new(watch::channel(0u64).0);
