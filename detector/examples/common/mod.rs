@@ -1,4 +1,4 @@
-//! Shared by the detector examples (scale.rs, spray.rs): measurement and synthetic traffic.
+//! Shared by the detector examples (scale.rs, spray.rs, workers.rs): measurement and synthetic traffic.
 #![allow(dead_code)]
 
 pub mod measure;
