@@ -32,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 use tripline_alerting::matcher::Matcher;
 use tripline_alerting::receivers::delivery::RetryPolicy;
-use tripline_alerting::runtime::control::Handle;
+use tripline_alerting::runtime::control::{self, Handle};
 use tripline_alerting::runtime::{now_ms, AlertService, AlertingHealth, DEFAULT_GROUP_ID};
 use tripline_alerting::silence::NewSilence;
 
@@ -192,13 +192,15 @@ pub(crate) fn bearer_ok(token: &str, headers: &HeaderMap) -> bool {
             == 0
 }
 
-/// An error from the service: unknown ids are 404, a stopped service 503, the rest 400.
+/// An error from the service: unknown ids are 404, a stopped service, a standby asked what
+/// only the active instance does, and a change not stored or shared 503, the rest 400.
 fn refused(message: String) -> Response {
     let status = if message.starts_with("no silence") || message.starts_with("no receiver") {
         StatusCode::NOT_FOUND
-    } else if message == tripline_alerting::runtime::control::STOPPED
-        || message == tripline_alerting::runtime::control::STANDBY
-        || message.contains("state file")
+    } else if message == control::STOPPED
+        || message == control::STANDBY
+        || message == control::NOT_STORED
+        || message.starts_with(control::NOT_SHARED)
     {
         StatusCode::SERVICE_UNAVAILABLE
     } else {

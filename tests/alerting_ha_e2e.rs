@@ -8,6 +8,7 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
+use common::ha::{key_of, role_in, settled, ACTIVE, STANDING_BY};
 use common::hook::{alert_from, api, publish, Hook, Received, Reply};
 use common::{wait_ready, TestEnv};
 use tripline_core::alert::{Alert, AlertStatus};
@@ -66,18 +67,6 @@ fn alert(key: &str, status: AlertStatus) -> Alert {
     alert_from("spend_spike", key, status)
 }
 
-/// The `api_key_id` of the group a notification is about.
-fn key_of(r: &Received) -> String {
-    r.json()["group_labels"]["api_key_id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned()
-}
-
-const ACTIVE: &str = "alerting active";
-const STANDING_BY: &str = "alerting standing by";
-const OTHER_IS_ACTIVE: &str = "another instance is active";
-
 /// One `tripline alert` process with its own port and log.
 struct Instance {
     env: TestEnv,
@@ -104,16 +93,8 @@ impl Instance {
         self.log().matches(needle).count()
     }
 
-    /// The role the log last announced; a standby counts once the group has told it that
-    /// another instance holds the partition.
     fn role(&self) -> Option<&'static str> {
-        let log = self.log();
-        match (log.rfind(ACTIVE), log.rfind(STANDING_BY)) {
-            (Some(a), Some(s)) if a > s => Some(ACTIVE),
-            (Some(_), None) => Some(ACTIVE),
-            (_, Some(s)) if log[s..].contains(OTHER_IS_ACTIVE) => Some(STANDING_BY),
-            _ => None,
-        }
+        role_in(&self.log())
     }
 
     async fn wait_said(&self, needle: &str, count: usize, timeout: Duration) {
@@ -130,18 +111,12 @@ impl Instance {
     }
 }
 
-/// Waits until one instance is active and the other stands by; returns the active one's
-/// index.
-async fn settled(instances: &[Instance; 2]) -> usize {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        match [instances[0].role(), instances[1].role()] {
-            [Some(ACTIVE), Some(STANDING_BY)] => return 0,
-            [Some(STANDING_BY), Some(ACTIVE)] => return 1,
-            roles => assert!(Instant::now() < deadline, "roles never settled: {roles:?}"),
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+async fn roles_settled(instances: &[Instance; 2]) -> usize {
+    settled(
+        || [instances[0].role(), instances[1].role()],
+        Duration::from_secs(30),
+    )
+    .await
 }
 
 fn tries_per_key(received: &[Received]) -> BTreeMap<String, usize> {
@@ -168,7 +143,7 @@ async fn kill_9_of_the_active_instance_hands_its_pending_notifications_to_the_st
     assert!(wait_ready(&b.env, Duration::from_secs(60)).await, "b ready");
     // B's joining rebalances the group: either instance may come out active.
     let mut instances = [a, b];
-    let active = settled(&instances).await;
+    let active = roles_settled(&instances).await;
     let standby = 1 - active;
 
     // A silence created on the standby applies on the active instance.
@@ -295,7 +270,7 @@ async fn kill_9_of_the_active_instance_hands_its_pending_notifications_to_the_st
         .wait_said(STANDING_BY, standing_before + 1, Duration::from_secs(30))
         .await;
     // Its joining may hand it the active role: wait until the roles are settled again.
-    let active = settled(&instances).await;
+    let active = roles_settled(&instances).await;
     let deadline = Instant::now() + Duration::from_secs(15);
     for instance in &instances {
         loop {
@@ -364,7 +339,7 @@ async fn measure_failover_over_repeated_kills() {
         for instance in &instances {
             assert!(wait_ready(&instance.env, Duration::from_secs(60)).await);
         }
-        let active = settled(&instances).await;
+        let active = roles_settled(&instances).await;
         let key = format!("bench-{kill}");
         hook.plan.lock().unwrap().extend([Reply::Status(503); 500]);
         let before = hook.received().len();

@@ -15,6 +15,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::ha::{key_of, role_in, settled, ACTIVE};
 use common::hook::{alert_from, Hook, Received, Reply};
 use common::proxy::Proxy;
 use common::{clickhouse_url, free_port, produce, producer_on, wait_ready, TestEnv};
@@ -22,9 +23,6 @@ use tripline_core::alert::{Alert, AlertStatus};
 
 const WEBHOOK_SECRET: &str = "e2e-webhook-signing-secret-0123456789";
 const SESSION_TIMEOUT: Duration = Duration::from_millis(6_000);
-const ACTIVE: &str = "alerting active";
-const STANDING_BY: &str = "alerting standing by";
-const OTHER_IS_ACTIVE: &str = "another instance is active";
 
 fn ip(args: &[&str]) {
     let out = Command::new("ip").args(args).output().expect("run ip");
@@ -248,13 +246,7 @@ secret_env = "E2E_WEBHOOK_SECRET"
     }
 
     fn role(&self) -> Option<&'static str> {
-        let log = self.log();
-        match (log.rfind(ACTIVE), log.rfind(STANDING_BY)) {
-            (Some(a), Some(s)) if a > s => Some(ACTIVE),
-            (Some(_), None) => Some(ACTIVE),
-            (_, Some(s)) if log[s..].contains(OTHER_IS_ACTIVE) => Some(STANDING_BY),
-            _ => None,
-        }
+        role_in(&self.log())
     }
 
     async fn wait_said(&self, needle: &str, count: usize, timeout: Duration) {
@@ -283,25 +275,12 @@ fn spawn(env: &TestEnv, tag: &str) -> common::Tripline {
     )
 }
 
-/// Waits until one instance is active and the other stands by (a cut-off instance first
-/// gives up writing its last state: up to Kafka's 30 s message timeout).
-async fn settled(instances: &[Instance; 2]) -> usize {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        match [instances[0].role(), instances[1].role()] {
-            [Some(ACTIVE), Some(STANDING_BY)] => return 0,
-            [Some(STANDING_BY), Some(ACTIVE)] => return 1,
-            roles => assert!(Instant::now() < deadline, "roles never settled: {roles:?}"),
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-fn key_of(r: &Received) -> String {
-    r.json()["group_labels"]["api_key_id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned()
+async fn roles_settled(instances: &[Instance; 2]) -> usize {
+    settled(
+        || [instances[0].role(), instances[1].role()],
+        Duration::from_secs(90),
+    )
+    .await
 }
 
 async fn publish(brokers: &str, topic: &str, alerts: &[Alert]) {
@@ -342,7 +321,7 @@ async fn a_host_cut_off_from_kafka_stops_paging_within_its_session_timeout() {
         second.log()
     );
     let mut instances = [first, second];
-    let active = settled(&instances).await;
+    let active = roles_settled(&instances).await;
     let standby = 1 - active;
 
     // A notification pending on a failing receiver, tried by the active host.
@@ -427,7 +406,11 @@ async fn a_host_cut_off_from_kafka_stops_paging_within_its_session_timeout() {
     // whichever is active now is killed, the other takes over with the last term's state, in
     // which the notification was delivered, and sends nothing again.
     instances[active].host.heal_kafka();
-    let now_active = settled(&instances).await;
+    // Its last state, queued while it was cut off, arrives now: every reader ignores it.
+    instances[standby]
+        .wait_said("a state from an earlier term", 1, Duration::from_secs(40))
+        .await;
+    let now_active = roles_settled(&instances).await;
     let other = 1 - now_active;
     let before = hook.received().len();
     let actives = instances[other].said(ACTIVE);

@@ -200,15 +200,23 @@ impl SilenceStore {
             SilenceState::Active => {}
         }
         silence.ends_at_ms = now;
-        silence.updated_at_ms = now;
+        // Later than the copy it changes even within one millisecond, or on a host whose clock
+        // is behind: other instances merge the later change (`merge`).
+        silence.updated_at_ms = now.max(silence.updated_at_ms + 1);
         Ok(silence)
     }
 
     /// Takes a silence another instance created or changed (`[alerting.ha]`): kept when it is
-    /// new here or changed later than the copy here. `true` when it changed anything.
+    /// new here or changed later than the copy here (at the same time, the one that ends
+    /// first: an expiry wins). `true` when it changed anything.
     pub fn merge(&mut self, silence: Silence) -> bool {
         match self.silences.get(&silence.id) {
-            Some(known) if known.updated_at_ms >= silence.updated_at_ms => false,
+            Some(known)
+                if (known.updated_at_ms, silence.ends_at_ms)
+                    >= (silence.updated_at_ms, known.ends_at_ms) =>
+            {
+                false
+            }
             _ => {
                 self.silences.insert(silence.id.clone(), silence);
                 true

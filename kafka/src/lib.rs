@@ -290,8 +290,20 @@ where
     K: rdkafka::message::ToBytes + ?Sized,
     P: rdkafka::message::ToBytes + ?Sized,
 {
+    produce_at(producer, record).await.map(|_| ())
+}
+
+/// Like [`produce`]; returns the offset the record was stored at.
+pub async fn produce_at<K, P>(
+    producer: &rdkafka::producer::FutureProducer,
+    record: rdkafka::producer::FutureRecord<'_, K, P>,
+) -> Result<i64, ProduceError>
+where
+    K: rdkafka::message::ToBytes + ?Sized,
+    P: rdkafka::message::ToBytes + ?Sized,
+{
     match enqueue(producer, record).await?.await {
-        Ok(Ok(_)) => Ok(()),
+        Ok(Ok(delivery)) => Ok(delivery.offset),
         Ok(Err((err, _))) => Err(err.into()),
         Err(_) => Err(ProduceError::Transient(
             "producer dropped before acknowledging".into(),

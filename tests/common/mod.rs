@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod dashboards;
+pub mod ha;
 pub mod hook;
 pub mod proxy;
 

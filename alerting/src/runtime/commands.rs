@@ -89,10 +89,7 @@ impl Runner<'_> {
         if self.persist_with(consumer, CommitMode::Async, true).await {
             Ok(value)
         } else {
-            Err(
-                "the change is applied but the state file could not be written (see the log)"
-                    .to_owned(),
-            )
+            Err(control::NOT_STORED.to_owned())
         }
     }
 

@@ -82,6 +82,13 @@ pub struct Handle {
 
 /// Why a request got no answer.
 pub const STOPPED: &str = "alerting is not running";
+/// Why a change the service applied is not durable yet (the state file or topic cannot be
+/// written); the API answers 503.
+pub const NOT_STORED: &str =
+    "the change is applied but the state could not be stored (see the log)";
+/// The start of the answer when a silence cannot be shared with the other instances
+/// (`[alerting.ha]`: Kafka is unreachable); the API answers 503.
+pub const NOT_SHARED: &str = "the silence could not be shared";
 /// Why a standby (`[alerting.ha]`) refuses a request only the active instance can serve.
 pub const STANDBY: &str =
     "this alerting instance is a standby: test notifications are sent by the active one";

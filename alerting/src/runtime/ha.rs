@@ -10,9 +10,13 @@
 //!   the same rule: stored before the offsets are committed and before a notification's first
 //!   attempt. Every instance reads the topic as it is written.
 //! - **Taking over.** A standby given the partition writes a marker to the state topic and
-//!   reads until it sees it: it then holds everything its predecessor stored. It takes the
-//!   state of the highest term and starts the next term. Readers trust the highest term, so
-//!   an instance that was cut off and still writes cannot overwrite its successor. Pending
+//!   reads up to it: it then holds everything its predecessor stored. It takes the state of
+//!   the highest term and starts a term of its own, numbered by its marker's offset, so every
+//!   term is unique and later than all before it. Readers trust the highest term, so an
+//!   instance that was cut off and still writes cannot overwrite its successor (Kafka's group
+//!   protocol, not this, decides who sends: a cut-off instance stops when its session times
+//!   out). Once its first state is stored, the older
+//!   states and markers are deleted (tombstones: Kafka's compaction drops them). Pending
 //!   notifications are attempted at once, with their `webhook-id`: an attempt the predecessor
 //!   made but did not live to store is the one duplicate a receiver can see.
 //! - **Silences** also go through a compacted topic of their own, keyed by silence id, merged
@@ -20,7 +24,6 @@
 //!   lists alerts from the last stored state, and creates and expires silences through the
 //!   topic, so they apply on all.
 
-use std::collections::HashSet;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -78,23 +81,45 @@ pub(super) async fn run(
         REVOKE_WAIT,
     )
     .await?;
+    if membership.partitions != 1 {
+        let partitions = membership.partitions;
+        membership.leave().await;
+        shared.stop().await;
+        return Err(AlertingError::Standby(format!(
+            "the leader topic {} has {partitions} partitions: it needs exactly one, or several \
+             instances would be active at once",
+            ha.leader_topic
+        )));
+    }
     // A standby is ready: it answers the API and can take over.
     service.health.set_running(true);
     service.health.state_written(true);
+    // Whether the partition is this instance's already (handed back while a term was stopping).
+    let mut holds = false;
     let result = loop {
-        info!(%instance, "alerting standing by");
-        metrics::gauge!("tripline_alerting_active").set(0.0);
-        let active = tokio::select! {
-            _ = shutdown.cancelled() => break Ok(()),
-            active = stand_by(service, &shared, &mut membership, commands) => active,
-        };
-        if let Err(err) = active {
-            break Err(err);
+        if !holds {
+            info!(%instance, "alerting standing by");
+            metrics::gauge!("tripline_alerting_active").set(0.0);
+            let active = tokio::select! {
+                _ = shutdown.cancelled() => break Ok(()),
+                active = stand_by(service, &shared, &mut membership, commands) => active,
+            };
+            if let Err(err) = active {
+                break Err(err);
+            }
         }
-        let (mut state, term) = match shared.take_over(&instance).await {
-            Ok(taken) => taken,
+        holds = false;
+        let taken = tokio::select! {
+            _ = shutdown.cancelled() => break Ok(()),
+            taken = take_over(&shared, &instance, &mut membership) => taken,
+        };
+        let (mut state, log_state) = match taken {
+            Ok(Some(taken)) => taken,
+            // Taken back before this instance was ready: stand by again.
+            Ok(None) => continue,
             Err(err) => break Err(err),
         };
+        let term = log_state.term;
         // Every pending notification is tried once at once: the predecessor's backoff was
         // about receivers as it reached them, and what cut it off may have been its network.
         let now = now_ms();
@@ -103,25 +128,28 @@ pub(super) async fn run(
         }
         info!(%instance, term, pending_notifications = state.as_ref().map_or(0, |s| s.outbox.len()), "alerting active");
         metrics::gauge!("tripline_alerting_active").set(1.0);
-        let store = StateStore::Log(StateLog {
-            producer: producer.clone(),
-            topic: ha.state_topic.clone(),
-            term,
-        });
+        let store = StateStore::Log(log_state);
         let stop = shutdown.child_token();
         let mut serve = Box::pin(service.serve(state, store, Some(&shared), commands, log, &stop));
         let mut release = None;
+        let mut events_open = true;
         let served = loop {
             tokio::select! {
                 served = &mut serve => break served,
-                event = membership.events.recv() => match event {
+                event = membership.events.recv(), if events_open => match event {
                     Some(Rebalanced::Revoked(_, handed_back)) => {
                         info!(%instance, term, "alerting partition revoked: stopping");
                         stop.cancel();
+                        holds = false;
                         release = Some(handed_back);
                     }
-                    Some(Rebalanced::Assigned(_)) => {}
-                    None => stop.cancel(),
+                    // The revocation's wait ran out while this term was stopping: the
+                    // partition may come straight back.
+                    Some(Rebalanced::Assigned(partitions)) => holds = !partitions.is_empty(),
+                    None => {
+                        events_open = false;
+                        stop.cancel();
+                    }
                 },
             }
         };
@@ -132,7 +160,12 @@ pub(super) async fn run(
         if served.is_err() || shutdown.is_cancelled() {
             break served;
         }
-        // Stopped by a revocation: the API keeps answering while this instance stands by.
+        if !events_open {
+            break Err(AlertingError::Standby(
+                "the coordination group's consumer stopped".into(),
+            ));
+        }
+        // The API keeps answering while this instance stands by.
         service.health.set_running(true);
         service.health.state_written(true);
     };
@@ -141,6 +174,33 @@ pub(super) async fn run(
     membership.leave().await;
     shared.stop().await;
     result
+}
+
+/// Takes over the state unless the partition is taken back meanwhile (`None`).
+async fn take_over(
+    shared: &Shared,
+    instance: &str,
+    membership: &mut Membership,
+) -> Result<Option<(Option<State>, StateLog)>, AlertingError> {
+    let mut reading = Box::pin(shared.take_over(instance));
+    loop {
+        tokio::select! {
+            taken = &mut reading => return taken.map(Some),
+            event = membership.events.recv() => match event {
+                Some(Rebalanced::Revoked(_, release)) => {
+                    release.done();
+                    return Ok(None);
+                }
+                Some(Rebalanced::Assigned(partitions)) if partitions.is_empty() => return Ok(None),
+                Some(Rebalanced::Assigned(_)) => {}
+                None => {
+                    return Err(AlertingError::Standby(
+                        "the coordination group's consumer stopped".into(),
+                    ))
+                }
+            },
+        }
+    }
 }
 
 /// Answers the API as a standby until the coordination partition is assigned to this instance.
@@ -222,6 +282,9 @@ pub struct StateLog {
     producer: FutureProducer,
     topic: String,
     term: u64,
+    /// Keys of earlier terms' states and of markers, deleted once this term's first state is
+    /// stored.
+    retire: Mutex<Vec<String>>,
 }
 
 impl StateLog {
@@ -245,7 +308,15 @@ impl StateLog {
         .map_err(|err| StateError::Kafka {
             topic: self.topic.clone(),
             message: err.to_string(),
-        })
+        })?;
+        let retire = std::mem::take(&mut *self.retire.lock().unwrap_or_else(|e| e.into_inner()));
+        for key in retire {
+            let tombstone = FutureRecord::<str, [u8]>::to(&self.topic).key(&key);
+            if let Err(err) = tripline_kafka::produce(&self.producer, tombstone).await {
+                warn!(%key, %err, "an old state could not be deleted; compaction will not drop it");
+            }
+        }
+        Ok(())
     }
 }
 
@@ -262,57 +333,95 @@ pub struct View {
     pub term: u64,
     /// Every silence seen, in the state or its own topic.
     pub silences: SilenceStore,
-    markers: HashSet<String>,
+    /// Bumped whenever `silences` changes.
+    silences_version: u64,
+    /// The next offset of the state topic to read: everything before it has been applied.
+    read_up_to: i64,
+    /// Keys of states and markers seen, with their term (a marker's is its offset): a new
+    /// term deletes those of earlier ones.
+    keys: std::collections::BTreeMap<String, u64>,
 }
 
-impl View {
-    /// Applies one record of the state topic.
-    fn apply_state(&mut self, key: &str, payload: Option<&[u8]>) {
+/// One record of the state topic, decoded outside the view's lock.
+enum StateRecord {
+    Marker,
+    State(u64, Box<State>),
+    Skip,
+}
+
+impl StateRecord {
+    fn decode(key: &str, payload: Option<&[u8]>) -> StateRecord {
         if key.starts_with(MARKER_KEY_PREFIX) {
-            self.markers.insert(key.to_owned());
-            return;
+            return StateRecord::Marker;
         }
         let (Some(term), Some(payload)) = (
             key.strip_prefix(STATE_KEY_PREFIX)
                 .and_then(|t| t.parse::<u64>().ok()),
             payload,
         ) else {
-            return;
+            // A tombstone, or a key of no concern.
+            return StateRecord::Skip;
         };
-        if term < self.term {
-            warn!(
+        match serde_json::from_slice::<State>(payload) {
+            Ok(state) if state.version == STATE_VERSION => {
+                StateRecord::State(term, Box::new(state))
+            }
+            Ok(state) => {
+                warn!(
+                    term,
+                    version = state.version,
+                    "a state of another version in the state topic; ignored"
+                );
+                StateRecord::Skip
+            }
+            Err(err) => {
+                warn!(term, %err, "an unreadable state in the state topic; ignored");
+                StateRecord::Skip
+            }
+        }
+    }
+}
+
+impl View {
+    /// Applies one record of the state topic, read at `offset`.
+    fn apply_state(&mut self, key: &str, record: StateRecord, offset: i64) {
+        self.read_up_to = self.read_up_to.max(offset + 1);
+        match record {
+            StateRecord::Marker => {
+                self.keys
+                    .insert(key.to_owned(), u64::try_from(offset).unwrap_or_default());
+            }
+            StateRecord::State(term, _) if term < self.term => warn!(
                 term,
                 current = self.term,
                 "a state from an earlier term: an instance that was cut off still writes; ignored"
-            );
-            return;
-        }
-        match serde_json::from_slice::<State>(payload) {
-            Ok(state) if state.version == STATE_VERSION => {
+            ),
+            StateRecord::State(term, state) => {
+                self.keys.insert(key.to_owned(), term);
                 for silence in state.pipeline.silences.list() {
-                    self.silences.merge(silence.clone());
+                    if self.silences.merge(silence.clone()) {
+                        self.silences_version += 1;
+                    }
                 }
                 self.term = term;
-                self.state = Some(state);
+                self.state = Some(*state);
             }
-            Ok(state) => warn!(
-                term,
-                version = state.version,
-                "a state of another version in the state topic; ignored"
-            ),
-            Err(err) => warn!(term, %err, "an unreadable state in the state topic; ignored"),
+            StateRecord::Skip => {}
         }
     }
 
-    /// Applies one record of the silences topic; `true` when it changed a silence.
-    fn apply_silence(&mut self, payload: Option<&[u8]>) -> bool {
-        match payload.map(serde_json::from_slice::<Silence>) {
-            Some(Ok(silence)) => self.silences.merge(silence),
+    /// Applies one record of the silences topic.
+    fn apply_silence(&mut self, payload: Option<&[u8]>) {
+        let silence = match payload.map(serde_json::from_slice::<Silence>) {
+            Some(Ok(silence)) => silence,
             Some(Err(err)) => {
                 warn!(%err, "an unreadable silence in the silences topic; ignored");
-                false
+                return;
             }
-            None => false,
+            None => return,
+        };
+        if self.silences.merge(silence) {
+            self.silences_version += 1;
         }
     }
 }
@@ -374,17 +483,26 @@ impl Shared {
     }
 
     fn lock(&self) -> MutexGuard<'_, View> {
-        self.view.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.view)
     }
 
     /// Wakes whenever a record was read (see [`changed`]).
-    pub fn silences_changed(&self) -> watch::Receiver<u64> {
+    pub fn updates(&self) -> watch::Receiver<u64> {
         self.read.clone()
     }
 
     /// Every silence known here.
     pub fn silences(&self) -> SilenceStore {
         self.lock().silences.clone()
+    }
+
+    /// Every silence known here, if they changed since `seen` (which is brought up to date).
+    pub fn silences_since(&self, seen: &mut u64) -> Option<SilenceStore> {
+        let view = self.lock();
+        (view.silences_version != *seen).then(|| {
+            *seen = view.silences_version;
+            view.silences.clone()
+        })
     }
 
     /// Creates a silence (validated against `known`) and shares it; returns it once Kafka has it.
@@ -439,10 +557,11 @@ impl Shared {
     }
 
     /// Reads everything stored before this call (up to a marker it writes), then returns the
-    /// state to continue from and the new term.
-    async fn take_over(&self, instance: &str) -> Result<(Option<State>, u64), AlertingError> {
+    /// state to continue from and where to store it: in the term numbered by the marker's
+    /// offset.
+    async fn take_over(&self, instance: &str) -> Result<(Option<State>, StateLog), AlertingError> {
         let marker = format!("{MARKER_KEY_PREFIX}{instance}/{}", now_ms());
-        tripline_kafka::produce(
+        let offset = tripline_kafka::produce_at(
             &self.producer,
             FutureRecord::to(&self.state_topic)
                 .key(&marker)
@@ -453,7 +572,7 @@ impl Shared {
         let mut read = self.read.clone();
         let caught_up = tokio::time::timeout(CATCH_UP_TIMEOUT, async {
             loop {
-                if self.lock().markers.contains(&marker) {
+                if self.lock().read_up_to > offset {
                     return true;
                 }
                 if read.changed().await.is_err() {
@@ -468,9 +587,26 @@ impl Shared {
                 self.state_topic
             )));
         }
+        let term = u64::try_from(offset).unwrap_or_default();
         let view = self.lock();
-        Ok((view.state.clone(), view.term + 1))
+        let retire = view
+            .keys
+            .iter()
+            .filter(|(_, of_term)| **of_term < term)
+            .map(|(key, _)| key.clone())
+            .collect();
+        let log = StateLog {
+            producer: self.producer.clone(),
+            topic: self.state_topic.clone(),
+            term,
+            retire: Mutex::new(retire),
+        };
+        Ok((view.state.clone(), log))
     }
+}
+
+fn lock(view: &Mutex<View>) -> MutexGuard<'_, View> {
+    view.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Follows both topics into the view until `stop`.
@@ -486,14 +622,12 @@ async fn follow(
             _ = stop.cancelled() => break,
             received = consumer.recv() => match received {
                 Ok(message) => {
-                    {
-                        let mut view = view.lock().unwrap_or_else(|e| e.into_inner());
-                        if message.topic() == state_topic {
-                            let key = message.key().and_then(|k| std::str::from_utf8(k).ok());
-                            view.apply_state(key.unwrap_or_default(), message.payload());
-                        } else {
-                            view.apply_silence(message.payload());
-                        }
+                    if message.topic() == state_topic {
+                        let key = message.key().and_then(|k| std::str::from_utf8(k).ok()).unwrap_or_default();
+                        let record = StateRecord::decode(key, message.payload());
+                        lock(&view).apply_state(key, record, message.offset());
+                    } else {
+                        lock(&view).apply_silence(message.payload());
                     }
                     bump.send_modify(|n| *n += 1);
                 }
@@ -554,23 +688,59 @@ mod tests {
             .clone()
     }
 
+    fn apply(view: &mut View, key: &str, payload: Option<&[u8]>, offset: i64) {
+        let record = StateRecord::decode(key, payload);
+        view.apply_state(key, record, offset);
+    }
+
     #[test]
     fn the_highest_term_wins_and_a_late_write_of_an_earlier_term_is_ignored() {
         let mut view = View::default();
-        view.apply_state(&state_key(1), Some(&state(1, 10, SilenceStore::new())));
-        view.apply_state(&state_key(1), Some(&state(1, 20, SilenceStore::new())));
+        apply(&mut view, "marker/a/1", Some(b""), 0);
+        apply(
+            &mut view,
+            &state_key(0),
+            Some(&state(0, 10, SilenceStore::new())),
+            1,
+        );
+        apply(
+            &mut view,
+            &state_key(0),
+            Some(&state(0, 20, SilenceStore::new())),
+            2,
+        );
         assert_eq!(view.state.as_ref().map(|s| s.saved_at_ms), Some(20));
-        view.apply_state(&state_key(2), Some(&state(2, 30, SilenceStore::new())));
-        view.apply_state(&state_key(1), Some(&state(1, 40, SilenceStore::new())));
+        apply(&mut view, "marker/b/1", Some(b""), 3);
+        apply(
+            &mut view,
+            &state_key(3),
+            Some(&state(3, 30, SilenceStore::new())),
+            4,
+        );
+        apply(
+            &mut view,
+            &state_key(0),
+            Some(&state(0, 40, SilenceStore::new())),
+            5,
+        );
         assert_eq!(
             (view.term, view.state.as_ref().map(|s| s.saved_at_ms)),
-            (2, Some(30))
+            (3, Some(30))
         );
-        view.apply_state(&state_key(2), Some(b"{not json"));
-        view.apply_state(&state_key(3), None);
+        apply(&mut view, &state_key(3), Some(b"{not json"), 6);
+        apply(&mut view, &state_key(0), None, 7);
         assert_eq!(view.state.as_ref().map(|s| s.saved_at_ms), Some(30));
-        view.apply_state("marker/a/1", Some(b""));
-        assert!(view.markers.contains("marker/a/1"));
+        assert_eq!(view.read_up_to, 8);
+        let keys: Vec<(&str, u64)> = view.keys.iter().map(|(k, t)| (k.as_str(), *t)).collect();
+        assert_eq!(
+            keys,
+            [
+                ("marker/a/1", 0),
+                ("marker/b/1", 3),
+                ("state/00000000000000000000", 0),
+                ("state/00000000000000000003", 3)
+            ]
+        );
     }
 
     #[test]
@@ -578,10 +748,19 @@ mod tests {
         let mut view = View::default();
         let mut elsewhere = SilenceStore::new();
         let first = silence(&mut elsewhere, 1_000);
-        assert!(view.apply_silence(Some(&serde_json::to_vec(&first).unwrap())));
-        assert!(!view.apply_silence(Some(b"nonsense")));
+        view.apply_silence(Some(&serde_json::to_vec(&first).unwrap()));
+        assert_eq!(view.silences_version, 1);
+        view.apply_silence(Some(b"nonsense"));
+        view.apply_silence(Some(&serde_json::to_vec(&first).unwrap()));
+        assert_eq!(view.silences_version, 1, "nothing new");
         let second = silence(&mut elsewhere, 2_000);
-        view.apply_state(&state_key(1), Some(&state(1, 5, elsewhere.clone())));
+        apply(
+            &mut view,
+            &state_key(1),
+            Some(&state(1, 5, elsewhere.clone())),
+            0,
+        );
+        assert_eq!(view.silences_version, 2);
         let ids: Vec<&str> = view.silences.list().map(|s| s.id.as_str()).collect();
         assert_eq!(ids.len(), 2);
         assert!(ids.contains(&first.id.as_str()) && ids.contains(&second.id.as_str()));

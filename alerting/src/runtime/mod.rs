@@ -71,6 +71,8 @@ const MAX_UNCOMMITTED: i64 = 20 * MAX_MESSAGES_PER_ROUND as i64;
 const SAVE_EVERY_MS: i64 = 200;
 /// At shutdown, attempts in flight get this long to finish before the state is written.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// At shutdown, the last state write gets this long.
+const LAST_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum AlertingError {
@@ -136,6 +138,8 @@ struct Runner<'a> {
     store: StateStore,
     /// What the instances share (`[alerting.ha]`): silences, and where they are published.
     shared: Option<&'a ha::Shared>,
+    /// The version of the shared silences last merged.
+    silences_seen: u64,
     log: DeliveryLog,
     in_flight: HashSet<String>,
     per_receiver: HashMap<String, usize>,
@@ -231,7 +235,7 @@ impl AlertService {
         let health = self.health.clone();
         health.set_running(true);
         let (done_tx, mut done_rx) = mpsc::unbounded_channel();
-        let mut silences_changed = shared.map(ha::Shared::silences_changed);
+        let mut shared_updates = shared.map(ha::Shared::updates);
         let mut runner = Runner {
             config: self.config.clone(),
             retry: self.retry,
@@ -252,14 +256,21 @@ impl AlertService {
             // A new term's first write says who holds the state now.
             dirty: shared.is_some(),
             last_tick_ms: 0,
+            silences_seen: 0,
         };
         runner.merge_shared_silences();
 
         loop {
             runner.tick();
-            let saved = runner.persist(&consumer).await;
+            // A write blocked by an unreachable Kafka gives way to a stop (what it would have
+            // stored is written last, below); a stopped instance sends nothing more.
+            let saved = tokio::select! {
+                biased;
+                _ = stop.cancelled() => break,
+                saved = runner.persist(&consumer) => saved,
+            };
             health.state_written(saved);
-            if saved {
+            if saved && !stop.is_cancelled() {
                 runner.dispatch();
             }
             // A state that cannot be written is retried every tick, not in a hot loop.
@@ -270,6 +281,7 @@ impl AlertService {
             };
             let sleep = Duration::from_millis(sleep as u64);
             tokio::select! {
+                biased;
                 _ = stop.cancelled() => break,
                 received = consumer.recv() => {
                     runner.take(received);
@@ -289,7 +301,7 @@ impl AlertService {
                     }
                 }
                 Some(command) = commands.recv() => runner.command(command, &consumer).await,
-                Some(()) = ha::changed(&mut silences_changed) => runner.merge_shared_silences(),
+                Some(()) = ha::changed(&mut shared_updates) => runner.merge_shared_silences(),
                 _ = tokio::time::sleep(sleep) => {}
             }
         }
@@ -304,7 +316,15 @@ impl AlertService {
             }
         }
         runner.dirty = true;
-        runner.persist_with(&consumer, CommitMode::Sync, true).await;
+        // Bounded: a stop must end within the revocation's wait even when Kafka is unreachable
+        // (the state already stored is at most one delivery result behind).
+        let last_write = runner.persist_with(&consumer, CommitMode::Sync, true);
+        if tokio::time::timeout(LAST_WRITE_TIMEOUT, last_write)
+            .await
+            .is_err()
+        {
+            warn!(timeout = ?LAST_WRITE_TIMEOUT, "the last state write did not finish; the stored state is the one before");
+        }
         info!(
             pending_notifications = runner.outbox.len(),
             "alerting stopped"
@@ -320,13 +340,16 @@ impl Runner<'_> {
     /// Takes the silences other instances created or changed (`[alerting.ha]`); those gone
     /// past their retention stay forgotten.
     fn merge_shared_silences(&mut self) {
-        let Some(shared) = self.shared else {
+        let Some(silences) = self
+            .shared
+            .and_then(|shared| shared.silences_since(&mut self.silences_seen))
+        else {
             return;
         };
         let retention_ms =
             i64::try_from(self.config.silence_retention_s.saturating_mul(1000)).unwrap_or(i64::MAX);
         let now = now_ms();
-        for silence in shared.silences().list() {
+        for silence in silences.list() {
             if silence.ends_at_ms.saturating_add(retention_ms) > now
                 && self.pipeline.silences.merge(silence.clone())
             {

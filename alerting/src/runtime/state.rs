@@ -1,8 +1,9 @@
-//! The state: the pipeline (alerts, groups, silences) and the outbox, as one JSON document
-//! written atomically (temp file, fsync, rename, fsync of the directory). It is written after
-//! every change and before the Kafka offsets of the messages that caused the change are
-//! committed, so a crash (kill -9 included) at any point either redelivers a message into the
-//! old state or finds the new state on disk: nothing is lost.
+//! The state: the pipeline (alerts, groups, silences) and the outbox, as one JSON document,
+//! stored after every change and before the Kafka offsets of the messages that caused the
+//! change are committed, so a crash (kill -9 included) at any point either redelivers a message
+//! into the old state or finds the new state stored: nothing is lost. One instance alone keeps
+//! it in a file written atomically (temp file, fsync, rename, fsync of the directory); with
+//! standbys it goes to a Kafka topic (`super::ha`).
 
 use std::collections::BTreeMap;
 use std::io::Write;

@@ -284,3 +284,33 @@ fn a_merged_silence_wins_only_when_it_changed_later() {
     );
     assert_eq!(here.get(&expired.id), Some(&expired));
 }
+
+#[test]
+fn an_expiry_in_the_same_millisecond_as_the_creation_still_wins_the_merge() {
+    let mut here = SilenceStore::new();
+    let mut there = SilenceStore::new();
+    let created = there
+        .create(
+            new_silence(r#"{detector="leaked_key"}"#, None, 10_000),
+            1_000,
+        )
+        .unwrap()
+        .clone();
+    here.merge(created.clone());
+    let expired = there.expire(&created.id, 1_000).unwrap().clone();
+    assert!(expired.updated_at_ms > created.updated_at_ms);
+    assert!(here.merge(expired));
+    assert_eq!(
+        here.get(&created.id).unwrap().state(1_000),
+        SilenceState::Expired
+    );
+    let mut same_time = created.clone();
+    same_time.ends_at_ms = 5_000;
+    let mut other = SilenceStore::new();
+    other.merge(created.clone());
+    assert!(
+        other.merge(same_time),
+        "at the same time, the earlier end wins"
+    );
+    assert!(!other.merge(created), "and stays");
+}

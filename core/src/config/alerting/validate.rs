@@ -62,7 +62,9 @@ impl AlertingConfig {
                 );
             }
             out.check(
-                ha.state_topic != ha.silences_topic && ha.leader_topic != ha.state_topic,
+                ha.state_topic != ha.silences_topic
+                    && ha.leader_topic != ha.state_topic
+                    && ha.leader_topic != ha.silences_topic,
                 "alerting.ha",
                 "state_topic",
                 "the leader, state and silences topics must differ".into(),

@@ -1,0 +1,42 @@
+//! Reading the roles of `tripline alert` instances with `[alerting.ha]` from their logs.
+
+use std::time::{Duration, Instant};
+
+use super::hook::Received;
+
+pub const ACTIVE: &str = "alerting active";
+pub const STANDING_BY: &str = "alerting standing by";
+pub const OTHER_IS_ACTIVE: &str = "another instance is active";
+
+/// The role a log last announced; a standby counts once the group has told it that another
+/// instance holds the partition.
+pub fn role_in(log: &str) -> Option<&'static str> {
+    match (log.rfind(ACTIVE), log.rfind(STANDING_BY)) {
+        (Some(a), Some(s)) if a > s => Some(ACTIVE),
+        (Some(_), None) => Some(ACTIVE),
+        (_, Some(s)) if log[s..].contains(OTHER_IS_ACTIVE) => Some(STANDING_BY),
+        _ => None,
+    }
+}
+
+/// Waits until one of two instances is active and the other stands by (`roles` reads them);
+/// returns the active one's index.
+pub async fn settled(roles: impl Fn() -> [Option<&'static str>; 2], timeout: Duration) -> usize {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match roles() {
+            [Some(ACTIVE), Some(STANDING_BY)] => return 0,
+            [Some(STANDING_BY), Some(ACTIVE)] => return 1,
+            roles => assert!(Instant::now() < deadline, "roles never settled: {roles:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The `api_key_id` of the group a notification is about.
+pub fn key_of(r: &Received) -> String {
+    r.json()["group_labels"]["api_key_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
