@@ -8,13 +8,13 @@ mod common;
 
 use std::time::{Duration, Instant, SystemTime};
 
-use common::hook::{alert_from, api, publish, Hook, Received, Reply, SLOW_MS};
+use common::hook::{
+    alert_from, api, publish, spawn_alert, Hook, Received, Reply, API_TOKEN, SLOW_MS,
+    WEBHOOK_SECRET,
+};
 use common::{clickhouse_url, produce, producer, proxy, wait_ready, TestEnv};
 use tripline_alerting::receivers::webhook::{verify, WebhookSecret};
 use tripline_core::alert::{Alert, AlertStatus, Severity};
-
-const WEBHOOK_SECRET: &str = "e2e-webhook-signing-secret-0123456789";
-const API_TOKEN: &str = "e2e-alerting-api-token-0123456789";
 
 /// `[alerting]` with one signed webhook receiver, appended to the test's config.
 fn alerting_config(env: &TestEnv, url: &str, group_wait_ms: u64, group_interval_ms: u64) -> String {
@@ -37,19 +37,6 @@ url = "{url}"
 secret_env = "E2E_WEBHOOK_SECRET"
 "#,
         dir = env.dir.display(),
-    )
-}
-
-fn spawn_alert(env: &TestEnv, tag: &str) -> common::Tripline {
-    let group = format!("{}-alerting", env.group);
-    env.spawn_with_env(
-        "alert",
-        tag,
-        &[
-            ("E2E_WEBHOOK_SECRET", WEBHOOK_SECRET),
-            ("TRIPLINE_ALERTING_GROUP_ID", group.as_str()),
-            ("TRIPLINE_ALERTING_API_TOKEN", API_TOKEN),
-        ],
     )
 }
 

@@ -8,13 +8,10 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use common::ha::{key_of, role_in, settled, ACTIVE, STANDING_BY};
-use common::hook::{alert_from, api, publish, Hook, Received, Reply};
+use common::ha::{key_of, role_in, said, settled, wait_said, ACTIVE, STANDING_BY};
+use common::hook::{alert_from, api, publish, spawn_alert, Hook, Received, Reply, API_TOKEN};
 use common::{wait_ready, TestEnv};
 use tripline_core::alert::{Alert, AlertStatus};
-
-const WEBHOOK_SECRET: &str = "e2e-webhook-signing-secret-0123456789";
-const API_TOKEN: &str = "e2e-alerting-api-token-0123456789";
 
 /// `[alerting]` with HA on, one group per key, one signed webhook receiver.
 fn ha_config(env: &TestEnv, url: &str, instance: &str) -> String {
@@ -50,19 +47,6 @@ secret_env = "E2E_WEBHOOK_SECRET"
     )
 }
 
-fn spawn_instance(env: &TestEnv, tag: &str) -> common::Tripline {
-    let group = format!("{}-alerting", env.group);
-    env.spawn_with_env(
-        "alert",
-        tag,
-        &[
-            ("E2E_WEBHOOK_SECRET", WEBHOOK_SECRET),
-            ("TRIPLINE_ALERTING_GROUP_ID", group.as_str()),
-            ("TRIPLINE_ALERTING_API_TOKEN", API_TOKEN),
-        ],
-    )
-}
-
 fn alert(key: &str, status: AlertStatus) -> Alert {
     alert_from("spend_spike", key, status)
 }
@@ -76,21 +60,20 @@ struct Instance {
 
 impl Instance {
     fn start(env: TestEnv, tag: &'static str) -> Instance {
-        let process = spawn_instance(&env, tag);
+        let process = spawn_alert(&env, tag);
         Instance { env, tag, process }
     }
 
     fn restart(&mut self) {
-        self.process = spawn_instance(&self.env, self.tag);
+        self.process = spawn_alert(&self.env, self.tag);
     }
 
     fn log(&self) -> String {
         std::fs::read_to_string(self.env.log_path(self.tag)).unwrap_or_default()
     }
 
-    /// How often the log says `needle`.
     fn said(&self, needle: &str) -> usize {
-        self.log().matches(needle).count()
+        said(&self.env.log_path(self.tag), needle)
     }
 
     fn role(&self) -> Option<&'static str> {
@@ -98,16 +81,7 @@ impl Instance {
     }
 
     async fn wait_said(&self, needle: &str, count: usize, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        while self.said(needle) < count {
-            assert!(
-                Instant::now() < deadline,
-                "{needle:?} appeared fewer than {count} times in {}:\n{}",
-                self.tag,
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        wait_said(&self.env.log_path(self.tag), needle, count, timeout).await;
     }
 }
 

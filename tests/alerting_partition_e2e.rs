@@ -15,13 +15,12 @@ use std::net::{IpAddr, SocketAddr};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::ha::{key_of, role_in, settled, ACTIVE};
-use common::hook::{alert_from, Hook, Received, Reply};
+use common::ha::{key_of, role_in, said, settled, wait_said, ACTIVE};
+use common::hook::{alert_from, spawn_alert, Hook, Received, Reply};
 use common::proxy::Proxy;
 use common::{clickhouse_url, free_port, produce, producer_on, wait_ready, TestEnv};
 use tripline_core::alert::{Alert, AlertStatus};
 
-const WEBHOOK_SECRET: &str = "e2e-webhook-signing-secret-0123456789";
 const SESSION_TIMEOUT: Duration = Duration::from_millis(6_000);
 
 fn ip(args: &[&str]) {
@@ -228,7 +227,7 @@ secret_env = "E2E_WEBHOOK_SECRET"
             gateway = host.gateway,
             hook_port = hook.port(),
         );
-        let process = spawn(&env, tag);
+        let process = spawn_alert(&env, tag);
         Instance {
             env,
             host,
@@ -242,7 +241,7 @@ secret_env = "E2E_WEBHOOK_SECRET"
     }
 
     fn said(&self, needle: &str) -> usize {
-        self.log().matches(needle).count()
+        said(&self.env.log_path(self.tag), needle)
     }
 
     fn role(&self) -> Option<&'static str> {
@@ -250,29 +249,8 @@ secret_env = "E2E_WEBHOOK_SECRET"
     }
 
     async fn wait_said(&self, needle: &str, count: usize, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        while self.said(needle) < count {
-            assert!(
-                Instant::now() < deadline,
-                "{needle:?} appeared fewer than {count} times in {}:\n{}",
-                self.tag,
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        wait_said(&self.env.log_path(self.tag), needle, count, timeout).await;
     }
-}
-
-fn spawn(env: &TestEnv, tag: &str) -> common::Tripline {
-    let group = format!("{}-alerting", env.group);
-    env.spawn_with_env(
-        "alert",
-        tag,
-        &[
-            ("E2E_WEBHOOK_SECRET", WEBHOOK_SECRET),
-            ("TRIPLINE_ALERTING_GROUP_ID", group.as_str()),
-        ],
-    )
 }
 
 async fn roles_settled(instances: &[Instance; 2]) -> usize {

@@ -1,5 +1,6 @@
 //! Reading the roles of `tripline alert` instances with `[alerting.ha]` from their logs.
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use super::hook::Received;
@@ -39,4 +40,27 @@ pub fn key_of(r: &Received) -> String {
         .as_str()
         .unwrap_or_default()
         .to_owned()
+}
+
+/// How often the log at `path` says `needle`.
+pub fn said(path: &Path, needle: &str) -> usize {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .matches(needle)
+        .count()
+}
+
+/// Waits until the log at `path` says `needle` `count` times; panics with the log after
+/// `timeout`.
+pub async fn wait_said(path: &Path, needle: &str, count: usize, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while said(path, needle) < count {
+        assert!(
+            Instant::now() < deadline,
+            "{needle:?} appeared fewer than {count} times in {}:\n{}",
+            path.display(),
+            std::fs::read_to_string(path).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

@@ -13,7 +13,26 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use tripline_core::alert::{fingerprint, Alert, AlertStatus, Evidence, Severity};
 
-use super::TestEnv;
+use super::{TestEnv, Tripline};
+
+/// The signing secret of the tests' webhook receivers (`secret_env = "E2E_WEBHOOK_SECRET"`).
+pub const WEBHOOK_SECRET: &str = "e2e-webhook-signing-secret-0123456789";
+pub const API_TOKEN: &str = "e2e-alerting-api-token-0123456789";
+
+/// Starts `tripline alert` with the receivers' secret, the API token and an alerting consumer
+/// group of the test's own.
+pub fn spawn_alert(env: &TestEnv, tag: &str) -> Tripline {
+    let group = format!("{}-alerting", env.group);
+    env.spawn_with_env(
+        "alert",
+        tag,
+        &[
+            ("E2E_WEBHOOK_SECRET", WEBHOOK_SECRET),
+            ("TRIPLINE_ALERTING_GROUP_ID", group.as_str()),
+            ("TRIPLINE_ALERTING_API_TOKEN", API_TOKEN),
+        ],
+    )
+}
 
 /// What the receiver answers to one request.
 #[derive(Debug, Clone, Copy)]
