@@ -8,8 +8,8 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use common::ha::{key_of, role_in, said, settled, wait_said, ACTIVE, STANDING_BY};
-use common::hook::{alert_from, api, publish, spawn_alert, Hook, Received, Reply, API_TOKEN};
+use common::ha::{key_of, pair_settled, AlertProcess, ACTIVE, STANDING_BY};
+use common::hook::{alert_from, api, publish, Hook, Received, Reply, API_TOKEN};
 use common::{wait_ready, TestEnv};
 use tripline_core::alert::{Alert, AlertStatus};
 
@@ -51,46 +51,8 @@ fn alert(key: &str, status: AlertStatus) -> Alert {
     alert_from("spend_spike", key, status)
 }
 
-/// One `tripline alert` process with its own port and log.
-struct Instance {
-    env: TestEnv,
-    tag: &'static str,
-    process: common::Tripline,
-}
-
-impl Instance {
-    fn start(env: TestEnv, tag: &'static str) -> Instance {
-        let process = spawn_alert(&env, tag);
-        Instance { env, tag, process }
-    }
-
-    fn restart(&mut self) {
-        self.process = spawn_alert(&self.env, self.tag);
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.env.log_path(self.tag)).unwrap_or_default()
-    }
-
-    fn said(&self, needle: &str) -> usize {
-        said(&self.env.log_path(self.tag), needle)
-    }
-
-    fn role(&self) -> Option<&'static str> {
-        role_in(&self.log())
-    }
-
-    async fn wait_said(&self, needle: &str, count: usize, timeout: Duration) {
-        wait_said(&self.env.log_path(self.tag), needle, count, timeout).await;
-    }
-}
-
-async fn roles_settled(instances: &[Instance; 2]) -> usize {
-    settled(
-        || [instances[0].role(), instances[1].role()],
-        Duration::from_secs(30),
-    )
-    .await
+async fn roles_settled(instances: &[AlertProcess; 2]) -> usize {
+    pair_settled(&instances[0], &instances[1], Duration::from_secs(30)).await
 }
 
 fn tries_per_key(received: &[Received]) -> BTreeMap<String, usize> {
@@ -110,10 +72,10 @@ async fn kill_9_of_the_active_instance_hands_its_pending_notifications_to_the_st
     env_b.ingest_extra = ha_config(&env, &url, "b");
     let alerts_env = env.another_worker("producer");
 
-    let a = Instance::start(env, "a");
+    let a = AlertProcess::start(env, "a");
     assert!(wait_ready(&a.env, Duration::from_secs(60)).await, "a ready");
     a.wait_said(ACTIVE, 1, Duration::from_secs(60)).await;
-    let b = Instance::start(env_b, "b");
+    let b = AlertProcess::start(env_b, "b");
     assert!(wait_ready(&b.env, Duration::from_secs(60)).await, "b ready");
     // B's joining rebalances the group: either instance may come out active.
     let mut instances = [a, b];
@@ -307,7 +269,10 @@ async fn measure_failover_over_repeated_kills() {
     let mut env_b = env.another_worker("b");
     env_b.ingest_extra = ha_config(&env, &url, "b");
     let alerts_env = env.another_worker("producer");
-    let mut instances = [Instance::start(env, "a"), Instance::start(env_b, "b")];
+    let mut instances = [
+        AlertProcess::start(env, "a"),
+        AlertProcess::start(env_b, "b"),
+    ];
     let mut took = Vec::new();
     for kill in 0..kills {
         for instance in &instances {

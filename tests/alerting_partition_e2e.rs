@@ -15,8 +15,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::ha::{key_of, role_in, said, settled, wait_said, ACTIVE};
-use common::hook::{alert_from, spawn_alert, Hook, Received, Reply};
+use common::ha::{key_of, pair_settled, AlertProcess, ACTIVE};
+use common::hook::{alert_from, Hook, Received, Reply};
 use common::proxy::Proxy;
 use common::{clickhouse_url, free_port, produce, producer_on, wait_ready, TestEnv};
 use tripline_core::alert::{Alert, AlertStatus};
@@ -182,10 +182,21 @@ impl Drop for Broker {
 
 /// One `tripline alert` in its host.
 struct Instance {
-    env: TestEnv,
+    alert: AlertProcess,
     host: Host,
-    tag: &'static str,
-    process: common::Tripline,
+}
+
+impl std::ops::Deref for Instance {
+    type Target = AlertProcess;
+    fn deref(&self) -> &AlertProcess {
+        &self.alert
+    }
+}
+
+impl std::ops::DerefMut for Instance {
+    fn deref_mut(&mut self) -> &mut AlertProcess {
+        &mut self.alert
+    }
 }
 
 impl Instance {
@@ -227,38 +238,15 @@ secret_env = "E2E_WEBHOOK_SECRET"
             gateway = host.gateway,
             hook_port = hook.port(),
         );
-        let process = spawn_alert(&env, tag);
         Instance {
-            env,
+            alert: AlertProcess::start(env, tag),
             host,
-            tag,
-            process,
         }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.env.log_path(self.tag)).unwrap_or_default()
-    }
-
-    fn said(&self, needle: &str) -> usize {
-        said(&self.env.log_path(self.tag), needle)
-    }
-
-    fn role(&self) -> Option<&'static str> {
-        role_in(&self.log())
-    }
-
-    async fn wait_said(&self, needle: &str, count: usize, timeout: Duration) {
-        wait_said(&self.env.log_path(self.tag), needle, count, timeout).await;
     }
 }
 
 async fn roles_settled(instances: &[Instance; 2]) -> usize {
-    settled(
-        || [instances[0].role(), instances[1].role()],
-        Duration::from_secs(90),
-    )
-    .await
+    pair_settled(&instances[0], &instances[1], Duration::from_secs(90)).await
 }
 
 async fn publish(brokers: &str, topic: &str, alerts: &[Alert]) {

@@ -3,7 +3,8 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use super::hook::Received;
+use super::hook::{spawn_alert, Received};
+use super::{TestEnv, Tripline};
 
 pub const ACTIVE: &str = "alerting active";
 pub const STANDING_BY: &str = "alerting standing by";
@@ -63,4 +64,43 @@ pub async fn wait_said(path: &Path, needle: &str, count: usize, timeout: Duratio
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// One `tripline alert` process with its own config, port and log.
+pub struct AlertProcess {
+    pub env: TestEnv,
+    pub tag: &'static str,
+    pub process: Tripline,
+}
+
+impl AlertProcess {
+    pub fn start(env: TestEnv, tag: &'static str) -> AlertProcess {
+        let process = spawn_alert(&env, tag);
+        AlertProcess { env, tag, process }
+    }
+
+    pub fn restart(&mut self) {
+        self.process = spawn_alert(&self.env, self.tag);
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.env.log_path(self.tag)).unwrap_or_default()
+    }
+
+    pub fn said(&self, needle: &str) -> usize {
+        said(&self.env.log_path(self.tag), needle)
+    }
+
+    pub fn role(&self) -> Option<&'static str> {
+        role_in(&self.log())
+    }
+
+    pub async fn wait_said(&self, needle: &str, count: usize, timeout: Duration) {
+        wait_said(&self.env.log_path(self.tag), needle, count, timeout).await;
+    }
+}
+
+/// [`settled`] for two processes.
+pub async fn pair_settled(a: &AlertProcess, b: &AlertProcess, timeout: Duration) -> usize {
+    settled(|| [a.role(), b.role()], timeout).await
 }

@@ -11,7 +11,7 @@ use super::outbox::OutboxEntry;
 use super::{now_ms, Runner};
 use crate::grouping::Pipeline;
 use crate::receivers::{notification_id, reason, Message};
-use crate::silence::SilenceStore;
+use crate::silence::{Silence, SilenceError, SilenceStore};
 
 impl Runner<'_> {
     /// Answers a request; changes are stored before the answer.
@@ -25,43 +25,20 @@ impl Runner<'_> {
                 let _ = reply.send(Ok(silence_views(&self.pipeline.silences, now)));
             }
             Command::CreateSilence(new, reply) => {
-                let result = match self.shared {
-                    // Shared first: a silence only this instance knew would die with it.
-                    Some(shared) => shared
-                        .create_silence(&self.pipeline.silences, new, now)
-                        .await
-                        .inspect(|s| {
-                            self.pipeline.silences.merge(s.clone());
-                        }),
-                    None => self
-                        .pipeline
-                        .silences
-                        .create(new, now)
-                        .cloned()
-                        .map_err(|e| e.to_string()),
-                };
-                let result = result.map(|s| SilenceView::of(&s, now));
+                let result = self
+                    .change_silence(|s| s.create(new, now))
+                    .await
+                    .map(|s| SilenceView::of(&s, now));
                 if let Ok(view) = &result {
                     info!(id = %view.id, matchers = ?view.matchers, by = %view.created_by, ends_at = %view.ends_at, "silence created");
                 }
                 let _ = reply.send(self.saved(result, consumer).await);
             }
             Command::ExpireSilence(id, reply) => {
-                let result = match self.shared {
-                    Some(shared) => shared
-                        .expire_silence(&self.pipeline.silences, &id, now)
-                        .await
-                        .inspect(|s| {
-                            self.pipeline.silences.merge(s.clone());
-                        }),
-                    None => self
-                        .pipeline
-                        .silences
-                        .expire(&id, now)
-                        .cloned()
-                        .map_err(|e| e.to_string()),
-                };
-                let result = result.map(|s| SilenceView::of(&s, now));
+                let result = self
+                    .change_silence(|s| s.expire(&id, now))
+                    .await
+                    .map(|s| SilenceView::of(&s, now));
                 if result.is_ok() {
                     info!(id = %id, "silence expired");
                 }
@@ -75,6 +52,26 @@ impl Runner<'_> {
                 let result = self.reload(*config, now);
                 let _ = reply.send(self.saved(result, consumer).await);
             }
+        }
+    }
+
+    /// Creates or expires a silence. With standbys it is shared first: a silence only this
+    /// instance knew would die with it.
+    async fn change_silence(
+        &mut self,
+        change: impl FnOnce(&mut SilenceStore) -> Result<&Silence, SilenceError>,
+    ) -> Result<Silence, String> {
+        match self.shared {
+            Some(shared) => {
+                let silence = shared
+                    .change_silence(&self.pipeline.silences, change)
+                    .await?;
+                self.pipeline.silences.merge(silence.clone());
+                Ok(silence)
+            }
+            None => change(&mut self.pipeline.silences)
+                .cloned()
+                .map_err(|e| e.to_string()),
         }
     }
 

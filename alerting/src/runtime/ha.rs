@@ -44,7 +44,7 @@ use super::log::DeliveryLog;
 use super::state::{State, StateError, StateStore, STATE_VERSION};
 use super::{now_ms, AlertService, AlertingError};
 use crate::grouping::Pipeline;
-use crate::silence::{NewSilence, Silence, SilenceStore};
+use crate::silence::{Silence, SilenceError, SilenceStore};
 
 /// How long a revocation waits for the active loop to stop (drain, last write, commit).
 const REVOKE_WAIT: Duration = Duration::from_secs(20);
@@ -244,11 +244,15 @@ async fn standby_command(service: &mut AlertService, shared: &Shared, command: C
             let _ = reply.send(Ok(silence_views(&shared.silences(), now)));
         }
         Command::CreateSilence(new, reply) => {
-            let result = shared.create_silence(&shared.silences(), new, now).await;
+            let result = shared
+                .change_silence(&shared.silences(), |s| s.create(new, now))
+                .await;
             let _ = reply.send(shared.merged(result, now));
         }
         Command::ExpireSilence(id, reply) => {
-            let result = shared.expire_silence(&shared.silences(), &id, now).await;
+            let result = shared
+                .change_silence(&shared.silences(), |s| s.expire(&id, now))
+                .await;
             let _ = reply.send(shared.merged(result, now));
         }
         Command::Test(_, reply) => {
@@ -505,28 +509,15 @@ impl Shared {
         })
     }
 
-    /// Creates a silence (validated against `known`) and shares it; returns it once Kafka has it.
-    pub async fn create_silence(
+    /// Applies `change` (a create or an expiry) to a copy of `known` and shares the silence
+    /// it made; returns it once Kafka has it. `known` itself changes when the caller merges it.
+    pub async fn change_silence(
         &self,
         known: &SilenceStore,
-        new: NewSilence,
-        now: i64,
+        change: impl FnOnce(&mut SilenceStore) -> Result<&Silence, SilenceError>,
     ) -> Result<Silence, String> {
         let mut scratch = known.clone();
-        let silence = scratch.create(new, now).map_err(|e| e.to_string())?.clone();
-        self.publish(&silence).await?;
-        Ok(silence)
-    }
-
-    /// Expires a silence and shares the change; returns it once Kafka has it.
-    pub async fn expire_silence(
-        &self,
-        known: &SilenceStore,
-        id: &str,
-        now: i64,
-    ) -> Result<Silence, String> {
-        let mut scratch = known.clone();
-        let silence = scratch.expire(id, now).map_err(|e| e.to_string())?.clone();
+        let silence = change(&mut scratch).map_err(|e| e.to_string())?.clone();
         self.publish(&silence).await?;
         Ok(silence)
     }
@@ -675,7 +666,7 @@ mod tests {
     fn silence(store: &mut SilenceStore, now: i64) -> Silence {
         store
             .create(
-                NewSilence {
+                crate::silence::NewSilence {
                     matchers: crate::matcher::parse_list(r#"{detector="spend_spike"}"#).unwrap(),
                     starts_at_ms: None,
                     ends_at_ms: now + 60_000,
