@@ -12,7 +12,7 @@
 //! 1. Warm-up: an `Engine` with the default `DetectConfig` is fed `--history-minutes` closed
 //!    minutes of synthetic traffic for `--keys` keys the way the detector replays history: one
 //!    quiet `cycle` per minute, `now_s` just after that minute closed (end + allowed lateness).
-//! 2. Memory: a counting global allocator (around `System`) gives the heap bytes held after the
+//! 2. Memory: a counting global allocator (around mimalloc, as the binary runs) gives the heap bytes held after the
 //!    warm-up minus before the engine was created, with every `CycleData` already dropped, so
 //!    only the engine's state is counted. Requested bytes, not allocator overhead.
 //! 3. Live cycles: each holds the previous (closed) minute and the current (open, 45 s in)
@@ -193,7 +193,7 @@ fn main() {
         state as f64 / engine.tracked_keys().max(1) as f64
     );
     println!(
-        "RSS growth over the warm-up (glibc malloc, indicative): {:.1} MiB = {:.0} bytes/key",
+        "RSS growth over the warm-up (mimalloc, indicative): {:.1} MiB = {:.0} bytes/key",
         mib(rss_state),
         rss_state as f64 / engine.tracked_keys().max(1) as f64
     );
