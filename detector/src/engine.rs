@@ -18,9 +18,11 @@ use crate::data::{CycleData, KeyMinute, Usage};
 use crate::familiar::Familiar;
 
 pub use evict::Evictions;
+use key_id::KeyId;
 
 mod evict;
 mod fold;
+mod key_id;
 mod leaks;
 mod providers;
 mod retries;
@@ -158,11 +160,10 @@ impl Excused<'_> {
 pub struct Engine {
     config: DetectConfig,
     spend_params: SpendParams,
-    /// Fx hashing for maps keyed by API key ids (assigned by the gateway, or HMAC fingerprints
-    /// of presented secrets: not chosen by clients); SipHash was a tenth of a cycle's CPU.
+    /// Reached by a digest of the key id (see `key_id.rs`), Fx hashing its low half.
     /// Boxed: the table's empty slots (up to half of it after a growth, and it never shrinks)
     /// then cost a pointer each rather than a whole key's state.
-    keys: FxMap<String, Box<KeyState>>,
+    keys: FxMap<KeyId, Box<KeyState>>,
     projects: FxMap<String, SpendTrack>,
     overall: Option<SpendTrack>,
     /// End users (the events' `user`) seen in the last day, for their impossible travel.
@@ -177,6 +178,9 @@ pub struct Engine {
     evicted: Evictions,
     /// Every key's usual requests per minute, summed at the last fold (the crowd's usual).
     usual_requests_total: f64,
+    /// Keys whose spend evidence is logged each time it is judged (`TRIPLINE_EXPLAIN_KEYS`,
+    /// comma-separated ids): how to see why a key did or did not page.
+    explain: Vec<String>,
 }
 
 const MINUTE: u32 = 60;
@@ -198,6 +202,13 @@ impl Engine {
             folded_through: 0,
             evicted: Evictions::default(),
             usual_requests_total: 0.0,
+            explain: std::env::var("TRIPLINE_EXPLAIN_KEYS")
+                .unwrap_or_default()
+                .split(',')
+                .map(str::trim)
+                .filter(|k| !k.is_empty())
+                .map(str::to_owned)
+                .collect(),
         })
     }
 

@@ -48,6 +48,10 @@ impl Familiar {
         if let Some(code) = country_code(&usage.country) {
             push_bounded(&mut self.countries, code, MAX_COUNTRIES);
         }
+        // An ASN's organisation is the IP database's, one per ASN: a network already learned
+        // was checked for hosting then (is_hosting is a tenth of a 100,000-key cycle if called
+        // per row).
+        let known_network = usage.asn != 0 && self.asns.contains(&usage.asn);
         if usage.asn != 0 {
             push_bounded(&mut self.asns, usage.asn, MAX_ASNS);
         }
@@ -59,7 +63,7 @@ impl Familiar {
                 MAX_USER_AGENTS,
             );
         }
-        if !self.used_hosting {
+        if !self.used_hosting && !known_network {
             self.used_hosting = is_hosting(&usage.as_org);
         }
     }
@@ -68,6 +72,12 @@ impl Familiar {
         // A full set means the key is used from everywhere: nothing is new any more.
         country_code(country).is_none_or(|c| self.countries.contains(&c))
             || self.countries.len() >= MAX_COUNTRIES
+    }
+
+    /// Whether this network's organisation could be a hosting network the key never used: not
+    /// when it used one already, nor when it used this very network (learning checked it).
+    pub fn may_be_new_hosting(&self, asn: u32) -> bool {
+        !self.used_hosting && (asn == 0 || !self.asns.contains(&asn))
     }
 
     pub fn has_asn(&self, asn: u32) -> bool {
@@ -188,6 +198,25 @@ mod tests {
         assert!(is_hosting("Hetzner Online GmbH"));
         assert!(!is_hosting("Deutsche Telekom AG"));
         assert!(!is_hosting(""));
+    }
+
+    #[test]
+    fn a_network_learned_is_never_a_new_hosting_network() {
+        let mut f = Familiar::default();
+        let home = Usage {
+            asn: 3320,
+            as_org: "Deutsche Telekom AG".into(),
+            ..Usage::default()
+        };
+        assert!(f.may_be_new_hosting(3320) && f.may_be_new_hosting(16509));
+        f.learn(&home);
+        assert!(!f.may_be_new_hosting(3320) && f.may_be_new_hosting(16509));
+        f.learn(&Usage {
+            asn: 16509,
+            as_org: "AMAZON-02".into(),
+            ..Usage::default()
+        });
+        assert!(f.used_hosting && !f.may_be_new_hosting(14061));
     }
 
     #[test]

@@ -431,6 +431,22 @@ impl Cusum {
         by == Judged::Recent && self.windows > config.drift_windows
     }
 
+    /// One line for a log: the sum, the run's length, its level as `by` judges it against the
+    /// ratio needed, and the latest window's ratio.
+    pub fn explain(&self, config: &SustainedConfig, by: Judged) -> String {
+        let level = self.level(config, by);
+        format!(
+            "S={:.1} n={} level={:.3e}/{:.3e}=x{:.2} need x{:.2} latest x{:.2}",
+            self.sum,
+            self.windows,
+            level.observed,
+            level.expected,
+            level.ratio,
+            self.ratio_needed(config),
+            self.latest
+        )
+    }
+
     /// The ratio a run must reach: `min_ratio`, and more for a run that took longer than
     /// `drift_windows` to become certain (x `sqrt(windows / drift_windows)`). A rise that
     /// builds over hours is a change of usage (a key's working day, a new feature) that the

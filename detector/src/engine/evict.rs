@@ -17,7 +17,7 @@
 //! therefore delay an alert on a returning entity, never cause one.
 
 use std::collections::HashMap;
-use std::hash::BuildHasher;
+use std::hash::{BuildHasher, Hash};
 
 use super::*;
 
@@ -70,8 +70,8 @@ fn established(key: &KeyState) -> bool {
 /// Keeps `map` at most `cap` long: when over it, removes the entries of lowest rank (young
 /// before established, then least recently active) down to nine tenths of the cap. Returns
 /// how many it removed.
-fn cap_map<V, S: BuildHasher>(
-    map: &mut HashMap<String, V, S>,
+fn cap_map<K: Eq + Hash, V, S: BuildHasher>(
+    map: &mut HashMap<K, V, S>,
     cap: usize,
     rank: impl Fn(&V) -> (bool, u32),
 ) -> u64 {
@@ -212,7 +212,7 @@ mod tests {
         };
         e.cycle(&data, T0 + 3 * MINUTE, true);
         assert_eq!(e.tracked_keys(), 1);
-        assert_eq!(e.keys["k"].spend.last_active, T0 + 2 * MINUTE);
+        assert_eq!(e.keys[&KeyId::of("k")].spend.last_active, T0 + 2 * MINUTE);
     }
 
     #[test]
@@ -253,7 +253,7 @@ mod tests {
             assert!(e.tracked_keys() <= 1_000, "{}", e.tracked_keys());
         }
         assert!(
-            e.keys.contains_key("k"),
+            e.keys.contains_key(&KeyId::of("k")),
             "the established key survives the spray"
         );
         assert!(e.evictions().cap > 0);

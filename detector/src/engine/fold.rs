@@ -21,11 +21,11 @@ impl Engine {
         // Per key, its closed minutes in order (one in a live cycle, up to 60 in a replay
         // chunk): a small sorted vector rather than a BTreeMap allocated per key.
         type Minutes<'a> = Vec<(u32, &'a KeyMinute)>;
-        let mut spend: FxMap<&str, Minutes> =
+        let mut spend: FxMap<KeyId, Minutes> =
             FxMap::with_capacity_and_hasher(data.keys.len(), Default::default());
         for row in data.keys.iter().filter(|r| closed(r.minute)) {
             spend
-                .entry(&row.api_key_id)
+                .entry(KeyId::of(&row.api_key_id))
                 .or_default()
                 .push((row.minute, row));
         }
@@ -39,7 +39,7 @@ impl Engine {
             }
         }
         for (key, minutes) in &spend {
-            if !self.keys.contains_key(*key) {
+            if !self.keys.contains_key(key) {
                 // A key id whose every request was refused (401/403) has nothing to learn from
                 // (no spend, no usage), and a key scanner presents a new one per attempt: it is
                 // tracked from its first accepted request.
@@ -50,7 +50,7 @@ impl Engine {
                 };
                 let project = row.project.clone();
                 self.keys.insert(
-                    (*key).to_owned(),
+                    *key,
                     Box::new(KeyState {
                         project,
                         spend: SpendTrack::new(&params, first),
@@ -70,13 +70,13 @@ impl Engine {
             }
         }
         // Upstream attempts of each closed key-minute, for the retry window.
-        let attempts: FxMap<(&str, u32), (u64, u64)> = data
+        let attempts: FxMap<(KeyId, u32), (u64, u64)> = data
             .retries
             .iter()
             .filter(|r| closed(r.minute))
             .map(|r| {
                 (
-                    (r.api_key_id.as_str(), r.minute),
+                    (KeyId::of(&r.api_key_id), r.minute),
                     (r.provider_attempts, r.provider_successes),
                 )
             })
@@ -84,7 +84,7 @@ impl Engine {
         let ip_alpha = self.ip_alpha;
         let mut usual_requests_total = 0.0;
         for (key, state) in self.keys.iter_mut() {
-            let minutes = spend.get(key.as_str());
+            let minutes = spend.get(key);
             if let Some((minute, row)) = minutes.and_then(|m| m.last()) {
                 if !row.project.is_empty() && state.project != row.project {
                     state.project.clone_from(&row.project);
@@ -117,10 +117,7 @@ impl Engine {
                     // Upstream attempts are looked up only where something went wrong: a calm
                     // minute dilutes the window by its requests.
                     let (attempts, successes) = if r.failures > 0 || r.retries > 0 {
-                        attempts
-                            .get(&(key.as_str(), minute))
-                            .copied()
-                            .unwrap_or((0, 0))
+                        attempts.get(&(*key, minute)).copied().unwrap_or((0, 0))
                     } else {
                         (0, 0)
                     };
@@ -153,7 +150,7 @@ impl Engine {
         // model changes slowly, and the map costs a lookup per usage row).
         let mut top: FxMap<&str, (u32, u64, &str)> = FxMap::default();
         for u in data.usage.iter().filter(|u| closed(u.minute)) {
-            if let Some(state) = self.keys.get_mut(&u.api_key_id) {
+            if let Some(state) = self.keys.get_mut(&KeyId::of(&u.api_key_id)) {
                 state.familiar.learn(u);
             }
             if u.minute % USUAL_MODEL_SAMPLE_S != 0 {
@@ -165,7 +162,7 @@ impl Engine {
             }
         }
         for (key, (_, _, model)) in top {
-            if let Some(state) = self.keys.get_mut(key) {
+            if let Some(state) = self.keys.get_mut(&KeyId::of(key)) {
                 // Only while the key's spend looks ordinary: an incident's model is not usual.
                 let ordinary = state.sustained.spend_at_rest();
                 if ordinary && !model.is_empty() && state.usual_model.as_deref() != Some(model) {

@@ -28,7 +28,7 @@ impl Engine {
                 .push(u);
         }
         for ((key, minute), usage) in per_key {
-            let Some(state) = self.keys.get(key) else {
+            let Some(state) = self.keys.get(&KeyId::of(key)) else {
                 continue;
             };
             if !self.key_enabled("leaked_key", key, &state.project)
@@ -69,7 +69,7 @@ impl Engine {
                     );
                 }
                 if cfg.hosting_asn
-                    && !state.familiar.used_hosting
+                    && state.familiar.may_be_new_hosting(u.asn)
                     && crate::familiar::is_hosting(&u.as_org)
                 {
                     flag(3, format!("hosting network {}", u.as_org));

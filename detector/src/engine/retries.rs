@@ -211,7 +211,11 @@ impl Engine {
     /// covers (none once `row`'s minute has ended).
     fn previous_minute(&self, row: &KeyMinute, now_s: u32) -> Option<(&MinuteCounts, f64)> {
         let seen = (f64::from(now_s.saturating_sub(row.minute)) / 60.0).clamp(0.0, 1.0);
-        let previous = self.keys.get(&row.api_key_id)?.previous.as_ref()?;
+        let previous = self
+            .keys
+            .get(&KeyId::of(&row.api_key_id))?
+            .previous
+            .as_ref()?;
         (seen < 1.0 && previous.minute + MINUTE == row.minute).then_some((previous, 1.0 - seen))
     }
 
@@ -233,7 +237,7 @@ impl Engine {
         with_retries: bool,
     ) -> Option<Building> {
         let cfg = &self.config.retry_storm;
-        let state = self.keys.get(&row.api_key_id)?;
+        let state = self.keys.get(&KeyId::of(&row.api_key_id))?;
         // Too little history to know the key's usual rate; too few requests to judge a share.
         if state.traffic.n < 10 || row.requests < 10 {
             return None;

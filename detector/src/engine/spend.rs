@@ -17,7 +17,7 @@ impl Engine {
         // candidate for them.
         let mut fired: FxMap<&str, (bool, bool)> = FxMap::default();
         for row in data.keys.iter().filter(|r| r.minute >= self.folded_through) {
-            let Some(state) = self.keys.get(&row.api_key_id) else {
+            let Some(state) = self.keys.get(&KeyId::of(&row.api_key_id)) else {
                 continue;
             };
             if !self.key_enabled("spend_spike", &row.api_key_id, &row.project) {

@@ -307,7 +307,7 @@ impl Crowd {
         for row in data.keys.iter().filter(|r| r.minute >= from) {
             // Ids the engine does not track yet add nothing: a spray of new (or refused) ids
             // must not make the crowd look busy and hide every key's rise.
-            let Some(state) = engine.keys.get(&row.api_key_id) else {
+            let Some(state) = engine.keys.get(&KeyId::of(&row.api_key_id)) else {
                 continue;
             };
             let usual = state.sustained.usual_requests();
@@ -446,7 +446,7 @@ impl Engine {
         // Rows come ordered by key and minute: a key's unfolded minutes build on each other.
         let mut carried: Option<(&str, u32, Evidence)> = None;
         for row in data.keys.iter().filter(|r| r.minute >= self.folded_through) {
-            let Some(state) = self.keys.get(&row.api_key_id) else {
+            let Some(state) = self.keys.get(&KeyId::of(&row.api_key_id)) else {
                 continue;
             };
             let Some(impact_usd) = self.impact_usd(&row.api_key_id, &row.project) else {
@@ -495,6 +495,22 @@ impl Engine {
                 row_rhythm,
             );
             carried = Some((&row.api_key_id, row.minute, evidence));
+            if self.explain.contains(&row.api_key_id) {
+                tracing::info!(
+                    key = %row.api_key_id,
+                    minute = row.minute,
+                    elapsed = elapsed_share(row.minute, now_s),
+                    crowd = crowd.factor(row.minute, billable(row), usual),
+                    rhythm = row_rhythm,
+                    judged = ?by,
+                    cost = row.cost_usd,
+                    requests = billable(row),
+                    spend = %evidence.spend.explain(config, by),
+                    count = %evidence.count.explain(config, by),
+                    price = %evidence.price.explain(config, by),
+                    "spend evidence"
+                );
+            }
 
             let (spend_fired, tokens_fired) = fired
                 .get(row.api_key_id.as_str())

@@ -323,7 +323,7 @@ impl Engine {
         let mut found: Vec<(&str, Candidate)> = Vec::new();
         for (key, mut stays) in uses {
             stays.sort_unstable_by(|a, b| a.country.cmp(b.country));
-            let Some(state) = self.keys.get(key) else {
+            let Some(state) = self.keys.get(&KeyId::of(key)) else {
                 continue;
             };
             if !self.key_enabled("cross_region", key, &state.project) {
@@ -458,7 +458,7 @@ impl Engine {
             per_minute.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         }
         for ((key, _), stays) in per_minute {
-            if let Some(state) = self.keys.get_mut(key) {
+            if let Some(state) = self.keys.get_mut(&KeyId::of(key)) {
                 state.countries.update(stays.len() as f64, self.ip_alpha);
                 state.whereabouts.fold_minute(&stays, &cfg);
             }

@@ -1,0 +1,41 @@
+//! How the engine reaches a key's state: by a 128-bit digest of its id, not by the id itself.
+//!
+//! A cycle looks a key up once per row and phase (hundreds of thousands of times at 100,000
+//! keys). With `String` keys each hit was confirmed by comparing the row's id with the map's
+//! copy, a separate allocation that is rarely in cache: a quarter of a cycle's CPU went to that
+//! `memcmp` (BENCHMARKS.md, "Detectors: scale"). A digest compares in the table itself and
+//! needs no copy of the id. xxh3-128: two of a billion distinct ids share a digest with
+//! probability about 2^-69, far below any other way a key's state could be wrong.
+
+use std::hash::{Hash, Hasher};
+
+use xxhash_rust::xxh3::xxh3_128;
+
+/// An API key id as the engine's maps know it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct KeyId(u128);
+
+impl KeyId {
+    pub(crate) fn of(api_key_id: &str) -> Self {
+        Self(xxh3_128(api_key_id.as_bytes()))
+    }
+}
+
+impl Hash for KeyId {
+    /// Already a uniform hash: its low half is enough for the table.
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.0 as u64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn equal_ids_meet_and_different_ids_do_not() {
+        assert_eq!(KeyId::of("key-1"), KeyId::of(&String::from("key-1")));
+        assert_ne!(KeyId::of("key-1"), KeyId::of("key-2"));
+        assert_ne!(KeyId::of(""), KeyId::of("\0"));
+    }
+}
