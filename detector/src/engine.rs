@@ -129,6 +129,15 @@ struct KeyState {
     usual_model: Option<Box<str>>,
 }
 
+impl KeyState {
+    /// The key's usual billable requests a minute at `minute`, its daily rhythm included.
+    fn usual_requests_at(&self, params: &SpendParams, minute: u32) -> f64 {
+        let how = hour_of_week(i64::from(minute) * 1000);
+        self.sustained.usual_requests()
+            * sustained::rhythm(self.requests_season.as_ref(), params, how)
+    }
+}
+
 /// A key's retry counts in one closed minute (u32: a minute of one key fits).
 #[derive(Debug, Clone, Copy, Default)]
 struct MinuteCounts {
@@ -176,8 +185,9 @@ pub struct Engine {
     pub folded_through: u32,
     /// Entities forgotten so far (idle, or over the cap).
     evicted: Evictions,
-    /// Every key's usual requests per minute, summed at the last fold (the crowd's usual).
-    usual_requests_total: f64,
+    /// Every key's usual requests per minute for each hour of the day, summed at the last fold
+    /// (the crowd's usual).
+    usual_requests: sustained::UsualByHour,
     /// Keys whose spend evidence is logged each time it is judged (`TRIPLINE_EXPLAIN_KEYS`,
     /// comma-separated ids): how to see why a key did or did not page.
     explain: Vec<String>,
@@ -201,7 +211,7 @@ impl Engine {
             ip_alpha: alpha_from_half_life(60.0),
             folded_through: 0,
             evicted: Evictions::default(),
-            usual_requests_total: 0.0,
+            usual_requests: sustained::UsualByHour::default(),
             explain: std::env::var("TRIPLINE_EXPLAIN_KEYS")
                 .unwrap_or_default()
                 .split(',')

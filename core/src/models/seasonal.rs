@@ -148,6 +148,19 @@ impl Seasonal {
         }
     }
 
+    /// The `young_weight` to learn a window the caller doubts (`doubted`, below 1) at: in full
+    /// while this hour's bucket has not held `min_windows` yet. Until then
+    /// [`Seasonal::factor_from`] does not use the bucket, so learning the hour's first whole
+    /// visit in full cannot hide anything in it; learnt at a tenth, a key whose working day is
+    /// a x10 surge would be judged against a fraction of it every day after, and page daily.
+    pub fn first_visit_weight(&self, hour_of_week: u8, min_windows: u16, doubted: f64) -> f64 {
+        if self.count(hour_of_week) < min_windows {
+            1.0
+        } else {
+            doubted
+        }
+    }
+
     /// Fold `ratio = value / deseasonalised level` into this hour's factors with weight `alpha`
     /// (at least `young_weight / n` while a bucket is young, so early windows count equally;
     /// `young_weight` below 1 for a window the caller doubts, so that a young bucket does not

@@ -448,11 +448,13 @@ impl SpendModel {
         }
         if let Some(s) = &mut self.seasonal {
             if level_before > 0.0 && self.level.n > 1 {
+                let young_weight =
+                    s.first_visit_weight(hour_of_week, c.season_min_windows, doubted);
                 s.update(
                     hour_of_week,
                     value / level_before,
                     p.season_alpha * weight,
-                    doubted,
+                    young_weight,
                     20.0,
                 );
             }

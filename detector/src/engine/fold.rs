@@ -82,7 +82,7 @@ impl Engine {
             })
             .collect();
         let ip_alpha = self.ip_alpha;
-        let mut usual_requests_total = 0.0;
+        let mut usual_requests = sustained::UsualByHour::default();
         for (key, state) in self.keys.iter_mut() {
             let minutes = spend.get(key);
             if let Some((minute, row)) = minutes.and_then(|m| m.last()) {
@@ -99,7 +99,8 @@ impl Engine {
                         .map(|i| m[i].1)
                 });
                 let how = hour_of_week(i64::from(minute) * 1000);
-                let usual = state.sustained.usual_requests();
+                let usual = state.sustained.usual_requests()
+                    * sustained::rhythm(state.requests_season.as_ref(), &params, how);
                 let requests = row.map_or(0, sustained::billable);
                 sustained::fold_key_minute(
                     &mut state.spend.model,
@@ -144,7 +145,12 @@ impl Engine {
                 minute += MINUTE;
             }
             state.spend.last_folded = closed_before;
-            usual_requests_total += state.sustained.usual_requests();
+            usual_requests.add(
+                state.sustained.usual_requests(),
+                state.requests_season.as_ref(),
+                &params,
+                closed_before,
+            );
         }
         // Each key's most called model in the last sampled minute (one in ten: a key's usual
         // model changes slowly, and the map costs a lookup per usage row).
@@ -209,7 +215,7 @@ impl Engine {
                 track.last_folded = closed_before;
             }
         }
-        self.usual_requests_total = usual_requests_total;
+        self.usual_requests = usual_requests;
         self.folded_through = closed_before;
         self.evict(closed_before);
     }

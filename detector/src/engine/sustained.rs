@@ -286,8 +286,43 @@ impl Evidence {
 pub(super) struct Crowd {
     /// Per minute: the others' capped requests so far, and the share of the minute elapsed.
     minutes: FxMap<u32, (f64, f64)>,
-    /// Every tracked key's usual requests per minute, summed.
-    usual: f64,
+    /// Every tracked key's usual requests per minute in each hour of the day, summed
+    /// ([`UsualByHour`]).
+    usual: UsualByHour,
+}
+
+/// Every tracked key's usual requests a minute, its daily rhythm included, summed for each of
+/// the 24 hours after the last fold (indexed by hour of the day). The crowd is judged against
+/// what it usually does at that hour: at an hour when most keys sleep, the others' usual
+/// without their rhythm would be far above what they send, and a crowd at twice its usual
+/// for the hour (a daily peak) would look quiet.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct UsualByHour([f64; 24]);
+
+impl UsualByHour {
+    /// Adds a key with `usual` deseasonalised requests a minute and hour-of-day factors
+    /// `season`, for the 24 hours from `from_s`.
+    pub(super) fn add(
+        &mut self,
+        usual: f64,
+        season: Option<&Seasonal>,
+        params: &SpendParams,
+        from_s: u32,
+    ) {
+        if season.is_none() {
+            self.0.iter_mut().for_each(|total| *total += usual);
+            return;
+        }
+        for hour in 0..24u32 {
+            let at = from_s + hour * 3600;
+            let how = hour_of_week(i64::from(at) * 1000);
+            self.0[(at / 3600 % 24) as usize] += usual * rhythm(season, params, how);
+        }
+    }
+
+    fn at(&self, minute: u32) -> f64 {
+        self.0[(minute / 3600 % 24) as usize]
+    }
 }
 
 impl Crowd {
@@ -301,7 +336,7 @@ impl Crowd {
         if !engine.config.spend_spike.sustained.enabled {
             return Crowd {
                 minutes,
-                usual: 0.0,
+                usual: UsualByHour::default(),
             };
         }
         for row in data.keys.iter().filter(|r| r.minute >= from) {
@@ -310,20 +345,21 @@ impl Crowd {
             let Some(state) = engine.keys.get(&KeyId::of(&row.api_key_id)) else {
                 continue;
             };
-            let usual = state.sustained.usual_requests();
+            let usual = state.usual_requests_at(&engine.spend_params, row.minute);
             let elapsed = elapsed_share(row.minute, now_s);
             let entry = minutes.entry(row.minute).or_insert((0.0, elapsed));
             entry.0 += capped(billable(row), usual);
         }
         Crowd {
             minutes,
-            usual: engine.usual_requests_total,
+            usual: engine.usual_requests,
         }
     }
 
-    /// The factor for a key with `usual` requests a minute that made `requests` in `minute`.
+    /// The factor for a key with `usual` requests a minute (for that minute's hour) that made
+    /// `requests` in `minute`.
     pub(super) fn factor(&self, minute: u32, requests: u64, usual: f64) -> f64 {
-        let others_usual = self.usual - usual;
+        let others_usual = self.usual.at(minute) - usual;
         let Some(&(capped_all, elapsed)) = self.minutes.get(&minute) else {
             return 1.0;
         };
@@ -407,11 +443,13 @@ pub fn fold_key_minute(
         if usual_before.n > 1 && usual_before.mean > 0.0 {
             let requests = row.map_or(0, |r| r.1) as f64;
             let weight = evidence.count.learning_weight(config);
+            let young_weight =
+                season.first_visit_weight(how, params.config.season_min_windows, weight);
             season.update(
                 how,
                 requests / usual_before.mean,
                 params.season_alpha() * weight,
-                weight,
+                young_weight,
                 20.0,
             );
         }
@@ -456,7 +494,6 @@ impl Engine {
                 continue;
             }
             let params = &self.spend_params;
-            let usual = state.sustained.usual_requests();
             let mut evidence = state.sustained;
             let mut next = state.spend.last_folded;
             if let Some((key, minute, held)) = carried {
@@ -474,7 +511,7 @@ impl Engine {
                     config,
                     None,
                     how,
-                    crowd.factor(next, 0, usual),
+                    crowd.factor(next, 0, state.usual_requests_at(params, next)),
                     1.0,
                     rhythm(state.requests_season.as_ref(), params, how),
                 );
@@ -483,6 +520,7 @@ impl Engine {
             let how = hour_of_week(i64::from(row.minute) * 1000);
             let row_rhythm = rhythm(state.requests_season.as_ref(), params, how);
             let by = judged(state.requests_season.as_ref(), params, how);
+            let usual = state.sustained.usual_requests() * row_rhythm;
             evidence = evidence.after_minute(
                 &state.spend.model,
                 &state.tokens,
@@ -948,6 +986,41 @@ mod tests {
             }
         }
         found
+    }
+
+    /// A key whose working day is a x10 surge at the same hours every day. The surge pages on
+    /// the first day (nothing tells it from a runaway job yet) and its evidence is at the alarm,
+    /// but each hour's bucket still learns its first whole visit in full: after one day the
+    /// surge hours' rhythm carries most of the surge, so the next day is judged against it.
+    /// Learnt at a tenth, as an alarm is elsewhere, they stayed near 1 and the key paged
+    /// every evening.
+    #[test]
+    fn a_daily_surge_is_learnt_on_its_first_day_even_at_the_alarm() {
+        let mut e = engine();
+        // T0 is 08:00 UTC: 20:00-22:59 are minutes 720-899 of the day.
+        for i in 0..1440 {
+            let minute = T0 + i * 60;
+            let times = if (20..23).contains(&(minute / 3600 % 24)) {
+                10
+            } else {
+                1
+            };
+            let (requests, cost) = spend(i, 1.0, u32::MAX);
+            let data = minute_data("k", minute, requests * times, cost * times as f64);
+            e.cycle(&data, minute + 60, true);
+        }
+        let state = &e.keys[&KeyId::of("k")];
+        let params = &e.spend_params;
+        let usual_at = |hour: u32| state.usual_requests_at(params, T0 + (hour + 16) * 3600);
+        let night = usual_at(3);
+        for hour in 20..23 {
+            // About 15 requests a minute against 1.5 at night: x10.
+            assert!(
+                usual_at(hour) > 3.0 * night,
+                "{hour}:00 {} vs {night}",
+                usual_at(hour)
+            );
+        }
     }
 
     #[test]
