@@ -553,8 +553,9 @@ mod tests {
         );
     }
 
-    /// A x2.2 that took an hour to become certain is usage drifting, not a spike; the same
-    /// ratio within twenty minutes is a spike.
+    /// A x2.2 whose run has lasted an hour is usage drifting, not a spike, however soon it was
+    /// certain (the ratio needed grows with the run's length); the same ratio over a quarter of
+    /// an hour is a spike.
     #[test]
     fn a_slow_drift_needs_a_larger_ratio_than_a_quick_rise() {
         let config = SustainedConfig::default();
