@@ -99,8 +99,7 @@ impl Engine {
                         .map(|i| m[i].1)
                 });
                 let how = hour_of_week(i64::from(minute) * 1000);
-                let usual = state.sustained.usual_requests()
-                    * sustained::rhythm(state.requests_season.as_ref(), &params, how);
+                let usual = state.usual_requests_at(&params, minute);
                 let requests = row.map_or(0, sustained::billable);
                 sustained::fold_key_minute(
                     &mut state.spend.model,

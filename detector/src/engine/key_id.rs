@@ -5,11 +5,21 @@
 //! copy, a separate allocation that is rarely in cache: a quarter of a cycle's CPU went to that
 //! `memcmp` (BENCHMARKS.md, "Detectors: scale"). A digest compares in the table itself and
 //! needs no copy of the id. xxh3-128: two of a billion distinct ids share a digest with
-//! probability about 2^-69, far below any other way a key's state could be wrong.
+//! probability about 2^-69, far below any other way a key's state could be wrong. Seeded at
+//! random per process, so that ids a client could choose (a gateway's own key names) cannot
+//! be crafted offline to share a key's state.
 
-use std::hash::{Hash, Hasher};
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::sync::OnceLock;
 
-use xxhash_rust::xxh3::xxh3_128;
+use xxhash_rust::xxh3::xxh3_128_with_seed;
+
+/// This process's seed: digests are never stored or sent, only compared within the process.
+fn seed() -> u64 {
+    static SEED: OnceLock<u64> = OnceLock::new();
+    *SEED.get_or_init(|| RandomState::new().hash_one(0u8))
+}
 
 /// An API key id as the engine's maps know it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -17,7 +27,7 @@ pub(crate) struct KeyId(u128);
 
 impl KeyId {
     pub(crate) fn of(api_key_id: &str) -> Self {
-        Self(xxh3_128(api_key_id.as_bytes()))
+        Self(xxh3_128_with_seed(api_key_id.as_bytes(), seed()))
     }
 }
 
