@@ -2,6 +2,7 @@
 //! each cycle's assessment of the minutes not yet folded (including the one still open, so a
 //! monotone quantity such as spend can fire before its minute ends).
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 
 use rustc_hash::FxHashMap as FxMap;
@@ -18,7 +19,10 @@ use crate::data::{CycleData, KeyMinute, Usage};
 use crate::familiar::Familiar;
 
 pub use evict::Evictions;
-use key_id::KeyId;
+use key_id::{CycleIds, KeyId};
+
+/// The state of the key each of a cycle's key rows names, parallel to `CycleData::keys`.
+type Known<'a> = Vec<Option<&'a KeyState>>;
 
 mod evict;
 mod fold;
@@ -258,41 +262,57 @@ impl Engine {
         let closed_before =
             (now_s.saturating_sub(self.config.allowed_lateness_s as u32) / MINUTE) * MINUTE;
         let mut out = Vec::new();
+        let ids = CycleIds::of(data);
+        // Each key row's state, looked up once for every assessment (they only read it).
+        let known = self.known(&ids.keys);
         // How busy everyone is, minute by minute: for the sustained rule, and folded with it.
-        let crowd = sustained::Crowd::new(self, data, self.folded_through, now_s);
+        let crowd = sustained::Crowd::new(self, data, &known, self.folded_through, now_s);
         if !quiet {
             if self.config.spend_spike.enabled {
-                self.assess_spend(data, now_s, &crowd, &mut out);
+                self.assess_spend(data, &known, now_s, &crowd, &mut out);
             }
             if self.config.leaked_key.enabled {
-                self.assess_leaks(data, &mut out);
+                self.assess_leaks(data, &ids, &mut out);
             }
             if self.config.retry_storm.enabled {
-                self.assess_retries(data, now_s, &mut out);
+                self.assess_retries(data, &known, now_s, &mut out);
             }
             if self.config.cross_region.enabled {
-                self.assess_travel(data, &mut out);
+                self.assess_travel(data, &ids, &mut out);
             }
         }
+        drop(known);
         self.fold_providers(data, closed_before);
-        self.fold(data, closed_before, &crowd);
+        self.fold(data, &ids, closed_before, &crowd);
         out
+    }
+
+    /// The state of the key each of `ids` names (`None`: not tracked yet).
+    fn known(&self, ids: &[KeyId]) -> Known<'_> {
+        ids.iter()
+            .map(|id| self.keys.get(id).map(|s| &**s))
+            .collect()
     }
 
     fn key_enabled(&self, detector: &str, key: &str, project: &str) -> bool {
         self.config.enabled_for(detector, key, project)
     }
 
-    fn params_for(&self, key: &str, project: &str) -> SpendParams {
-        let mut params = self.spend_params.clone();
-        if let Some(floor) = self
+    /// The spend model's parameters for a key or project: the defaults, borrowed (a copy per
+    /// row was a twentieth of a cycle), unless an override sets its own dollar floor.
+    fn params_for(&self, key: &str, project: &str) -> Cow<'_, SpendParams> {
+        match self
             .config
             .override_for(key, project)
             .and_then(|o| o.min_abs_usd)
         {
-            params.config.min_abs_usd = floor;
+            Some(floor) => {
+                let mut params = self.spend_params.clone();
+                params.config.min_abs_usd = floor;
+                Cow::Owned(params)
+            }
+            None => Cow::Borrowed(&self.spend_params),
         }
-        params
     }
 }
 

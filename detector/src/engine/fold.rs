@@ -8,7 +8,13 @@ const USUAL_MODEL_SAMPLE_S: u32 = 600;
 impl Engine {
     /// Folds every closed minute (< `closed_before`) not folded yet into the models.
     /// `crowd`: how busy everyone was in each minute (as the cycle's assessment saw it).
-    pub(super) fn fold(&mut self, data: &CycleData, closed_before: u32, crowd: &sustained::Crowd) {
+    pub(super) fn fold(
+        &mut self,
+        data: &CycleData,
+        ids: &CycleIds,
+        closed_before: u32,
+        crowd: &sustained::Crowd,
+    ) {
         if closed_before <= self.folded_through {
             return;
         }
@@ -20,14 +26,13 @@ impl Engine {
         // Keys: spend per minute, zero-filled for minutes without traffic.
         // Per key, its closed minutes in order (one in a live cycle, up to 60 in a replay
         // chunk): a small sorted vector rather than a BTreeMap allocated per key.
-        type Minutes<'a> = Vec<(u32, &'a KeyMinute)>;
+        type Minutes<'a> = smallvec::SmallVec<[(u32, &'a KeyMinute); 2]>;
         let mut spend: FxMap<KeyId, Minutes> =
             FxMap::with_capacity_and_hasher(data.keys.len(), Default::default());
-        for row in data.keys.iter().filter(|r| closed(r.minute)) {
-            spend
-                .entry(KeyId::of(&row.api_key_id))
-                .or_default()
-                .push((row.minute, row));
+        for (row, id) in data.keys.iter().zip(&ids.keys) {
+            if closed(row.minute) {
+                spend.entry(*id).or_default().push((row.minute, row));
+            }
         }
         for minutes in spend.values_mut() {
             if minutes.len() > 1 {
@@ -73,13 +78,9 @@ impl Engine {
         let attempts: FxMap<(KeyId, u32), (u64, u64)> = data
             .retries
             .iter()
-            .filter(|r| closed(r.minute))
-            .map(|r| {
-                (
-                    (KeyId::of(&r.api_key_id), r.minute),
-                    (r.provider_attempts, r.provider_successes),
-                )
-            })
+            .zip(&ids.retries)
+            .filter(|(r, _)| closed(r.minute))
+            .map(|(r, id)| ((*id, r.minute), (r.provider_attempts, r.provider_successes)))
             .collect();
         let ip_alpha = self.ip_alpha;
         let mut usual_requests = sustained::UsualByHour::default();
@@ -153,21 +154,24 @@ impl Engine {
         }
         // Each key's most called model in the last sampled minute (one in ten: a key's usual
         // model changes slowly, and the map costs a lookup per usage row).
-        let mut top: FxMap<&str, (u32, u64, &str)> = FxMap::default();
-        for u in data.usage.iter().filter(|u| closed(u.minute)) {
-            if let Some(state) = self.keys.get_mut(&KeyId::of(&u.api_key_id)) {
+        let mut top: FxMap<KeyId, (u32, u64, &str)> = FxMap::default();
+        for (u, id) in data.usage.iter().zip(&ids.usage) {
+            if !closed(u.minute) {
+                continue;
+            }
+            if let Some(state) = self.keys.get_mut(id) {
                 state.familiar.learn(u);
             }
             if u.minute % USUAL_MODEL_SAMPLE_S != 0 {
                 continue;
             }
-            let best = top.entry(&u.api_key_id).or_insert((u.minute, 0, &u.model));
+            let best = top.entry(*id).or_insert((u.minute, 0, &u.model));
             if (u.minute, u.requests) > (best.0, best.1) {
                 *best = (u.minute, u.requests, &u.model);
             }
         }
-        for (key, (_, _, model)) in top {
-            if let Some(state) = self.keys.get_mut(&KeyId::of(key)) {
+        for (id, (_, _, model)) in top {
+            if let Some(state) = self.keys.get_mut(&id) {
                 // Only while the key's spend looks ordinary: an incident's model is not usual.
                 let ordinary = state.sustained.spend_at_rest();
                 if ordinary && !model.is_empty() && state.usual_model.as_deref() != Some(model) {
@@ -175,7 +179,7 @@ impl Engine {
                 }
             }
         }
-        self.fold_key_travel(&data.usage, from, closed_before);
+        self.fold_key_travel(&data.usage, &ids.usage, from, closed_before);
         if self.config.cross_region.per_user {
             self.fold_users(&data.users, from, closed_before);
         }

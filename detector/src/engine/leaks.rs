@@ -4,33 +4,30 @@
 use super::*;
 
 impl Engine {
-    pub(super) fn assess_leaks(&self, data: &CycleData, out: &mut Vec<Candidate>) {
+    pub(super) fn assess_leaks(&self, data: &CycleData, ids: &CycleIds, out: &mut Vec<Candidate>) {
         let cfg = &self.config.leaked_key;
         // Indexed once: looking rows up per key would be quadratic in the number of keys.
-        let ips_by_minute: FxMap<(&str, u32), u64> = data
+        let ips_by_minute: FxMap<(KeyId, u32), u64> = data
             .keys
             .iter()
-            .map(|k| ((k.api_key_id.as_str(), k.minute), k.distinct_ips))
+            .zip(&ids.keys)
+            .map(|(k, id)| ((*id, k.minute), k.distinct_ips))
             .collect();
-        // Grouped by hash (a BTreeMap of string keys compares ~17 cache-missing strings per
+        // Grouped by digest (a BTreeMap of string keys compares ~17 cache-missing strings per
         // row); the candidates are sorted by (key, minute) below, the order the BTreeMap gave.
-        let mut per_key: FxMap<(&str, u32), Vec<&Usage>> =
+        let mut per_key: FxMap<(KeyId, u32), smallvec::SmallVec<[&Usage; 4]>> =
             FxMap::with_capacity_and_hasher(data.keys.len(), Default::default());
         let mut found: Vec<((&str, u32), Candidate)> = Vec::new();
-        for u in data
-            .usage
-            .iter()
-            .filter(|u| u.minute >= self.folded_through)
-        {
-            per_key
-                .entry((&u.api_key_id, u.minute))
-                .or_default()
-                .push(u);
+        for (u, id) in data.usage.iter().zip(&ids.usage) {
+            if u.minute >= self.folded_through {
+                per_key.entry((*id, u.minute)).or_default().push(u);
+            }
         }
-        for ((key, minute), usage) in per_key {
-            let Some(state) = self.keys.get(&KeyId::of(key)) else {
+        for ((id, minute), usage) in per_key {
+            let Some(state) = self.keys.get(&id) else {
                 continue;
             };
+            let key = usage[0].api_key_id.as_str();
             if !self.key_enabled("leaked_key", key, &state.project)
                 || state.familiar.minutes < cfg.min_history_minutes
             {
@@ -99,7 +96,7 @@ impl Engine {
             let all = kinds.iter().filter(|k| **k).count();
             let novel_use = (strong >= 1 && all >= 2 && new_requests >= cfg.min_new_requests)
                 || (all >= 3 && new_requests >= 1);
-            let distinct_ips = ips_by_minute.get(&(key, minute)).copied().unwrap_or(0);
+            let distinct_ips = ips_by_minute.get(&(id, minute)).copied().unwrap_or(0);
             let usual_ips = state.ips.mean.max(1.0);
             let ip_jump = distinct_ips >= cfg.min_distinct_ips
                 && distinct_ips as f64 > usual_ips * cfg.ip_jump_factor;

@@ -88,8 +88,26 @@ fn attempts_per_success(attempts: f64, successes: f64) -> (f64, f64) {
     (point, 1.0 / (1.0 - failed_low).max(1e-9))
 }
 
+/// The key's previous minute and how much of it the 60 s window ending at `now_s` still
+/// covers (none once `row`'s minute has ended).
+fn previous_minute<'s>(
+    state: &'s KeyState,
+    row: &KeyMinute,
+    now_s: u32,
+) -> Option<(&'s MinuteCounts, f64)> {
+    let seen = (f64::from(now_s.saturating_sub(row.minute)) / 60.0).clamp(0.0, 1.0);
+    let previous = state.previous.as_ref()?;
+    (seen < 1.0 && previous.minute + MINUTE == row.minute).then_some((previous, 1.0 - seen))
+}
+
 impl Engine {
-    pub(super) fn assess_retries(&self, data: &CycleData, now_s: u32, out: &mut Vec<Candidate>) {
+    pub(super) fn assess_retries(
+        &self,
+        data: &CycleData,
+        known: &[Option<&KeyState>],
+        now_s: u32,
+        out: &mut Vec<Candidate>,
+    ) {
         let cfg = &self.config.retry_storm;
         // Provider storms first: the keys caught in them are folded into their alerts.
         let mut storms = self.provider_storms(data, now_s);
@@ -98,8 +116,10 @@ impl Engine {
             .iter()
             .map(|r| ((r.api_key_id.as_str(), r.minute), r))
             .collect();
-        for row in data.keys.iter().filter(|r| r.minute >= self.folded_through) {
-            if !self.key_enabled("retry_storm", &row.api_key_id, &row.project) {
+        for (row, state) in data.keys.iter().zip(known) {
+            if row.minute < self.folded_through
+                || !self.key_enabled("retry_storm", &row.api_key_id, &row.project)
+            {
                 continue;
             }
             let retries = retries_by_minute.get(&(row.api_key_id.as_str(), row.minute));
@@ -117,9 +137,13 @@ impl Engine {
             // bad spell are what retries are for, so with backoff only the first attempts
             // count as load, and a bad spell alone (failures, but no more first attempts) is
             // left to the provider/model alert.
-            let window = Window::new(row, retries.copied(), self.previous_minute(row, now_s));
+            let previous = state.and_then(|s| previous_minute(s, row, now_s));
+            let window = Window::new(row, retries.copied(), previous);
             let building = (chains >= 2)
-                .then(|| self.storm_building(data, row, retries.copied(), now_s, no_backoff))
+                .then(|| {
+                    let state = (*state)?;
+                    self.storm_building(data, row, state, retries.copied(), now_s, no_backoff)
+                })
                 .flatten();
             if window.requests < cfg.min_requests as f64 && building.is_none() {
                 continue;
@@ -207,18 +231,6 @@ impl Engine {
         }
     }
 
-    /// The key's previous minute and how much of it the 60 s window ending at `now_s` still
-    /// covers (none once `row`'s minute has ended).
-    fn previous_minute(&self, row: &KeyMinute, now_s: u32) -> Option<(&MinuteCounts, f64)> {
-        let seen = (f64::from(now_s.saturating_sub(row.minute)) / 60.0).clamp(0.0, 1.0);
-        let previous = self
-            .keys
-            .get(&KeyId::of(&row.api_key_id))?
-            .previous
-            .as_ref()?;
-        (seen < 1.0 && previous.minute + MINUTE == row.minute).then_some((previous, 1.0 - seen))
-    }
-
     /// A storm building on a key: its requests (so far in the minute, pro rata; first attempts
     /// only unless `with_retries`) at `rate_rise` times its usual rate and its share of
     /// failures, by its Wilson lower bound, `failure_rise` above its usual share of 429/5xx
@@ -232,12 +244,12 @@ impl Engine {
         &self,
         data: &CycleData,
         row: &KeyMinute,
+        state: &KeyState,
         retries: Option<&KeyRetries>,
         now_s: u32,
         with_retries: bool,
     ) -> Option<Building> {
         let cfg = &self.config.retry_storm;
-        let state = self.keys.get(&KeyId::of(&row.api_key_id))?;
         // Too little history to know the key's usual rate; too few requests to judge a share.
         if state.traffic.n < 10 || row.requests < 10 {
             return None;

@@ -7,6 +7,7 @@ impl Engine {
     pub(super) fn assess_spend(
         &self,
         data: &CycleData,
+        known: &[Option<&KeyState>],
         now_s: u32,
         crowd: &sustained::Crowd,
         out: &mut Vec<Candidate>,
@@ -16,8 +17,8 @@ impl Engine {
         // Keys the per-minute rules flagged (spend, tokens): the sustained rule adds no second
         // candidate for them.
         let mut fired: FxMap<&str, (bool, bool)> = FxMap::default();
-        for row in data.keys.iter().filter(|r| r.minute >= self.folded_through) {
-            let Some(state) = self.keys.get(&KeyId::of(&row.api_key_id)) else {
+        for (row, state) in data.keys.iter().zip(known) {
+            let Some(state) = state.filter(|_| row.minute >= self.folded_through) else {
                 continue;
             };
             if !self.key_enabled("spend_spike", &row.api_key_id, &row.project) {
@@ -56,7 +57,7 @@ impl Engine {
                 out.push(c);
             }
         }
-        self.assess_sustained(data, now_s, crowd, &fired, out);
+        self.assess_sustained(data, known, now_s, crowd, &fired, out);
         let shared: [(&str, &Vec<crate::data::SpendMinute>, bool); 2] = [
             (
                 "project",
@@ -80,7 +81,7 @@ impl Engine {
                 let params = if kind == "project" {
                     self.params_for("", &row.entity)
                 } else {
-                    self.spend_params.clone()
+                    Cow::Borrowed(&self.spend_params)
                 };
                 let cost = row.cost_usd
                     - excused.get(

@@ -331,7 +331,13 @@ impl Crowd {
     /// The crowd over `data`'s minutes from `from`, as of `now_s` (a minute still open counts
     /// for the share of it elapsed), against every key's usual as of the last fold. Empty (a
     /// factor of 1) when the sustained rule is off.
-    pub(super) fn new(engine: &Engine, data: &CycleData, from: u32, now_s: u32) -> Crowd {
+    pub(super) fn new(
+        engine: &Engine,
+        data: &CycleData,
+        known: &[Option<&KeyState>],
+        from: u32,
+        now_s: u32,
+    ) -> Crowd {
         let mut minutes: FxMap<u32, (f64, f64)> = FxMap::default();
         if !engine.config.spend_spike.sustained.enabled {
             return Crowd {
@@ -339,10 +345,10 @@ impl Crowd {
                 usual: UsualByHour::default(),
             };
         }
-        for row in data.keys.iter().filter(|r| r.minute >= from) {
+        for (row, state) in data.keys.iter().zip(known) {
             // Ids the engine does not track yet add nothing: a spray of new (or refused) ids
             // must not make the crowd look busy and hide every key's rise.
-            let Some(state) = engine.keys.get(&KeyId::of(&row.api_key_id)) else {
+            let Some(state) = state.filter(|_| row.minute >= from) else {
                 continue;
             };
             let usual = state.usual_requests_at(&engine.spend_params, row.minute);
@@ -470,6 +476,7 @@ impl Engine {
     pub(super) fn assess_sustained(
         &self,
         data: &CycleData,
+        known: &[Option<&KeyState>],
         now_s: u32,
         crowd: &Crowd,
         fired: &FxMap<&str, (bool, bool)>,
@@ -483,8 +490,8 @@ impl Engine {
         let mixes: std::cell::OnceCell<FxMap<&str, Vec<&Usage>>> = std::cell::OnceCell::new();
         // Rows come ordered by key and minute: a key's unfolded minutes build on each other.
         let mut carried: Option<(&str, u32, Evidence)> = None;
-        for row in data.keys.iter().filter(|r| r.minute >= self.folded_through) {
-            let Some(state) = self.keys.get(&KeyId::of(&row.api_key_id)) else {
+        for (row, state) in data.keys.iter().zip(known) {
+            let Some(state) = state.filter(|_| row.minute >= self.folded_through) else {
                 continue;
             };
             let Some(impact_usd) = self.impact_usd(&row.api_key_id, &row.project) else {

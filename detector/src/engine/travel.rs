@@ -103,8 +103,8 @@ impl Whereabouts {
 
     /// `stays` with the strays remembered from before them (up to `STRAY_MEMORY_MS` before the
     /// latest of them) added in, one per country.
-    fn with_strays<'a>(&'a self, stays: &[Stay<'a>]) -> Vec<Stay<'a>> {
-        let mut all = stays.to_vec();
+    fn with_strays<'a>(&'a self, stays: &[Stay<'a>]) -> Stays<'a> {
+        let mut all: Stays = stays.iter().cloned().collect();
         let Some(latest) = stays.iter().map(|s| s.last_ms).max() else {
             return all;
         };
@@ -196,8 +196,11 @@ pub(super) struct Stay<'a> {
     pub requests: u64,
 }
 
+/// An entity's stays, inline up to two countries (most keys, most minutes: one).
+type Stays<'a> = smallvec::SmallVec<[Stay<'a>; 2]>;
+
 /// Adds a row to the stays of an entity (one per country).
-fn add_stay<'a>(stays: &mut Vec<Stay<'a>>, country: &'a str, first: i64, last: i64, n: u64) {
+fn add_stay<'a>(stays: &mut Stays<'a>, country: &'a str, first: i64, last: i64, n: u64) {
     match stays.iter_mut().find(|s| s.country == country) {
         Some(s) => {
             s.first_ms = s.first_ms.min(first);
@@ -306,27 +309,33 @@ pub(super) struct UserState {
 }
 
 impl Engine {
-    pub(super) fn assess_travel(&self, data: &CycleData, out: &mut Vec<Candidate>) {
+    pub(super) fn assess_travel(&self, data: &CycleData, ids: &CycleIds, out: &mut Vec<Candidate>) {
         let cfg = &self.config.cross_region;
         // Per key, its stays over the unfolded minutes. A key has few countries: a small
         // vector per key, and the candidates sorted by key at the end.
-        let mut uses: FxMap<&str, Vec<Stay>> =
+        let mut uses: FxMap<KeyId, (&str, Stays)> =
             FxMap::with_capacity_and_hasher(data.keys.len(), Default::default());
-        for u in data
-            .usage
-            .iter()
-            .filter(|u| u.minute >= self.folded_through && !u.country.is_empty())
-        {
-            let stays = uses.entry(&u.api_key_id).or_default();
+        for (u, id) in data.usage.iter().zip(&ids.usage) {
+            if u.minute < self.folded_through || u.country.is_empty() {
+                continue;
+            }
+            let (_, stays) = uses.entry(*id).or_insert((&u.api_key_id, Stays::new()));
             add_stay(stays, &u.country, u.first_ms, u.last_ms, u.requests);
         }
         let mut found: Vec<(&str, Candidate)> = Vec::new();
-        for (key, mut stays) in uses {
-            stays.sort_unstable_by(|a, b| a.country.cmp(b.country));
-            let Some(state) = self.keys.get(&KeyId::of(key)) else {
+        for (id, (key, mut stays)) in uses {
+            let Some(state) = self.keys.get(&id) else {
                 continue;
             };
             if !self.key_enabled("cross_region", key, &state.project) {
+                continue;
+            }
+            stays.sort_unstable_by(|a, b| a.country.cmp(b.country));
+            let many = stays.len() as u64;
+            let usual = state.countries.mean.max(1.0).ceil() as u64;
+            let news = state.whereabouts.news(&stays, cfg);
+            // Most keys, most cycles: nothing to say (and no candidate built).
+            if news.is_none() && many < usual + cfg.countries_margin {
                 continue;
             }
             let first = stays.iter().map(|s| s.first_ms).min().unwrap_or(0);
@@ -338,7 +347,7 @@ impl Engine {
                 (first / 1000) as u32,
                 (last / 1000) as u32 + 1,
             );
-            if let Some(m) = state.whereabouts.news(&stays, cfg) {
+            if let Some(m) = news {
                 let first = state
                     .whereabouts
                     .last
@@ -349,8 +358,6 @@ impl Engine {
                 found.push((key, c));
                 continue;
             }
-            let many = stays.len() as u64;
-            let usual = state.countries.mean.max(1.0).ceil() as u64;
             if many >= usual + cfg.countries_margin {
                 c.observed = many as f64;
                 c.expected = state.countries.mean;
@@ -375,7 +382,7 @@ impl Engine {
     /// Impossible travel of end users (the `user` field), across all the keys they use.
     fn assess_user_travel(&self, rows: &[UserUse], out: &mut Vec<Candidate>) {
         let cfg = &self.config.cross_region;
-        let mut uses: BTreeMap<&str, (Vec<Stay>, Vec<&str>)> = BTreeMap::new();
+        let mut uses: BTreeMap<&str, (Stays, Vec<&str>)> = BTreeMap::new();
         for u in rows.iter().filter(|u| u.minute >= self.folded_through) {
             let (stays, keys) = uses.entry(&u.user).or_default();
             add_stay(stays, &u.country, u.first_ms, u.last_ms, u.requests);
@@ -412,7 +419,7 @@ impl Engine {
     /// longer than any impossible move could span.
     pub(super) fn fold_users(&mut self, rows: &[UserUse], from: u32, closed_before: u32) {
         let cfg = self.config.cross_region.clone();
-        let mut per_minute: BTreeMap<(&str, u32), Vec<Stay>> = BTreeMap::new();
+        let mut per_minute: BTreeMap<(&str, u32), Stays> = BTreeMap::new();
         for u in rows
             .iter()
             .filter(|u| u.minute >= from && u.minute < closed_before)
@@ -441,24 +448,30 @@ impl Engine {
     }
 
     /// Folds closed minutes of a key's use into its whereabouts (last place, familiar pairs).
-    pub(super) fn fold_key_travel(&mut self, rows: &[Usage], from: u32, closed_before: u32) {
+    pub(super) fn fold_key_travel(
+        &mut self,
+        rows: &[Usage],
+        ids: &[KeyId],
+        from: u32,
+        closed_before: u32,
+    ) {
         let cfg = self.config.cross_region.clone();
-        let mut per_minute: FxMap<(&str, u32), Vec<Stay>> = FxMap::default();
-        for u in rows
-            .iter()
-            .filter(|u| u.minute >= from && u.minute < closed_before && !u.country.is_empty())
-        {
-            let stays = per_minute.entry((&u.api_key_id, u.minute)).or_default();
+        let mut per_minute: FxMap<(KeyId, u32), Stays> = FxMap::default();
+        for (u, id) in rows.iter().zip(ids) {
+            if u.minute < from || u.minute >= closed_before || u.country.is_empty() {
+                continue;
+            }
+            let stays = per_minute.entry((*id, u.minute)).or_default();
             add_stay(stays, &u.country, u.first_ms, u.last_ms, u.requests);
         }
         // Each key's minutes in order, so that its last place moves forward (a live cycle folds
         // one minute: nothing to sort).
         let mut per_minute: Vec<_> = per_minute.into_iter().collect();
         if closed_before.saturating_sub(from) > MINUTE {
-            per_minute.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            per_minute.sort_unstable_by_key(|m| m.0);
         }
-        for ((key, _), stays) in per_minute {
-            if let Some(state) = self.keys.get_mut(&KeyId::of(key)) {
+        for ((id, _), stays) in per_minute {
+            if let Some(state) = self.keys.get_mut(&id) {
                 state.countries.update(stays.len() as f64, self.ip_alpha);
                 state.whereabouts.fold_minute(&stays, &cfg);
             }
