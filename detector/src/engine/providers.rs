@@ -4,8 +4,8 @@
 //! rise together and stay up: over the last 60 s its failed share is `provider_failure_rise`
 //! above its own usual share, by the share's one-sided 95 % Wilson lower bound and in each 20 s
 //! third of the window (a bad spell of up to 30 s leaves a third nearly clean), among the other
-//! keys too once the key failing most is left out (one key storming on a healthy provider is
-//! that key's alert), while its upstream attempts per minute or per request run at
+//! keys too once the key failing most is left out, by the same bound however few their attempts
+//! (one key storming on a healthy provider is that key's alert), while its upstream attempts per minute or per request run at
 //! `provider_load_rise` times their usual level. Retries without backoff make it critical.
 //!
 //! Keys merely caught in it do not page on their own: a key's storm candidate whose failures
@@ -28,9 +28,11 @@ const Z_995: f64 = 2.576;
 const WARMUP_MINUTES: u64 = 20;
 /// Closed minutes in a row a storm keeps out of the baseline; after that it is the new normal.
 const MAX_SET_ASIDE: u32 = 30;
-/// Fewer attempts than this by the keys other than the one failing most say nothing of the
-/// provider.
+/// Attempts by the keys other than the one failing most from which their failed share speaks
+/// for itself. With fewer (a provider whose traffic is mostly one key's), the share must be
+/// clear of chance by its Wilson bound; fewer than `PEER_LEAST_ATTEMPTS` say nothing.
 const PEER_MIN_ATTEMPTS: f64 = 20.0;
+const PEER_LEAST_ATTEMPTS: f64 = 4.0;
 /// A key is held back when at least this many attempts of other keys overlap its failures.
 const HOLD_PEER_MIN_ATTEMPTS: u64 = 10;
 /// A provider storm fails more than one key.
@@ -41,6 +43,10 @@ const MIN_CHAINS: f64 = 3.0;
 const KEYS_NAMED: usize = 3;
 const WINDOW_S: u32 = 60;
 
+/// Half-life, in minutes, of a provider/model's recent attempts per minute: what a storm's
+/// load is judged against.
+const RECENT_HALF_LIFE_MINUTES: f64 = 10.0;
+
 /// What is remembered about one provider/model: its upstream attempts, failures (429/5xx) and
 /// first attempts per minute (idle minutes count as none), as EWMAs over closed minutes.
 #[derive(Debug, Clone, Default)]
@@ -48,6 +54,10 @@ pub(super) struct ProviderState {
     attempts: Ewma,
     failures: Ewma,
     first: Ewma,
+    /// Attempts per minute over the last quarter hour or so. The hour-long `attempts` lags a
+    /// daily rhythm: an hour after a busy spell at three times the load, a storm doubling the
+    /// attempts looked like less than the usual load.
+    recent_attempts: Ewma,
     last_folded: u32,
     last_active: u32,
     /// Closed minutes in a row left out of the baseline as part of a storm.
@@ -87,6 +97,10 @@ impl ProviderState {
         self.attempts.update(c.attempts as f64, alpha);
         self.failures.update(c.failures as f64, alpha);
         self.first.update(c.first as f64, alpha);
+        self.recent_attempts.update(
+            c.attempts as f64,
+            alpha_from_half_life(RECENT_HALF_LIFE_MINUTES),
+        );
     }
 }
 
@@ -239,7 +253,8 @@ impl Engine {
                 continue;
             }
             // With load rising.
-            let rate_ratio = total.attempts as f64 / (state.attempts.mean * covered).max(1e-9);
+            let rate_ratio =
+                total.attempts as f64 / (state.recent_attempts.mean * covered).max(1e-9);
             let request_ratio = if total.first > 0 {
                 total.attempts as f64 / total.first as f64 / state.usual_per_request()
             } else {
@@ -258,8 +273,19 @@ impl Engine {
             if !keys.is_empty() {
                 others_failures = others_failures.min(keys.iter().skip(1).map(|k| k.1).sum());
             }
-            if others_attempts < PEER_MIN_ATTEMPTS
-                || others_failures / others_attempts < usual + rise
+            // The others fail too; when they made few attempts, clear of chance as the whole
+            // window is (the same one-sided 95 % Wilson bound).
+            let others_share = if others_attempts >= PEER_MIN_ATTEMPTS {
+                others_failures / others_attempts
+            } else {
+                wilson_lower(
+                    others_failures.round() as u64,
+                    others_attempts.round() as u64,
+                    Z_95,
+                )
+            };
+            if others_attempts < PEER_LEAST_ATTEMPTS
+                || others_share < usual + rise
                 || (!keys.is_empty() && failing_keys < MIN_FAILING_KEYS)
             {
                 continue;

@@ -1093,6 +1093,63 @@ mod provider_storms {
     }
 
     #[test]
+    fn a_storm_is_judged_against_the_load_of_the_last_minutes_not_of_the_last_hour() {
+        // An hour at three times the load (its busy hour), then half an hour calm; then a
+        // third of the attempts failing at twice the calm load, clients backing off. Against
+        // the last hour's load, that is less than usual.
+        let mut e = engine();
+        for i in 0..90 {
+            let minute = T0 + i * 60;
+            let per_10s = if i < 60 { 240 } else { 80 };
+            let data = CycleData {
+                provider_buckets: (0..6)
+                    .map(|b| bucket(minute, b * 10, per_10s, per_10s / 40, per_10s - 1))
+                    .collect(),
+                ..CycleData::default()
+            };
+            e.cycle(&data, minute + 60, true);
+        }
+        let now = T0 + 90 * 60;
+        let mut data = storm(now, 160, 53, 60, 30, 0);
+        // The gateway does not retry: every attempt is a request's first.
+        for b in data.provider_buckets.iter_mut() {
+            b.first_attempts = b.attempts;
+        }
+        let found = e.cycle(&data, now + 60, false);
+        let alerts = provider_alerts(&found);
+        assert_eq!(alerts.len(), 1, "{found:?}");
+        assert!(alerts[0].summary.contains("with backoff"), "{alerts:?}");
+    }
+
+    #[test]
+    fn a_provider_serving_mostly_one_key_storms_on_the_few_requests_of_the_others() {
+        // 60 % failing at twice the attempts, nearly all of them one big key's; the two other
+        // keys make 5 attempts each in the window. Failing 3 of 5 each, they are the provider
+        // failing; failing 1 of 10 between them, it is the big key's own trouble.
+        let peers = |failures: [u64; 2]| {
+            let (mut e, now) = warmed();
+            let mut data = storm(now, 176, 106, 60, 100, 95);
+            let row = |key: &str, attempts, failures| ProviderKeyFailures {
+                provider: P.into(),
+                model: M.into(),
+                minute: now,
+                api_key_id: key.into(),
+                attempts,
+                failures,
+                failing_keys: 3,
+            };
+            data.provider_keys = vec![
+                row("big", 1046, 630),
+                row("small-1", 5, failures[0]),
+                row("small-2", 5, failures[1]),
+            ];
+            provider_alerts(&e.cycle(&data, now + 60, false)).len()
+        };
+        assert_eq!(peers([3, 3]), 1);
+        assert_eq!(peers([1, 0]), 0);
+    }
+
+    #[test]
     fn a_key_storming_alone_on_a_healthy_provider_still_alerts() {
         let (mut e, now) = warmed();
         // The others as usual (80 attempts, 2 failed per 10 s); k's own attempts, 85 % of them
