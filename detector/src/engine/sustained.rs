@@ -69,6 +69,9 @@ pub struct Evidence {
     /// Evidence of a raised price per token, over active priced minutes (dollars paid against
     /// the tokens at the usual price).
     price: Cusum,
+    /// The price run's latest ratio before its latest window (the active priced minute before
+    /// it): a price alarm needs both at the ratio (see [`Evidence::price_alarm`]).
+    price_before: f64,
     /// The spend expectation and sigma as of the key's last active minute (fading as it is
     /// active): the floor of what it is judged against when it wakes up.
     awake: (f64, f64),
@@ -170,6 +173,7 @@ impl Evidence {
                 next.price =
                     self.price
                         .step_scored(z, cost, used as f64 * usual.exp(), ceiling, config);
+                next.price_before = self.price.latest;
             }
         }
         // Every priced minute teaches the usual price, a minute of a price run at a tenth of
@@ -228,12 +232,17 @@ impl Evidence {
     /// A run that took longer than `drift_windows` active minutes to become certain needs a
     /// larger jump, as a spend run does (x `sqrt(minutes / drift_windows)`): a price that
     /// creeps up over hours is a mix changing, not a move.
+    ///
+    /// The latest active minute and the one before it must both be at the ratio: the minute
+    /// judged is often the open one, and its first request or two say little. After a leaked
+    /// key's burst on a pricier model, the run's evidence and ratio stay high for a while, and
+    /// one pricey request of the owner's ordinary mix at the start of a minute paged again.
     fn price_alarm(&self, config: &SustainedConfig, usual_per_minute: f64, impact: f64) -> bool {
         let ratio = self.price.trimmed().ratio();
         let needed = self.price.ratio_needed_from(PRICE_JUMP, config);
         self.price.sum >= PRICE_EVIDENCE * config.threshold
             && ratio >= needed
-            && self.price.latest >= needed
+            && self.price.latest.min(self.price_before) >= needed
             && (ratio - 1.0) * usual_per_minute * MINUTES_PER_DAY >= impact
     }
 
@@ -1061,6 +1070,34 @@ mod tests {
             }
         });
         assert!(found.is_empty(), "{found:?}");
+    }
+
+    /// After a burst on a pricier model (a leaked key's, say), the price run stays at its
+    /// ceiling for a while; one pricey request of the owner's mix at the start of a minute is
+    /// no reason to page again: the active minute before it must be at the ratio too.
+    #[test]
+    fn one_pricey_request_after_a_price_run_does_not_page_again() {
+        let config = SustainedConfig::default();
+        let mut evidence = Evidence {
+            price: Cusum {
+                sum: PRICE_EVIDENCE * config.threshold + config.max_step,
+                observed: 29.0 * 25.0,
+                expected: 29.0,
+                windows: 29,
+                largest: 30.0,
+                largest_expected: 1.0,
+                largest_at: 10,
+                latest: 4.5,
+                recent_observed: 0.0,
+                recent_expected: 0.0,
+            },
+            price_before: 0.9,
+            ..Evidence::default()
+        };
+        // x3 * sqrt(29 / 20) = x3.6 is needed; the run is at x25, the open minute at x4.5.
+        assert!(!evidence.price_alarm(&config, 0.01, 5.0));
+        evidence.price_before = 4.0;
+        assert!(evidence.price_alarm(&config, 0.01, 5.0));
     }
 
     /// A move to a pricier model at the same request rate is named in the alert, with the
