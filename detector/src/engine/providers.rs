@@ -4,8 +4,9 @@
 //! rise together and stay up: over the last 60 s its failed share is `provider_failure_rise`
 //! above its own usual share, by the share's one-sided 95 % Wilson lower bound and in each 20 s
 //! third of the window (a bad spell of up to 30 s leaves a third nearly clean), among the other
-//! keys too once the key failing most is left out, by the same bound however few their attempts
-//! (one key storming on a healthy provider is that key's alert), while its upstream attempts per minute or per request run at
+//! keys too once the key failing most is left out (one key storming on a healthy provider is
+//! that key's alert; when the others made few attempts, by the same bound), while its upstream
+//! attempts per minute (against the last quarter hour) or per request run at
 //! `provider_load_rise` times their usual level. Retries without backoff make it critical.
 //!
 //! Keys merely caught in it do not page on their own: a key's storm candidate whose failures
