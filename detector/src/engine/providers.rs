@@ -5,7 +5,7 @@
 //! above its own usual share, by the share's one-sided 95 % Wilson lower bound and in each 20 s
 //! third of the window (a bad spell of up to 30 s leaves a third nearly clean), among the other
 //! keys too once the key failing most is left out (one key storming on a healthy provider is
-//! that key's alert; when the others made few attempts, by the same bound), while its upstream
+//! that key's alert; when the others made few attempts, by a 99.5 % bound), while its upstream
 //! attempts per minute (against the last quarter hour) or per request run at
 //! `provider_load_rise` times their usual level. Retries without backoff make it critical.
 //!
@@ -31,7 +31,7 @@ const WARMUP_MINUTES: u64 = 20;
 const MAX_SET_ASIDE: u32 = 30;
 /// Attempts by the keys other than the one failing most from which their failed share speaks
 /// for itself. With fewer (a provider whose traffic is mostly one key's), the share must be
-/// clear of chance by its Wilson bound; fewer than `PEER_LEAST_ATTEMPTS` say nothing.
+/// beyond doubt by its 99.5 % Wilson bound; fewer than `PEER_LEAST_ATTEMPTS` say nothing.
 const PEER_MIN_ATTEMPTS: f64 = 20.0;
 const PEER_LEAST_ATTEMPTS: f64 = 4.0;
 /// A key is held back when at least this many attempts of other keys overlap its failures.
@@ -274,15 +274,16 @@ impl Engine {
             if !keys.is_empty() {
                 others_failures = others_failures.min(keys.iter().skip(1).map(|k| k.1).sum());
             }
-            // The others fail too; when they made few attempts, clear of chance as the whole
-            // window is (the same one-sided 95 % Wilson bound).
+            // The others fail too; when they made few attempts, beyond doubt (the one-sided
+            // 99.5 % Wilson bound: every provider/model is judged every cycle, and a few
+            // attempts of other keys meeting a bad spell of seconds fail together by chance).
             let others_share = if others_attempts >= PEER_MIN_ATTEMPTS {
                 others_failures / others_attempts
             } else {
                 wilson_lower(
                     others_failures.round() as u64,
                     others_attempts.round() as u64,
-                    Z_95,
+                    Z_995,
                 )
             };
             if others_attempts < PEER_LEAST_ATTEMPTS

@@ -1147,6 +1147,8 @@ mod provider_storms {
         };
         assert_eq!(peers([3, 3]), 1);
         assert_eq!(peers([1, 0]), 0);
+        // Half of ten: a bad spell of seconds meeting a few attempts does as much by chance.
+        assert_eq!(peers([3, 2]), 0);
     }
 
     #[test]
