@@ -287,6 +287,18 @@ impl Engine {
         out
     }
 
+    /// The key rows from minute `from` on whose key is tracked, with its state.
+    fn unfolded<'a>(
+        data: &'a CycleData,
+        known: &'a [Option<&'a KeyState>],
+        from: u32,
+    ) -> impl Iterator<Item = (&'a KeyMinute, &'a KeyState)> {
+        data.keys
+            .iter()
+            .zip(known)
+            .filter_map(move |(row, state)| Some((row, (*state)?)).filter(|_| row.minute >= from))
+    }
+
     /// The state of the key each of `ids` names (`None`: not tracked yet).
     fn known(&self, ids: &[KeyId]) -> Known<'_> {
         ids.iter()

@@ -17,10 +17,7 @@ impl Engine {
         // Keys the per-minute rules flagged (spend, tokens): the sustained rule adds no second
         // candidate for them.
         let mut fired: FxMap<&str, (bool, bool)> = FxMap::default();
-        for (row, state) in data.keys.iter().zip(known) {
-            let Some(state) = state.filter(|_| row.minute >= self.folded_through) else {
-                continue;
-            };
+        for (row, state) in Engine::unfolded(data, known, self.folded_through) {
             if !self.key_enabled("spend_spike", &row.api_key_id, &row.project) {
                 continue;
             }

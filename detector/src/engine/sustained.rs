@@ -367,12 +367,9 @@ impl Crowd {
                 usual: UsualByHour::default(),
             };
         }
-        for (row, state) in data.keys.iter().zip(known) {
-            // Ids the engine does not track yet add nothing: a spray of new (or refused) ids
-            // must not make the crowd look busy and hide every key's rise.
-            let Some(state) = state.filter(|_| row.minute >= from) else {
-                continue;
-            };
+        // Ids the engine does not track yet add nothing: a spray of new (or refused) ids must
+        // not make the crowd look busy and hide every key's rise.
+        for (row, state) in Engine::unfolded(data, known, from) {
             let usual = state.usual_requests_at(&engine.spend_params, row.minute);
             let elapsed = elapsed_share(row.minute, now_s);
             let entry = minutes.entry(row.minute).or_insert((0.0, elapsed));
@@ -512,10 +509,7 @@ impl Engine {
         let mixes: std::cell::OnceCell<FxMap<&str, Vec<&Usage>>> = std::cell::OnceCell::new();
         // Rows come ordered by key and minute: a key's unfolded minutes build on each other.
         let mut carried: Option<(&str, u32, Evidence)> = None;
-        for (row, state) in data.keys.iter().zip(known) {
-            let Some(state) = state.filter(|_| row.minute >= self.folded_through) else {
-                continue;
-            };
+        for (row, state) in Engine::unfolded(data, known, self.folded_through) {
             let Some(impact_usd) = self.impact_usd(&row.api_key_id, &row.project) else {
                 continue;
             };
