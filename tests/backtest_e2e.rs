@@ -160,3 +160,107 @@ async fn stricter_removes_small_spikes_and_looser_adds_alerts() {
             .count()
     );
 }
+
+/// `n` requests of `key` spread over the minute starting at `minute_ms`, `cost` dollars each.
+fn minute_of(key: &str, minute_ms: i64, n: i64, cost: f64) -> Vec<Vec<u8>> {
+    (0..n)
+        .map(|i| {
+            let ts = minute_ms + i * 60_000 / n;
+            request(&format!("{key}-{ts}"), key, ts, cost)
+        })
+        .collect()
+}
+
+/// A key that triples for a quarter of an hour, no busier than it was at this time yesterday,
+/// is spared by the yesterday check (`compare_with_yesterday`, on by default); one that was
+/// quieter at this time yesterday pages, and its alert says what yesterday was. Backtested
+/// against a running config with the check off: the check removes only the routine's alert.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_at_yesterdays_level_is_spared_and_a_new_rise_is_not() {
+    let env = TestEnv::new("backtest_yesterday").await;
+    let _ingest = env.spawn("ingest", "ingest");
+    assert!(wait_ready(&env, Duration::from_secs(60)).await);
+    const MINUTE: i64 = 60_000;
+    const DAY: i64 = 1440 * MINUTE;
+    // Today: an hour of 20 requests a minute on both keys, then each triples for 15 minutes,
+    // k-routine from `surge`, k-new 20 minutes later (never together: each is the other's
+    // crowd).
+    let surge = (now_ms() / MINUTE - 40) * MINUTE;
+    let start = surge - 60 * MINUTE;
+    let mut events = Vec::new();
+    for m in 0..100 {
+        let minute = start + m * MINUTE;
+        for (key, from) in [("k-routine", surge), ("k-new", surge + 20 * MINUTE)] {
+            let rising = (from..from + 15 * MINUTE).contains(&minute);
+            // $0.004-$0.006 a request: a little noise, the same mix all along.
+            let cost = 0.004 + 0.001 * (m % 3) as f64;
+            events.extend(minute_of(key, minute, if rising { 60 } else { 20 }, cost));
+        }
+    }
+    // Yesterday: k-routine a little busier than its surge around its time, k-new at its usual
+    // 20 around the time of its own.
+    for m in -10..20 {
+        events.extend(minute_of("k-routine", surge - DAY + m * MINUTE, 70, 0.005));
+    }
+    for m in 10..45 {
+        events.extend(minute_of("k-new", surge - DAY + m * MINUTE, 20, 0.005));
+    }
+    produce(&producer(), &env.gateway_topic, "k", &events).await;
+    let stored = env
+        .wait_for(
+            "SELECT count() FROM gateway_requests",
+            events.len() as f64,
+            Duration::from_secs(60),
+        )
+        .await;
+    assert_eq!(stored, events.len() as f64);
+
+    let running = env.dir.join("unchecked.toml");
+    let base = std::fs::read_to_string(env.config_path()).unwrap();
+    std::fs::write(
+        &running,
+        format!("{base}\n[detect.spend_spike]\ncompare_with_yesterday = false\n"),
+    )
+    .unwrap();
+    let from = tripline_core::time::format_ms(start);
+    let to = tripline_core::time::format_ms(start + 100 * MINUTE);
+    let checked = backtest(&env, "\n", &running, &from, &to);
+    let spend = |change: &str| -> Vec<String> {
+        changes(&checked, change)
+            .into_iter()
+            .filter(|a| a.starts_with("spend_spike"))
+            .collect()
+    };
+    assert!(
+        spend("removed")
+            .iter()
+            .any(|a| a.contains("api_key_id=k-routine")),
+        "the check spares k-routine's day: {checked:#}"
+    );
+    assert!(
+        spend("unchanged")
+            .iter()
+            .any(|a| a.contains("api_key_id=k-new")),
+        "k-new pages with the check and without: {checked:#}"
+    );
+    assert!(
+        !spend("unchanged")
+            .iter()
+            .any(|a| a.contains("api_key_id=k-routine")),
+        "{checked:#}"
+    );
+    assert!(spend("added").is_empty(), "{checked:#}");
+    let new_rise = checked["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["detector"] == "spend_spike" && a["entity"].as_str().unwrap().contains("k-new"))
+        .unwrap();
+    assert!(
+        new_rise["summary"]
+            .as_str()
+            .unwrap()
+            .contains("(at this time yesterday: $0.1000 a minute)"),
+        "{new_rise:#}"
+    );
+}

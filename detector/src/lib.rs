@@ -16,6 +16,7 @@ pub mod lifecycle;
 mod membership;
 pub mod outbox;
 pub mod replay;
+pub mod routine;
 pub mod warm;
 mod worker;
 

@@ -11,6 +11,7 @@ use self::minutes::{scans_at, split_by_minute, BudgetSums};
 use crate::data::{self, CycleData, Shard, Thresholds};
 use crate::engine::Engine;
 use crate::lifecycle::{Lifecycle, Step};
+use crate::routine::Routine;
 
 /// An alert that fired during a replay, at event time `at_s`.
 #[derive(Debug, Clone)]
@@ -80,8 +81,18 @@ struct Run {
 }
 
 impl Run {
-    fn step(&mut self, data: &CycleData, now: u32) {
-        for candidate in self.engine.cycle(data, now, false) {
+    async fn step(
+        &mut self,
+        clickhouse: &Client,
+        routine: &mut Routine,
+        data: &CycleData,
+        now: u32,
+    ) {
+        let mut candidates = self.engine.cycle(data, now, false);
+        if self.engine.config().spend_spike.compare_with_yesterday {
+            routine.spare(clickhouse, &mut candidates, now).await;
+        }
+        for candidate in candidates {
             if let Step::Fire(alert) = self.lifecycle.observe(&candidate, now) {
                 self.firings.push(Firing {
                     at_s: now,
@@ -122,6 +133,8 @@ async fn replay_together(
     let active_from = (span.active_from_s / MINUTE * MINUTE).clamp(first, span.to_s);
     let total = span.to_s.saturating_sub(first);
     let mut runs = Vec::with_capacity(configs.len());
+    // Yesterday's levels are the same rows for every config.
+    let mut routine = Routine::default();
     for mut config in configs {
         config.allowed_lateness_s = 0;
         let (resolve_after_s, scan_min_keys) = (
@@ -193,7 +206,8 @@ async fn replay_together(
                 }
                 for run in &mut runs {
                     data.scans = scans_at(&failures, minute, run.scan_min_keys);
-                    run.step(&data, minute + MINUTE);
+                    run.step(clickhouse, &mut routine, &data, minute + MINUTE)
+                        .await;
                 }
                 progress(minute + MINUTE - first, total);
             }
@@ -229,7 +243,7 @@ async fn replay_together(
                     .filter(|s| s.keys >= run.scan_min_keys)
                     .cloned()
                     .collect();
-                run.step(&data, now);
+                run.step(clickhouse, &mut routine, &data, now).await;
             }
             progress(now.min(span.to_s) - first, total);
         }

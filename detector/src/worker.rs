@@ -11,6 +11,7 @@ use crate::data::{self, Shard};
 use crate::engine::{Engine, Evictions};
 use crate::lifecycle::{Lifecycle, Step};
 use crate::outbox::Outbox;
+use crate::routine::Routine;
 use crate::warm::{self, LateWatch, Rewarm, WarmError};
 use crate::{evidence, thresholds, wants_budgets, MINUTE};
 
@@ -19,6 +20,8 @@ pub(crate) struct Worker {
     pub shard: Shard,
     pub engine: Engine,
     lifecycle: Lifecycle,
+    /// Yesterday's levels of the keys the sustained rules flag.
+    routine: Routine,
     late: LateWatch,
     pub rewarm: Option<Rewarm>,
     /// Evictions already counted in the metrics (the engine's totals restart with a re-warm).
@@ -34,6 +37,7 @@ impl Worker {
             late: LateWatch::new(warm_started_s, engine.folded_through),
             engine,
             lifecycle,
+            routine: Routine::default(),
             rewarm: None,
             reported,
         }
@@ -62,7 +66,10 @@ impl Worker {
             None,
         )
         .await?;
-        let candidates = self.engine.cycle(&data, now, false);
+        let mut candidates = self.engine.cycle(&data, now, false);
+        if self.engine.config().spend_spike.compare_with_yesterday {
+            self.routine.spare(clickhouse, &mut candidates, now).await;
+        }
         for candidate in &candidates {
             if let Step::Fire(mut alert) = self.lifecycle.observe(candidate, now) {
                 if let Err(err) = evidence::attach(clickhouse, &mut alert).await {

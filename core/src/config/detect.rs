@@ -123,6 +123,10 @@ pub struct SpendSpikeConfig {
     pub impact_usd_per_day: f64,
     /// The same for tokens, for models missing from the price table. 0 switches it off.
     pub impact_tokens_per_day: f64,
+    /// A sustained rise of a key's spend, requests or tokens a minute does not page while the
+    /// key is no busier than in its busiest ten minutes within half an hour of this time
+    /// yesterday (read from ClickHouse): a steep daily peak is the key's day, not an incident.
+    pub compare_with_yesterday: bool,
 }
 
 impl Default for SpendSpikeConfig {
@@ -138,6 +142,7 @@ impl Default for SpendSpikeConfig {
             sustained: SustainedConfig::default(),
             impact_usd_per_day: 5.0,
             impact_tokens_per_day: 3_000_000.0,
+            compare_with_yesterday: true,
         }
     }
 }

@@ -788,6 +788,8 @@ fn count_candidate(
         "sustained_requests",
         minutes,
     );
+    c.facts
+        .insert("requests_per_minute".into(), json!(observed));
     c.summary = format!(
         "key {} has sent {observed:.1} requests a minute {}, {} its usual {expected:.1}: \
          +${extra_per_day:.0} a day if it goes on, at its usual ${per_request:.4} a request",

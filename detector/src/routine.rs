@@ -1,0 +1,294 @@
+//! A key's routine: what it did at this time yesterday. A sustained spend alert on a key that is
+//! no busier than it was at this time yesterday is the key's day, not an incident, and is
+//! spared.
+//!
+//! The spend models know a key's daily rhythm by the hour, shrunk toward its overall level
+//! until it has been seen for days. A key whose working day jumps x40 at 11:35 and falls back
+//! by 14:30 is far above its hour's factor for most of that peak, and the sustained rules paged
+//! on it every day, from the second day on (DEV seeds 2 and 3: ten of fourteen false spend
+//! alerts, BENCHMARKS.md). Yesterday's rows, already in ClickHouse, say it directly: the
+//! busiest ten minutes within half an hour of this time 24 hours ago. The comparison is
+//! made only for the few keys a rule is about to page on, once per ten minutes per key.
+//!
+//! Only the level rules are spared (spend, requests, tokens a minute), each against the same
+//! measure yesterday. A raised price per token is a move to pricier models whatever the volume,
+//! and the per-minute rule and budgets are judged in dollars the user set.
+
+use clickhouse::Client;
+use rustc_hash::FxHashMap as FxMap;
+use serde_json::json;
+use tracing::{debug, warn};
+use tripline_store::sql_string as quote;
+
+use crate::engine::Candidate;
+
+const DAY_S: u32 = 86_400;
+/// How far from this time yesterday still counts as "this time": a key's day starts a little
+/// earlier or later from one day to the next.
+const AROUND_S: u32 = 30 * 60;
+/// Yesterday's level is its busiest block of this many seconds: a key's bursts within an hour
+/// are its routine too, but not a single busy minute.
+const BLOCK_S: u32 = 600;
+
+/// A key's busiest ten minutes within half an hour of this time yesterday, per minute.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Yesterday {
+    /// Requests answered without error (what the requests rule counts).
+    pub requests: f64,
+    pub cost_usd: f64,
+    pub tokens: f64,
+}
+
+/// What a level rule measures.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Measure {
+    Dollars,
+    Requests,
+    Tokens,
+}
+
+impl Measure {
+    fn per_minute(self, level: f64) -> String {
+        match self {
+            Measure::Dollars => format!("${level:.4} a minute"),
+            Measure::Requests => format!("{level:.1} requests a minute"),
+            Measure::Tokens => format!("{level:.0} tokens a minute"),
+        }
+    }
+}
+
+/// What a level rule's alert measured per minute, and the same measure yesterday.
+fn levels(candidate: &Candidate, yesterday: &Yesterday) -> Option<(Measure, f64, f64)> {
+    if candidate.detector != "spend_spike" {
+        return None;
+    }
+    if candidate.labels.get("measure").map(String::as_str) == Some("tokens") {
+        let sustained = candidate.facts.get("rule") == Some(&json!("sustained"));
+        return sustained.then_some((Measure::Tokens, candidate.observed, yesterday.tokens));
+    }
+    match candidate.facts.get("rule")?.as_str()? {
+        "sustained" => Some((Measure::Dollars, candidate.observed, yesterday.cost_usd)),
+        "sustained_requests" => Some((
+            Measure::Requests,
+            candidate.facts.get("requests_per_minute")?.as_f64()?,
+            yesterday.requests,
+        )),
+        _ => None,
+    }
+}
+
+/// Whether a level rule flagged this candidate (it may be spared by yesterday's level).
+fn judged_by_level(candidate: &Candidate) -> bool {
+    levels(candidate, &Yesterday::default()).is_some()
+}
+
+/// Drops the level rules' candidates whose key was at least as busy at this time yesterday,
+/// and notes yesterday's level on those kept (fact `yesterday_per_minute`, and in the summary
+/// when the key was busy at all). Returns how many
+/// were dropped. `yesterday`: the key's level, None when not known (nothing is dropped).
+pub fn spare(
+    candidates: &mut Vec<Candidate>,
+    yesterday: impl Fn(&str) -> Option<Yesterday>,
+) -> usize {
+    let before = candidates.len();
+    candidates.retain_mut(|c| {
+        let Some(day) = c.api_key_id().and_then(&yesterday) else {
+            return true;
+        };
+        let Some((measure, now, then)) = levels(c, &day) else {
+            return true;
+        };
+        if now <= then {
+            debug!(key = ?c.api_key_id(), now, then, "spared: no busier than yesterday");
+            return false;
+        }
+        c.facts.insert("yesterday_per_minute".into(), json!(then));
+        if then > 0.0 {
+            let said = measure.per_minute(then);
+            c.summary
+                .push_str(&format!(" (at this time yesterday: {said})"));
+        }
+        true
+    });
+    before - candidates.len()
+}
+
+/// Yesterday's levels, fetched for the keys a level rule flags and kept for the ten-minute
+/// block of the clock they were fetched in.
+#[derive(Debug, Default)]
+pub struct Routine {
+    block: u32,
+    known: FxMap<String, Yesterday>,
+}
+
+impl Routine {
+    /// [`spare`] with yesterday's levels from ClickHouse as of `now_s`. When they cannot be
+    /// read, nothing is spared: a page too many beats a page lost.
+    pub async fn spare(
+        &mut self,
+        client: &Client,
+        candidates: &mut Vec<Candidate>,
+        now_s: u32,
+    ) -> usize {
+        if self.block != now_s / BLOCK_S {
+            self.block = now_s / BLOCK_S;
+            self.known.clear();
+        }
+        let mut missing: Vec<&str> = candidates
+            .iter()
+            .filter(|c| judged_by_level(c))
+            .filter_map(Candidate::api_key_id)
+            .filter(|key| !self.known.contains_key(*key))
+            .collect();
+        missing.sort_unstable();
+        missing.dedup();
+        if !missing.is_empty() {
+            match fetch(client, &missing, now_s).await {
+                Ok(rows) => {
+                    for key in missing {
+                        self.known.insert(key.to_owned(), Yesterday::default());
+                    }
+                    self.known.extend(rows);
+                }
+                Err(err) => warn!(%err, "could not read yesterday's levels: nothing spared"),
+            }
+        }
+        spare(candidates, |key| self.known.get(key).copied())
+    }
+}
+
+/// Each of `keys`' busiest ten minutes within [`AROUND_S`] of `now_s` a day earlier (keys
+/// without rows then are left out).
+async fn fetch(
+    client: &Client,
+    keys: &[&str],
+    now_s: u32,
+) -> Result<Vec<(String, Yesterday)>, clickhouse::error::Error> {
+    let then = now_s.saturating_sub(DAY_S);
+    let (from, to) = (then.saturating_sub(AROUND_S), then + AROUND_S);
+    let keys = keys.iter().map(|k| quote(k)).collect::<Vec<_>>().join(", ");
+    let per_minute = f64::from(BLOCK_S / 60);
+    client
+        .query_raw(&format!(
+            "SELECT api_key_id, max(requests), max(cost), max(tokens) FROM ( \
+               SELECT api_key_id, intDiv(toUInt32(minute), {BLOCK_S}) AS block, \
+                 greatest(toInt64(countMerge(requests)) - toInt64(sumMerge(errors_auth) + sumMerge(errors_rate_limited) \
+                   + sumMerge(errors_client) + sumMerge(errors_server)), 0) / {per_minute} AS requests, \
+                 sumMerge(cost_usd) / {per_minute} AS cost, \
+                 (sumMerge(prompt_tokens) + sumMerge(completion_tokens)) / {per_minute} AS tokens \
+               FROM rollup_key_1m WHERE api_key_id IN ({keys}) \
+                 AND minute >= toDateTime({from}) AND minute < toDateTime({to}) \
+               GROUP BY api_key_id, block) \
+             GROUP BY api_key_id"
+        ))
+        .fetch_all::<(String, f64, f64, f64)>()
+        .await
+        .map(|rows| {
+            rows.into_iter()
+                .map(|(key, requests, cost_usd, tokens)| {
+                    let levels = Yesterday {
+                        requests,
+                        cost_usd,
+                        tokens,
+                    };
+                    (key, levels)
+                })
+                .collect()
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+    use tripline_core::alert::Severity;
+
+    fn candidate(key: &str, rule: &str, observed: f64) -> Candidate {
+        let mut facts = BTreeMap::new();
+        facts.insert("rule".to_owned(), json!(rule));
+        facts.insert("requests_per_minute".to_owned(), json!(observed * 100.0));
+        let mut labels = BTreeMap::new();
+        labels.insert("api_key_id".to_owned(), key.to_owned());
+        Candidate {
+            detector: "spend_spike",
+            labels,
+            severity: Severity::Warning,
+            observed,
+            expected: observed / 4.0,
+            upper: observed / 2.0,
+            score: 0.75,
+            window_start_s: 0,
+            window_end_s: 60,
+            summary: String::new(),
+            facts,
+        }
+    }
+
+    const DAY: Yesterday = Yesterday {
+        requests: 40.0,
+        cost_usd: 0.10,
+        tokens: 50_000.0,
+    };
+
+    /// A key at its daily peak is spared; the same level on a key that was quiet at this time
+    /// yesterday pages, and says what yesterday was.
+    #[test]
+    fn a_key_no_busier_than_yesterday_is_spared() {
+        let mut c = vec![candidate("peak", "sustained", 0.09)];
+        assert_eq!(spare(&mut c, |_| Some(DAY)), 1);
+        assert!(c.is_empty());
+
+        let quiet = Yesterday {
+            cost_usd: 0.01,
+            ..DAY
+        };
+        let mut c = vec![candidate("new-job", "sustained", 0.09)];
+        assert_eq!(spare(&mut c, |_| Some(quiet)), 0);
+        assert_eq!(c[0].facts["yesterday_per_minute"], json!(0.01));
+        assert!(
+            c[0].summary
+                .ends_with(" (at this time yesterday: $0.0100 a minute)"),
+            "{}",
+            c[0].summary
+        );
+    }
+
+    /// Each rule against its own measure: requests against yesterday's answered requests,
+    /// tokens against tokens.
+    #[test]
+    fn each_rule_is_compared_on_its_own_measure() {
+        // 0.3 requests a minute (the fact) against yesterday's 40: spared.
+        let mut c = vec![candidate("k", "sustained_requests", 0.003)];
+        assert_eq!(spare(&mut c, |_| Some(DAY)), 1);
+        // 60 requests a minute against 40: kept, though its dollars are below yesterday's.
+        let mut c = vec![candidate("k", "sustained_requests", 0.6)];
+        assert_eq!(spare(&mut c, |_| Some(DAY)), 0);
+
+        let mut tokens = candidate("k", "sustained", 60_000.0);
+        tokens.labels.insert("measure".into(), "tokens".into());
+        let mut c = vec![tokens.clone()];
+        assert_eq!(spare(&mut c, |_| Some(DAY)), 0);
+        tokens.observed = 40_000.0;
+        let mut c = vec![tokens];
+        assert_eq!(spare(&mut c, |_| Some(DAY)), 1);
+    }
+
+    /// A price move, the per-minute rule, other detectors and keys whose yesterday is unknown
+    /// are never spared.
+    #[test]
+    fn only_level_rules_with_a_known_yesterday_are_spared() {
+        let busy = Yesterday {
+            requests: 1e9,
+            cost_usd: 1e9,
+            tokens: 1e9,
+        };
+        let mut per_minute = candidate("k", "sustained", 0.01);
+        per_minute.facts.remove("rule");
+        let mut other = candidate("k", "sustained", 0.01);
+        other.detector = "retry_storm";
+        let mut c = vec![candidate("k", "sustained_price", 0.01), per_minute, other];
+        assert_eq!(spare(&mut c, |_| Some(busy)), 0);
+        let mut c = vec![candidate("k", "sustained", 0.01)];
+        assert_eq!(spare(&mut c, |_| None), 0);
+    }
+}
