@@ -69,7 +69,12 @@ pub struct SpendModelConfig {
     pub season_weeks: bool,
     /// Memory of each hour-of-week bucket, in that bucket's own windows.
     pub season_half_life_windows: f64,
-    /// Shrinkage of young buckets toward the global level, in pseudo-windows.
+    /// Shrinkage of young buckets toward the global level, in pseudo-windows. Small (3): a
+    /// bucket is only used once its hour has been seen whole (`season_min_windows`), and a
+    /// whole visit is a measurement of the hour; at 30, a key whose working day is x16 its
+    /// level was expected at x11 through its first days, and its level and burstiness were
+    /// learnt from that misfit (a third of the false spend alerts on DEV seeds, BENCHMARKS.md,
+    /// "Session 14"). The NAB development split agrees (59.0 at 3, 49.1 at 30).
     pub season_prior_windows: f64,
     /// A bucket counts once it holds this many windows (60: an hour of minutes, its hour seen
     /// whole once), so that the first day's hours are not learnt as they are lived.
@@ -98,7 +103,7 @@ impl Default for SpendModelConfig {
             seasonality: true,
             season_weeks: false,
             season_half_life_windows: 120.0,
-            season_prior_windows: 30.0,
+            season_prior_windows: 3.0,
             season_min_windows: 60,
             anomaly_fold: 0.1,
             two_sided: false,
