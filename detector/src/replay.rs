@@ -90,7 +90,10 @@ impl Run {
     ) {
         let mut candidates = self.engine.cycle(data, now, false);
         if self.engine.config().spend_spike.compare_with_yesterday {
-            routine.spare(clickhouse, &mut candidates, now).await;
+            let min_ratio = self.engine.config().spend_spike.sustained.min_ratio;
+            routine
+                .judge(clickhouse, &mut candidates, min_ratio, now)
+                .await;
         }
         for candidate in candidates {
             if let Step::Fire(alert) = self.lifecycle.observe(&candidate, now) {

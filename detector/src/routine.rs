@@ -1,18 +1,24 @@
 //! A key's routine: what it did at this time yesterday. A sustained spend alert on a key that is
 //! no busier than it was at this time yesterday is the key's day, not an incident, and is
-//! spared.
+//! spared; a rise only half certain on the key's own model pages when the key is at least
+//! `min_ratio` times as busy as at this time yesterday.
 //!
-//! The spend models know a key's daily rhythm by the hour, shrunk toward its overall level
-//! until it has been seen for days. A key whose working day jumps x40 at 11:35 and falls back
-//! by 14:30 is far above its hour's factor for most of that peak, and the sustained rules paged
-//! on it every day, from the second day on (DEV seeds 2 and 3: ten of fourteen false spend
-//! alerts, BENCHMARKS.md). Yesterday's rows, already in ClickHouse, say it directly: the
-//! busiest ten minutes within half an hour of this time 24 hours ago. The comparison is
-//! made only for the few keys a rule is about to page on, once per ten minutes per key.
+//! The spend models know a key's daily rhythm by the hour. A key whose working day jumps x40
+//! at 11:35 and falls back by 14:30 is far above its hour's factor for much of that peak, and
+//! the sustained rules paged on it every day, from the second day on (DEV seeds 2 and 3: ten of
+//! fourteen false spend alerts, BENCHMARKS.md). Yesterday's rows, already in ClickHouse, say it
+//! directly: the busiest ten minutes within half an hour of this time 24 hours ago.
 //!
-//! Only the level rules are spared (spend, requests, tokens a minute), each against the same
+//! The same rows are a second baseline, independent of the model's: a ramp is learnt into the
+//! key's level and hour as it climbs, and its evidence there stays half certain while the key
+//! already sends twice what it did at this time the day before ([`Cusum::half_alarm`]).
+//!
+//! Only the level rules are judged so (spend, requests, tokens a minute), each against the same
 //! measure yesterday. A raised price per token is a move to pricier models whatever the volume,
-//! and the per-minute rule and budgets are judged in dollars the user set.
+//! and the per-minute rule and budgets are judged in dollars the user set. Yesterday is read
+//! only for the few keys a rule flags, once per ten minutes per key.
+//!
+//! [`Cusum::half_alarm`]: tripline_core::models::sustained::Cusum::half_alarm
 
 use clickhouse::Client;
 use rustc_hash::FxHashMap as FxMap;
@@ -83,23 +89,27 @@ fn judged_by_level(candidate: &Candidate) -> bool {
 }
 
 /// Drops the level rules' candidates whose key was at least as busy at this time yesterday,
-/// and notes yesterday's level on those kept (fact `yesterday_per_minute`, and in the summary
-/// when the key was busy at all). Returns how many
-/// were dropped. `yesterday`: the key's level, None when not known (nothing is dropped).
-pub fn spare(
+/// and the half-certain ones (fact `confirm = yesterday`) whose key is not at least
+/// `min_ratio` times as busy as then (or whose yesterday is unknown or idle). Notes
+/// yesterday's level on those kept (fact `yesterday_per_minute`, and in the summary when the
+/// key was busy at all). Returns how many were dropped. `yesterday`: the key's level, None
+/// when not known.
+pub fn judge(
     candidates: &mut Vec<Candidate>,
+    min_ratio: f64,
     yesterday: impl Fn(&str) -> Option<Yesterday>,
 ) -> usize {
     let before = candidates.len();
     candidates.retain_mut(|c| {
+        let half = c.facts.get("confirm") == Some(&json!("yesterday"));
         let Some(day) = c.api_key_id().and_then(&yesterday) else {
-            return true;
+            return !half;
         };
         let Some((measure, now, then)) = levels(c, &day) else {
-            return true;
+            return !half;
         };
-        if now <= then {
-            debug!(key = ?c.api_key_id(), now, then, "spared: no busier than yesterday");
+        if now <= then || (half && (then <= 0.0 || now < min_ratio * then)) {
+            debug!(key = ?c.api_key_id(), now, then, half, "not paged: yesterday's level");
             return false;
         }
         c.facts.insert("yesterday_per_minute".into(), json!(then));
@@ -122,12 +132,14 @@ pub struct Routine {
 }
 
 impl Routine {
-    /// [`spare`] with yesterday's levels from ClickHouse as of `now_s`. When they cannot be
-    /// read, nothing is spared: a page too many beats a page lost.
-    pub async fn spare(
+    /// [`judge`] with yesterday's levels from ClickHouse as of `now_s`. When they cannot be
+    /// read, no full alarm is spared (a page too many beats a page lost) and no half one
+    /// confirmed.
+    pub async fn judge(
         &mut self,
         client: &Client,
         candidates: &mut Vec<Candidate>,
+        min_ratio: f64,
         now_s: u32,
     ) -> usize {
         if self.block != now_s / BLOCK_S {
@@ -153,7 +165,7 @@ impl Routine {
                 Err(err) => warn!(%err, "could not read yesterday's levels: nothing spared"),
             }
         }
-        spare(candidates, |key| self.known.get(key).copied())
+        judge(candidates, min_ratio, |key| self.known.get(key).copied())
     }
 }
 
@@ -235,7 +247,7 @@ mod tests {
     #[test]
     fn a_key_no_busier_than_yesterday_is_spared() {
         let mut c = vec![candidate("peak", "sustained", 0.09)];
-        assert_eq!(spare(&mut c, |_| Some(DAY)), 1);
+        assert_eq!(judge(&mut c, 2.0, |_| Some(DAY)), 1);
         assert!(c.is_empty());
 
         let quiet = Yesterday {
@@ -243,7 +255,7 @@ mod tests {
             ..DAY
         };
         let mut c = vec![candidate("new-job", "sustained", 0.09)];
-        assert_eq!(spare(&mut c, |_| Some(quiet)), 0);
+        assert_eq!(judge(&mut c, 2.0, |_| Some(quiet)), 0);
         assert_eq!(c[0].facts["yesterday_per_minute"], json!(0.01));
         assert!(
             c[0].summary
@@ -259,18 +271,44 @@ mod tests {
     fn each_rule_is_compared_on_its_own_measure() {
         // 0.3 requests a minute (the fact) against yesterday's 40: spared.
         let mut c = vec![candidate("k", "sustained_requests", 0.003)];
-        assert_eq!(spare(&mut c, |_| Some(DAY)), 1);
+        assert_eq!(judge(&mut c, 2.0, |_| Some(DAY)), 1);
         // 60 requests a minute against 40: kept, though its dollars are below yesterday's.
         let mut c = vec![candidate("k", "sustained_requests", 0.6)];
-        assert_eq!(spare(&mut c, |_| Some(DAY)), 0);
+        assert_eq!(judge(&mut c, 2.0, |_| Some(DAY)), 0);
 
         let mut tokens = candidate("k", "sustained", 60_000.0);
         tokens.labels.insert("measure".into(), "tokens".into());
         let mut c = vec![tokens.clone()];
-        assert_eq!(spare(&mut c, |_| Some(DAY)), 0);
+        assert_eq!(judge(&mut c, 2.0, |_| Some(DAY)), 0);
         tokens.observed = 40_000.0;
         let mut c = vec![tokens];
-        assert_eq!(spare(&mut c, |_| Some(DAY)), 1);
+        assert_eq!(judge(&mut c, 2.0, |_| Some(DAY)), 1);
+    }
+
+    /// A rise only half certain on the key's model pages when the key is at least twice as
+    /// busy as at this time yesterday; not when yesterday is unknown, idle or closer.
+    #[test]
+    fn a_half_certain_rise_pages_only_at_twice_yesterday() {
+        let half = || {
+            let mut c = candidate("k", "sustained", 0.09);
+            c.facts.insert("confirm".into(), json!("yesterday"));
+            vec![c]
+        };
+        let at = |cost_usd| Some(Yesterday { cost_usd, ..DAY });
+        let mut c = half();
+        assert_eq!(judge(&mut c, 2.0, |_| at(0.04)), 0);
+        assert!(
+            c[0].summary.contains("$0.0400 a minute"),
+            "{}",
+            c[0].summary
+        );
+        for yesterday in [at(0.05), at(0.0), None] {
+            let mut c = half();
+            assert_eq!(judge(&mut c, 2.0, |_| yesterday), 1, "{yesterday:?}");
+        }
+        // A full alarm at the same levels pages from just above yesterday's.
+        let mut c = vec![candidate("k", "sustained", 0.09)];
+        assert_eq!(judge(&mut c, 2.0, |_| at(0.05)), 0);
     }
 
     /// A price move, the per-minute rule, other detectors and keys whose yesterday is unknown
@@ -287,8 +325,8 @@ mod tests {
         let mut other = candidate("k", "sustained", 0.01);
         other.detector = "retry_storm";
         let mut c = vec![candidate("k", "sustained_price", 0.01), per_minute, other];
-        assert_eq!(spare(&mut c, |_| Some(busy)), 0);
+        assert_eq!(judge(&mut c, 2.0, |_| Some(busy)), 0);
         let mut c = vec![candidate("k", "sustained", 0.01)];
-        assert_eq!(spare(&mut c, |_| None), 0);
+        assert_eq!(judge(&mut c, 2.0, |_| None), 0);
     }
 }

@@ -68,7 +68,10 @@ impl Worker {
         .await?;
         let mut candidates = self.engine.cycle(&data, now, false);
         if self.engine.config().spend_spike.compare_with_yesterday {
-            self.routine.spare(clickhouse, &mut candidates, now).await;
+            let min_ratio = self.engine.config().spend_spike.sustained.min_ratio;
+            self.routine
+                .judge(clickhouse, &mut candidates, min_ratio, now)
+                .await;
         }
         for candidate in &candidates {
             if let Step::Fire(mut alert) = self.lifecycle.observe(candidate, now) {

@@ -126,6 +126,8 @@ pub struct SpendSpikeConfig {
     /// A sustained rise of a key's spend, requests or tokens a minute does not page while the
     /// key is no busier than in its busiest ten minutes within half an hour of this time
     /// yesterday (read from ClickHouse): a steep daily peak is the key's day, not an incident.
+    /// And a rise with half the evidence pages when the key is `sustained.min_ratio` times as
+    /// busy as then (detector/src/routine.rs).
     pub compare_with_yesterday: bool,
 }
 

@@ -385,6 +385,29 @@ impl Cusum {
             && (level.observed - level.expected) * windows_per_day >= impact_per_day
     }
 
+    /// Half the evidence [`Cusum::alarm`] needs, at `min_ratio` whatever the run's length:
+    /// too little to page on the entity's own model, enough where an independent baseline
+    /// confirms the rise (the detector's: the entity at this time yesterday). A ramp's rise is
+    /// learnt into its model as it climbs, and only half certain there when it is already
+    /// twice what the entity did at this time the day before.
+    pub fn half_alarm(
+        &self,
+        config: &SustainedConfig,
+        windows_per_day: f64,
+        impact_per_day: f64,
+        by: Judged,
+    ) -> bool {
+        // As many windows as the full alarm takes at the least: half the evidence, not half
+        // the time (a two-minute burst on a key quieter yesterday is not a ramp).
+        let fastest = (config.threshold / (config.max_step - config.slack)).ceil();
+        let level = self.level(config, by);
+        self.sum >= config.threshold / 2.0
+            && f64::from(self.windows) >= fastest
+            && level.ratio >= config.min_ratio
+            && self.latest >= config.min_ratio
+            && (level.observed - level.expected) * windows_per_day >= impact_per_day
+    }
+
     /// The run's level per window as `by` judges it: the whole run without its largest window,
     /// or its recent windows once it is longer than `drift_windows` and `by` is
     /// [`Judged::Recent`].
@@ -602,6 +625,27 @@ mod tests {
         let level = c.level(&config, Judged::Recent);
         assert!(level.ratio > 3.0 && level.ratio < 4.0, "{level:?}");
         assert!((level.ratio - level.observed / level.expected).abs() < 1e-9);
+    }
+
+    /// Half the evidence, over as many windows as the full alarm takes at the least: four
+    /// windows at x2.6 on an entity whose spread is its level, which the full alarm does not
+    /// page on; never fewer windows however wild, nor a run under `min_ratio`.
+    #[test]
+    fn half_an_alarm_takes_half_the_evidence_at_the_least_ratio() {
+        let config = SustainedConfig::default();
+        let four = run(Cusum::default(), &[2.6; 4], 1.0, 1.0);
+        assert!(four.half_alarm(&config, MINUTES_PER_DAY, 10.0, Judged::Run));
+        assert!(!four.alarm(&config, MINUTES_PER_DAY, 10.0, Judged::Run));
+        let three = run(Cusum::default(), &[100.0; 3], 1.0, 0.3);
+        assert!(!three.half_alarm(&config, MINUTES_PER_DAY, 10.0, Judged::Run));
+        let mild = run(Cusum::default(), &[1.8; 10], 1.0, 0.1);
+        assert!(mild.sum >= config.threshold, "{mild:?}");
+        assert!(!mild.half_alarm(&config, MINUTES_PER_DAY, 10.0, Judged::Run));
+        // A ramp of an hour is judged at the least ratio, not the one its length asks for.
+        let ramp: Vec<f64> = (0..40).map(|i| 1.2 + 1.3 * f64::from(i) / 39.0).collect();
+        let slow = run(Cusum::default(), &ramp, 1.0, 0.3);
+        assert!(slow.half_alarm(&config, MINUTES_PER_DAY, 10.0, Judged::Recent));
+        assert!(!slow.alarm(&config, MINUTES_PER_DAY, 10.0, Judged::Recent));
     }
 
     /// The recent level of a steady run is its value per window, its largest window left out.
