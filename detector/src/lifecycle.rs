@@ -2,6 +2,11 @@
 //! again only if its severity rises, and resolves once it has not been flagged for
 //! `resolve_after_s`. The set of firing alerts is reloaded from ClickHouse at start-up, so a
 //! restart neither re-pages what is already firing nor forgets to resolve it.
+//!
+//! A sustained spend alert is about a run of evidence, and its candidates say where the run
+//! began. Once it has resolved, a candidate whose run began before that is the incident already
+//! told, not a new one: the evidence of a x20 burst drains over a few minutes after it ends, and
+//! an ordinary busy minute meanwhile paged again with the burst's ratio (DEV seeds 1 and 6).
 
 use std::collections::HashMap;
 
@@ -19,6 +24,24 @@ struct Active {
 #[derive(Debug, Default)]
 pub struct Lifecycle {
     active: HashMap<String, Active>,
+    /// When each fingerprint's last run-based alert resolved (kept a day).
+    told_until: HashMap<String, u32>,
+}
+
+/// How long a resolved alert's time is remembered: longer than any run of evidence lasts.
+const TOLD_KEPT_S: u32 = 86_400;
+
+/// Whether an alert or candidate of `detector` with these facts is about a run of evidence that
+/// began at its window start (the sustained spend rules).
+fn run_based(
+    detector: &str,
+    facts: &std::collections::BTreeMap<String, serde_json::Value>,
+) -> bool {
+    detector == "spend_spike"
+        && facts
+            .get("rule")
+            .and_then(|r| r.as_str())
+            .is_some_and(|r| r.starts_with("sustained"))
 }
 
 /// What to do with one candidate.
@@ -57,6 +80,12 @@ impl Lifecycle {
             active.alert = alert.clone();
             return Step::Fire(Box::new(alert));
         }
+        let told = self.told_until.get(&id).copied();
+        if told.is_some_and(|until| candidate.window_start_s < until)
+            && run_based(candidate.detector, &candidate.facts)
+        {
+            return Step::Ongoing;
+        }
         let alert = to_alert(candidate, &id, now_s);
         self.active.insert(
             id,
@@ -83,11 +112,16 @@ impl Lifecycle {
             .filter(|(_, a)| now_s.saturating_sub(a.last_flagged_s) >= resolve_after_s)
             .map(|(id, _)| id.clone())
             .collect();
+        self.told_until
+            .retain(|_, until| now_s.saturating_sub(*until) < TOLD_KEPT_S);
         stale
             .into_iter()
             .filter_map(|id| self.active.remove(&id))
             .map(|active| {
                 let mut alert = active.alert;
+                if run_based(&alert.detector, &alert.evidence.facts) {
+                    self.told_until.insert(alert.fingerprint.clone(), now_s);
+                }
                 alert.status = AlertStatus::Resolved;
                 alert.ends_at = Some(format_ms(i64::from(active.last_flagged_s) * 1000));
                 alert.emitted_at = format_ms(i64::from(now_s) * 1000);
@@ -185,5 +219,29 @@ mod tests {
             lifecycle.observe(&candidate(Severity::Warning), 500),
             Step::Fire(_)
         ));
+    }
+
+    /// A sustained spend alert that resolved is not fired again for the run it was about; a
+    /// run that begins after it resolved is a new incident.
+    #[test]
+    fn a_run_already_told_does_not_page_again() {
+        let mut lifecycle = Lifecycle::default();
+        let mut run = candidate(Severity::Warning);
+        run.facts
+            .insert("rule".into(), serde_json::json!("sustained"));
+        run.window_start_s = 60;
+        assert!(matches!(lifecycle.observe(&run, 300), Step::Fire(_)));
+        assert_eq!(lifecycle.resolve_stale(700, 300).len(), 1);
+        // The same run, still draining, flagged again after the alert resolved: not paged.
+        assert!(matches!(lifecycle.observe(&run, 760), Step::Ongoing));
+        assert_eq!(lifecycle.firing(), 0);
+        // Other detectors' windows are not runs: flagged again, they fire again.
+        let mut other = candidate(Severity::Warning);
+        other.window_start_s = 60;
+        assert!(matches!(lifecycle.observe(&other, 770), Step::Fire(_)));
+        assert_eq!(lifecycle.resolve_stale(1_100, 300).len(), 1);
+        // A run that began after the alert resolved: a new incident.
+        run.window_start_s = 720;
+        assert!(matches!(lifecycle.observe(&run, 1_200), Step::Fire(_)));
     }
 }
