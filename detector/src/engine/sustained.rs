@@ -612,7 +612,11 @@ impl Engine {
                             .then(|| price_candidate(row, &evidence.price, usual, impact_usd))
                     })
                     .or_else(|| {
-                        let half = self.config.spend_spike.compare_with_yesterday;
+                        // Half the evidence is judged on whole minutes only: an open minute's
+                        // first seconds say little, and at a live worker's 10 s cadence they
+                        // paged on ordinary four-minute bursts (DEV 1-6, BENCHMARKS.md).
+                        let half = self.config.spend_spike.compare_with_yesterday
+                            && elapsed_share(row.minute, now_s) >= 1.0;
                         half.then(|| level(Strength::Half)).flatten()
                     })
             };
