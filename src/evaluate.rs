@@ -673,13 +673,13 @@ mod tests {
     }
 
     /// scripts/eval-seeds.sh runs `--hours 6` with the default 40 keys on DEV seeds 1-20 and
-    /// hold-out seeds 1001-1020: every incident kind must be in each of those runs.
+    /// hold-out seeds 1001-1020 and 2001-2020: every incident kind must be in each of those runs.
     #[test]
     fn six_hours_hold_every_kind_for_the_evaluation_seeds() {
         use tripline_simulate::{standard_scenario, SimConfig, Simulator};
         let start_ms = 1_800_000_000_000 / 60_000 * 60_000;
         let duration_ms = 6 * 3_600_000;
-        for seed in (1..=20).chain(1001..=1020) {
+        for seed in (1..=20).chain(1001..=1020).chain(2001..=2020) {
             let simulator = Simulator::new(SimConfig {
                 seed,
                 rate_per_s: 10.0,
