@@ -11,15 +11,19 @@ use tripline_ingest::dlq::DeadLetter;
 use tripline_ingest::process::Source;
 
 use crate::body::{self, BodyError};
+use crate::otlp::{self, Format};
 use crate::{encode, litellm};
+use tripline_core::config::OtlpConfig;
 
-/// The two doors.
+/// The doors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Endpoint {
     /// `POST /v1/events`: contract-v1 events.
     Events,
     /// `POST /v1/logs/litellm`: LiteLLM StandardLoggingPayloads.
     LiteLlm,
+    /// `POST /v1/traces`: OTLP/HTTP trace exports holding GenAI spans.
+    Otlp,
 }
 
 impl Endpoint {
@@ -27,6 +31,7 @@ impl Endpoint {
         match self {
             Endpoint::Events => "/v1/events",
             Endpoint::LiteLlm => "/v1/logs/litellm",
+            Endpoint::Otlp => "/v1/traces",
         }
     }
 
@@ -35,6 +40,7 @@ impl Endpoint {
         match self {
             Endpoint::Events => "http:/v1/events",
             Endpoint::LiteLlm => "http:/v1/logs/litellm",
+            Endpoint::Otlp => "http:/v1/traces",
         }
     }
 
@@ -43,6 +49,7 @@ impl Endpoint {
         match self {
             Endpoint::Events => "events",
             Endpoint::LiteLlm => "litellm",
+            Endpoint::Otlp => "otlp",
         }
     }
 }
@@ -79,6 +86,8 @@ pub struct Prepared {
     /// Events among `records` (gateway requests and provider attempts).
     pub events: usize,
     pub rejected: Vec<Rejected>,
+    /// Spans that are not inference calls (OTLP only): not events, not refused.
+    pub ignored: usize,
     /// The body could not be split into items at all (answered 400, dead-lettered whole).
     pub malformed: bool,
     /// The largest dead-letter envelope the broker takes ([`Limits::max_dead_letter_bytes`]).
@@ -137,7 +146,7 @@ pub fn prepare(
             let reject = Reject::new(RejectReason::InvalidJson, detail);
             let payload = match endpoint {
                 Endpoint::Events => fingerprinter.redact(body),
-                Endpoint::LiteLlm => Cow::Borrowed(&b""[..]),
+                Endpoint::LiteLlm | Endpoint::Otlp => Cow::Borrowed(&b""[..]),
             };
             out.dead_letter(endpoint, 0, &payload, body.len(), reject, now_ms);
             out.malformed = true;
@@ -170,6 +179,7 @@ pub fn prepare(
                     }
                 }
             }
+            Endpoint::Otlp => unreachable!("OTLP bodies go through prepare_otlp"),
             Endpoint::LiteLlm => {
                 let mapped = match litellm::map(item) {
                     Ok(mapped) => mapped,
@@ -197,6 +207,66 @@ pub fn prepare(
                     None => out.accept(records),
                     Some((payload, reject)) => {
                         out.dead_letter(endpoint, index, &payload, payload.len(), reject, now_ms)
+                    }
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Turns one decoded OTLP/HTTP trace export into records: each inference span a gateway
+/// request (mapped, then redacted and validated like any event), the other spans counted as
+/// ignored. A body that does not decode is dead-lettered whole, without its bytes (spans can
+/// carry prompts), and answered 400.
+pub fn prepare_otlp(
+    format: Format,
+    body: &[u8],
+    config: &OtlpConfig,
+    fingerprinter: &Fingerprinter,
+    limits: &Limits,
+    now_ms: i64,
+) -> Result<Prepared, PrepareError> {
+    let mut out = Prepared {
+        dead_letter_limit: limits.max_dead_letter_bytes,
+        ..Prepared::default()
+    };
+    let request = match otlp::decode(format, body) {
+        Ok(request) => request,
+        Err(detail) => {
+            let reason = match format {
+                Format::Protobuf => RejectReason::InvalidProtobuf,
+                Format::Json => RejectReason::InvalidJson,
+            };
+            let reject = Reject::new(reason, detail);
+            out.dead_letter(Endpoint::Otlp, 0, b"", body.len(), reject, now_ms);
+            out.malformed = true;
+            return Ok(out);
+        }
+    };
+    let count = otlp::spans(&request).count();
+    if count > limits.max_batch_events {
+        return Err(PrepareError::TooManyEvents {
+            count,
+            max: limits.max_batch_events,
+        });
+    }
+    let rules = ValidationRules {
+        now_ms,
+        max_future_skew_ms: limits.max_future_skew_ms,
+    };
+    for (index, (resource, span)) in otlp::spans(&request).enumerate() {
+        match otlp::map(resource, span, config) {
+            otlp::Mapped::Ignored => out.ignored += 1,
+            otlp::Mapped::Refused(reject) => {
+                out.dead_letter(Endpoint::Otlp, index, b"", 0, reject, now_ms)
+            }
+            otlp::Mapped::Inference(event) => {
+                let event = fingerprinter.redact(&event);
+                match admit(EventKind::Gateway, &event, limits, &rules) {
+                    Ok(record) => out.accept(vec![record]),
+                    Err(reject) => {
+                        out.dead_letter(Endpoint::Otlp, index, &event, event.len(), reject, now_ms)
                     }
                 }
             }

@@ -2,9 +2,11 @@
 //!
 //! - `POST /v1/logs/litellm`: LiteLLM's `generic_api` callback (`json_array`, `ndjson` or
 //!   `single`), each StandardLoggingPayload mapped to contract v1, prompts dropped on receipt;
+//! - `POST /v1/traces`: OTLP/HTTP trace exports (protobuf or JSON), each GenAI inference span
+//!   a gateway request ([`otlp`]), other spans ignored and counted;
 //! - `POST /v1/events`: contract-v1 events as a JSON array, NDJSON or one object.
 //!
-//! Both take a bearer token per source, gzip, and size limits. Every item is validated with the
+//! All take a bearer token per source, gzip, and size limits. Every item is validated with the
 //! contract's rules; refused ones go to the dead-letter topic (the same envelope as ingest) and
 //! do not hold back their neighbours. A 2xx means every accepted event and every dead letter
 //! was acknowledged by Kafka with `acks=all`; when Kafka cannot take them in time the answer is
@@ -13,9 +15,11 @@
 
 pub mod batch;
 pub mod body;
+mod draft;
 pub mod encode;
 pub mod litellm;
 pub mod metrics;
+pub mod otlp;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -33,12 +37,13 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 use tracing::{debug, warn};
-use tripline_core::config::{CollectorConfig, IngestConfig, KafkaConfig};
+use tripline_core::config::{CollectorConfig, IngestConfig, KafkaConfig, OtlpConfig};
 use tripline_core::event::EventKind;
 use tripline_core::secret::Fingerprinter;
 
 use crate::batch::{Destination, Endpoint, Limits, PrepareError, Prepared, Record};
 use crate::body::BodyError;
+use crate::otlp::Format;
 
 /// Shortest bearer token accepted: a guessable token would let anyone write events.
 pub const MIN_TOKEN_LEN: usize = 16;
@@ -76,6 +81,7 @@ struct Inner {
     /// (source name, SHA-256 of its token).
     tokens: Vec<(String, [u8; 32])>,
     limits: Limits,
+    otlp: OtlpConfig,
     max_body_bytes: usize,
     produce_timeout: Duration,
     retry_after_s: u32,
@@ -134,6 +140,7 @@ impl Collector {
                     ),
                     max_future_skew_ms: ingest.max_future_skew_ms,
                 },
+                otlp: config.otlp.clone(),
                 max_body_bytes: config.max_body_bytes,
                 produce_timeout: Duration::from_millis(config.produce_timeout_ms),
                 retry_after_s: config.retry_after_s,
@@ -142,11 +149,13 @@ impl Collector {
         }))
     }
 
-    /// `POST /v1/events` and `POST /v1/logs/litellm`, to merge into the server's router.
+    /// `POST /v1/events`, `POST /v1/logs/litellm` and `POST /v1/traces`, to merge into the
+    /// server's router.
     pub fn router(&self) -> Router {
         Router::new()
             .route(Endpoint::Events.path(), post(events))
             .route(Endpoint::LiteLlm.path(), post(litellm_logs))
+            .route(Endpoint::Otlp.path(), post(traces))
             .with_state(self.clone())
     }
 
@@ -235,6 +244,15 @@ async fn litellm_logs(
     handle(Endpoint::LiteLlm, state, params, headers, body).await
 }
 
+async fn traces(
+    state: State<Collector>,
+    params: Query<Params>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    handle(Endpoint::Otlp, state, params, headers, body).await
+}
+
 async fn handle(
     endpoint: Endpoint,
     State(collector): State<Collector>,
@@ -276,6 +294,22 @@ async fn process(
             &[],
         ),
     };
+    let otlp_format = match endpoint {
+        Endpoint::Otlp => {
+            let content_type = headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok());
+            match Format::from_content_type(content_type) {
+                Some(format) => Some(format),
+                None => return error(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "Content-Type must be application/x-protobuf or application/json (OTLP/HTTP)",
+                    &[],
+                ),
+            }
+        }
+        _ => None,
+    };
     let limit = inner.max_body_bytes;
     let declared = headers
         .get(header::CONTENT_LENGTH)
@@ -308,14 +342,24 @@ async fn process(
         let inner = &worker.inner;
         let decoded = body::decode(encoding.as_deref(), &raw, inner.max_body_bytes)
             .map_err(PrepareError::Body)?;
-        batch::prepare(
-            endpoint,
-            default_kind,
-            &decoded,
-            &inner.fingerprinter,
-            &inner.limits,
-            now_ms(),
-        )
+        match otlp_format {
+            Some(format) => batch::prepare_otlp(
+                format,
+                &decoded,
+                &inner.otlp,
+                &inner.fingerprinter,
+                &inner.limits,
+                now_ms(),
+            ),
+            None => batch::prepare(
+                endpoint,
+                default_kind,
+                &decoded,
+                &inner.fingerprinter,
+                &inner.limits,
+                now_ms(),
+            ),
+        }
     })
     .await;
     let prepared = match prepared {
@@ -356,13 +400,18 @@ async fn process(
         ::metrics::counter!(metrics::REJECTED, "endpoint" => label, "reason" => rejected.reason)
             .increment(1);
     }
-    ::metrics::counter!(metrics::EVENTS, "endpoint" => label, "source" => source, "outcome" => "rejected")
+    ::metrics::counter!(metrics::EVENTS, "endpoint" => label, "source" => source.clone(), "outcome" => "rejected")
         .increment(prepared.rejected.len() as u64);
+    ::metrics::counter!(metrics::EVENTS, "endpoint" => label, "source" => source, "outcome" => "ignored")
+        .increment(prepared.ignored as u64);
     let status = if prepared.malformed {
         StatusCode::BAD_REQUEST
     } else {
         StatusCode::OK
     };
+    if let Some(format) = otlp_format {
+        return otlp_answer(status, format, &prepared);
+    }
     let answer = Answer {
         accepted: prepared.accepted,
         rejected: &prepared.rejected,
@@ -375,6 +424,52 @@ async fn process(
 struct Answer<'a> {
     accepted: usize,
     rejected: &'a [batch::Rejected],
+}
+
+/// OTLP/HTTP's answer, in the request's encoding: an `ExportTraceServiceResponse` whose
+/// `partial_success` counts the inference spans refused (dead-lettered) and says why the first
+/// were; 400 with the reason when the body did not decode.
+fn otlp_answer(status: StatusCode, format: Format, prepared: &batch::Prepared) -> Response {
+    let partial_success = (!prepared.rejected.is_empty()).then(|| {
+        let mut reasons: Vec<String> = prepared
+            .rejected
+            .iter()
+            .take(3)
+            .map(|r| format!("span {}: {}: {}", r.index, r.reason, r.detail))
+            .collect();
+        if prepared.rejected.len() > reasons.len() {
+            reasons.push(format!(
+                "and {} more",
+                prepared.rejected.len() - reasons.len()
+            ));
+        }
+        otlp::proto::PartialSuccess {
+            rejected_spans: prepared.rejected.len() as i64,
+            error_message: reasons.join("; "),
+        }
+    });
+    if status != StatusCode::OK {
+        let reason = partial_success.map(|p| p.error_message).unwrap_or_default();
+        return error(status, &reason, &[]);
+    }
+    let body = match format {
+        Format::Protobuf => {
+            prost::Message::encode_to_vec(&otlp::proto::ExportTraceServiceResponse {
+                partial_success,
+            })
+        }
+        Format::Json => match partial_success {
+            Some(p) => serde_json::to_vec(&serde_json::json!({ "partialSuccess": p })),
+            None => serde_json::to_vec(&serde_json::json!({})),
+        }
+        .expect("plain values serialize"),
+    };
+    (
+        status,
+        [(header::CONTENT_TYPE, format.content_type())],
+        body,
+    )
+        .into_response()
 }
 
 fn refused(err: &PrepareError) -> Response {

@@ -9,6 +9,8 @@
 use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+
+use crate::draft::GatewayDraft;
 use tripline_core::event::{Reject, RejectReason};
 
 /// A JSON scalar of whatever type LiteLLM used (`error_code` is a string in some versions and a
@@ -130,48 +132,6 @@ pub struct Mapped {
     pub provider: Option<Vec<u8>>,
 }
 
-#[derive(Serialize, Default)]
-struct GatewayOut {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    event_id: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    ts: Option<i64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    api_key_id: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    model: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    status: Option<i64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    key_hint: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    project: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    team: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    user: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    provider: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error_type: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    prompt_tokens: Option<i64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    completion_tokens: Option<i64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    cost_usd: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    latency_ms: Option<i64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    client_ip: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    user_agent: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    request_id: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    stream: Option<bool>,
-}
-
 #[derive(Serialize)]
 struct ProviderOut<'a> {
     event_id: String,
@@ -266,7 +226,7 @@ pub fn map(raw: &[u8]) -> Result<Mapped, Reject> {
     let tokens = |v: &Option<Scalar>| number(v).map(|n| n as i64);
     let cost_usd = number(&p.response_cost).filter(|c| c.is_finite());
 
-    let gateway = GatewayOut {
+    let gateway = GatewayDraft {
         event_id: event_id.clone(),
         ts,
         api_key_id: key_hash.clone(),
@@ -289,6 +249,7 @@ pub fn map(raw: &[u8]) -> Result<Mapped, Reject> {
         user_agent: text(&p.user_agent).or_else(|| text(&meta.user_agent)),
         request_id: request_id.clone(),
         stream: p.stream.as_ref().and_then(Scalar::flag),
+        ..GatewayDraft::default()
     };
 
     // An attempt only when LiteLLM names the deployment (model_id) or the api_base that served
@@ -337,7 +298,7 @@ pub fn map(raw: &[u8]) -> Result<Mapped, Reject> {
 
 /// LiteLLM's exception class → the contract's error vocabulary (`rate_limit`, `server_error`,
 /// …); an unlisted class becomes its snake_case name without the `Error` suffix.
-fn error_type(class: Option<&str>, status: i64) -> String {
+pub(crate) fn error_type(class: Option<&str>, status: i64) -> String {
     let known = match class {
         Some("RateLimitError") => "rate_limit",
         Some("InternalServerError") => "server_error",

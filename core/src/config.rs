@@ -15,7 +15,7 @@ pub use alerting::*;
 pub use detect::*;
 
 mod collector;
-pub use collector::CollectorConfig;
+pub use collector::{CollectorConfig, OtlpConfig};
 
 mod diagnose;
 pub use diagnose::quote_key;

@@ -32,6 +32,8 @@ pub mod limits {
 pub enum RejectReason {
     Oversize,
     InvalidJson,
+    /// An OTLP protobuf body that does not decode.
+    InvalidProtobuf,
     MissingField,
     WrongType,
     InvalidValue,
@@ -40,9 +42,10 @@ pub enum RejectReason {
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 7] = [
+    pub const ALL: [RejectReason; 8] = [
         Self::Oversize,
         Self::InvalidJson,
+        Self::InvalidProtobuf,
         Self::MissingField,
         Self::WrongType,
         Self::InvalidValue,
@@ -54,6 +57,7 @@ impl RejectReason {
         match self {
             Self::Oversize => "oversize",
             Self::InvalidJson => "invalid_json",
+            Self::InvalidProtobuf => "invalid_protobuf",
             Self::MissingField => "missing_field",
             Self::WrongType => "wrong_type",
             Self::InvalidValue => "invalid_value",

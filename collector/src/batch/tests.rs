@@ -231,3 +231,87 @@ fn too_many_events_and_malformed_bodies() {
     let empty = run(Endpoint::Events, b"  \n");
     assert_eq!((empty.accepted, empty.records.len()), (0, 0));
 }
+
+/// An OTLP/JSON export of `spans` (each `(start in ms, attributes as JSON)`).
+fn otlp_json(spans: &[(i64, &str)]) -> Vec<u8> {
+    let spans: Vec<String> = spans
+        .iter()
+        .enumerate()
+        .map(|(i, (start_ms, attributes))| {
+            format!(
+                r#"{{"traceId":"{:032x}","spanId":"{:016x}","startTimeUnixNano":"{}","endTimeUnixNano":"{}","attributes":[{attributes}]}}"#,
+                i + 1,
+                i + 1,
+                start_ms * 1_000_000,
+                (start_ms + 300) * 1_000_000
+            )
+        })
+        .collect();
+    format!(
+        r#"{{"resourceSpans":[{{"resource":{{"attributes":[{{"key":"service.name","value":{{"stringValue":"svc"}}}}]}},"scopeSpans":[{{"spans":[{}]}}]}}]}}"#,
+        spans.join(",")
+    )
+    .into_bytes()
+}
+
+fn attr(key: &str, value: &str) -> String {
+    format!(r#"{{"key":"{key}","value":{{"stringValue":"{value}"}}}}"#)
+}
+
+#[test]
+fn otlp_exports_fingerprint_keys_skip_other_spans_and_dead_letter_bad_ones() {
+    const RAW_KEY: &str = "sk-proj-Abcdefghijklmnopqrstuvwx0123456789";
+    let chat = [
+        attr("gen_ai.operation.name", "chat"),
+        attr("gen_ai.provider.name", "openai"),
+        attr("gen_ai.request.model", "gpt-4o-mini"),
+    ]
+    .join(",");
+    let with_key = format!("{chat},{}", attr("tripline.api_key", RAW_KEY));
+    let http = attr("http.request.method", "POST");
+    let body = otlp_json(&[
+        (NOW - 60_000, &with_key),
+        (NOW - 60_000, &http),
+        (NOW + 3_600_000, &with_key),
+        (NOW - 60_000, &chat),
+    ]);
+    let config = OtlpConfig {
+        key_attributes: vec!["tripline.api_key".into()],
+        ..OtlpConfig::default()
+    };
+    let p = prepare_otlp(Format::Json, &body, &config, &fp(), &limits(), NOW).unwrap();
+    assert!(!p.malformed);
+    assert_eq!((p.accepted, p.events, p.ignored), (1, 1, 1));
+    let rejected: Vec<(usize, &str)> = p.rejected.iter().map(|r| (r.index, r.reason)).collect();
+    assert_eq!(rejected, [(2, "future_timestamp"), (3, "missing_field")]);
+    for record in &p.records {
+        let text = String::from_utf8_lossy(&record.payload);
+        assert!(!text.contains("Abcdefghijklmnop"), "raw key in {text}");
+    }
+    let event: Value = serde_json::from_slice(&p.records[0].payload).unwrap();
+    assert_eq!(p.records[0].destination, Destination::Gateway);
+    assert_eq!(event["api_key_id"], fp().fingerprint(RAW_KEY.as_bytes()));
+    assert_eq!(event["event_id"], format!("otel-{:032x}-{:016x}", 1, 1));
+    assert_eq!(event["latency_ms"], 300);
+    let dead = letters(&p);
+    assert_eq!(dead[0]["source_topic"], "http:/v1/traces");
+    let letter_payload = dead[0]["payload"].as_str().unwrap();
+    assert!(letter_payload.contains("fp_"), "{letter_payload}");
+
+    // Bytes that are no export: one dead letter without them, and the answer is 400.
+    let p = prepare_otlp(
+        Format::Protobuf,
+        b"\x0a\x05abc",
+        &config,
+        &fp(),
+        &limits(),
+        NOW,
+    )
+    .unwrap();
+    assert!(p.malformed);
+    assert_eq!(p.accepted, 0);
+    assert_eq!(p.rejected[0].reason, "invalid_protobuf");
+    let dead = letters(&p);
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0]["payload"], "");
+}

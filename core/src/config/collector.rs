@@ -1,5 +1,5 @@
 //! `[collector]`: the HTTP endpoints that take gateway logs straight in (LiteLLM's `generic_api`
-//! callback and contract-v1 batches) and hand them to Kafka.
+//! callback, OpenTelemetry GenAI spans and contract-v1 batches) and hand them to Kafka.
 
 use std::collections::BTreeMap;
 
@@ -22,6 +22,64 @@ pub struct CollectorConfig {
     pub produce_timeout_ms: u64,
     /// `Retry-After` sent with a 503.
     pub retry_after_s: u32,
+    /// Where `POST /v1/traces` finds what GenAI spans do not standardise.
+    pub otlp: OtlpConfig,
+}
+
+/// `[collector.otlp]`: the span or resource attributes (the span's win) that say who made an
+/// inference call. The GenAI conventions name the model, tokens and errors, but not the key, the
+/// caller's address or the cost, and every instrumentation and gateway spells those its own way.
+/// Each list is tried in order; the first attribute present is used.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OtlpConfig {
+    /// The key's identity. Its value is fingerprinted like any raw key, never stored as sent.
+    /// `service.name` last: an application instrumented with the OpenTelemetry SDK and nothing
+    /// else is then watched as one key.
+    pub key_attributes: Vec<String>,
+    /// The end user.
+    pub user_attributes: Vec<String>,
+    /// The caller's IP address (what cross_region and leaked_key judge).
+    pub client_address_attributes: Vec<String>,
+    pub user_agent_attributes: Vec<String>,
+    pub project_attributes: Vec<String>,
+    pub team_attributes: Vec<String>,
+    /// The call's cost in USD; without one, the price table prices the tokens.
+    pub cost_attributes: Vec<String>,
+}
+
+impl Default for OtlpConfig {
+    fn default() -> Self {
+        let names = |names: &[&str]| names.iter().map(|n| (*n).to_owned()).collect();
+        Self {
+            key_attributes: names(&[
+                "tripline.api_key",
+                "metadata.user_api_key_hash",
+                "service.name",
+            ]),
+            user_attributes: names(&["user.id", "enduser.id", "metadata.user_api_key_end_user_id"]),
+            client_address_attributes: names(&["client.address", "metadata.requester_ip_address"]),
+            user_agent_attributes: names(&["user_agent.original", "metadata.user_agent"]),
+            project_attributes: names(&["metadata.user_api_key_project_id"]),
+            team_attributes: names(&["metadata.user_api_key_team_id"]),
+            cost_attributes: names(&["gen_ai.usage.cost", "gen_ai.cost.total_cost"]),
+        }
+    }
+}
+
+impl OtlpConfig {
+    /// Each list with its config name.
+    pub fn lists(&self) -> [(&'static str, &[String]); 7] {
+        [
+            ("key_attributes", &self.key_attributes),
+            ("user_attributes", &self.user_attributes),
+            ("client_address_attributes", &self.client_address_attributes),
+            ("user_agent_attributes", &self.user_agent_attributes),
+            ("project_attributes", &self.project_attributes),
+            ("team_attributes", &self.team_attributes),
+            ("cost_attributes", &self.cost_attributes),
+        ]
+    }
 }
 
 impl Default for CollectorConfig {
@@ -33,6 +91,7 @@ impl Default for CollectorConfig {
             max_concurrent_batches: 16,
             produce_timeout_ms: 10_000,
             retry_after_s: 5,
+            otlp: OtlpConfig::default(),
         }
     }
 }
@@ -93,6 +152,22 @@ pub(super) fn validate(c: &CollectorConfig, check: &mut dyn FnMut(bool, &str, St
         format!("must be between 1 and 3600 (got {})", c.retry_after_s),
         "the Retry-After seconds sent with a 503",
     );
+    check(
+        !c.otlp.key_attributes.is_empty(),
+        "collector.otlp.key_attributes",
+        "is empty: spans would have no key".to_owned(),
+        "e.g. [\"tripline.api_key\", \"service.name\"]",
+    );
+    for (list, names) in c.otlp.lists() {
+        for name in names {
+            check(
+                !name.trim().is_empty() && name.len() <= 256,
+                &format!("collector.otlp.{list}"),
+                format!("{name:?} is not an attribute name"),
+                "a span or resource attribute, e.g. \"enduser.id\"",
+            );
+        }
+    }
 }
 
 /// Source names become metrics labels: short and plain.

@@ -326,6 +326,27 @@ fn collector_section_is_validated() {
             (Some(4), Some(14), "collector.token_env.\"Bad Name\""),
         ]
     );
+
+    let otlp = Config::from_toml(
+        "[collector.otlp]\nkey_attributes = [\"gateway.key\"]\nuser_attributes = []\n",
+    )
+    .unwrap();
+    assert_eq!(otlp.collector.otlp.key_attributes, ["gateway.key"]);
+    assert!(otlp.collector.otlp.user_attributes.is_empty());
+    assert_eq!(
+        otlp.collector.otlp.cost_attributes,
+        Config::default().collector.otlp.cost_attributes
+    );
+    let errors =
+        Config::from_toml("[collector.otlp]\nkey_attributes = []\ncost_attributes = [\"\"]\n")
+            .unwrap_err();
+    assert_eq!(
+        places(&errors),
+        [
+            (Some(2), Some(18), "collector.otlp.key_attributes"),
+            (Some(3), Some(19), "collector.otlp.cost_attributes"),
+        ]
+    );
 }
 
 #[test]
