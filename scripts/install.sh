@@ -23,9 +23,15 @@ APT_PACKAGES=(build-essential zlib1g-dev pkg-config curl ca-certificates
   iproute2)
 # litellm: pinned to the version the collector is tested against. Never 1.107.0 (a compromised
 # release); review the release before raising the pin.
-PY_REQUIREMENTS=("chdb-core==26.9.0" "aiosmtpd==1.4.6" "litellm[proxy]==1.106.12")
+# The OTLP tests' real clients: the OpenTelemetry SDK and OTLP/HTTP exporter, and the official
+# openai-v2 instrumentation (2.4b0 imports a module its util-genai 1.3b0 lacks; 2.3b0 and the
+# instrumentation 0.66b2 call wrap_function_wrapper as wrapt 1 defines it, hence wrapt 1.17).
+PY_REQUIREMENTS=("chdb-core==26.9.0" "aiosmtpd==1.4.6" "litellm[proxy]==1.106.12"
+  "opentelemetry-sdk==1.45.2" "opentelemetry-exporter-otlp-proto-http==1.45.2"
+  "opentelemetry-instrumentation-openai-v2==2.3b0" "wrapt==1.17.3")
 # Checked without importing litellm (its import reaches for the network unless told not to).
-PY_CHECK='import chdb, aiosmtpd, importlib.metadata as m; assert m.version("litellm") == "1.106.12"'
+PY_CHECK='import chdb, aiosmtpd, importlib.metadata as m; assert m.version("litellm") == "1.106.12"
+import opentelemetry.exporter.otlp.proto.http.trace_exporter, opentelemetry.instrumentation.openai_v2'
 
 say() { echo "install: $*"; }
 

@@ -1,9 +1,10 @@
 //! OpenTelemetry GenAI spans (OTLP/HTTP `POST /v1/traces`) → contract-v1 gateway requests.
 //!
 //! An inference span (`gen_ai.operation.name` `chat`, `text_completion`, `generate_content` or
-//! `embeddings`; or, from instrumentations older than that attribute, a span naming both a
-//! GenAI provider and a model) is one gateway request. Every other span (HTTP servers, tools,
-//! agents, a gateway's own steps) is ignored and counted. Only the attributes below are read:
+//! `embeddings`; or a span naming both a GenAI provider and a model whose operation is not an
+//! agent's or a tool's: instrumentations older than the attribute, and LiteLLM, which writes its
+//! own call types such as `acompletion`) is one gateway request. Every other span (HTTP
+//! servers, tools, agents, a gateway's own steps) is ignored and counted. Only the attributes below are read:
 //! prompts and completions (span events, `gen_ai.input.messages`, `gen_ai.prompt`, …) never
 //! leave the decoder, and the status message is not read at all. The README's "Connect
 //! OpenTelemetry" lists the mapping field by field.
@@ -19,6 +20,8 @@ use proto::{ExportTraceServiceRequest, KeyValue, Span, Value};
 /// `gen_ai.operation.name` values that are a call to a model.
 const INFERENCE_OPERATIONS: [&str; 4] =
     ["chat", "text_completion", "generate_content", "embeddings"];
+/// Ones that are not, though such spans may name a provider and a model.
+const OTHER_OPERATIONS: [&str; 3] = ["create_agent", "invoke_agent", "execute_tool"];
 
 /// The two encodings of OTLP/HTTP.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,8 +91,9 @@ pub fn map(resource: &[KeyValue], span: &Span, config: &OtlpConfig) -> Mapped {
         .clone()
         .or_else(|| attrs.text("gen_ai.response.model"));
     let inference = match attrs.text("gen_ai.operation.name") {
-        Some(operation) => INFERENCE_OPERATIONS.contains(&operation.as_str()),
-        None => provider.is_some() && model.is_some(),
+        Some(op) if INFERENCE_OPERATIONS.contains(&op.as_str()) => true,
+        Some(op) if OTHER_OPERATIONS.contains(&op.as_str()) => false,
+        _ => provider.is_some() && model.is_some(),
     };
     if !inference {
         return Mapped::Ignored;

@@ -3,6 +3,7 @@
 //! without seeing each other's data.
 #![allow(dead_code)]
 
+pub mod collector;
 pub mod dashboards;
 pub mod ha;
 pub mod hook;

@@ -159,9 +159,10 @@ fn only_inference_spans_are_events() {
         map(&[], &tool, &OtlpConfig::default()),
         Mapped::Ignored
     ));
-    // LiteLLM's `litellm_request` span: no operation name, a provider and a model.
+    // LiteLLM's `litellm_request` span: its own call type, a provider and a model.
     let litellm = Span {
         attributes: vec![
+            text("gen_ai.operation.name", "acompletion"),
             text("gen_ai.system", "openai"),
             text("gen_ai.request.model", "gpt-4o-mini"),
             text(
@@ -179,6 +180,18 @@ fn only_inference_spans_are_events() {
         "88dc28d0f030c55ed4ab77ed8faf098196cb1c05df778539800c9f1243fe6b4b"
     );
     assert_eq!(event["client_ip"], "127.0.0.1");
+    let unnamed = Span {
+        attributes: litellm.attributes[1..].to_vec(),
+        ..litellm.clone()
+    };
+    assert!(matches!(
+        map(
+            &[text("service.name", "s")],
+            &unnamed,
+            &OtlpConfig::default()
+        ),
+        Mapped::Inference(_)
+    ));
     let embeddings = chat_span(vec![text("gen_ai.operation.name", "embeddings")]);
     assert!(matches!(
         map(
