@@ -720,13 +720,67 @@ fn bench_batch(tag: &str, n: usize, ts: i64) -> Vec<u8> {
     out
 }
 
+/// The same `n` requests as [`bench_batch`], as one OTLP/HTTP protobuf export of GenAI spans,
+/// each with the attributes an instrumented client sends.
+fn bench_otlp_batch(tag: &str, n: usize, ts: i64) -> Vec<u8> {
+    use prost::Message;
+    use tripline_collector::otlp::proto::*;
+    let text = |key: &str, value: String| KeyValue {
+        key: key.into(),
+        value: Some(AnyValue {
+            value: Some(Value::String(value)),
+        }),
+    };
+    let int = |key: &str, value: i64| KeyValue {
+        key: key.into(),
+        value: Some(AnyValue {
+            value: Some(Value::Int(value)),
+        }),
+    };
+    let spans = (0..n)
+        .map(|i| {
+            let start = (ts + i as i64) as u64 * 1_000_000;
+            Span {
+                trace_id: format!("{tag:>8}{i:08}").into_bytes(),
+                span_id: (i as u64).to_be_bytes().to_vec(),
+                name: "chat gpt-4o-mini".into(),
+                start_time_unix_nano: start,
+                end_time_unix_nano: start + 950_000_000,
+                attributes: vec![
+                    text("gen_ai.operation.name", "chat".into()),
+                    text("gen_ai.provider.name", "openai".into()),
+                    text("gen_ai.request.model", "gpt-4o-mini".into()),
+                    text("gen_ai.response.id", format!("req-{tag}-{i}")),
+                    int("gen_ai.usage.input_tokens", 1200),
+                    int("gen_ai.usage.output_tokens", 180),
+                    text("tripline.api_key", format!("key-{}", i % 50)),
+                    text("user.id", format!("u-{}", i % 200)),
+                    text("client.address", "203.0.113.7".into()),
+                    text("user_agent.original", "openai-python/1.52.0".into()),
+                ],
+                status: None,
+            }
+        })
+        .collect();
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![text("service.name", "search".into())],
+            }),
+            scope_spans: vec![ScopeSpans { spans }],
+        }],
+    }
+    .encode_to_vec()
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
 /// Collector throughput and added latency. Settings: TRIPLINE_BENCH_SECS (20),
-/// TRIPLINE_BENCH_CONNECTIONS (4), TRIPLINE_BENCH_BATCH (1000), TRIPLINE_BENCH_BIN (the binary
-/// to measure; this test's own debug build by default).
+/// TRIPLINE_BENCH_CONNECTIONS (4), TRIPLINE_BENCH_BATCH (1000), TRIPLINE_BENCH_ENDPOINT (`events`
+/// for contract-v1 NDJSON on /v1/events, `otlp` for protobuf GenAI spans on /v1/traces),
+/// TRIPLINE_BENCH_BIN (the binary to measure; this test's own debug build by default).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "benchmark: cargo test --test collector_e2e -- --ignored --nocapture collector_benchmark"]
 async fn collector_benchmark() {
@@ -739,10 +793,23 @@ async fn collector_benchmark() {
     let secs = setting("TRIPLINE_BENCH_SECS", 20);
     let connections = setting("TRIPLINE_BENCH_CONNECTIONS", 4) as usize;
     let batch = setting("TRIPLINE_BENCH_BATCH", 1000) as usize;
+    let ts = now_ms() - 60_000;
+    let otlp = std::env::var("TRIPLINE_BENCH_ENDPOINT").is_ok_and(|e| e == "otlp");
+    let (path, content_type) = if otlp {
+        ("/v1/traces", "application/x-protobuf")
+    } else {
+        ("/v1/events", "application/x-ndjson")
+    };
+    let body_of = move |tag: &str| {
+        if otlp {
+            bench_otlp_batch(tag, batch, ts)
+        } else {
+            bench_batch(tag, batch, ts)
+        }
+    };
     let env = TestEnv::new("collector_bench").await;
     let _tripline = spawn_collector(&env, "max_batch_events = 100000", None, "");
     assert!(wait_ready(&env, WAIT).await, "tripline never became ready");
-    let ts = now_ms() - 60_000;
     let auth = bearer(TOKEN);
 
     // 1. Latency of one batch at a time: through the collector, and straight to Kafka.
@@ -757,18 +824,19 @@ async fn collector_benchmark() {
         .unwrap();
     let (mut http, mut direct) = (Vec::new(), Vec::new());
     for round in 0..30 {
-        let body = bench_batch(&format!("lat{round}"), batch, ts);
+        let tag = format!("lat{round}");
         let started = Instant::now();
         let reply = post(
             &env.listen,
-            "/v1/events",
-            &[("Authorization", &auth)],
-            &body,
+            path,
+            &[("Authorization", &auth), ("Content-Type", content_type)],
+            &body_of(&tag),
         )
         .await;
         assert_eq!(reply.status, 200);
         http.push(started.elapsed());
-        let payloads: Vec<Vec<u8>> = body
+        // The same requests as contract events, produced by a client of Kafka's own.
+        let payloads: Vec<Vec<u8>> = bench_batch(&tag, batch, ts)
             .split(|&b| b == b'\n')
             .filter(|l| !l.is_empty())
             .map(<[u8]>::to_vec)
@@ -787,20 +855,21 @@ async fn collector_benchmark() {
     for c in 0..connections {
         let addr = env.listen.clone();
         let auth = auth.clone();
+
         tasks.push(tokio::spawn(async move {
             let stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
             let mut conn = BufReader::new(stream);
             let (mut events, mut bytes, mut latencies) = (0usize, 0usize, Vec::new());
             let mut n = 0;
             while Instant::now() < deadline {
-                let body = bench_batch(&format!("s{c}-{n}"), batch, ts);
+                let body = body_of(&format!("s{c}-{n}"));
                 n += 1;
                 let sent = Instant::now();
                 send_request(
                     &mut conn,
                     &addr,
-                    "/v1/events",
-                    &[("Authorization", &auth)],
+                    path,
+                    &[("Authorization", &auth), ("Content-Type", content_type)],
                     &body,
                     false,
                 )
@@ -830,7 +899,7 @@ async fn collector_benchmark() {
     latencies.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     println!(
-        "collector benchmark: batch {batch} events ({:.0} B/event), {connections} connections, {secs} s",
+        "collector benchmark: {path}, batch {batch} events ({:.0} B/event), {connections} connections, {secs} s",
         bytes as f64 / events as f64
     );
     println!(

@@ -12,7 +12,7 @@ use tripline_ingest::process::Source;
 
 use crate::body::{self, BodyError};
 use crate::otlp::{self, Format};
-use crate::{encode, litellm};
+use crate::{encode, kong, litellm};
 use tripline_core::config::OtlpConfig;
 
 /// The doors.
@@ -24,6 +24,8 @@ pub enum Endpoint {
     LiteLlm,
     /// `POST /v1/traces`: OTLP/HTTP trace exports holding GenAI spans.
     Otlp,
+    /// `POST /v1/logs/kong`: Kong Gateway log entries (`http-log`) of AI routes.
+    Kong,
 }
 
 impl Endpoint {
@@ -32,6 +34,7 @@ impl Endpoint {
             Endpoint::Events => "/v1/events",
             Endpoint::LiteLlm => "/v1/logs/litellm",
             Endpoint::Otlp => "/v1/traces",
+            Endpoint::Kong => "/v1/logs/kong",
         }
     }
 
@@ -41,6 +44,7 @@ impl Endpoint {
             Endpoint::Events => "http:/v1/events",
             Endpoint::LiteLlm => "http:/v1/logs/litellm",
             Endpoint::Otlp => "http:/v1/traces",
+            Endpoint::Kong => "http:/v1/logs/kong",
         }
     }
 
@@ -50,6 +54,7 @@ impl Endpoint {
             Endpoint::Events => "events",
             Endpoint::LiteLlm => "litellm",
             Endpoint::Otlp => "otlp",
+            Endpoint::Kong => "kong",
         }
     }
 }
@@ -146,7 +151,7 @@ pub fn prepare(
             let reject = Reject::new(RejectReason::InvalidJson, detail);
             let payload = match endpoint {
                 Endpoint::Events => fingerprinter.redact(body),
-                Endpoint::LiteLlm | Endpoint::Otlp => Cow::Borrowed(&b""[..]),
+                Endpoint::LiteLlm | Endpoint::Otlp | Endpoint::Kong => Cow::Borrowed(&b""[..]),
             };
             out.dead_letter(endpoint, 0, &payload, body.len(), reject, now_ms);
             out.malformed = true;
@@ -180,33 +185,25 @@ pub fn prepare(
                 }
             }
             Endpoint::Otlp => unreachable!("OTLP bodies go through prepare_otlp"),
-            Endpoint::LiteLlm => {
-                let mapped = match litellm::map(item) {
-                    Ok(mapped) => mapped,
-                    Err(reject) => {
-                        out.dead_letter(endpoint, index, b"", item.len(), reject, now_ms);
-                        continue;
-                    }
+            Endpoint::LiteLlm | Endpoint::Kong => {
+                let mapped = match endpoint {
+                    Endpoint::LiteLlm => litellm::map(item)
+                        .map(|m| Some((m.gateway, m.provider.into_iter().collect()))),
+                    _ => kong::map(item).map(|m| m.map(|m| (m.gateway, m.attempts))),
                 };
-                // The mapped events carry no prompt: they are what a dead letter may show.
-                let gateway = fingerprinter.redact(&mapped.gateway).into_owned();
-                let mut records = Vec::with_capacity(2);
-                let mut refused = None;
-                match admit(EventKind::Gateway, &gateway, limits, &rules) {
-                    Ok(record) => records.push(record),
-                    Err(reject) => refused = Some((gateway, reject)),
-                }
-                if let (None, Some(attempt)) = (&refused, mapped.provider) {
-                    let attempt = fingerprinter.redact(&attempt).into_owned();
-                    match admit(EventKind::Provider, &attempt, limits, &rules) {
-                        Ok(record) => records.push(record),
-                        Err(reject) => refused = Some((attempt, reject)),
-                    }
-                }
-                match refused {
-                    None => out.accept(records),
-                    Some((payload, reject)) => {
-                        out.dead_letter(endpoint, index, &payload, payload.len(), reject, now_ms)
+                match mapped {
+                    Ok(Some((gateway, attempts))) => out.admit_mapped(
+                        endpoint,
+                        index,
+                        gateway,
+                        attempts,
+                        fingerprinter,
+                        limits,
+                        &rules,
+                    ),
+                    Ok(None) => out.ignored += 1,
+                    Err(reject) => {
+                        out.dead_letter(endpoint, index, b"", item.len(), reject, now_ms)
                     }
                 }
             }
@@ -276,6 +273,36 @@ pub fn prepare_otlp(
 }
 
 impl Prepared {
+    /// Admits a mapped item (a gateway request and its provider attempts) whole, or
+    /// dead-letters it as mapped, with the first refusal's reason. The mapped events carry no
+    /// prompt: they are what a dead letter may show.
+    #[allow(clippy::too_many_arguments)]
+    fn admit_mapped(
+        &mut self,
+        endpoint: Endpoint,
+        index: usize,
+        gateway: Vec<u8>,
+        attempts: Vec<Vec<u8>>,
+        fingerprinter: &Fingerprinter,
+        limits: &Limits,
+        rules: &ValidationRules,
+    ) {
+        let mut records = Vec::with_capacity(1 + attempts.len());
+        let events = std::iter::once((EventKind::Gateway, gateway))
+            .chain(attempts.into_iter().map(|a| (EventKind::Provider, a)));
+        for (kind, event) in events {
+            let event = fingerprinter.redact(&event).into_owned();
+            match admit(kind, &event, limits, rules) {
+                Ok(record) => records.push(record),
+                Err(reject) => {
+                    let len = event.len();
+                    return self.dead_letter(endpoint, index, &event, len, reject, rules.now_ms);
+                }
+            }
+        }
+        self.accept(records);
+    }
+
     fn accept(&mut self, records: Vec<Record>) {
         self.accepted += 1;
         self.events += records.len();

@@ -2,6 +2,8 @@
 //!
 //! - `POST /v1/logs/litellm`: LiteLLM's `generic_api` callback (`json_array`, `ndjson` or
 //!   `single`), each StandardLoggingPayload mapped to contract v1, prompts dropped on receipt;
+//! - `POST /v1/logs/kong`: Kong Gateway's `http-log` entries of AI routes ([`kong`]), each a
+//!   gateway request and its tries provider attempts;
 //! - `POST /v1/traces`: OTLP/HTTP trace exports (protobuf or JSON), each GenAI inference span
 //!   a gateway request ([`otlp`]), other spans ignored and counted;
 //! - `POST /v1/events`: contract-v1 events as a JSON array, NDJSON or one object.
@@ -17,6 +19,7 @@ pub mod batch;
 pub mod body;
 mod draft;
 pub mod encode;
+pub mod kong;
 pub mod litellm;
 pub mod metrics;
 pub mod otlp;
@@ -149,13 +152,14 @@ impl Collector {
         }))
     }
 
-    /// `POST /v1/events`, `POST /v1/logs/litellm` and `POST /v1/traces`, to merge into the
-    /// server's router.
+    /// `POST /v1/events`, `POST /v1/logs/litellm`, `POST /v1/logs/kong` and `POST /v1/traces`,
+    /// to merge into the server's router.
     pub fn router(&self) -> Router {
         Router::new()
             .route(Endpoint::Events.path(), post(events))
             .route(Endpoint::LiteLlm.path(), post(litellm_logs))
             .route(Endpoint::Otlp.path(), post(traces))
+            .route(Endpoint::Kong.path(), post(kong_logs))
             .with_state(self.clone())
     }
 
@@ -242,6 +246,15 @@ async fn litellm_logs(
     body: Body,
 ) -> Response {
     handle(Endpoint::LiteLlm, state, params, headers, body).await
+}
+
+async fn kong_logs(
+    state: State<Collector>,
+    params: Query<Params>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    handle(Endpoint::Kong, state, params, headers, body).await
 }
 
 async fn traces(

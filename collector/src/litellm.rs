@@ -6,58 +6,11 @@
 //! same redaction and validation as any other event. Fields LiteLLM does not send stay absent.
 //! The mapping, field by field, is documented in the README ("Connect LiteLLM").
 
-use serde::de::IgnoredAny;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use crate::draft::GatewayDraft;
+use crate::draft::{number, text, GatewayDraft, ProviderDraft, Scalar};
 use tripline_core::event::{Reject, RejectReason};
-
-/// A JSON scalar of whatever type LiteLLM used (`error_code` is a string in some versions and a
-/// number in others); objects and arrays where a scalar was expected read as absent.
-#[derive(Deserialize, Debug, Clone)]
-#[serde(untagged)]
-enum Scalar {
-    Str(String),
-    Int(i64),
-    Float(f64),
-    Bool(bool),
-    Other(IgnoredAny),
-}
-
-impl Scalar {
-    fn text(&self) -> Option<String> {
-        match self {
-            Scalar::Str(s) if !s.trim().is_empty() => Some(s.trim().to_owned()),
-            Scalar::Int(n) => Some(n.to_string()),
-            _ => None,
-        }
-    }
-
-    fn number(&self) -> Option<f64> {
-        match self {
-            Scalar::Int(n) => Some(*n as f64),
-            Scalar::Float(f) => Some(*f),
-            Scalar::Str(s) => s.trim().parse().ok(),
-            _ => None,
-        }
-    }
-
-    fn flag(&self) -> Option<bool> {
-        match self {
-            Scalar::Bool(b) => Some(*b),
-            _ => None,
-        }
-    }
-}
-
-fn text(value: &Option<Scalar>) -> Option<String> {
-    value.as_ref().and_then(Scalar::text)
-}
-
-fn number(value: &Option<Scalar>) -> Option<f64> {
-    value.as_ref().and_then(Scalar::number)
-}
 
 /// The StandardLoggingPayload fields Tripline reads (LiteLLM 1.7x-1.10x).
 #[derive(Deserialize, Default)]
@@ -130,32 +83,6 @@ struct ErrorInformation {
 pub struct Mapped {
     pub gateway: Vec<u8>,
     pub provider: Option<Vec<u8>>,
-}
-
-#[derive(Serialize)]
-struct ProviderOut<'a> {
-    event_id: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    ts: Option<i64>,
-    request_id: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    api_key_id: Option<String>,
-    provider: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    model: Option<String>,
-    attempt: i64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    status: Option<i64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error_type: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    latency_ms: Option<i64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    prompt_tokens: Option<i64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    completion_tokens: Option<i64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    cost_usd: Option<f64>,
 }
 
 /// Maps one StandardLoggingPayload (its raw JSON, already redacted).
@@ -268,7 +195,7 @@ pub fn map(raw: &[u8]) -> Result<Mapped, Reject> {
             // LiteLLM states its retries on successes only; a call it does not describe counts
             // as its first attempt.
             let attempt = retries.map_or(1, |r| r + 1);
-            let out = ProviderOut {
+            let out = ProviderDraft {
                 event_id: format!(
                     "{}:attempt-{attempt}",
                     event_id.as_deref().unwrap_or(request_id)
