@@ -85,6 +85,7 @@ async fn kong_http_log_batches_become_requests_and_attempts() {
     let answer = reply.json();
     assert_eq!(answer["accepted"], 3, "{answer}");
     assert_eq!(answer["rejected"][0]["index"], 4, "{answer}");
+    assert_eq!(answer["ignored"], 1, "{answer}");
 
     let key = "8c1f7e2a-5d4b-4c3a-9e8f-7a6b5c4d3e2f";
     assert_eq!(

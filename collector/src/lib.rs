@@ -428,15 +428,23 @@ async fn process(
     let answer = Answer {
         accepted: prepared.accepted,
         rejected: &prepared.rejected,
+        ignored: prepared.ignored,
     };
     (status, Json(answer)).into_response()
 }
 
-/// The answer to a processed batch: `{accepted, rejected: [{index, reason, detail}]}`.
+/// The answer to a processed batch: `{accepted, rejected: [{index, reason, detail}]}`, and
+/// `ignored` when items were no LLM call (Kong entries of other routes).
 #[derive(serde::Serialize)]
 struct Answer<'a> {
     accepted: usize,
     rejected: &'a [batch::Rejected],
+    #[serde(skip_serializing_if = "is_zero")]
+    ignored: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// OTLP/HTTP's answer, in the request's encoding: an `ExportTraceServiceResponse` whose
