@@ -21,6 +21,7 @@ mod draft;
 pub mod encode;
 pub mod kong;
 pub mod litellm;
+pub mod mapping;
 pub mod metrics;
 pub mod otlp;
 

@@ -16,6 +16,8 @@ pub use detect::*;
 
 mod collector;
 pub use collector::{CollectorConfig, OtlpConfig};
+mod sources;
+pub use sources::*;
 
 mod diagnose;
 pub use diagnose::quote_key;
@@ -38,6 +40,9 @@ pub struct Config {
     pub enrich: EnrichConfig,
     #[serde(default)]
     pub collector: CollectorConfig,
+    /// `[[sources]]`: logs read from Kafka topics or extra HTTP paths, by format or mapping.
+    #[serde(default)]
+    pub sources: Vec<SourceConfig>,
     #[serde(default)]
     pub detect: DetectConfig,
     #[serde(default)]
@@ -541,6 +546,19 @@ impl Config {
             "name an environment variable (default \"TRIPLINE_FINGERPRINT_SECRET\") or set secrets.fingerprint_secret_file",
         );
         collector::validate(&self.collector, &mut check);
+        let k = &self.kafka;
+        let own_topics = [
+            k.gateway_topic.as_str(),
+            k.provider_topic.as_str(),
+            k.dlq_topic.as_str(),
+            k.alerts_topic.as_str(),
+        ];
+        sources::validate(
+            &self.sources,
+            &self.collector.token_env,
+            &own_topics,
+            &mut check,
+        );
         errors.extend(self.alerting.problems_in(source));
         errors
     }

@@ -171,7 +171,7 @@ pub(super) fn validate(c: &CollectorConfig, check: &mut dyn FnMut(bool, &str, St
 }
 
 /// Source names become metrics labels: short and plain.
-fn is_source_name(name: &str) -> bool {
+pub(super) fn is_source_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
         && name

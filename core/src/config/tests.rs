@@ -413,3 +413,75 @@ fn group_membership_excludes_fixed_shards_and_bounds_the_shards() {
     assert!(e[0].hint.contains("remove shard_count"), "{}", e[0]);
     assert!(Config::from_toml("[detect.group]\nenabled = true\n").is_ok());
 }
+
+#[test]
+fn sources_are_validated_with_their_places() {
+    let config = Config::from_toml(
+        r#"[collector.token_env]
+apisix = "TOKEN_APISIX"
+
+[[sources]]
+name = "kong"
+format = "kong"
+kafka_topic = "kong-logs"
+
+[[sources]]
+name = "apisix"
+format = "mapping"
+http_path = "/v1/logs/apisix"
+[sources.fields]
+ts = { path = "/start_time", time = "unix_ms" }
+api_key_id = { path = ["/consumer/username", "/route_id"] }
+model = "llm_summary.model"
+status = "/response/status"
+latency_ms = { path = "/latency", unit = "s" }
+"#,
+    )
+    .unwrap();
+    assert_eq!(config.sources.len(), 2);
+    assert_eq!(config.sources[0].format, SourceFormat::Kong);
+    assert_eq!(config.sources[1].kind, MappedKind::GatewayRequest);
+
+    let errors = Config::from_toml(
+        r#"[[sources]]
+name = "no-door"
+format = "kong"
+
+[[sources]]
+name = "own"
+format = "events"
+kafka_topic = "tripline.gateway.requests"
+
+[[sources]]
+name = "posted"
+format = "mapping"
+http_path = "/v1/logs/kong"
+[sources.fields]
+ts = { path = "/t", time = "unix_s", unit = "ms" }
+model = "a..b"
+colour = "/c"
+"#,
+    )
+    .unwrap_err();
+    let found: Vec<(Option<usize>, String)> = errors
+        .iter()
+        .map(|e| (e.line, format!("{} | {}", e.key, e.message)))
+        .collect();
+    let has = |key: &str, words: &str| {
+        assert!(
+            found.iter().any(|(line, text)| line.is_some()
+                && text.starts_with(key)
+                && text.contains(words)),
+            "no {key:?} with {words:?} in {found:#?}"
+        )
+    };
+    has("sources[0].name", "neither kafka_topic nor http_path");
+    has("sources[1].kafka_topic", "not a topic a source can read");
+    has("sources[2].http_path", "not a free collector path");
+    has("sources[2].http_path", "has no token");
+    has("sources[2].fields.ts", "takes no unit");
+    has("sources[2].fields.model", "is not a path");
+    has("sources[2].fields.colour", "is not a field");
+    has("sources[2].fields", "gives no status");
+    has("sources[2].fields", "gives no key");
+}
