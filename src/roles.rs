@@ -114,6 +114,15 @@ pub async fn serve(config_path: Option<&Path>, roles: Roles) -> anyhow::Result<(
             crate::detect::spawn(&loaded, config.clone(), health, shutdown.clone())
         }))
     });
+    // `[[sources]]` with a Kafka topic: read by ingest processes, each in its source's group.
+    let readers = if roles.ingest {
+        build_source_readers(&loaded)?
+            .into_iter()
+            .map(|reader| tokio::spawn(reader.run(shutdown.clone())))
+            .collect()
+    } else {
+        Vec::new()
+    };
     let result = if let (true, Some(processor)) = (roles.ingest, processor) {
         let ingest = Ingest {
             kafka: loaded.config.kafka.clone(),
@@ -150,6 +159,9 @@ pub async fn serve(config_path: Option<&Path>, roles: Roles) -> anyhow::Result<(
     }
     if let Some(detector) = detector {
         let _ = detector.await;
+    }
+    for reader in readers {
+        let _ = reader.await;
     }
     match server.await {
         Ok(Err(err)) => warn!("http server: {err:#}"),
@@ -299,6 +311,7 @@ fn build_collector(loaded: &Loaded) -> anyhow::Result<Option<axum::Router>> {
     let fingerprinter = Fingerprinter::new(&loaded.fingerprint_secret()?)?;
     let collector = tripline_collector::Collector::new(
         &config.collector,
+        &config.sources,
         &config.kafka,
         &config.ingest,
         fingerprinter,
@@ -308,6 +321,24 @@ fn build_collector(loaded: &Loaded) -> anyhow::Result<Option<axum::Router>> {
         info!(sources = ?config.collector.token_env.keys().collect::<Vec<_>>(), "http collector enabled");
     }
     Ok(collector.map(|c| c.router()))
+}
+
+/// A reader for each `[[sources]]` entry with a `kafka_topic`.
+fn build_source_readers(
+    loaded: &Loaded,
+) -> anyhow::Result<Vec<tripline_collector::sources::SourceReader>> {
+    let config = &loaded.config;
+    if !config.sources.iter().any(|s| s.kafka_topic.is_some()) {
+        return Ok(Vec::new());
+    }
+    let fingerprinter = Fingerprinter::new(&loaded.fingerprint_secret()?)?;
+    Ok(tripline_collector::sources::SourceReader::all(
+        &config.sources,
+        &config.kafka,
+        &config.ingest,
+        &fingerprinter,
+        tripline_kafka::process_env,
+    )?)
 }
 
 /// SIGINT or SIGTERM starts an orderly shutdown; a second one exits at once.

@@ -11,9 +11,10 @@ use tripline_ingest::dlq::DeadLetter;
 use tripline_ingest::process::Source;
 
 use crate::body::{self, BodyError};
+use crate::mapping::Mapping;
 use crate::otlp::{self, Format};
 use crate::{encode, kong, litellm};
-use tripline_core::config::OtlpConfig;
+use tripline_core::config::{IngestConfig, KafkaConfig, OtlpConfig};
 
 /// The doors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,6 +129,36 @@ pub struct Limits {
     pub max_future_skew_ms: i64,
 }
 
+impl Limits {
+    /// Ingest's per-event limits, the broker's envelope limit, and `max_batch_events`.
+    pub fn new(kafka: &KafkaConfig, ingest: &IngestConfig, max_batch_events: usize) -> Limits {
+        Limits {
+            max_batch_events,
+            max_message_bytes: ingest.max_message_bytes,
+            max_dead_letter_bytes: tripline_ingest::dlq::envelope_limit(kafka.max_message_bytes),
+            max_future_skew_ms: ingest.max_future_skew_ms,
+        }
+    }
+}
+
+/// What each record of a door is.
+#[derive(Debug, Clone, Copy)]
+pub enum RecordFormat<'a> {
+    /// Contract-v1 events; those that do not say their `kind` are of this one.
+    Events(EventKind),
+    LiteLlm,
+    Kong,
+    Mapping(&'a Mapping),
+}
+
+impl RecordFormat<'_> {
+    /// Whether a record that cannot be read may go to the dead-letter topic as received: a
+    /// contract event may; a gateway's log may hold the prompt, so it goes without its bytes.
+    fn keeps_unreadable(&self) -> bool {
+        matches!(self, RecordFormat::Events(_))
+    }
+}
+
 /// Turns one decoded body into records. `default_kind` applies to `/v1/events` items that do
 /// not say their `kind`.
 pub fn prepare(
@@ -138,22 +169,51 @@ pub fn prepare(
     limits: &Limits,
     now_ms: i64,
 ) -> Result<Prepared, PrepareError> {
+    let format = match endpoint {
+        Endpoint::Events => RecordFormat::Events(default_kind),
+        Endpoint::LiteLlm => RecordFormat::LiteLlm,
+        Endpoint::Kong => RecordFormat::Kong,
+        Endpoint::Otlp => unreachable!("OTLP bodies go through prepare_otlp"),
+    };
+    prepare_body(
+        format,
+        endpoint.source_topic(),
+        body,
+        fingerprinter,
+        limits,
+        now_ms,
+    )
+}
+
+/// Turns one decoded body of `format` records into records; dead letters name `source_topic`
+/// and each item's index.
+pub fn prepare_body(
+    format: RecordFormat<'_>,
+    source_topic: &str,
+    body: &[u8],
+    fingerprinter: &Fingerprinter,
+    limits: &Limits,
+    now_ms: i64,
+) -> Result<Prepared, PrepareError> {
     // Split on the raw bytes (a newline or bracket is never part of a secret), then redact each
     // item before anything reads it, exactly as ingest does per Kafka message: nothing below,
     // not even a dead letter, may see a raw secret.
-    let mut out = Prepared {
-        dead_letter_limit: limits.max_dead_letter_bytes,
-        ..Prepared::default()
-    };
+    let mut out = Prepared::new(limits);
     let items = match body::split(body) {
         Ok(items) => items,
         Err(BodyError::Malformed(detail)) => {
             let reject = Reject::new(RejectReason::InvalidJson, detail);
-            let payload = match endpoint {
-                Endpoint::Events => fingerprinter.redact(body),
-                Endpoint::LiteLlm | Endpoint::Otlp | Endpoint::Kong => Cow::Borrowed(&b""[..]),
+            let payload = if format.keeps_unreadable() {
+                fingerprinter.redact(body)
+            } else {
+                Cow::Borrowed(&b""[..])
             };
-            out.dead_letter(endpoint, 0, &payload, body.len(), reject, now_ms);
+            let origin = Source {
+                topic: source_topic,
+                partition: -1,
+                offset: 0,
+            };
+            out.dead_letter(origin, &payload, body.len(), reject, now_ms);
             out.malformed = true;
             return Ok(out);
         }
@@ -165,49 +225,14 @@ pub fn prepare(
             max: limits.max_batch_events,
         });
     }
-    let rules = ValidationRules {
-        now_ms,
-        max_future_skew_ms: limits.max_future_skew_ms,
-    };
     out.records.reserve(items.len());
     for (index, item) in items.into_iter().enumerate() {
-        let item = fingerprinter.redact(item);
-        let item = item.as_ref();
-        match endpoint {
-            Endpoint::Events => {
-                let admitted = item_kind(item, default_kind)
-                    .and_then(|kind| admit(kind, item, limits, &rules));
-                match admitted {
-                    Ok(record) => out.accept(vec![record]),
-                    Err(reject) => {
-                        out.dead_letter(endpoint, index, item, item.len(), reject, now_ms)
-                    }
-                }
-            }
-            Endpoint::Otlp => unreachable!("OTLP bodies go through prepare_otlp"),
-            Endpoint::LiteLlm | Endpoint::Kong => {
-                let mapped = match endpoint {
-                    Endpoint::LiteLlm => litellm::map(item)
-                        .map(|m| Some((m.gateway, m.provider.into_iter().collect()))),
-                    _ => kong::map(item).map(|m| m.map(|m| (m.gateway, m.attempts))),
-                };
-                match mapped {
-                    Ok(Some((gateway, attempts))) => out.admit_mapped(
-                        endpoint,
-                        index,
-                        gateway,
-                        attempts,
-                        fingerprinter,
-                        limits,
-                        &rules,
-                    ),
-                    Ok(None) => out.ignored += 1,
-                    Err(reject) => {
-                        out.dead_letter(endpoint, index, b"", item.len(), reject, now_ms)
-                    }
-                }
-            }
-        }
+        let origin = Source {
+            topic: source_topic,
+            partition: -1,
+            offset: index as i64,
+        };
+        out.take(format, item, origin, fingerprinter, limits, now_ms);
     }
     Ok(out)
 }
@@ -224,9 +249,11 @@ pub fn prepare_otlp(
     limits: &Limits,
     now_ms: i64,
 ) -> Result<Prepared, PrepareError> {
-    let mut out = Prepared {
-        dead_letter_limit: limits.max_dead_letter_bytes,
-        ..Prepared::default()
+    let mut out = Prepared::new(limits);
+    let origin = |index: usize| Source {
+        topic: Endpoint::Otlp.source_topic(),
+        partition: -1,
+        offset: index as i64,
     };
     let request = match otlp::decode(format, body) {
         Ok(request) => request,
@@ -236,7 +263,7 @@ pub fn prepare_otlp(
                 Format::Json => RejectReason::InvalidJson,
             };
             let reject = Reject::new(reason, detail);
-            out.dead_letter(Endpoint::Otlp, 0, b"", body.len(), reject, now_ms);
+            out.dead_letter(origin(0), b"", body.len(), reject, now_ms);
             out.malformed = true;
             return Ok(out);
         }
@@ -255,15 +282,13 @@ pub fn prepare_otlp(
     for (index, (resource, span)) in otlp::spans(&request).enumerate() {
         match otlp::map(resource, span, config) {
             otlp::Mapped::Ignored => out.ignored += 1,
-            otlp::Mapped::Refused(reject) => {
-                out.dead_letter(Endpoint::Otlp, index, b"", 0, reject, now_ms)
-            }
+            otlp::Mapped::Refused(reject) => out.dead_letter(origin(index), b"", 0, reject, now_ms),
             otlp::Mapped::Inference(event) => {
                 let event = fingerprinter.redact(&event);
                 match admit(EventKind::Gateway, &event, limits, &rules) {
                     Ok(record) => out.accept(vec![record]),
                     Err(reject) => {
-                        out.dead_letter(Endpoint::Otlp, index, &event, event.len(), reject, now_ms)
+                        out.dead_letter(origin(index), &event, event.len(), reject, now_ms)
                     }
                 }
             }
@@ -273,14 +298,74 @@ pub fn prepare_otlp(
 }
 
 impl Prepared {
+    pub fn new(limits: &Limits) -> Prepared {
+        Prepared {
+            dead_letter_limit: limits.max_dead_letter_bytes,
+            ..Prepared::default()
+        }
+    }
+
+    /// One record from `origin`: redacted before anything reads it, mapped, validated, and
+    /// accepted (its events), ignored (no LLM call) or dead-lettered with its reason.
+    pub fn take(
+        &mut self,
+        format: RecordFormat<'_>,
+        raw: &[u8],
+        origin: Source<'_>,
+        fingerprinter: &Fingerprinter,
+        limits: &Limits,
+        now_ms: i64,
+    ) {
+        let rules = ValidationRules {
+            now_ms,
+            max_future_skew_ms: limits.max_future_skew_ms,
+        };
+        let item = fingerprinter.redact(raw);
+        let item = item.as_ref();
+        let mapped = match format {
+            RecordFormat::Events(default_kind) => {
+                match item_kind(item, default_kind)
+                    .and_then(|kind| admit(kind, item, limits, &rules))
+                {
+                    Ok(record) => self.accept(vec![record]),
+                    Err(reject) => self.dead_letter(origin, item, item.len(), reject, now_ms),
+                }
+                return;
+            }
+            RecordFormat::LiteLlm => {
+                litellm::map(item).map(|m| Some((m.gateway, m.provider.into_iter().collect())))
+            }
+            RecordFormat::Kong => kong::map(item).map(|m| m.map(|m| (m.gateway, m.attempts))),
+            RecordFormat::Mapping(mapping) => {
+                // One event of the mapping's kind: no attempts to add.
+                let event = match mapping.map(item) {
+                    Ok(event) => fingerprinter.redact(&event).into_owned(),
+                    Err(reject) => {
+                        return self.dead_letter(origin, b"", item.len(), reject, now_ms)
+                    }
+                };
+                match admit(mapping.kind(), &event, limits, &rules) {
+                    Ok(record) => self.accept(vec![record]),
+                    Err(reject) => self.dead_letter(origin, &event, event.len(), reject, now_ms),
+                }
+                return;
+            }
+        };
+        match mapped {
+            Ok(Some((gateway, attempts))) => {
+                self.admit_mapped(origin, gateway, attempts, fingerprinter, limits, &rules)
+            }
+            Ok(None) => self.ignored += 1,
+            Err(reject) => self.dead_letter(origin, b"", item.len(), reject, now_ms),
+        }
+    }
+
     /// Admits a mapped item (a gateway request and its provider attempts) whole, or
     /// dead-letters it as mapped, with the first refusal's reason. The mapped events carry no
     /// prompt: they are what a dead letter may show.
-    #[allow(clippy::too_many_arguments)]
     fn admit_mapped(
         &mut self,
-        endpoint: Endpoint,
-        index: usize,
+        origin: Source<'_>,
         gateway: Vec<u8>,
         attempts: Vec<Vec<u8>>,
         fingerprinter: &Fingerprinter,
@@ -296,7 +381,7 @@ impl Prepared {
                 Ok(record) => records.push(record),
                 Err(reject) => {
                     let len = event.len();
-                    return self.dead_letter(endpoint, index, &event, len, reject, rules.now_ms);
+                    return self.dead_letter(origin, &event, len, reject, rules.now_ms);
                 }
             }
         }
@@ -309,29 +394,24 @@ impl Prepared {
         self.records.extend(records);
     }
 
-    /// Records a refused item. For LiteLLM, `payload` is the mapped event, or nothing when the
-    /// payload could not be read: the raw payload holds the prompt, which is never forwarded.
-    /// `original_len` is the size of what was received (then `payload_truncated` is true).
+    /// Records a refused item. For a gateway's log, `payload` is the mapped event, or nothing
+    /// when the record could not be read: the raw record may hold the prompt, which is never
+    /// forwarded. `original_len` is the size of what was received (then `payload_truncated`
+    /// is true). The answer's index is the item's place in its batch (`origin.offset`).
     fn dead_letter(
         &mut self,
-        endpoint: Endpoint,
-        index: usize,
+        origin: Source<'_>,
         payload: &[u8],
         original_len: usize,
         reject: Reject,
         now_ms: i64,
     ) {
         self.rejected.push(Rejected {
-            index,
+            index: usize::try_from(origin.offset).unwrap_or(0),
             reason: reject.reason.as_str(),
             detail: reject.detail.clone(),
         });
-        let source = Source {
-            topic: endpoint.source_topic(),
-            partition: -1,
-            offset: index as i64,
-        };
-        let mut letter = DeadLetter::new(payload, reject, source, now_ms);
+        let mut letter = DeadLetter::new(payload, reject, origin, now_ms);
         letter.payload_bytes = letter.payload_bytes.max(original_len);
         self.records.push(Record {
             destination: Destination::DeadLetters,

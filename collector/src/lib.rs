@@ -24,6 +24,7 @@ pub mod litellm;
 pub mod mapping;
 pub mod metrics;
 pub mod otlp;
+pub mod sources;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -41,13 +42,14 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 use tracing::{debug, warn};
-use tripline_core::config::{CollectorConfig, IngestConfig, KafkaConfig, OtlpConfig};
+use tripline_core::config::{CollectorConfig, IngestConfig, KafkaConfig, OtlpConfig, SourceConfig};
 use tripline_core::event::EventKind;
 use tripline_core::secret::Fingerprinter;
 
 use crate::batch::{Destination, Endpoint, Limits, PrepareError, Prepared, Record};
 use crate::body::BodyError;
 use crate::otlp::Format;
+use crate::sources::OwnedFormat;
 
 /// Shortest bearer token accepted: a guessable token would let anyone write events.
 pub const MIN_TOKEN_LEN: usize = 16;
@@ -70,22 +72,118 @@ pub enum CollectorError {
     Client(#[from] rdkafka::error::KafkaError),
 }
 
+/// A door requests come in by: a built-in endpoint, or a `[[sources]]` entry's `http_path`.
+#[derive(Clone)]
+enum Door {
+    Endpoint(Endpoint),
+    Source(Arc<SourceDoor>),
+}
+
+struct SourceDoor {
+    /// `source:<name>`, the metrics label.
+    label: String,
+    path: String,
+    /// `http:<path>`, the dead letters' `source_topic`.
+    source_topic: String,
+    format: OwnedFormat,
+}
+
+impl Door {
+    fn label(&self) -> &str {
+        match self {
+            Door::Endpoint(e) => e.label(),
+            Door::Source(d) => &d.label,
+        }
+    }
+
+    fn path(&self) -> &str {
+        match self {
+            Door::Endpoint(e) => e.path(),
+            Door::Source(d) => &d.path,
+        }
+    }
+
+    /// Whether `?kind=` means something here: contract events' default kind.
+    fn takes_kind(&self) -> bool {
+        match self {
+            Door::Endpoint(e) => *e == Endpoint::Events,
+            Door::Source(d) => matches!(d.format, OwnedFormat::Events),
+        }
+    }
+}
+
 /// The collector's shared state; cheap to clone.
 #[derive(Clone)]
 pub struct Collector {
     inner: Arc<Inner>,
 }
 
-struct Inner {
+/// Where records go: Tripline's event topics and its dead-letter topic, through a producer
+/// that waits for every in-sync replica.
+pub struct Outlet {
     producer: FutureProducer,
     gateway_topic: String,
     provider_topic: String,
     dlq_topic: String,
+}
+
+impl Outlet {
+    /// With librdkafka giving up on a record after `timeout_ms` when set.
+    pub fn new(
+        kafka: &KafkaConfig,
+        timeout_ms: Option<u64>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Outlet, CollectorError> {
+        let mut producer = tripline_kafka::producer_config(kafka, &env)?;
+        if let Some(timeout_ms) = timeout_ms {
+            producer.set("message.timeout.ms", timeout_ms.to_string());
+        }
+        Ok(Outlet {
+            producer: producer.create()?,
+            gateway_topic: kafka.gateway_topic.clone(),
+            provider_topic: kafka.provider_topic.clone(),
+            dlq_topic: kafka.dlq_topic.clone(),
+        })
+    }
+
+    /// Produces every record, then waits for every acknowledgement. Any failure fails the
+    /// whole batch: the caller sends it again (duplicates are dropped by ingest).
+    pub async fn produce(&self, records: &[Record]) -> Result<(), String> {
+        let mut deliveries = Vec::with_capacity(records.len());
+        for record in records {
+            let topic = match record.destination {
+                Destination::Gateway => &self.gateway_topic,
+                Destination::Provider => &self.provider_topic,
+                Destination::DeadLetters => &self.dlq_topic,
+            };
+            let kafka_record = FutureRecord::to(topic)
+                .key(record.key.as_str())
+                .payload(record.payload.as_slice());
+            deliveries.push(
+                tripline_kafka::enqueue(&self.producer, kafka_record)
+                    .await
+                    .map_err(|err| err.to_string())?,
+            );
+        }
+        let mut first_error = None;
+        for delivery in deliveries {
+            if let Err(err) = tripline_kafka::delivered(delivery.await) {
+                first_error.get_or_insert(err);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+struct Inner {
+    outlet: Outlet,
     fingerprinter: Fingerprinter,
     /// (source name, SHA-256 of its token).
     tokens: Vec<(String, [u8; 32])>,
     limits: Limits,
     otlp: OtlpConfig,
+    /// The `[[sources]]` served on their own paths.
+    doors: Vec<Arc<SourceDoor>>,
     max_body_bytes: usize,
     produce_timeout: Duration,
     retry_after_s: u32,
@@ -97,6 +195,7 @@ impl Collector {
     /// Tokens are read through `env` (the process environment in production).
     pub fn new(
         config: &CollectorConfig,
+        sources: &[SourceConfig],
         kafka: &KafkaConfig,
         ingest: &IngestConfig,
         fingerprinter: Fingerprinter,
@@ -123,28 +222,28 @@ impl Collector {
             }
             tokens.push((source.clone(), digest(token.as_bytes())));
         }
-        let mut producer = tripline_kafka::producer_config(kafka, &env)?;
         // Past this, librdkafka gives up on a record and the request is answered 503.
-        producer.set("message.timeout.ms", config.produce_timeout_ms.to_string());
-        let producer: FutureProducer = producer.create()?;
+        let outlet = Outlet::new(kafka, Some(config.produce_timeout_ms), &env)?;
         crate::metrics::describe();
         Ok(Some(Collector {
             inner: Arc::new(Inner {
-                producer,
-                gateway_topic: kafka.gateway_topic.clone(),
-                provider_topic: kafka.provider_topic.clone(),
-                dlq_topic: kafka.dlq_topic.clone(),
+                outlet,
                 fingerprinter,
                 tokens,
-                limits: Limits {
-                    max_batch_events: config.max_batch_events,
-                    max_message_bytes: ingest.max_message_bytes,
-                    max_dead_letter_bytes: tripline_ingest::dlq::envelope_limit(
-                        kafka.max_message_bytes,
-                    ),
-                    max_future_skew_ms: ingest.max_future_skew_ms,
-                },
+                limits: Limits::new(kafka, ingest, config.max_batch_events),
                 otlp: config.otlp.clone(),
+                doors: sources
+                    .iter()
+                    .filter_map(|source| {
+                        let path = source.http_path.clone()?;
+                        Some(Arc::new(SourceDoor {
+                            label: format!("source:{}", source.name),
+                            source_topic: format!("http:{path}"),
+                            path,
+                            format: OwnedFormat::of(source),
+                        }))
+                    })
+                    .collect(),
                 max_body_bytes: config.max_body_bytes,
                 produce_timeout: Duration::from_millis(config.produce_timeout_ms),
                 retry_after_s: config.retry_after_s,
@@ -156,46 +255,31 @@ impl Collector {
     /// `POST /v1/events`, `POST /v1/logs/litellm`, `POST /v1/logs/kong` and `POST /v1/traces`,
     /// to merge into the server's router.
     pub fn router(&self) -> Router {
-        Router::new()
+        let mut router = Router::new()
             .route(Endpoint::Events.path(), post(events))
             .route(Endpoint::LiteLlm.path(), post(litellm_logs))
             .route(Endpoint::Otlp.path(), post(traces))
-            .route(Endpoint::Kong.path(), post(kong_logs))
-            .with_state(self.clone())
+            .route(Endpoint::Kong.path(), post(kong_logs));
+        for door in &self.inner.doors {
+            let door = Door::Source(door.clone());
+            router = router.route(
+                door.path().to_owned().as_str(),
+                post(
+                    move |state: State<Collector>,
+                          params: Query<Params>,
+                          headers: HeaderMap,
+                          body: Body| {
+                        handle(door.clone(), state, params, headers, body)
+                    },
+                ),
+            );
+        }
+        router.with_state(self.clone())
     }
 
     /// The source whose token the request carries.
     fn authenticate(&self, headers: &HeaderMap) -> Option<&str> {
         authenticate(&self.inner.tokens, headers)
-    }
-
-    /// Produces every record, then waits for every acknowledgement. Any failure fails the whole
-    /// batch: the caller answers 503 and the gateway resends it (duplicates are dropped by ingest).
-    async fn produce(&self, records: &[Record]) -> Result<(), String> {
-        let inner = &self.inner;
-        let mut deliveries = Vec::with_capacity(records.len());
-        for record in records {
-            let topic = match record.destination {
-                Destination::Gateway => &inner.gateway_topic,
-                Destination::Provider => &inner.provider_topic,
-                Destination::DeadLetters => &inner.dlq_topic,
-            };
-            let kafka_record = FutureRecord::to(topic)
-                .key(record.key.as_str())
-                .payload(record.payload.as_slice());
-            deliveries.push(
-                tripline_kafka::enqueue(&inner.producer, kafka_record)
-                    .await
-                    .map_err(|err| err.to_string())?,
-            );
-        }
-        let mut first_error = None;
-        for delivery in deliveries {
-            if let Err(err) = tripline_kafka::delivered(delivery.await) {
-                first_error.get_or_insert(err);
-            }
-        }
-        first_error.map_or(Ok(()), Err)
     }
 }
 
@@ -237,7 +321,14 @@ async fn events(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    handle(Endpoint::Events, state, params, headers, body).await
+    handle(
+        Door::Endpoint(Endpoint::Events),
+        state,
+        params,
+        headers,
+        body,
+    )
+    .await
 }
 
 async fn litellm_logs(
@@ -246,7 +337,14 @@ async fn litellm_logs(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    handle(Endpoint::LiteLlm, state, params, headers, body).await
+    handle(
+        Door::Endpoint(Endpoint::LiteLlm),
+        state,
+        params,
+        headers,
+        body,
+    )
+    .await
 }
 
 async fn kong_logs(
@@ -255,7 +353,7 @@ async fn kong_logs(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    handle(Endpoint::Kong, state, params, headers, body).await
+    handle(Door::Endpoint(Endpoint::Kong), state, params, headers, body).await
 }
 
 async fn traces(
@@ -264,28 +362,28 @@ async fn traces(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    handle(Endpoint::Otlp, state, params, headers, body).await
+    handle(Door::Endpoint(Endpoint::Otlp), state, params, headers, body).await
 }
 
 async fn handle(
-    endpoint: Endpoint,
+    door: Door,
     State(collector): State<Collector>,
     Query(params): Query<Params>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
     let started = Instant::now();
-    let response = process(endpoint, &collector, params, &headers, body).await;
+    let response = process(&door, &collector, params, &headers, body).await;
     let status = response.status();
-    ::metrics::counter!(metrics::REQUESTS, "endpoint" => endpoint.label(), "status" => status.as_str().to_owned())
+    ::metrics::counter!(metrics::REQUESTS, "endpoint" => door.label().to_owned(), "status" => status.as_str().to_owned())
         .increment(1);
-    ::metrics::histogram!(metrics::REQUEST_SECONDS, "endpoint" => endpoint.label())
+    ::metrics::histogram!(metrics::REQUEST_SECONDS, "endpoint" => door.label().to_owned())
         .record(started.elapsed().as_secs_f64());
     response
 }
 
 async fn process(
-    endpoint: Endpoint,
+    door: &Door,
     collector: &Collector,
     params: Params,
     headers: &HeaderMap,
@@ -301,15 +399,15 @@ async fn process(
     };
     let default_kind = match params.kind.as_deref().map(batch::parse_kind) {
         None => EventKind::Gateway,
-        Some(Some(kind)) if endpoint == Endpoint::Events => kind,
+        Some(Some(kind)) if door.takes_kind() => kind,
         Some(_) => return error(
             StatusCode::BAD_REQUEST,
             "query parameter `kind` must be gateway_request or provider_attempt (on /v1/events)",
             &[],
         ),
     };
-    let otlp_format = match endpoint {
-        Endpoint::Otlp => {
+    let otlp_format = match door {
+        Door::Endpoint(Endpoint::Otlp) => {
             let content_type = headers
                 .get(header::CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok());
@@ -352,7 +450,9 @@ async fn process(
 
     // Decoding, redaction and validation are CPU work on up to max_body_bytes: off the reactor.
     let worker = collector.clone();
+    let door_for_work = door.clone();
     let prepared = tokio::task::spawn_blocking(move || -> Result<Prepared, PrepareError> {
+        let door = door_for_work;
         let inner = &worker.inner;
         let decoded = body::decode(encoding.as_deref(), &raw, inner.max_body_bytes)
             .map_err(PrepareError::Body)?;
@@ -365,14 +465,30 @@ async fn process(
                 &inner.limits,
                 now_ms(),
             ),
-            None => batch::prepare(
-                endpoint,
-                default_kind,
-                &decoded,
-                &inner.fingerprinter,
-                &inner.limits,
-                now_ms(),
-            ),
+            None => match &door {
+                Door::Endpoint(endpoint) => batch::prepare(
+                    *endpoint,
+                    default_kind,
+                    &decoded,
+                    &inner.fingerprinter,
+                    &inner.limits,
+                    now_ms(),
+                ),
+                Door::Source(source) => {
+                    let format = match &source.format {
+                        OwnedFormat::Events => batch::RecordFormat::Events(default_kind),
+                        other => other.as_record_format(),
+                    };
+                    batch::prepare_body(
+                        format,
+                        &source.source_topic,
+                        &decoded,
+                        &inner.fingerprinter,
+                        &inner.limits,
+                        now_ms(),
+                    )
+                }
+            },
         }
     })
     .await;
@@ -385,7 +501,7 @@ async fn process(
         }
     };
 
-    let produce = collector.produce(&prepared.records);
+    let produce = inner.outlet.produce(&prepared.records);
     // librdkafka times records out after produce_timeout; this only guards a queue kept full.
     let outcome = match tokio::time::timeout(inner.produce_timeout * 2, produce).await {
         Ok(outcome) => outcome,
@@ -393,7 +509,7 @@ async fn process(
     };
     if let Err(err) = outcome {
         ::metrics::counter!(metrics::KAFKA_FAILURES).increment(1);
-        warn!(%err, endpoint = endpoint.path(), records = prepared.records.len(), "collector: kafka did not take the batch; answering 503");
+        warn!(%err, endpoint = door.path(), records = prepared.records.len(), "collector: kafka did not take the batch; answering 503");
         let retry_after = inner.retry_after_s.to_string();
         let retry_after = HeaderValue::from_str(&retry_after).expect("digits are a header value");
         let mut response = error(
@@ -407,14 +523,14 @@ async fn process(
         return response;
     }
 
-    let label = endpoint.label();
-    ::metrics::counter!(metrics::EVENTS, "endpoint" => label, "source" => source.clone(), "outcome" => "accepted")
+    let label = door.label().to_owned();
+    ::metrics::counter!(metrics::EVENTS, "endpoint" => label.clone(), "source" => source.clone(), "outcome" => "accepted")
         .increment(prepared.accepted as u64);
     for rejected in &prepared.rejected {
-        ::metrics::counter!(metrics::REJECTED, "endpoint" => label, "reason" => rejected.reason)
+        ::metrics::counter!(metrics::REJECTED, "endpoint" => label.clone(), "reason" => rejected.reason)
             .increment(1);
     }
-    ::metrics::counter!(metrics::EVENTS, "endpoint" => label, "source" => source.clone(), "outcome" => "rejected")
+    ::metrics::counter!(metrics::EVENTS, "endpoint" => label.clone(), "source" => source.clone(), "outcome" => "rejected")
         .increment(prepared.rejected.len() as u64);
     ::metrics::counter!(metrics::EVENTS, "endpoint" => label, "source" => source, "outcome" => "ignored")
         .increment(prepared.ignored as u64);
@@ -555,6 +671,7 @@ mod tests {
     ) -> Result<bool, String> {
         Collector::new(
             config,
+            &[],
             &KafkaConfig::default(),
             &IngestConfig::default(),
             fingerprinter(),
