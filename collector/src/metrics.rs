@@ -21,7 +21,7 @@ pub fn describe() {
     );
     describe_counter!(
         EVENTS,
-        "Batch items acknowledged by Kafka, by endpoint, source and outcome (accepted, rejected)"
+        "Batch items and source records acknowledged by Kafka, by endpoint, source and outcome (accepted, rejected, ignored: not an LLM call)"
     );
     describe_counter!(
         REJECTED,
