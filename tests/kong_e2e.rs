@@ -38,13 +38,11 @@ fn entry(id: &str, statuses: &[u16]) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kong_http_log_batches_become_requests_and_attempts() {
     let env = TestEnv::new("kong").await;
-    let config = env.dir.join("kong.toml");
-    let base = std::fs::read_to_string(env.config_path()).unwrap();
-    std::fs::write(
-        &config,
-        format!("{base}\n[collector.token_env]\nkong = \"E2E_TOKEN_KONG\"\n"),
-    )
-    .unwrap();
+    let config = config_with(
+        &env,
+        "kong.toml",
+        "[collector.token_env]\nkong = \"E2E_TOKEN_KONG\"\n",
+    );
     let _ingest = spawn_role(
         &env,
         "ingest",
@@ -132,15 +130,7 @@ async fn kong_http_log_batches_become_requests_and_attempts() {
 
     // Kong's payload logging and request headers never reach storage.
     for table in ["gateway_requests", "provider_attempts"] {
-        let rows = env
-            .clickhouse()
-            .query_raw(&format!("SELECT * FROM `{table}` FORMAT TabSeparated"))
-            .fetch_bytes("TabSeparated")
-            .unwrap()
-            .collect()
-            .await
-            .unwrap();
-        let text = String::from_utf8_lossy(&rows);
+        let text = table_text(&env, table).await;
         for secret in ["kong secret", "KongHeaderKey"] {
             assert!(!text.contains(secret), "{secret:?} stored in {table}");
         }

@@ -73,13 +73,11 @@ fn history_event(id: &str, key_id: &str, ts: i64) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn genai_spans_from_real_clients_become_requests_and_alerts() {
     let env = TestEnv::new("otlp").await;
-    let config = env.dir.join("otlp.toml");
-    let base = std::fs::read_to_string(env.config_path()).unwrap();
-    std::fs::write(
-        &config,
-        format!("{base}{DETECT}\n[collector.token_env]\notel = \"E2E_TOKEN_OTEL\"\n"),
-    )
-    .unwrap();
+    let config = config_with(
+        &env,
+        "otlp.toml",
+        &format!("{DETECT}\n[collector.token_env]\notel = \"E2E_TOKEN_OTEL\"\n"),
+    );
     let _ingest = spawn_role(
         &env,
         "ingest",
@@ -309,15 +307,7 @@ async fn genai_spans_from_real_clients_become_requests_and_alerts() {
         .unwrap();
     assert!(tables.iter().any(|t| t == "gateway_requests"), "{tables:?}");
     for table in tables {
-        let rows = env
-            .clickhouse()
-            .query_raw(&format!("SELECT * FROM `{table}` FORMAT TabSeparated"))
-            .fetch_bytes("TabSeparated")
-            .unwrap()
-            .collect()
-            .await
-            .unwrap();
-        let text = String::from_utf8_lossy(&rows);
+        let text = table_text(&env, &table).await;
         for secret in [marker.as_str(), APP_KEY, BURST_KEY, "zebra-prompt"] {
             assert!(!text.contains(secret), "{secret:?} stored in {table}");
         }

@@ -55,15 +55,13 @@ async fn kafka_and_http_sources_become_events() {
         "kafka_topic = \"apisix-llm-logs\"",
         "http_path = \"/v1/logs/apisix\"",
     );
-    let base = std::fs::read_to_string(env.config_path()).unwrap();
-    let config = env.dir.join("sources.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "{base}\n[collector.token_env]\napisix = \"E2E_TOKEN_APISIX\"\n\n[[sources]]\nname = \"kong\"\nformat = \"kong\"\nkafka_topic = \"{kong_topic}\"\n\n{envoy}\n{apisix}"
+    let config = config_with(
+        &env,
+        "sources.toml",
+        &format!(
+            "[collector.token_env]\napisix = \"E2E_TOKEN_APISIX\"\n\n[[sources]]\nname = \"kong\"\nformat = \"kong\"\nkafka_topic = \"{kong_topic}\"\n\n{envoy}\n{apisix}"
         ),
-    )
-    .unwrap();
+    );
     let check = std::process::Command::new(env!("CARGO_BIN_EXE_tripline"))
         .args(["check-config", "--config"])
         .arg(&config)
@@ -182,15 +180,7 @@ async fn kafka_and_http_sources_become_events() {
     );
 
     // No raw key, no payload.
-    let rows = env
-        .clickhouse()
-        .query_raw("SELECT * FROM gateway_requests FORMAT TabSeparated")
-        .fetch_bytes("TabSeparated")
-        .unwrap()
-        .collect()
-        .await
-        .unwrap();
-    let text = String::from_utf8_lossy(&rows);
+    let text = table_text(&env, "gateway_requests").await;
     for secret in ["EnvoyE2eKey", "KongHeaderKey", "alice-key", "secret prompt"] {
         assert!(!text.contains(secret), "{secret:?} stored");
     }

@@ -284,3 +284,24 @@ pub fn spawn_role(
         child: command.spawn().expect("start tripline"),
     }
 }
+
+/// Writes this test's config with `extra` appended to `<test dir>/<file>`; returns its path.
+pub fn config_with(env: &TestEnv, file: &str, extra: &str) -> PathBuf {
+    let base = std::fs::read_to_string(env.config_path()).unwrap();
+    let path = env.dir.join(file);
+    std::fs::write(&path, format!("{base}\n{extra}")).unwrap();
+    path
+}
+
+/// Every row of `table`, as ClickHouse's TabSeparated text (to look for what must not be there).
+pub async fn table_text(env: &TestEnv, table: &str) -> String {
+    let rows = env
+        .clickhouse()
+        .query_raw(&format!("SELECT * FROM `{table}` FORMAT TabSeparated"))
+        .fetch_bytes("TabSeparated")
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    String::from_utf8_lossy(&rows).into_owned()
+}
