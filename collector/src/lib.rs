@@ -128,16 +128,14 @@ pub struct Outlet {
 }
 
 impl Outlet {
-    /// With librdkafka giving up on a record after `timeout_ms` when set.
+    /// With librdkafka giving up on a record after `timeout_ms`.
     pub fn new(
         kafka: &KafkaConfig,
-        timeout_ms: Option<u64>,
+        timeout_ms: u64,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Outlet, CollectorError> {
         let mut producer = tripline_kafka::producer_config(kafka, &env)?;
-        if let Some(timeout_ms) = timeout_ms {
-            producer.set("message.timeout.ms", timeout_ms.to_string());
-        }
+        producer.set("message.timeout.ms", timeout_ms.to_string());
         Ok(Outlet {
             producer: producer.create()?,
             gateway_topic: kafka.gateway_topic.clone(),
@@ -223,7 +221,7 @@ impl Collector {
             tokens.push((source.clone(), digest(token.as_bytes())));
         }
         // Past this, librdkafka gives up on a record and the request is answered 503.
-        let outlet = Outlet::new(kafka, Some(config.produce_timeout_ms), &env)?;
+        let outlet = Outlet::new(kafka, config.produce_timeout_ms, &env)?;
         crate::metrics::describe();
         Ok(Some(Collector {
             inner: Arc::new(Inner {

@@ -30,6 +30,9 @@ use crate::{metrics, Outlet};
 /// Most records in one batch, and how long a batch waits to fill.
 const BATCH_RECORDS: usize = 500;
 const BATCH_WAIT: Duration = Duration::from_millis(200);
+/// How long librdkafka tries to deliver a batch before the reader backs off and sends it again
+/// (its own default is five minutes: an outage would be retried that rarely).
+const PRODUCE_TIMEOUT_MS: u64 = 30_000;
 
 /// The format of a source's records, owning its mapping.
 #[derive(Debug, Clone)]
@@ -81,7 +84,7 @@ impl SourceReader {
         env: impl Fn(&str) -> Option<String> + Copy,
     ) -> Result<Vec<SourceReader>, crate::CollectorError> {
         let mut readers = Vec::new();
-        let outlet = Arc::new(Outlet::new(kafka, None, env)?);
+        let outlet = Arc::new(Outlet::new(kafka, PRODUCE_TIMEOUT_MS, env)?);
         for source in sources {
             let Some(topic) = &source.kafka_topic else {
                 continue;
