@@ -49,7 +49,7 @@ use tripline_core::models::ewma::{alpha_from_half_life, Ewma};
 use tripline_core::models::seasonal::hour_of_week;
 use tripline_core::models::spend::{SpendModel, SpendParams};
 use tripline_core::models::sustained::SustainedConfig;
-use tripline_detector::engine::{fold_key_minute, Evidence};
+use tripline_detector::engine::{fold_key_minute, Crowding, Evidence};
 
 const INDEX_HTML: &str = include_str!("console/index.html");
 const APP_JS: &str = include_str!("console/app.js");
@@ -455,7 +455,7 @@ pub fn bands(
                 sustained,
                 row,
                 how,
-                1.0,
+                Crowding::ALONE,
             );
             // Equal weights while young, as the spend model does.
             rate.update(count as f64, alpha.max(1.0 / (rate.n as f64 + 1.0)));

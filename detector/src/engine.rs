@@ -33,7 +33,7 @@ mod retries;
 mod spend;
 mod sustained;
 
-pub use sustained::{fold_key_minute, Evidence};
+pub use sustained::{fold_key_minute, Crowding, Evidence};
 mod travel;
 
 /// Something a detector flagged this cycle.
@@ -192,6 +192,8 @@ pub struct Engine {
     /// Every key's usual requests per minute for each hour of the day, summed at the last fold
     /// (the crowd's usual).
     usual_requests: sustained::UsualByHour,
+    /// What they all sent half an hour to an hour ago.
+    crowd_marks: sustained::CrowdMarks,
     /// Keys whose spend evidence is logged each time it is judged (`TRIPLINE_EXPLAIN_KEYS`,
     /// comma-separated ids): how to see why a key did or did not page.
     explain: Vec<String>,
@@ -216,6 +218,7 @@ impl Engine {
             folded_through: 0,
             evicted: Evictions::default(),
             usual_requests: sustained::UsualByHour::default(),
+            crowd_marks: sustained::CrowdMarks::default(),
             explain: std::env::var("TRIPLINE_EXPLAIN_KEYS")
                 .unwrap_or_default()
                 .split(',')

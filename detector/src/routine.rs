@@ -90,7 +90,7 @@ fn judged_by_level(candidate: &Candidate) -> bool {
 
 /// Drops the level rules' candidates whose key was at least as busy at this time yesterday,
 /// and the half-certain ones (fact `confirm = yesterday`) whose key is not at least
-/// `min_ratio` times as busy as then (or whose yesterday is unknown or idle). Notes
+/// `min_ratio` (or the candidate's fact `confirm_ratio`) times as busy as then (or whose yesterday is unknown or idle). Notes
 /// yesterday's level on those kept (fact `yesterday_per_minute`, and in the summary when the
 /// key was busy at all). Returns how many were dropped. `yesterday`: the key's level, None
 /// when not known.
@@ -108,7 +108,14 @@ pub fn judge(
         let Some((measure, now, then)) = levels(c, &day) else {
             return !half;
         };
-        if now <= then || (half && (then <= 0.0 || now < min_ratio * then)) {
+        // A rise certain against the key's own reference asks yesterday for less (see
+        // `confirm_ratio` on the candidate); a half-certain one for `min_ratio`.
+        let needed = c
+            .facts
+            .get("confirm_ratio")
+            .and_then(|r| r.as_f64())
+            .unwrap_or(min_ratio);
+        if now <= then || (half && (then <= 0.0 || now < needed * then)) {
             debug!(key = ?c.api_key_id(), now, then, half, "not paged: yesterday's level");
             return false;
         }
@@ -309,6 +316,25 @@ mod tests {
         // A full alarm at the same levels pages from just above yesterday's.
         let mut c = vec![candidate("k", "sustained", 0.09)];
         assert_eq!(judge(&mut c, 2.0, |_| at(0.05)), 0);
+    }
+
+    /// A rise certain against the key's reference asks yesterday for its own `confirm_ratio`:
+    /// x1.8 yesterday's level pages at 1.5, not at the `min_ratio` of 2.
+    #[test]
+    fn a_candidate_may_name_the_ratio_yesterday_must_confirm() {
+        let ramp = |ratio: Option<f64>| {
+            let mut c = candidate("k", "sustained", 0.09);
+            c.facts.insert("confirm".into(), json!("yesterday"));
+            if let Some(ratio) = ratio {
+                c.facts.insert("confirm_ratio".into(), json!(ratio));
+            }
+            vec![c]
+        };
+        let at = |cost_usd| Some(Yesterday { cost_usd, ..DAY });
+        assert_eq!(judge(&mut ramp(Some(1.5)), 2.0, |_| at(0.05)), 0);
+        assert_eq!(judge(&mut ramp(Some(1.5)), 2.0, |_| at(0.065)), 1);
+        assert_eq!(judge(&mut ramp(None), 2.0, |_| at(0.05)), 1);
+        assert_eq!(judge(&mut ramp(Some(1.5)), 2.0, |_| None), 1);
     }
 
     /// A price move, the per-minute rule, other detectors and keys whose yesterday is unknown

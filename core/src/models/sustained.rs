@@ -400,9 +400,47 @@ impl Cusum {
         // As many windows as the full alarm takes at the least: half the evidence, not half
         // the time (a two-minute burst on a key quieter yesterday is not a ramp).
         let fastest = (config.threshold / (config.max_step - config.slack)).ceil();
+        f64::from(self.windows) >= fastest
+            && self.steady_alarm_from(
+                config.threshold / 2.0,
+                config,
+                windows_per_day,
+                impact_per_day,
+                by,
+            )
+    }
+
+    /// The full evidence at `min_ratio` whatever the run's length. For evidence judged against
+    /// a baseline the rise cannot have taught (the detector's reference, half an hour to an
+    /// hour old) and confirmed independently (the entity at this time yesterday): there, a
+    /// rise that took long to become certain is a ramp still climbing, not usage drifting,
+    /// and needs no larger ratio for its length.
+    pub fn steady_alarm(
+        &self,
+        config: &SustainedConfig,
+        windows_per_day: f64,
+        impact_per_day: f64,
+        by: Judged,
+    ) -> bool {
+        self.steady_alarm_from(
+            config.threshold,
+            config,
+            windows_per_day,
+            impact_per_day,
+            by,
+        )
+    }
+
+    fn steady_alarm_from(
+        &self,
+        least: f64,
+        config: &SustainedConfig,
+        windows_per_day: f64,
+        impact_per_day: f64,
+        by: Judged,
+    ) -> bool {
         let level = self.level(config, by);
-        self.sum >= config.threshold / 2.0
-            && f64::from(self.windows) >= fastest
+        self.sum >= least
             && level.ratio >= config.min_ratio
             && self.latest >= config.min_ratio
             && (level.observed - level.expected) * windows_per_day >= impact_per_day

@@ -84,6 +84,8 @@ impl Engine {
             .collect();
         let ip_alpha = self.ip_alpha;
         let mut usual_requests = sustained::UsualByHour::default();
+        // Every key's capped requests per folded minute, for the crowd's reference.
+        let mut totals: FxMap<u32, f64> = FxMap::default();
         for (key, state) in self.keys.iter_mut() {
             let minutes = spend.get(key);
             if let Some((minute, row)) = minutes.and_then(|m| m.last()) {
@@ -100,8 +102,10 @@ impl Engine {
                         .map(|i| m[i].1)
                 });
                 let how = hour_of_week(i64::from(minute) * 1000);
-                let usual = state.usual_requests_at(&params, minute);
                 let requests = row.map_or(0, sustained::billable);
+                let crowding = crowd.factors(minute, requests, state, &params);
+                let usual = state.usual_requests_at(&params, minute);
+                *totals.entry(minute).or_default() += sustained::capped(requests, usual);
                 sustained::fold_key_minute(
                     &mut state.spend.model,
                     &mut state.sustained,
@@ -111,7 +115,7 @@ impl Engine {
                     &sustained_config,
                     row.map(|r| (r.cost_usd, requests, r.tokens)),
                     how,
-                    crowd.factor(minute, requests, usual),
+                    crowding,
                 );
                 let sat = |n: u64| u32::try_from(n).unwrap_or(u32::MAX);
                 state.previous = row.map(|r| {
@@ -219,6 +223,11 @@ impl Engine {
             }
         }
         self.usual_requests = usual_requests;
+        let mut totals: Vec<(u32, f64)> = totals.into_iter().collect();
+        totals.sort_unstable_by_key(|t| t.0);
+        for (minute, total) in totals {
+            self.crowd_marks.observe(minute, total);
+        }
         self.folded_through = closed_before;
         self.evict(closed_before);
     }

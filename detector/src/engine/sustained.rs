@@ -35,6 +35,18 @@ const PRICE_WARMUP: u64 = 40;
 /// Before that, a key's morning and a runaway job look alike, and the count, sharper than
 /// spend, would page on mornings.
 const COUNT_AFTER_MINUTES: u64 = 20 * 60;
+/// How many times its busiest ten minutes around this time yesterday a key must send for a
+/// rise certain against its [`Reference`] to page, times how much busier everyone else is than
+/// then. Less than `min_ratio`: that rise is already `min_ratio` times what the key sent half
+/// an hour to an hour before, and yesterday's level is a maximum over six blocks, above the
+/// hour's mean by the key's own burstiness. A key's day rising into its busy hours stays at
+/// about 1x of it (0.14-0.89x at the daily peaks of DEV seeds 2 and 3, BENCHMARKS.md
+/// "Session 14").
+const RAMP_CONFIRM_RATIO: f64 = 1.5;
+/// A key's [`Reference`] (and the crowd's, [`CrowdMarks`]) closes a mark of the requests it
+/// sent every this many minutes of its history, and judges against the older of its last two
+/// marks: half an hour to an hour old.
+const REFERENCE_WINDOWS: u64 = 30;
 
 /// A key's evidence: spend per minute (idle minutes count as zero) and tokens per active
 /// minute, each with how bursty the key has been ([`Dispersion`]); the price per token of its
@@ -77,6 +89,82 @@ pub struct Evidence {
     awake: (f64, f64),
     /// The usual requests a minute as of the key's last active minute, fading likewise.
     awake_requests: f64,
+    /// Evidence of more billable requests a minute than the key's [`Reference`]: what it
+    /// actually sent half an hour to an hour ago, scaled by how much busier everyone else is
+    /// since. A ramp is learnt into the key's usual, its hour's factor and its burstiness as it
+    /// climbs (a x2.8 ramp stood at x1.5 against them, BENCHMARKS.md); against the reference it
+    /// stands at its full height. It pages only where the key's yesterday confirms it, as a
+    /// half alarm does: a key's own day rising into its busy hours is a rise against the
+    /// reference too.
+    ramp: Cusum,
+    reference: Reference,
+}
+
+/// What a key actually sent half an hour to an hour ago: the baseline of [`Evidence::ramp`].
+/// No minute of a rise younger than half an hour is in it, and no model: neither the key's
+/// usual nor its hour's factor, which a ramp teaches as it climbs, and which carry a key's
+/// day badly across an hour's boundary.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct Reference {
+    /// The key's last two closed half hours, the older first.
+    marks: [Mark; 2],
+    /// The half hour being summed: billable requests, their squares, and closed minutes.
+    sum: f64,
+    sum_sq: f64,
+    minutes: u32,
+    /// The model's windows when that half hour began.
+    at: u64,
+}
+
+/// A key's billable requests a minute over a half hour (idle minutes count): their mean and
+/// variance, and the widening for its burstiness then.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct Mark {
+    mean: f64,
+    var: f64,
+    widening: f64,
+}
+
+impl Reference {
+    /// Adds a minute's `requests` (a closed minute's only), closing the half hour's mark every
+    /// [`REFERENCE_WINDOWS`] of the model's `windows`.
+    fn advance(&mut self, windows: u64, requests: f64, elapsed: f64, widening: f64) {
+        if windows / REFERENCE_WINDOWS > self.at / REFERENCE_WINDOWS {
+            if self.minutes > 0 {
+                let n = f64::from(self.minutes);
+                let mean = self.sum / n;
+                let var = (self.sum_sq / n - mean * mean).max(0.0);
+                self.marks = [
+                    self.marks[1],
+                    Mark {
+                        mean,
+                        var,
+                        widening,
+                    },
+                ];
+            }
+            (self.sum, self.sum_sq, self.minutes, self.at) = (0.0, 0.0, 0, windows);
+        }
+        if elapsed >= 1.0 {
+            self.sum += requests;
+            self.sum_sq += requests * requests;
+            self.minutes += 1;
+        }
+    }
+
+    /// What a minute is expected to hold against the older mark, and its sigma (Poisson at
+    /// least, widened as the key was bursty then), scaled by `crowd` and the share of the
+    /// minute `elapsed`. None until the key was active in a marked half hour.
+    fn expected(&self, crowd: f64, elapsed: f64) -> Option<(f64, f64)> {
+        let mark = self.marks[0];
+        (mark.mean > 0.0).then(|| {
+            let usual = mark.mean * crowd;
+            let sigma = (mark.var.sqrt() * crowd).max(usual.sqrt());
+            let expected = usual * elapsed;
+            let sigma = floored_sigma(expected, sigma * elapsed.sqrt());
+            (expected, sigma * mark.widening.max(1.0))
+        })
+    }
 }
 
 impl Evidence {
@@ -100,10 +188,11 @@ impl Evidence {
         config: &SustainedConfig,
         row: Option<(f64, u64, u64)>,
         how: u8,
-        crowd: f64,
+        crowding: Crowding,
         elapsed: f64,
         rhythm: f64,
     ) -> Evidence {
+        let crowd = crowding.usual;
         let mut next = self;
         let requests = row.map_or(0, |(_, requests, _)| requests) as f64;
         let warm = model.windows() >= u64::from(params.config.warmup_windows.max(1));
@@ -131,6 +220,16 @@ impl Evidence {
             next.awake_requests = self.requests.mean.max(self.awake_requests * fade);
         }
         next.count_step(requests, rhythm * crowd, elapsed, config);
+        next.reference.advance(
+            model.windows(),
+            requests,
+            elapsed,
+            self.count_dispersion.widening(),
+        );
+        next.ramp = match next.reference.expected(crowding.reference, elapsed) {
+            Some((expected, sigma)) => self.ramp.step(requests, expected, sigma, config),
+            None => Cusum::default(),
+        };
         next.requests.update(
             requests / rhythm,
             params.alpha() * next.count.learning_weight(config),
@@ -268,6 +367,7 @@ impl Evidence {
             .sum
             .max(self.count.sum)
             .max(self.price.sum / PRICE_EVIDENCE)
+            .max(self.ramp.sum)
     }
 
     /// Whether no spend evidence is building up, of spend, requests or price (the key looks
@@ -295,6 +395,12 @@ impl Evidence {
     pub(super) fn usual_requests(&self) -> f64 {
         self.requests.mean
     }
+
+    /// The billable requests a minute the key sent half an hour to an hour ago ([`Reference`]);
+    /// 0 until it is known.
+    pub(super) fn reference_requests(&self) -> f64 {
+        self.reference.marks[0].mean
+    }
 }
 
 /// How busy the other keys are, minute by minute, against their usual: the factor a key's
@@ -311,6 +417,60 @@ pub(super) struct Crowd {
     /// Every tracked key's usual requests per minute in each hour of the day, summed
     /// ([`UsualByHour`]).
     usual: UsualByHour,
+    /// What every tracked key sent half an hour to an hour ago ([`CrowdMarks`]).
+    reference: f64,
+}
+
+/// What every tracked key sent a minute (capped as the crowd counts), on average over each
+/// half hour: the crowd's own reference, taken as a key's [`Reference`] is. A rise of
+/// everyone's traffic over the last hour (a daily peak building) is a rise against it, however
+/// much of it the keys' usuals have learnt meanwhile.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct CrowdMarks {
+    marks: [f64; 2],
+    block: u32,
+    sum: f64,
+    minutes: u32,
+}
+
+impl CrowdMarks {
+    const BLOCK_S: u32 = REFERENCE_WINDOWS as u32 * 60;
+
+    /// Adds a folded minute's total; a minute of a new half hour closes the last one's mark.
+    pub(super) fn observe(&mut self, minute: u32, total: f64) {
+        let block = minute / Self::BLOCK_S;
+        if block != self.block {
+            if self.minutes > 0 {
+                self.marks = [self.marks[1], self.sum / f64::from(self.minutes)];
+            }
+            (self.block, self.sum, self.minutes) = (block, 0.0, 0);
+        }
+        self.sum += total;
+        self.minutes += 1;
+    }
+
+    /// The older of the last two marks: half an hour to an hour ago.
+    fn reference(&self) -> f64 {
+        self.marks[0]
+    }
+}
+
+/// How busy the other keys are in a minute (never below 1): against their usual, and against
+/// their reference, which a rise of everyone's traffic over the last hour (a daily peak
+/// building) has not taught. A key is judged against its usual times the first, and against
+/// its [`Reference`] times the second.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Crowding {
+    pub usual: f64,
+    pub reference: f64,
+}
+
+impl Crowding {
+    /// A key judged alone (the console's chart of one key).
+    pub const ALONE: Crowding = Crowding {
+        usual: 1.0,
+        reference: 1.0,
+    };
 }
 
 /// Every tracked key's usual requests a minute, its daily rhythm included, summed for each of
@@ -365,6 +525,7 @@ impl Crowd {
             return Crowd {
                 minutes,
                 usual: UsualByHour::default(),
+                reference: 0.0,
             };
         }
         // Ids the engine does not track yet add nothing: a spray of new (or refused) ids must
@@ -378,21 +539,34 @@ impl Crowd {
         Crowd {
             minutes,
             usual: engine.usual_requests,
+            reference: engine.crowd_marks.reference(),
         }
     }
 
-    /// The factor for a key with `usual` requests a minute (for that minute's hour) that made
-    /// `requests` in `minute`.
-    pub(super) fn factor(&self, minute: u32, requests: u64, usual: f64) -> f64 {
-        let others_usual = self.usual.at(minute) - usual;
+    /// The factors for `state`'s key, which made `requests` in `minute`.
+    pub(super) fn factors(
+        &self,
+        minute: u32,
+        requests: u64,
+        state: &KeyState,
+        params: &SpendParams,
+    ) -> Crowding {
+        let usual = state.usual_requests_at(params, minute);
         let Some(&(capped_all, elapsed)) = self.minutes.get(&minute) else {
-            return 1.0;
+            return Crowding::ALONE;
         };
-        if others_usual < Self::MIN_USUAL {
-            return 1.0;
-        }
         let others = (capped_all - capped(requests, usual)).max(0.0) / elapsed;
-        (others / others_usual).max(1.0)
+        let against = |others_usual: f64| {
+            if others_usual < Self::MIN_USUAL {
+                1.0
+            } else {
+                (others / others_usual).max(1.0)
+            }
+        };
+        Crowding {
+            usual: against(self.usual.at(minute) - usual),
+            reference: against(self.reference - state.sustained.reference_requests()),
+        }
     }
 }
 
@@ -403,7 +577,7 @@ fn elapsed_share(minute: u32, now_s: u32) -> f64 {
 }
 
 /// A key's requests as the crowd counts them: at most three times its usual, plus three.
-fn capped(requests: u64, usual: f64) -> f64 {
+pub(super) fn capped(requests: u64, usual: f64) -> f64 {
     (requests as f64).min(3.0 * usual + 3.0)
 }
 
@@ -456,14 +630,16 @@ pub fn fold_key_minute(
     config: &SustainedConfig,
     row: Option<(f64, u64, u64)>,
     how: u8,
-    crowd: f64,
+    crowding: Crowding,
 ) {
     if params.config.seasonality != requests_season.is_some() {
         *requests_season = params.config.seasonality.then(|| Seasonal::new(false));
     }
     let factor = rhythm(requests_season.as_ref(), params, how);
     let usual_before = evidence.requests;
-    *evidence = evidence.after_minute(model, tokens, params, config, row, how, crowd, 1.0, factor);
+    *evidence = evidence.after_minute(
+        model, tokens, params, config, row, how, crowding, 1.0, factor,
+    );
     if let Some(season) = requests_season {
         if usual_before.n > 1 && usual_before.mean > 0.0 {
             let requests = row.map_or(0, |r| r.1) as f64;
@@ -534,7 +710,7 @@ impl Engine {
                     config,
                     None,
                     how,
-                    crowd.factor(next, 0, state.usual_requests_at(params, next)),
+                    crowd.factors(next, 0, state, params),
                     1.0,
                     rhythm(state.requests_season.as_ref(), params, how),
                 );
@@ -544,6 +720,7 @@ impl Engine {
             let row_rhythm = rhythm(state.requests_season.as_ref(), params, how);
             let by = judged(state.requests_season.as_ref(), params, how);
             let usual = state.sustained.usual_requests() * row_rhythm;
+            let crowding = crowd.factors(row.minute, billable(row), state, params);
             evidence = evidence.after_minute(
                 &state.spend.model,
                 &state.tokens,
@@ -551,7 +728,7 @@ impl Engine {
                 config,
                 Some((row.cost_usd, billable(row), row.tokens)),
                 how,
-                crowd.factor(row.minute, billable(row), usual),
+                crowding,
                 elapsed_share(row.minute, now_s),
                 row_rhythm,
             );
@@ -561,7 +738,8 @@ impl Engine {
                     key = %row.api_key_id,
                     minute = row.minute,
                     elapsed = elapsed_share(row.minute, now_s),
-                    crowd = crowd.factor(row.minute, billable(row), usual),
+                    crowd = crowding.usual,
+                    crowd_since_reference = crowding.reference,
                     rhythm = row_rhythm,
                     usual_requests = usual,
                     awake_requests = evidence.awake_requests,
@@ -573,6 +751,7 @@ impl Engine {
                     spend = %evidence.spend.explain(config, by),
                     count = %evidence.count.explain(config, by),
                     price = %evidence.price.explain(config, by),
+                    ramp = %evidence.ramp.explain(config, by),
                     "spend evidence"
                 );
             }
@@ -591,6 +770,18 @@ impl Engine {
                     impact_usd,
                     (how, row_rhythm, by),
                     strength,
+                )
+            };
+            let ramp = || {
+                ramp_candidate(
+                    row,
+                    state,
+                    &evidence,
+                    params,
+                    config,
+                    impact_usd,
+                    (how, row_rhythm, by),
+                    crowding.reference,
                 )
             };
             let alarm = if spend_fired {
@@ -617,7 +808,7 @@ impl Engine {
                         // paged on ordinary four-minute bursts (DEV 1-6, BENCHMARKS.md).
                         let half = self.config.spend_spike.compare_with_yesterday
                             && elapsed_share(row.minute, now_s) >= 1.0;
-                        half.then(|| level(Strength::Half)).flatten()
+                        half.then(|| level(Strength::Half).or_else(ramp)).flatten()
                     })
             };
             if let Some(mut c) = alarm {
@@ -728,6 +919,49 @@ fn level_candidate(
         candidate.facts.insert("confirm".into(), json!("yesterday"));
     }
     Some(candidate)
+}
+
+/// A rise of billable requests against the key's reference ([`Evidence::ramp`]), with the full
+/// evidence at `min_ratio` whatever its length, once the key's daily rhythm is known. Marked
+/// `confirm = yesterday`: it pages only if the key is also at least [`RAMP_CONFIRM_RATIO`]
+/// times as busy as at this time yesterday, times `crowd_since_reference` (fact
+/// `confirm_ratio`, see [`crate::routine`]).
+#[allow(clippy::too_many_arguments)]
+fn ramp_candidate(
+    row: &KeyMinute,
+    state: &KeyState,
+    evidence: &Evidence,
+    params: &SpendParams,
+    config: &SustainedConfig,
+    impact_usd: f64,
+    (how, rhythm, by): (u8, f64, Judged),
+    crowd_since_reference: f64,
+) -> Option<Candidate> {
+    if state.spend.model.windows() < COUNT_AFTER_MINUTES || evidence.ramp.sum < config.threshold {
+        return None;
+    }
+    let per_request =
+        state
+            .sustained
+            .usual_cost_per_request(&state.spend.model, params, how, rhythm)?;
+    if !evidence
+        .ramp
+        .steady_alarm(config, MINUTES_PER_DAY, impact_usd / per_request, by)
+    {
+        return None;
+    }
+    let mut c = count_candidate(row, &evidence.ramp, per_request, impact_usd, config, by);
+    c.summary
+        .push_str(" (its usual as of half an hour to an hour ago)");
+    c.facts.insert("confirm".into(), json!("yesterday"));
+    c.facts.insert("baseline".into(), json!("reference"));
+    // Yesterday knew nothing of a rise of everyone's traffic since the reference (a daily peak
+    // building): the key must be busier than yesterday by that much more.
+    c.facts.insert(
+        "confirm_ratio".into(),
+        json!(RAMP_CONFIRM_RATIO * crowd_since_reference),
+    );
+    Some(c)
 }
 
 /// A sustained spend alert on `row`'s key from `start_s`: `observed` against `usual` dollars a
@@ -1469,6 +1703,101 @@ mod tests {
             found.iter().all(|(_, s)| !s.contains("requests a minute")),
             "{found:?}"
         );
+    }
+
+    /// The reference is what the key sent in its last closed half hour but one: closed minutes
+    /// only, idle ones counted; nothing before two half hours are marked.
+    #[test]
+    fn the_reference_is_the_half_hour_before_the_last() {
+        let mut r = Reference::default();
+        let mut windows = 0;
+        let mut minute = |r: &mut Reference, requests: f64| {
+            r.advance(windows, requests, 1.0, 1.0);
+            windows += 1;
+        };
+        for i in 0..30 {
+            minute(&mut r, if i % 2 == 0 { 10.0 } else { 0.0 });
+        }
+        // An open minute's first seconds are not a minute of the half hour.
+        r.advance(29, 1_000.0, 0.2, 1.0);
+        assert_eq!(r.expected(1.0, 1.0), None);
+        for _ in 0..30 {
+            minute(&mut r, 40.0);
+        }
+        minute(&mut r, 40.0);
+        let (expected, sigma) = r.expected(2.0, 1.0).unwrap();
+        // 5 a minute (10 and 0 in turn, sd 5), everyone twice as busy since.
+        assert!((expected - 10.0).abs() < 1e-9, "{expected}");
+        assert!((sigma - 10.0).abs() < 1e-9, "{sigma}");
+    }
+
+    /// A busy key ramping up over 40 minutes, to x3 at its end: its usual, its hour's factor
+    /// and its burstiness learn the ramp as it climbs, but against its reference (what it did
+    /// half an hour to an hour before) the ramp is certain, and pages where yesterday confirms
+    /// it. With no yesterday it is only a candidate; the same key without a ramp never is.
+    #[test]
+    fn a_ramp_is_judged_against_the_key_before_it_and_confirmed_by_yesterday() {
+        let day = COUNT_AFTER_MINUTES as u32;
+        let (from, minutes) = (day + 300, 40);
+        // 24-48 requests a minute (36 on average) at $0.001 each: +$52 a day at x2, far over
+        // the floor.
+        let busy = |i: u32, ramp: bool| {
+            let times = if ramp && i >= from {
+                1.0 + 2.0 * (f64::from(i - from) / f64::from(minutes)).min(1.0)
+            } else {
+                1.0
+            };
+            let noise: u64 = (0..4).map(|c| spend(i + c * 100_000, 1.0, 0).0).sum();
+            let requests = ((24 + noise * 2) as f64 * times).round() as u64;
+            (requests, requests as f64 * 0.001)
+        };
+        // Every candidate judged against the reference, with the minute it came up in.
+        let reference_candidates = |ramp: bool| {
+            let mut e = engine();
+            let mut found = Vec::new();
+            for i in 0..from + minutes + 5 {
+                let minute = T0 + i * 60;
+                let (requests, cost) = busy(i, ramp);
+                let data = minute_data("k", minute, requests, cost);
+                for c in e.cycle(&data, minute + 60, i < 120) {
+                    if c.facts.get("baseline") == Some(&json!("reference")) {
+                        found.push((i, c));
+                    }
+                }
+            }
+            found
+        };
+        let quiet = reference_candidates(false);
+        assert!(quiet.is_empty(), "{quiet:?}");
+        let found = reference_candidates(true);
+        let (at, first) = found
+            .first()
+            .expect("the ramp was not found against its reference");
+        // At x2 from minute 20 of the ramp: certain within a few minutes of that.
+        assert!(
+            (from + 15..from + minutes).contains(at),
+            "{at}: {}",
+            first.summary
+        );
+        assert_eq!(first.facts.get("confirm"), Some(&json!("yesterday")));
+        assert!(
+            first.summary.contains("half an hour to an hour ago"),
+            "{}",
+            first.summary
+        );
+        let mut found: Vec<Candidate> = found.into_iter().map(|(_, c)| c).collect();
+        // About 36 a minute at this time yesterday: the ramp is confirmed once it is past x2
+        // of that; with no yesterday known, it is not.
+        let yesterday = crate::routine::Yesterday {
+            requests: 36.0,
+            cost_usd: 0.036,
+            tokens: 36_000.0,
+        };
+        let mut kept = found.clone();
+        crate::routine::judge(&mut kept, 2.0, |_| Some(yesterday));
+        assert!(!kept.is_empty(), "{found:?}");
+        let all = found.len();
+        assert_eq!(crate::routine::judge(&mut found, 2.0, |_| None), all);
     }
 
     /// Requests that fail (a client retrying 429s, a key refused) are not billable: a storm of
