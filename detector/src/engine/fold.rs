@@ -103,8 +103,9 @@ impl Engine {
                 });
                 let how = hour_of_week(i64::from(minute) * 1000);
                 let requests = row.map_or(0, sustained::billable);
-                let crowding = crowd.factors(minute, requests, state, &params);
                 let usual = state.usual_requests_at(&params, minute);
+                let reference = state.sustained.reference_requests();
+                let crowding = crowd.factors(minute, requests, usual, reference);
                 *totals.entry(minute).or_default() += sustained::capped(requests, usual);
                 sustained::fold_key_minute(
                     &mut state.spend.model,

@@ -543,15 +543,15 @@ impl Crowd {
         }
     }
 
-    /// The factors for `state`'s key, which made `requests` in `minute`.
+    /// The factors for a key that made `requests` in `minute`, against its `usual` for that
+    /// minute's hour and the requests a minute of its `reference`.
     pub(super) fn factors(
         &self,
         minute: u32,
         requests: u64,
-        state: &KeyState,
-        params: &SpendParams,
+        usual: f64,
+        reference: f64,
     ) -> Crowding {
-        let usual = state.usual_requests_at(params, minute);
         let Some(&(capped_all, elapsed)) = self.minutes.get(&minute) else {
             return Crowding::ALONE;
         };
@@ -565,7 +565,7 @@ impl Crowd {
         };
         Crowding {
             usual: against(self.usual.at(minute) - usual),
-            reference: against(self.reference - state.sustained.reference_requests()),
+            reference: against(self.reference - reference),
         }
     }
 }
@@ -710,7 +710,12 @@ impl Engine {
                     config,
                     None,
                     how,
-                    crowd.factors(next, 0, state, params),
+                    crowd.factors(
+                        next,
+                        0,
+                        state.usual_requests_at(params, next),
+                        state.sustained.reference_requests(),
+                    ),
                     1.0,
                     rhythm(state.requests_season.as_ref(), params, how),
                 );
@@ -720,7 +725,12 @@ impl Engine {
             let row_rhythm = rhythm(state.requests_season.as_ref(), params, how);
             let by = judged(state.requests_season.as_ref(), params, how);
             let usual = state.sustained.usual_requests() * row_rhythm;
-            let crowding = crowd.factors(row.minute, billable(row), state, params);
+            let crowding = crowd.factors(
+                row.minute,
+                billable(row),
+                usual,
+                state.sustained.reference_requests(),
+            );
             evidence = evidence.after_minute(
                 &state.spend.model,
                 &state.tokens,
