@@ -7,7 +7,8 @@
 #
 # up:     start whatever is not running, wait until it answers, create the topics (idempotent).
 # down:   SIGTERM, then SIGKILL after $TRIPLINE_STOP_TIMEOUT_S (default 20) seconds. Also stops a
-#         `tripline run` left by scripts/demo.sh ($TRIPLINE_RUN/tripline.pid).
+#         `tripline run` and the webhook sink left by scripts/demo.sh ($TRIPLINE_RUN/tripline.pid,
+#         $TRIPLINE_RUN/demo/sink.pid).
 # reset:  down, then wipe both servers' data.
 # stop-*/start-*: one server only (tests use them to simulate an outage). Data is kept.
 set -euo pipefail
@@ -20,6 +21,7 @@ KAFKA_DIR="$TRIPLINE_RUN/tansu"
 KAFKA_PID="$KAFKA_DIR/tansu.pid"
 KAFKA_LOG="$KAFKA_DIR/tansu.log"
 DEMO_PID="$TRIPLINE_RUN/tripline.pid"
+DEMO_SINK_PID="$TRIPLINE_RUN/demo/sink.pid"
 START_TIMEOUT_S="${TRIPLINE_START_TIMEOUT_S:-60}"
 STOP_TIMEOUT_S="${TRIPLINE_STOP_TIMEOUT_S:-20}"
 KAFKA_URL="tcp://127.0.0.1:$TRIPLINE_KAFKA_PORT"
@@ -239,6 +241,11 @@ stop_demo() {
     stop_pid "tripline run (demo)" "$DEMO_PID" tripline
   else
     rm -f "$DEMO_PID"
+  fi
+  if live_pid "$DEMO_SINK_PID" webhook-sink >/dev/null; then
+    stop_pid "webhook sink (demo)" "$DEMO_SINK_PID" webhook-sink
+  else
+    rm -f "$DEMO_SINK_PID"
   fi
 }
 

@@ -10,7 +10,9 @@ use tripline_core::time::now_ms;
 use anyhow::{bail, Context};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use tracing::{info, warn};
-use tripline_simulate::{standard_scenario, EventTopic, IncidentKind, SimConfig, Simulator};
+use tripline_simulate::{
+    demo_scenario, standard_scenario, EventTopic, IncidentKind, SimConfig, Simulator,
+};
 
 use crate::settings;
 
@@ -44,7 +46,9 @@ pub struct SimulateArgs {
     /// Labelled incidents on top of the background: `standard` spreads one or two of every kind
     /// (spend spikes and a ramp, a leaked key, key scanning, retry storms, impossible travel,
     /// and benign look-alikes) over the run after 40 minutes of warm-up; every kind from 5 h 30.
-    /// `none`: background traffic only.
+    /// `demo`: what a first run should see within minutes, from the second minute on models
+    /// already warm (a leaked key, impossible travel, key scanning, a retry storm, a large
+    /// spend spike; 7 minutes hold them all). `none`: background traffic only.
     #[arg(long, value_enum, default_value_t = Incidents::None)]
     incidents: Incidents,
     /// Write the ground truth here, one JSON object per incident and line: kind, detector (null
@@ -58,6 +62,7 @@ pub struct SimulateArgs {
 enum Incidents {
     None,
     Standard,
+    Demo,
 }
 
 /// At most this many messages awaiting broker acknowledgement.
@@ -79,6 +84,7 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
     let incidents = match args.incidents {
         Incidents::None => Vec::new(),
         Incidents::Standard => standard_scenario(start_ms, duration_ms, args.keys, args.seed),
+        Incidents::Demo => demo_scenario(start_ms, duration_ms, args.keys, args.seed),
     };
     if args.incidents == Incidents::Standard {
         let missing: Vec<&str> = IncidentKind::ALL

@@ -483,6 +483,43 @@ pub fn standard_scenario(
     layout.plans
 }
 
+/// Length of the [`demo_scenario`]'s incidents.
+const DEMO_INCIDENT_MIN: i64 = 5;
+
+/// What a first run should see within minutes, for `scripts/demo.sh`: from the run's second
+/// minute, side by side on distinct keys, a leaked key (`key-0003`), impossible travel
+/// (`key-0004`), key scanning, and from the third a retry storm without backoff (`key-0001`) and
+/// a large spend spike (drawn on `key-0002` or a bigger key), each [`DEMO_INCIDENT_MIN`] minutes
+/// long. There is no warm-up: the demo backfills the keys' history first, as a team's gateway
+/// logs would be there before Tripline. Incidents that would not end inside the run are left
+/// out (a run of 7 minutes holds them all).
+pub fn demo_scenario(start_ms: i64, duration_ms: i64, keys: usize, seed: u64) -> Vec<IncidentPlan> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(3);
+    let mut layout = Layout {
+        start_ms,
+        limit_ms: duration_ms,
+        keys,
+        plans: Vec::new(),
+        busy: vec![Vec::new(); keys],
+        rng,
+    };
+    if keys == 0 {
+        return Vec::new();
+    }
+    let length = DEMO_INCIDENT_MIN * MIN;
+    for (kind, at_min, key) in [
+        (LeakedKeyProbeThenBurst, 1, 3),
+        (ImpossibleTravel, 1, 4),
+        (KeyScanning, 1, 0),
+        (RetryStormNoBackoff, 2, 1),
+        (SpendSpikeLarge, 2, 2),
+    ] {
+        layout.place(kind, at_min * MIN, length, key);
+    }
+    layout.plans
+}
+
 struct Layout {
     start_ms: i64,
     limit_ms: i64,

@@ -48,7 +48,7 @@ mod tests;
 mod tests_incidents;
 
 pub use incidents::{
-    standard_scenario, Incident, IncidentKind, IncidentPlan, UnknownIncidentKind,
+    demo_scenario, standard_scenario, Incident, IncidentKind, IncidentPlan, UnknownIncidentKind,
     STANDARD_WARMUP_MS,
 };
 

@@ -12,8 +12,8 @@ use tripline_core::price::PriceTable;
 use crate::catalog::{CLOUD_BLOCKS, HOSTING_POOLS};
 use crate::resolve::SpendDraw;
 use crate::{
-    standard_scenario, EventTopic, Incident, IncidentKind, IncidentPlan, SimConfig, SimEvent,
-    Simulator, STANDARD_WARMUP_MS,
+    demo_scenario, standard_scenario, EventTopic, Incident, IncidentKind, IncidentPlan, SimConfig,
+    SimEvent, Simulator, STANDARD_WARMUP_MS,
 };
 
 mod signatures;
@@ -628,4 +628,55 @@ fn price_shifts_reach_the_drawn_range_for_every_key() {
         }
     }
     assert!(shifts >= 40, "{shifts} price shifts");
+}
+
+/// The demo's five incidents fit in 7 minutes, each on a key of its own, all ending inside the
+/// run, and a shorter run leaves out what would not end inside it.
+#[test]
+fn demo_scenario_holds_its_five_incidents_in_seven_minutes() {
+    let start = 1_796_000_000_000 / MIN * MIN;
+    let config = SimConfig {
+        seed: 1,
+        rate_per_s: 20.0,
+        keys: 50,
+        start_ms: start,
+        incidents: demo_scenario(start, 7 * MIN, 50, 1),
+        ..SimConfig::default()
+    };
+    let run = generate(config, start + 7 * MIN);
+    let kinds: Vec<&str> = run.truth.iter().map(|i| i.kind.as_str()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "leaked_key_probe_then_burst",
+            "impossible_travel",
+            "key_scanning",
+            "retry_storm_no_backoff",
+            "spend_spike_large"
+        ]
+    );
+    let keys: HashSet<&str> = run.truth.iter().map(|i| i.key.as_str()).collect();
+    assert_eq!(keys.len(), 5, "distinct keys: {keys:?}");
+    for incident in &run.truth {
+        assert!(incident.start_ms >= start + MIN, "{incident:?}");
+        assert!(incident.end_ms <= start + 7 * MIN, "{incident:?}");
+        // Its key's requests, or its address's for key scanning.
+        let of_it = |g: &&GatewayRequest| {
+            g.api_key_id == incident.key
+                || g.client_ip.is_some_and(|ip| ip.to_string() == incident.key)
+        };
+        let events = run
+            .gateway
+            .iter()
+            .filter(|g| inside(g, incident))
+            .filter(of_it)
+            .count();
+        assert!(events > 0, "nothing inside {}", incident.kind.as_str());
+    }
+    let short = demo_scenario(start, 6 * MIN, 50, 1);
+    assert_eq!(
+        short.len(),
+        3,
+        "only the incidents from minute 1 end by minute 6"
+    );
 }

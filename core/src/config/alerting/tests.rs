@@ -357,3 +357,11 @@ fn the_compose_profiles_alerting_config_is_valid_and_has_a_standby() {
     let config = Config::from_toml(text).unwrap_or_else(|e| panic!("{e:#?}"));
     assert!(config.alerting.enabled() && config.alerting.ha.enabled);
 }
+
+#[test]
+fn the_compose_demo_profiles_alerting_config_is_valid_and_sends_to_the_sink() {
+    let text = include_str!("../../../../docker/demo.toml");
+    let config = Config::from_toml(text).unwrap_or_else(|e| panic!("{e:#?}"));
+    assert!(config.alerting.enabled() && !config.alerting.ha.enabled);
+    assert_eq!(config.alerting.receivers.len(), 1);
+}
