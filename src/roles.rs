@@ -37,9 +37,9 @@ pub async fn serve(config_path: Option<&Path>, roles: Roles) -> anyhow::Result<(
     let shutdown = CancellationToken::new();
     spawn_signal_handler(shutdown.clone());
 
-    // Only ingest fingerprints secrets and enriches; an alert-only process needs neither the
-    // fingerprint secret nor the IP databases.
-    let processor = if roles.ingest || roles.detect {
+    // Only ingest fingerprints secrets and enriches: a detect-only or alert-only process needs
+    // neither the fingerprint secret nor the IP databases.
+    let processor = if roles.ingest {
         Some(build_processor(&loaded)?)
     } else {
         None

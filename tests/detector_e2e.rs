@@ -58,8 +58,12 @@ async fn each_incident_raises_its_alert_once() {
     env.store_history(&producer, "h", &history).await;
 
     // The detectors start on that history (warm at once), with fast evaluation.
+    // Without the IP databases (and, see `spawn_detect`, the fingerprint secret): only ingest
+    // uses them.
     let config = env.dir.join("detect.toml");
-    let base = std::fs::read_to_string(env.config_path()).unwrap();
+    let base = std::fs::read_to_string(env.config_path())
+        .unwrap()
+        .replace("data/geo/", "data/geo/missing-");
     std::fs::write(&config, format!("{base}{DETECT}")).unwrap();
     let (mut detect, detect_listen) = spawn_detect(&env, &config, "detect");
     wait_log(

@@ -1,7 +1,9 @@
-//! Alerting (issue 4): turns findings from `tripline.alerts` into notifications. Pure pieces
-//! first: the alert lifecycle, routing, grouping, inhibition and silences (`routing`,
-//! `lifecycle`, `grouping`, `silence`), and the receivers' payloads and delivery policy
-//! (`receivers`). The Kafka consumer, persistence, HTTP API and SMTP/HTTP transports come next.
+//! Alerting: turns the detectors' alerts from `tripline.alerts` into notifications. The pure
+//! pieces: the alert lifecycle, routing, grouping, inhibition and silences (`lifecycle`,
+//! `routing`, `grouping`, `silence`, `matcher`), and the receivers' payloads and delivery policy
+//! (`receivers`). `runtime` is the service around them: the Kafka consumer, the state kept on
+//! disk (or in Kafka with `[alerting.ha]`), the webhook, Slack and SMTP transports, and the
+//! control channel the HTTP API (in the binary's `alert` module) talks to.
 
 pub mod grouping;
 pub mod lifecycle;

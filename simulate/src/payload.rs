@@ -1,4 +1,4 @@
-//! The JSON bodies of contract v1 (see `DESIGN.md`, "Event contract v1").
+//! The JSON bodies of contract v1 (README, "Event contract v1"; schema/*.v1.json).
 //!
 //! Serialised from borrowed structs so that one event costs one allocation for its bytes. Optional
 //! fields are left out rather than sent as `null`, as real gateways do.

@@ -484,8 +484,10 @@ pub async fn wait_log(path: &Path, needle: &str, timeout: Duration) {
 pub fn spawn_detect(env: &TestEnv, config: &Path, tag: &str) -> (Tripline, String) {
     let log = std::fs::File::create(env.log_path(tag)).unwrap();
     let listen = format!("127.0.0.1:{}", free_port());
+    // A detect-only worker neither fingerprints nor enriches: it must start without the secret.
     let child = tripline_command("detect", config, log, "info", None)
         .env("TRIPLINE_LISTEN", &listen)
+        .env_remove("TRIPLINE_FINGERPRINT_SECRET")
         .spawn()
         .unwrap();
     (Tripline { child }, listen)
