@@ -13,8 +13,9 @@ use tripline_ingest::process::Source;
 use crate::body::{self, BodyError};
 use crate::mapping::Mapping;
 use crate::otlp::{self, Format};
-use crate::{encode, kong, litellm};
+use crate::{kong, litellm};
 use tripline_core::config::{IngestConfig, KafkaConfig, OtlpConfig};
+use tripline_core::event::encode;
 
 /// The doors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -18,7 +18,6 @@
 pub mod batch;
 pub mod body;
 mod draft;
-pub mod encode;
 pub mod kong;
 pub mod litellm;
 pub mod mapping;

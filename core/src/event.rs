@@ -532,6 +532,7 @@ fn country(value: Option<Cow<'_, str>>) -> Result<String, Reject> {
 }
 
 mod digest;
+pub mod encode;
 
 #[cfg(test)]
 mod tests;

@@ -37,7 +37,6 @@ mod faults;
 mod incidents;
 mod inject;
 mod keys;
-mod payload;
 mod resolve;
 mod traces;
 mod traffic;

@@ -24,9 +24,10 @@ use crate::faults::{attempt_latency_ms, Failure, Faults, Verdict};
 use crate::incidents::Incident;
 use crate::inject::{Background, Context, Draft, Injector, Mode, Origin};
 use crate::keys::{build_keys, pick_split, KeyProfile};
-use crate::payload::{to_json, GatewayPayload, ProviderPayload, SCHEMA_VERSION};
 use crate::traces::{clients, trace, Trace};
 use crate::{EventTopic, SimConfig, SimEvent};
+use tripline_core::event::encode::{GatewayWire, ProviderWire};
+use tripline_core::event::CONTRACT_VERSION;
 
 mod serve;
 

@@ -183,7 +183,8 @@ impl Engine {
                 (usd * 1e10).round() / 1e10
             })
         };
-        let tokens = |failure: Option<Failure>, n: u32| failure.is_none().then_some(n);
+        // A failed call used no tokens: written as none.
+        let tokens = |failure: Option<Failure>, n: u32| if failure.is_none() { n } else { 0 };
         // A key the gateway does not know has no project, team, user or hint of its own.
         let (api_key_id, known) = match &request.mode {
             Mode::UnknownKey(id) => (id.as_ref(), false),
@@ -208,22 +209,23 @@ impl Engine {
         let request_id = format!("req-{}-{}", self.run, self.requests);
         self.requests += 1;
         let outcome = served.outcome;
-        let gateway = GatewayPayload {
-            schema_version: SCHEMA_VERSION,
+        let gateway = GatewayWire {
+            schema_version: CONTRACT_VERSION,
             event_id: &event_id(&self.run, &mut self.events),
             ts: start_ms,
             api_key_id,
+            model: model.name,
+            status: outcome.map_or(200, |f| f.status),
             key_hint: &hint,
-            project: known.then_some(key.project.as_str()),
-            team: known.then_some(key.team),
+            // Left out when the gateway could not resolve the key (a 401 for an unknown key).
+            project: if known { &key.project } else { "" },
+            team: if known { key.team } else { "" },
             user: request
                 .user
                 .filter(|_| known)
-                .map(|u| key.users[u].as_str()),
+                .map_or("", |u| key.users[u].as_str()),
             provider: model.provider,
-            model: model.name,
-            status: outcome.map_or(200, |f| f.status),
-            error_type: outcome.map(|f| f.error_type),
+            error_type: outcome.map_or("", |f| f.error_type),
             prompt_tokens: tokens(outcome, request.prompt_tokens),
             completion_tokens: tokens(outcome, request.completion_tokens),
             cost_usd: cost(outcome),
@@ -237,11 +239,11 @@ impl Engine {
             attempt: request.attempt,
             stream: request.stream,
         };
-        let mut events = vec![(start_ms, EventTopic::Gateway, to_json(&gateway))];
+        let mut events = vec![(start_ms, EventTopic::Gateway, gateway.to_json())];
         if self.config.provider_events {
             for (i, a) in served.attempts.iter().enumerate() {
-                let payload = ProviderPayload {
-                    schema_version: SCHEMA_VERSION,
+                let payload = ProviderWire {
+                    schema_version: CONTRACT_VERSION,
                     event_id: &event_id(&self.run, &mut self.events),
                     ts: self.config.start_ms + a.end_ms.floor() as i64,
                     request_id: &request_id,
@@ -251,14 +253,14 @@ impl Engine {
                     attempt: i as u16 + 1,
                     status: a.failure.map_or(200, |f| f.status),
                     provider_region: region,
-                    error_type: a.failure.map(|f| f.error_type),
+                    error_type: a.failure.map_or("", |f| f.error_type),
                     latency_ms: a.latency_ms.round() as u32,
-                    retry_after_ms: a.failure.and_then(|f| f.retry_after_ms),
+                    retry_after_ms: a.failure.and_then(|f| f.retry_after_ms).unwrap_or(0),
                     prompt_tokens: tokens(a.failure, request.prompt_tokens),
                     completion_tokens: tokens(a.failure, request.completion_tokens),
                     cost_usd: cost(a.failure),
                 };
-                events.push((payload.ts, EventTopic::Provider, to_json(&payload)));
+                events.push((payload.ts, EventTopic::Provider, payload.to_json()));
             }
         }
         let partition_key = api_key_id.to_owned();

@@ -1,9 +1,13 @@
-//! Accepted events, written back as contract-v1 JSON: what the collector puts on Kafka is exactly
-//! what ingest reads from any other producer. Only contract fields survive (an event's unknown
-//! fields, which could carry anything, are not forwarded); empty optional fields are left out.
+//! Contract-v1 JSON, written next to its decoder so that a field is added in one place: the
+//! collector writes back the events it accepted ([`gateway`], [`provider`]) and the simulator
+//! writes its own ([`GatewayWire`], [`ProviderWire`] from borrowed parts, one allocation an
+//! event). Only contract fields are written (an event's unknown fields, which could carry
+//! anything, are never forwarded), and empty optional fields are left out, as real gateways do:
+//! the decoder reads an absent field as empty.
 
 use serde::Serialize;
-use tripline_core::event::{GatewayRequest, ProviderAttempt, CONTRACT_VERSION};
+
+use super::{GatewayRequest, ProviderAttempt, CONTRACT_VERSION};
 
 fn is_empty(s: &str) -> bool {
     s.is_empty()
@@ -17,81 +21,96 @@ fn is_false(b: &bool) -> bool {
     !*b
 }
 
-#[derive(Serialize)]
-struct GatewayWire<'a> {
-    schema_version: u32,
-    event_id: &'a str,
-    ts: i64,
-    api_key_id: &'a str,
-    model: &'a str,
-    status: u16,
+/// A gateway request as written to `tripline.gateway.requests` (`ts` in epoch milliseconds).
+#[derive(Debug, Serialize)]
+pub struct GatewayWire<'a> {
+    pub schema_version: u32,
+    pub event_id: &'a str,
+    pub ts: i64,
+    pub api_key_id: &'a str,
+    pub model: &'a str,
+    pub status: u16,
     #[serde(skip_serializing_if = "is_empty")]
-    key_hint: &'a str,
+    pub key_hint: &'a str,
     #[serde(skip_serializing_if = "is_empty")]
-    project: &'a str,
+    pub project: &'a str,
     #[serde(skip_serializing_if = "is_empty")]
-    team: &'a str,
+    pub team: &'a str,
     #[serde(skip_serializing_if = "is_empty")]
-    user: &'a str,
+    pub user: &'a str,
     #[serde(skip_serializing_if = "is_empty")]
-    provider: &'a str,
+    pub provider: &'a str,
     #[serde(skip_serializing_if = "is_empty")]
-    error_type: &'a str,
+    pub error_type: &'a str,
     #[serde(skip_serializing_if = "is_zero")]
-    prompt_tokens: u32,
+    pub prompt_tokens: u32,
     #[serde(skip_serializing_if = "is_zero")]
-    completion_tokens: u32,
+    pub completion_tokens: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
-    cost_usd: Option<f64>,
+    pub cost_usd: Option<f64>,
     #[serde(skip_serializing_if = "is_zero")]
-    latency_ms: u32,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    client_ip: Option<String>,
+    pub latency_ms: u32,
     #[serde(skip_serializing_if = "is_empty")]
-    client_country: &'a str,
+    pub client_ip: &'a str,
     #[serde(skip_serializing_if = "is_empty")]
-    gateway_region: &'a str,
+    pub client_country: &'a str,
     #[serde(skip_serializing_if = "is_empty")]
-    user_agent: &'a str,
+    pub gateway_region: &'a str,
     #[serde(skip_serializing_if = "is_empty")]
-    request_id: &'a str,
+    pub user_agent: &'a str,
     #[serde(skip_serializing_if = "is_empty")]
-    idempotency_key: &'a str,
-    attempt: u16,
+    pub request_id: &'a str,
+    #[serde(skip_serializing_if = "is_empty")]
+    pub idempotency_key: &'a str,
+    pub attempt: u16,
     #[serde(skip_serializing_if = "is_false")]
-    stream: bool,
+    pub stream: bool,
 }
 
-#[derive(Serialize)]
-struct ProviderWire<'a> {
-    schema_version: u32,
-    event_id: &'a str,
-    ts: i64,
-    request_id: &'a str,
-    api_key_id: &'a str,
-    provider: &'a str,
-    model: &'a str,
-    attempt: u16,
-    status: u16,
+/// A provider attempt as written to `tripline.provider.attempts`.
+#[derive(Debug, Serialize)]
+pub struct ProviderWire<'a> {
+    pub schema_version: u32,
+    pub event_id: &'a str,
+    pub ts: i64,
+    pub request_id: &'a str,
+    pub api_key_id: &'a str,
+    pub provider: &'a str,
+    pub model: &'a str,
+    pub attempt: u16,
+    pub status: u16,
     #[serde(skip_serializing_if = "is_empty")]
-    provider_region: &'a str,
+    pub provider_region: &'a str,
     #[serde(skip_serializing_if = "is_empty")]
-    error_type: &'a str,
+    pub error_type: &'a str,
     #[serde(skip_serializing_if = "is_zero")]
-    latency_ms: u32,
+    pub latency_ms: u32,
     #[serde(skip_serializing_if = "is_zero")]
-    retry_after_ms: u32,
+    pub retry_after_ms: u32,
     #[serde(skip_serializing_if = "is_zero")]
-    prompt_tokens: u32,
+    pub prompt_tokens: u32,
     #[serde(skip_serializing_if = "is_zero")]
-    completion_tokens: u32,
+    pub completion_tokens: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
-    cost_usd: Option<f64>,
+    pub cost_usd: Option<f64>,
 }
 
-/// Contract-v1 JSON of a validated gateway request (`ts` in epoch milliseconds).
+impl GatewayWire<'_> {
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("strings, integers, booleans and floats serialize")
+    }
+}
+
+impl ProviderWire<'_> {
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("strings, integers, booleans and floats serialize")
+    }
+}
+
+/// Contract-v1 JSON of a decoded gateway request.
 pub fn gateway(e: &GatewayRequest) -> Vec<u8> {
-    let wire = GatewayWire {
+    let client_ip = e.client_ip.map(|ip| ip.to_string()).unwrap_or_default();
+    GatewayWire {
         schema_version: CONTRACT_VERSION,
         event_id: &e.event_id,
         ts: e.ts_ms,
@@ -108,7 +127,7 @@ pub fn gateway(e: &GatewayRequest) -> Vec<u8> {
         completion_tokens: e.completion_tokens,
         cost_usd: e.cost_usd,
         latency_ms: e.latency_ms,
-        client_ip: e.client_ip.map(|ip| ip.to_string()),
+        client_ip: &client_ip,
         client_country: &e.client_country,
         gateway_region: &e.gateway_region,
         user_agent: &e.user_agent,
@@ -116,13 +135,13 @@ pub fn gateway(e: &GatewayRequest) -> Vec<u8> {
         idempotency_key: &e.idempotency_key,
         attempt: e.attempt,
         stream: e.stream,
-    };
-    serde_json::to_vec(&wire).expect("plain struct serializes")
+    }
+    .to_json()
 }
 
-/// Contract-v1 JSON of a validated provider attempt.
+/// Contract-v1 JSON of a decoded provider attempt.
 pub fn provider(e: &ProviderAttempt) -> Vec<u8> {
-    let wire = ProviderWire {
+    ProviderWire {
         schema_version: CONTRACT_VERSION,
         event_id: &e.event_id,
         ts: e.ts_ms,
@@ -139,14 +158,14 @@ pub fn provider(e: &ProviderAttempt) -> Vec<u8> {
         prompt_tokens: e.prompt_tokens,
         completion_tokens: e.completion_tokens,
         cost_usd: e.cost_usd,
-    };
-    serde_json::to_vec(&wire).expect("plain struct serializes")
+    }
+    .to_json()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tripline_core::event::{decode_gateway, decode_provider, ValidationRules};
+    use crate::event::{decode_gateway, decode_provider, ValidationRules};
 
     const RULES: ValidationRules = ValidationRules {
         now_ms: 1_800_000_000_000,
