@@ -13,6 +13,10 @@
 //! key's level and hour as it climbs, and its evidence there stays half certain while the key
 //! already sends twice what it did at this time the day before ([`Cusum::half_alarm`]).
 //!
+//! Yesterday knew nothing of a rise of everyone's traffic since (a daily peak, a launch): every
+//! comparison with yesterday is made beyond the crowd's own rise since then ([`Crowd`]), so a key
+//! that is x1.7 its yesterday while all keys together are x1.75 theirs is not paged for it.
+//!
 //! Only the level rules are judged so (spend, requests, tokens a minute), each against the same
 //! measure yesterday. A raised price per token is a move to pricier models whatever the volume,
 //! and the per-minute rule and budgets are judged in dollars the user set. Yesterday is read
@@ -44,6 +48,23 @@ pub struct Yesterday {
     pub cost_usd: f64,
     pub tokens: f64,
 }
+
+/// How much busier all keys together are than at this time yesterday: their answered requests
+/// in the last closed [`BLOCK_S`] over the same seconds a day earlier, among the keys that sent
+/// any then, each counted at most [`CROWD_CAP`] times its yesterday plus [`CROWD_SLACK`] a
+/// minute (one key's incident is not everyone's rise), never below 1 (a quiet day does not
+/// lower a bar). Read once per block, for every shard's keys alike.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Crowd(pub f64);
+
+impl Crowd {
+    /// Nothing known of the crowd: yesterday's levels are taken as they are.
+    pub const UNKNOWN: Crowd = Crowd(1.0);
+}
+
+/// See [`Crowd`]: as the engine caps each key's share of the crowd it scales by.
+const CROWD_CAP: f64 = 3.0;
+const CROWD_SLACK: f64 = 3.0;
 
 /// What a level rule measures.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -90,13 +111,15 @@ fn judged_by_level(candidate: &Candidate) -> bool {
 
 /// Drops the level rules' candidates whose key was at least as busy at this time yesterday,
 /// and the half-certain ones (fact `confirm = yesterday`) whose key is not at least
-/// `min_ratio` (or the candidate's fact `confirm_ratio`) times as busy as then (or whose yesterday is unknown or idle). Notes
+/// `min_ratio` (or the candidate's fact `confirm_ratio`) times as busy as then (or whose
+/// yesterday is unknown or idle); yesterday's level counts times the `crowd`'s rise since. Notes
 /// yesterday's level on those kept (fact `yesterday_per_minute`, and in the summary when the
-/// key was busy at all). Returns how many were dropped. `yesterday`: the key's level, None
-/// when not known.
+/// key was busy at all) and the crowd's rise (fact `crowd_since_yesterday`). Returns how many
+/// were dropped. `yesterday`: the key's level, None when not known.
 pub fn judge(
     candidates: &mut Vec<Candidate>,
     min_ratio: f64,
+    crowd: Crowd,
     yesterday: impl Fn(&str) -> Option<Yesterday>,
 ) -> usize {
     let before = candidates.len();
@@ -115,11 +138,14 @@ pub fn judge(
             .get("confirm_ratio")
             .and_then(|r| r.as_f64())
             .unwrap_or(min_ratio);
-        if now <= then || (half && (then <= 0.0 || now < needed * then)) {
-            debug!(key = ?c.api_key_id(), now, then, half, "not paged: yesterday's level");
+        let bar = then * crowd.0.max(1.0);
+        if now <= bar || (half && (then <= 0.0 || now < needed * bar)) {
+            debug!(key = ?c.api_key_id(), now, then, crowd = crowd.0, half, "not paged: yesterday's level");
             return false;
         }
         c.facts.insert("yesterday_per_minute".into(), json!(then));
+        c.facts
+            .insert("crowd_since_yesterday".into(), json!(crowd.0.max(1.0)));
         if then > 0.0 {
             let said = measure.per_minute(then);
             c.summary
@@ -136,6 +162,8 @@ pub fn judge(
 pub struct Routine {
     block: u32,
     known: FxMap<String, Yesterday>,
+    /// The block's crowd, once read.
+    crowd: Option<Crowd>,
 }
 
 impl Routine {
@@ -152,6 +180,7 @@ impl Routine {
         if self.block != now_s / BLOCK_S {
             self.block = now_s / BLOCK_S;
             self.known.clear();
+            self.crowd = None;
         }
         let mut missing: Vec<&str> = candidates
             .iter()
@@ -172,8 +201,47 @@ impl Routine {
                 Err(err) => warn!(%err, "could not read yesterday's levels: nothing spared"),
             }
         }
-        judge(candidates, min_ratio, |key| self.known.get(key).copied())
+        if self.crowd.is_none() && candidates.iter().any(judged_by_level) {
+            match fetch_crowd(client, now_s).await {
+                Ok(crowd) => self.crowd = Some(crowd),
+                Err(err) => warn!(%err, "could not read the crowd's rise since yesterday"),
+            }
+        }
+        let crowd = self.crowd.unwrap_or(Crowd::UNKNOWN);
+        judge(candidates, min_ratio, crowd, |key| {
+            self.known.get(key).copied()
+        })
     }
+}
+
+/// Answered requests of a rollup row (what the requests rule counts), as SQL.
+const ANSWERED: &str = "greatest(toInt64(countMerge(requests)) - toInt64(sumMerge(errors_auth) \
+    + sumMerge(errors_rate_limited) + sumMerge(errors_client) + sumMerge(errors_server)), 0)";
+
+/// The [`Crowd`] as of `now_s`: the last closed [`BLOCK_S`] (whole minutes before `now_s`'s own)
+/// against the same seconds a day earlier.
+async fn fetch_crowd(client: &Client, now_s: u32) -> Result<Crowd, clickhouse::error::Error> {
+    let to = now_s - now_s % 60;
+    let from = to.saturating_sub(BLOCK_S);
+    let (then_from, then_to) = (from.saturating_sub(DAY_S), to.saturating_sub(DAY_S));
+    let slack = CROWD_SLACK * f64::from(BLOCK_S / 60);
+    let (now, then) = client
+        .query_raw(&format!(
+            "SELECT toFloat64(sum(least(today, {CROWD_CAP} * yesterday + {slack}))), toFloat64(sum(yesterday)) FROM ( \
+               SELECT api_key_id, \
+                 toFloat64(sumIf(answered, minute >= toDateTime({from}))) AS today, \
+                 toFloat64(sumIf(answered, minute < toDateTime({then_to}))) AS yesterday \
+               FROM ( \
+                 SELECT api_key_id, minute, {ANSWERED} AS answered FROM rollup_key_1m \
+                 WHERE (minute >= toDateTime({then_from}) AND minute < toDateTime({then_to})) \
+                    OR (minute >= toDateTime({from}) AND minute < toDateTime({to})) \
+                 GROUP BY api_key_id, minute) \
+               GROUP BY api_key_id) \
+             WHERE yesterday > 0"
+        ))
+        .fetch_one::<(f64, f64)>()
+        .await?;
+    Ok(Crowd(if then > 0.0 { now / then } else { 1.0 }))
 }
 
 /// Each of `keys`' busiest ten minutes within [`AROUND_S`] of `now_s` a day earlier (keys
@@ -191,8 +259,7 @@ async fn fetch(
         .query_raw(&format!(
             "SELECT api_key_id, max(requests), max(cost), max(tokens) FROM ( \
                SELECT api_key_id, intDiv(toUInt32(minute), {BLOCK_S}) AS block, \
-                 greatest(toInt64(countMerge(requests)) - toInt64(sumMerge(errors_auth) + sumMerge(errors_rate_limited) \
-                   + sumMerge(errors_client) + sumMerge(errors_server)), 0) / {per_minute} AS requests, \
+                 {ANSWERED} / {per_minute} AS requests, \
                  sumMerge(cost_usd) / {per_minute} AS cost, \
                  (sumMerge(prompt_tokens) + sumMerge(completion_tokens)) / {per_minute} AS tokens \
                FROM rollup_key_1m WHERE api_key_id IN ({keys}) \
@@ -254,7 +321,7 @@ mod tests {
     #[test]
     fn a_key_no_busier_than_yesterday_is_spared() {
         let mut c = vec![candidate("peak", "sustained", 0.09)];
-        assert_eq!(judge(&mut c, 2.0, |_| Some(DAY)), 1);
+        assert_eq!(judge(&mut c, 2.0, Crowd::UNKNOWN, |_| Some(DAY)), 1);
         assert!(c.is_empty());
 
         let quiet = Yesterday {
@@ -262,7 +329,7 @@ mod tests {
             ..DAY
         };
         let mut c = vec![candidate("new-job", "sustained", 0.09)];
-        assert_eq!(judge(&mut c, 2.0, |_| Some(quiet)), 0);
+        assert_eq!(judge(&mut c, 2.0, Crowd::UNKNOWN, |_| Some(quiet)), 0);
         assert_eq!(c[0].facts["yesterday_per_minute"], json!(0.01));
         assert!(
             c[0].summary
@@ -278,18 +345,18 @@ mod tests {
     fn each_rule_is_compared_on_its_own_measure() {
         // 0.3 requests a minute (the fact) against yesterday's 40: spared.
         let mut c = vec![candidate("k", "sustained_requests", 0.003)];
-        assert_eq!(judge(&mut c, 2.0, |_| Some(DAY)), 1);
+        assert_eq!(judge(&mut c, 2.0, Crowd::UNKNOWN, |_| Some(DAY)), 1);
         // 60 requests a minute against 40: kept, though its dollars are below yesterday's.
         let mut c = vec![candidate("k", "sustained_requests", 0.6)];
-        assert_eq!(judge(&mut c, 2.0, |_| Some(DAY)), 0);
+        assert_eq!(judge(&mut c, 2.0, Crowd::UNKNOWN, |_| Some(DAY)), 0);
 
         let mut tokens = candidate("k", "sustained", 60_000.0);
         tokens.labels.insert("measure".into(), "tokens".into());
         let mut c = vec![tokens.clone()];
-        assert_eq!(judge(&mut c, 2.0, |_| Some(DAY)), 0);
+        assert_eq!(judge(&mut c, 2.0, Crowd::UNKNOWN, |_| Some(DAY)), 0);
         tokens.observed = 40_000.0;
         let mut c = vec![tokens];
-        assert_eq!(judge(&mut c, 2.0, |_| Some(DAY)), 1);
+        assert_eq!(judge(&mut c, 2.0, Crowd::UNKNOWN, |_| Some(DAY)), 1);
     }
 
     /// A rise only half certain on the key's model pages when the key is at least twice as
@@ -303,7 +370,7 @@ mod tests {
         };
         let at = |cost_usd| Some(Yesterday { cost_usd, ..DAY });
         let mut c = half();
-        assert_eq!(judge(&mut c, 2.0, |_| at(0.04)), 0);
+        assert_eq!(judge(&mut c, 2.0, Crowd::UNKNOWN, |_| at(0.04)), 0);
         assert!(
             c[0].summary.contains("$0.0400 a minute"),
             "{}",
@@ -311,11 +378,15 @@ mod tests {
         );
         for yesterday in [at(0.05), at(0.0), None] {
             let mut c = half();
-            assert_eq!(judge(&mut c, 2.0, |_| yesterday), 1, "{yesterday:?}");
+            assert_eq!(
+                judge(&mut c, 2.0, Crowd::UNKNOWN, |_| yesterday),
+                1,
+                "{yesterday:?}"
+            );
         }
         // A full alarm at the same levels pages from just above yesterday's.
         let mut c = vec![candidate("k", "sustained", 0.09)];
-        assert_eq!(judge(&mut c, 2.0, |_| at(0.05)), 0);
+        assert_eq!(judge(&mut c, 2.0, Crowd::UNKNOWN, |_| at(0.05)), 0);
     }
 
     /// A rise certain against the key's reference asks yesterday for its own `confirm_ratio`:
@@ -331,10 +402,46 @@ mod tests {
             vec![c]
         };
         let at = |cost_usd| Some(Yesterday { cost_usd, ..DAY });
-        assert_eq!(judge(&mut ramp(Some(1.5)), 2.0, |_| at(0.05)), 0);
-        assert_eq!(judge(&mut ramp(Some(1.5)), 2.0, |_| at(0.065)), 1);
-        assert_eq!(judge(&mut ramp(None), 2.0, |_| at(0.05)), 1);
-        assert_eq!(judge(&mut ramp(Some(1.5)), 2.0, |_| None), 1);
+        assert_eq!(
+            judge(&mut ramp(Some(1.5)), 2.0, Crowd::UNKNOWN, |_| at(0.05)),
+            0
+        );
+        assert_eq!(
+            judge(&mut ramp(Some(1.5)), 2.0, Crowd::UNKNOWN, |_| at(0.065)),
+            1
+        );
+        assert_eq!(judge(&mut ramp(None), 2.0, Crowd::UNKNOWN, |_| at(0.05)), 1);
+        assert_eq!(
+            judge(&mut ramp(Some(1.5)), 2.0, Crowd::UNKNOWN, |_| None),
+            1
+        );
+    }
+
+    /// Everyone x1.75 their yesterday (a daily peak): a key x1.7 its own yesterday is spared, and
+    /// a rise needs its ratio beyond the crowd's; a crowd below yesterday's lowers no bar.
+    #[test]
+    fn yesterday_counts_times_the_crowds_rise_since() {
+        let at = |cost_usd| Some(Yesterday { cost_usd, ..DAY });
+        let peak = Crowd(1.75);
+        let mut c = vec![candidate("k", "sustained", 0.085)];
+        assert_eq!(judge(&mut c, 2.0, peak, |_| at(0.05)), 1);
+        let mut c = vec![candidate("k", "sustained", 0.09)];
+        assert_eq!(judge(&mut c, 2.0, peak, |_| at(0.05)), 0);
+        assert_eq!(c[0].facts["crowd_since_yesterday"], json!(1.75));
+
+        let ramp = || {
+            let mut c = candidate("k", "sustained", 0.14);
+            c.facts.insert("confirm".into(), json!("yesterday"));
+            c.facts.insert("confirm_ratio".into(), json!(1.5));
+            vec![c]
+        };
+        // x2.8 yesterday: pages alone (bar 1.5), not in the peak (bar 1.5 x 1.75 = 2.625)
+        // unless it rose beyond it.
+        assert_eq!(judge(&mut ramp(), 2.0, Crowd::UNKNOWN, |_| at(0.05)), 0);
+        assert_eq!(judge(&mut ramp(), 2.0, peak, |_| at(0.06)), 1);
+        assert_eq!(judge(&mut ramp(), 2.0, peak, |_| at(0.05)), 0);
+        assert_eq!(judge(&mut ramp(), 2.0, Crowd(0.5), |_| at(0.05)), 0);
+        assert_eq!(judge(&mut ramp(), 2.0, Crowd(0.5), |_| at(0.1)), 1);
     }
 
     /// A price move, the per-minute rule, other detectors and keys whose yesterday is unknown
@@ -351,8 +458,8 @@ mod tests {
         let mut other = candidate("k", "sustained", 0.01);
         other.detector = "retry_storm";
         let mut c = vec![candidate("k", "sustained_price", 0.01), per_minute, other];
-        assert_eq!(judge(&mut c, 2.0, |_| Some(busy)), 0);
+        assert_eq!(judge(&mut c, 2.0, Crowd::UNKNOWN, |_| Some(busy)), 0);
         let mut c = vec![candidate("k", "sustained", 0.01)];
-        assert_eq!(judge(&mut c, 2.0, |_| None), 0);
+        assert_eq!(judge(&mut c, 2.0, Crowd::UNKNOWN, |_| None), 0);
     }
 }

@@ -791,7 +791,6 @@ impl Engine {
                     config,
                     impact_usd,
                     (how, row_rhythm, by),
-                    crowding.reference,
                 )
             };
             let alarm = if spend_fired {
@@ -934,9 +933,8 @@ fn level_candidate(
 /// A rise of billable requests against the key's reference ([`Evidence::ramp`]), with the full
 /// evidence at `min_ratio` whatever its length, once the key's daily rhythm is known. Marked
 /// `confirm = yesterday`: it pages only if the key is also at least [`RAMP_CONFIRM_RATIO`]
-/// times as busy as at this time yesterday, times `crowd_since_reference` (fact
-/// `confirm_ratio`, see [`crate::routine`]).
-#[allow(clippy::too_many_arguments)]
+/// times as busy as at this time yesterday (fact `confirm_ratio`), beyond the rise of everyone's
+/// traffic since then ([`crate::routine`]).
 fn ramp_candidate(
     row: &KeyMinute,
     state: &KeyState,
@@ -945,7 +943,6 @@ fn ramp_candidate(
     config: &SustainedConfig,
     impact_usd: f64,
     (how, rhythm, by): (u8, f64, Judged),
-    crowd_since_reference: f64,
 ) -> Option<Candidate> {
     if state.spend.model.windows() < COUNT_AFTER_MINUTES || evidence.ramp.sum < config.threshold {
         return None;
@@ -965,12 +962,8 @@ fn ramp_candidate(
         .push_str(" (its usual as of half an hour to an hour ago)");
     c.facts.insert("confirm".into(), json!("yesterday"));
     c.facts.insert("baseline".into(), json!("reference"));
-    // Yesterday knew nothing of a rise of everyone's traffic since the reference (a daily peak
-    // building): the key must be busier than yesterday by that much more.
-    c.facts.insert(
-        "confirm_ratio".into(),
-        json!(RAMP_CONFIRM_RATIO * crowd_since_reference),
-    );
+    c.facts
+        .insert("confirm_ratio".into(), json!(RAMP_CONFIRM_RATIO));
     Some(c)
 }
 
@@ -1296,7 +1289,9 @@ mod tests {
         for i in 0..minutes {
             let minute = T0 + i * 60;
             let mut candidates = e.cycle(&data_at(i, minute), minute + 60, i < 120);
-            crate::routine::judge(&mut candidates, 2.0, |_| None);
+            crate::routine::judge(&mut candidates, 2.0, crate::routine::Crowd::UNKNOWN, |_| {
+                None
+            });
             for c in candidates {
                 if c.detector == "spend_spike" {
                     found.push((i, c));
@@ -1804,10 +1799,15 @@ mod tests {
             tokens: 36_000.0,
         };
         let mut kept = found.clone();
-        crate::routine::judge(&mut kept, 2.0, |_| Some(yesterday));
+        crate::routine::judge(&mut kept, 2.0, crate::routine::Crowd::UNKNOWN, |_| {
+            Some(yesterday)
+        });
         assert!(!kept.is_empty(), "{found:?}");
         let all = found.len();
-        assert_eq!(crate::routine::judge(&mut found, 2.0, |_| None), all);
+        assert_eq!(
+            crate::routine::judge(&mut found, 2.0, crate::routine::Crowd::UNKNOWN, |_| None),
+            all
+        );
     }
 
     /// Requests that fail (a client retrying 429s, a key refused) are not billable: a storm of
