@@ -35,6 +35,7 @@ use tripline_alerting::receivers::delivery::RetryPolicy;
 use tripline_alerting::runtime::control::{self, Handle};
 use tripline_alerting::runtime::{now_ms, AlertService, AlertingHealth, DEFAULT_GROUP_ID};
 use tripline_alerting::silence::NewSilence;
+use tripline_core::auth::{self, TokenDigest};
 
 use crate::settings::{self, Loaded};
 
@@ -85,7 +86,7 @@ pub fn prepare(
         Ok(token) if token.trim().chars().count() >= MIN_TOKEN_CHARS => {
             info!("alerting api enabled on /api/v1/, console on /ui/");
             let console = crate::console::router(crate::console::Console {
-                token: token.trim().to_owned(),
+                token: TokenDigest::of(token.trim()),
                 clickhouse: loaded.clickhouse(),
                 config_path: config_path.clone(),
                 detect: loaded.config.detect.clone(),
@@ -94,7 +95,7 @@ pub fn prepare(
                 router(Api {
                     handle: handle.clone(),
                     config_path: config_path.clone(),
-                    token: token.trim().to_owned(),
+                    token: TokenDigest::of(token.trim()),
                 })
                 .merge(console),
             )
@@ -152,7 +153,7 @@ impl Prepared {
 struct Api {
     handle: Handle,
     config_path: Option<PathBuf>,
-    token: String,
+    token: TokenDigest,
 }
 
 fn router(api: Api) -> Router {
@@ -175,21 +176,13 @@ fn unauthorized(api: &Api, headers: &HeaderMap) -> Option<Response> {
         .then(|| problem(StatusCode::UNAUTHORIZED, "missing or wrong bearer token"))
 }
 
-/// Whether `headers` carry `Authorization: Bearer <token>` (constant-time comparison).
-pub(crate) fn bearer_ok(token: &str, headers: &HeaderMap) -> bool {
-    let given = headers
+/// Whether `headers` carry `Authorization: Bearer <token>` (see [`tripline_core::auth`]: any
+/// case of the scheme, SHA-256 digests compared in constant time).
+pub(crate) fn bearer_ok(token: &TokenDigest, headers: &HeaderMap) -> bool {
+    let value = headers
         .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("")
-        .trim();
-    let expected = token.as_bytes();
-    given.len() == expected.len()
-        && given
-            .bytes()
-            .zip(expected)
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
+        .and_then(|v| v.to_str().ok());
+    auth::authenticate(value, [((), token)]).is_some()
 }
 
 /// An error from the service: unknown ids are 404, a stopped service, a standby asked what
@@ -399,5 +392,29 @@ async fn watch_config(path: PathBuf, handle: Handle, shutdown: CancellationToken
                 warn!("alerting config reload refused, the running config stays: {err}");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::{header, HeaderValue};
+
+    use super::*;
+
+    #[test]
+    fn the_api_takes_its_token_with_any_case_of_the_scheme() {
+        let token = TokenDigest::of("token-of-the-alerting-api");
+        let check = |value: Option<&str>| {
+            let mut headers = HeaderMap::new();
+            if let Some(value) = value {
+                headers.insert(header::AUTHORIZATION, HeaderValue::from_str(value).unwrap());
+            }
+            bearer_ok(&token, &headers)
+        };
+        assert!(check(Some("Bearer token-of-the-alerting-api")));
+        assert!(check(Some("bearer token-of-the-alerting-api")));
+        assert!(!check(Some("Bearer token-of-the-alerting-ap")));
+        assert!(!check(Some("Basic token-of-the-alerting-api")));
+        assert!(!check(None));
     }
 }
