@@ -32,9 +32,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 use tripline_alerting::matcher::Matcher;
 use tripline_alerting::receivers::delivery::RetryPolicy;
-use tripline_alerting::runtime::control::{self, Handle};
+use tripline_alerting::runtime::control::{ControlError, Handle};
 use tripline_alerting::runtime::{now_ms, AlertService, AlertingHealth, DEFAULT_GROUP_ID};
-use tripline_alerting::silence::NewSilence;
+use tripline_alerting::silence::{NewSilence, SilenceError};
+use tripline_core::auth::{self, TokenDigest};
 
 use crate::settings::{self, Loaded};
 
@@ -85,7 +86,7 @@ pub fn prepare(
         Ok(token) if token.trim().chars().count() >= MIN_TOKEN_CHARS => {
             info!("alerting api enabled on /api/v1/, console on /ui/");
             let console = crate::console::router(crate::console::Console {
-                token: token.trim().to_owned(),
+                token: TokenDigest::of(token.trim()),
                 clickhouse: loaded.clickhouse(),
                 config_path: config_path.clone(),
                 detect: loaded.config.detect.clone(),
@@ -94,7 +95,7 @@ pub fn prepare(
                 router(Api {
                     handle: handle.clone(),
                     config_path: config_path.clone(),
-                    token: token.trim().to_owned(),
+                    token: TokenDigest::of(token.trim()),
                 })
                 .merge(console),
             )
@@ -152,7 +153,7 @@ impl Prepared {
 struct Api {
     handle: Handle,
     config_path: Option<PathBuf>,
-    token: String,
+    token: TokenDigest,
 }
 
 fn router(api: Api) -> Router {
@@ -175,38 +176,41 @@ fn unauthorized(api: &Api, headers: &HeaderMap) -> Option<Response> {
         .then(|| problem(StatusCode::UNAUTHORIZED, "missing or wrong bearer token"))
 }
 
-/// Whether `headers` carry `Authorization: Bearer <token>` (constant-time comparison).
-pub(crate) fn bearer_ok(token: &str, headers: &HeaderMap) -> bool {
-    let given = headers
+/// Whether `headers` carry `Authorization: Bearer <token>` (see [`tripline_core::auth`]: any
+/// case of the scheme, SHA-256 digests compared in constant time).
+pub(crate) fn bearer_ok(token: &TokenDigest, headers: &HeaderMap) -> bool {
+    let value = headers
         .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("")
-        .trim();
-    let expected = token.as_bytes();
-    given.len() == expected.len()
-        && given
-            .bytes()
-            .zip(expected)
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
+        .and_then(|v| v.to_str().ok());
+    auth::authenticate(value, [((), token)]).is_some()
 }
 
-/// An error from the service: unknown ids are 404, a stopped service, a standby asked what
-/// only the active instance does, and a change not stored or shared 503, the rest 400.
-fn refused(message: String) -> Response {
-    let status = if message.starts_with("no silence") || message.starts_with("no receiver") {
-        StatusCode::NOT_FOUND
-    } else if message == control::STOPPED
-        || message == control::STANDBY
-        || message == control::NOT_STORED
-        || message.starts_with(control::NOT_SHARED)
-    {
-        StatusCode::SERVICE_UNAVAILABLE
-    } else {
-        StatusCode::BAD_REQUEST
+/// An error from the service: an unknown silence or receiver is 404; a stopped service, a
+/// standby asked what only the active instance does, and a change not stored or not shared
+/// 503; a refused silence or config 400.
+fn refused(err: ControlError) -> Response {
+    let status = match &err {
+        ControlError::Silence(SilenceError::NotFound(_)) | ControlError::UnknownReceiver(_) => {
+            StatusCode::NOT_FOUND
+        }
+        ControlError::Silence(
+            SilenceError::NoMatchers
+            | SilenceError::TooManyMatchers(_)
+            | SilenceError::MatchesEverything
+            | SilenceError::EndsBeforeStart
+            | SilenceError::AlreadyEnded
+            | SilenceError::NoAuthor
+            | SilenceError::NoComment
+            | SilenceError::TooLong { .. }
+            | SilenceError::AlreadyExpired(_),
+        )
+        | ControlError::Config(_) => StatusCode::BAD_REQUEST,
+        ControlError::Stopped
+        | ControlError::Standby
+        | ControlError::NotStored
+        | ControlError::NotShared { .. } => StatusCode::SERVICE_UNAVAILABLE,
     };
-    problem(status, message)
+    problem(status, err.to_string())
 }
 
 async fn list_alerts(State(api): State<Api>, headers: HeaderMap) -> Response {
@@ -351,12 +355,12 @@ async fn reload(State(api): State<Api>, headers: HeaderMap) -> Response {
     }
 }
 
-async fn reload_from(path: &Path, handle: &Handle) -> Result<(), String> {
-    let loaded = settings::load(Some(path)).map_err(|e| format!("{e:#}"))?;
+async fn reload_from(path: &Path, handle: &Handle) -> Result<(), ControlError> {
+    let loaded = settings::load(Some(path)).map_err(|e| ControlError::Config(format!("{e:#}")))?;
     if !loaded.config.alerting.enabled() {
-        return Err(
+        return Err(ControlError::Config(
             "the new config names no alerting receivers; keeping the running one".to_owned(),
-        );
+        ));
     }
     handle.reload(loaded.config.alerting).await
 }
@@ -398,6 +402,83 @@ async fn watch_config(path: PathBuf, handle: Handle, shutdown: CancellationToken
                     .increment(1);
                 warn!("alerting config reload refused, the running config stays: {err}");
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::{header, HeaderValue};
+
+    use super::*;
+
+    #[test]
+    fn the_api_takes_its_token_with_any_case_of_the_scheme() {
+        let token = TokenDigest::of("token-of-the-alerting-api");
+        let check = |value: Option<&str>| {
+            let mut headers = HeaderMap::new();
+            if let Some(value) = value {
+                headers.insert(header::AUTHORIZATION, HeaderValue::from_str(value).unwrap());
+            }
+            bearer_ok(&token, &headers)
+        };
+        assert!(check(Some("Bearer token-of-the-alerting-api")));
+        assert!(check(Some("bearer token-of-the-alerting-api")));
+        assert!(!check(Some("Bearer token-of-the-alerting-ap")));
+        assert!(!check(Some("Basic token-of-the-alerting-api")));
+        assert!(!check(None));
+    }
+
+    async fn answer(err: ControlError) -> (StatusCode, serde_json::Value) {
+        let response = refused(err);
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        (status, serde_json::from_slice(&body).unwrap())
+    }
+
+    #[tokio::test]
+    async fn refusals_map_to_status_codes_by_kind_not_by_message() {
+        let cases = [
+            (
+                ControlError::Silence(SilenceError::NotFound("sil_x".into())),
+                StatusCode::NOT_FOUND,
+            ),
+            (
+                ControlError::UnknownReceiver("pager".into()),
+                StatusCode::NOT_FOUND,
+            ),
+            (
+                ControlError::Silence(SilenceError::AlreadyExpired("sil_x".into())),
+                StatusCode::BAD_REQUEST,
+            ),
+            (
+                ControlError::Silence(SilenceError::NoComment),
+                StatusCode::BAD_REQUEST,
+            ),
+            // A config error whose text happens to read like a 404 is still a 400.
+            (
+                ControlError::Config("no receiver named in route".into()),
+                StatusCode::BAD_REQUEST,
+            ),
+            (ControlError::Stopped, StatusCode::SERVICE_UNAVAILABLE),
+            (ControlError::Standby, StatusCode::SERVICE_UNAVAILABLE),
+            (ControlError::NotStored, StatusCode::SERVICE_UNAVAILABLE),
+            (
+                ControlError::NotShared {
+                    topic: "silences".into(),
+                    reason: "timed out".into(),
+                },
+                StatusCode::SERVICE_UNAVAILABLE,
+            ),
+        ];
+        for (err, status) in cases {
+            let message = err.to_string();
+            assert_eq!(
+                answer(err).await,
+                (status, serde_json::json!({ "error": message }))
+            );
         }
     }
 }

@@ -75,8 +75,8 @@ const MAX_FINDINGS: u64 = 500;
 /// What the console's API needs.
 #[derive(Clone)]
 pub struct Console {
-    /// The alerting API's bearer token.
-    pub token: String,
+    /// The alerting API's bearer token (its digest).
+    pub token: tripline_core::auth::TokenDigest,
     pub clickhouse: clickhouse::Client,
     /// Re-read per request for the live `[detect]` settings; `None` runs on `detect`.
     pub config_path: Option<PathBuf>,

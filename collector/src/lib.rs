@@ -38,9 +38,9 @@ use axum::{Json, Router};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 use tracing::{debug, warn};
+use tripline_core::auth::{self, TokenDigest};
 use tripline_core::config::{CollectorConfig, IngestConfig, KafkaConfig, OtlpConfig, SourceConfig};
 use tripline_core::event::EventKind;
 use tripline_core::secret::Fingerprinter;
@@ -176,7 +176,7 @@ struct Inner {
     outlet: Outlet,
     fingerprinter: Fingerprinter,
     /// (source name, SHA-256 of its token).
-    tokens: Vec<(String, [u8; 32])>,
+    tokens: Vec<(String, TokenDigest)>,
     limits: Limits,
     otlp: OtlpConfig,
     /// The `[[sources]]` served on their own paths.
@@ -217,7 +217,7 @@ impl Collector {
                     len: token.len(),
                 });
             }
-            tokens.push((source.clone(), digest(token.as_bytes())));
+            tokens.push((source.clone(), TokenDigest::of(&token)));
         }
         // Past this, librdkafka gives up on a record and the request is answered 503.
         let outlet = Outlet::new(kafka, config.produce_timeout_ms, &env)?;
@@ -280,30 +280,13 @@ impl Collector {
     }
 }
 
-/// Finds the source of a `Bearer` token, comparing SHA-256 digests in constant time (equal
-/// lengths, no early exit), so response timing says nothing about a token's prefix.
-fn authenticate<'a>(tokens: &'a [(String, [u8; 32])], headers: &HeaderMap) -> Option<&'a str> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
-    let (scheme, token) = value.split_once(' ')?;
-    if !scheme.eq_ignore_ascii_case("bearer") {
-        return None;
-    }
-    let presented = digest(token.trim().as_bytes());
-    let mut found = None;
-    for (source, expected) in tokens {
-        let diff = expected
-            .iter()
-            .zip(presented.iter())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
-        if diff == 0 {
-            found = Some(source.as_str());
-        }
-    }
-    found
-}
-
-fn digest(bytes: &[u8]) -> [u8; 32] {
-    Sha256::digest(bytes).into()
+/// Finds the source of a `Bearer` token (see [`tripline_core::auth`]: any case of the scheme,
+/// SHA-256 digests compared in constant time).
+fn authenticate<'a>(tokens: &'a [(String, TokenDigest)], headers: &HeaderMap) -> Option<&'a str> {
+    let value = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    auth::authenticate(value, tokens.iter().map(|(source, d)| (source.as_str(), d)))
 }
 
 #[derive(Deserialize)]
@@ -700,8 +683,11 @@ mod tests {
     #[test]
     fn bearer_tokens_map_to_their_source() {
         let tokens = vec![
-            ("litellm".to_owned(), digest(b"token-of-litellm-0123")),
-            ("other".to_owned(), digest(b"token-of-other-456789")),
+            (
+                "litellm".to_owned(),
+                TokenDigest::of("token-of-litellm-0123"),
+            ),
+            ("other".to_owned(), TokenDigest::of("token-of-other-456789")),
         ];
         let check = |value: &str| {
             let mut headers = HeaderMap::new();

@@ -5,7 +5,7 @@ use rdkafka::consumer::{CommitMode, StreamConsumer};
 use tracing::{error, info};
 use tripline_core::config::AlertingConfig;
 
-use super::control::{self, AlertView, Command, SilenceView};
+use super::control::{self, AlertView, Command, ControlError, SilenceView};
 use super::deliver::Receivers;
 use super::outbox::OutboxEntry;
 use super::{now_ms, Runner};
@@ -60,7 +60,7 @@ impl Runner<'_> {
     async fn change_silence(
         &mut self,
         change: impl FnOnce(&mut SilenceStore) -> Result<&Silence, SilenceError>,
-    ) -> Result<Silence, String> {
+    ) -> Result<Silence, ControlError> {
         match self.shared {
             Some(shared) => {
                 let silence = shared
@@ -69,30 +69,28 @@ impl Runner<'_> {
                 self.pipeline.silences.merge(silence.clone());
                 Ok(silence)
             }
-            None => change(&mut self.pipeline.silences)
-                .cloned()
-                .map_err(|e| e.to_string()),
+            None => Ok(change(&mut self.pipeline.silences)?.clone()),
         }
     }
 
     /// `result`, once a change it made is on disk.
     async fn saved<T>(
         &mut self,
-        result: Result<T, String>,
+        result: Result<T, ControlError>,
         consumer: &StreamConsumer,
-    ) -> Result<T, String> {
+    ) -> Result<T, ControlError> {
         let value = result?;
         self.dirty = true;
         if self.persist_with(consumer, CommitMode::Async, true).await {
             Ok(value)
         } else {
-            Err(control::NOT_STORED.to_owned())
+            Err(ControlError::NotStored)
         }
     }
 
-    fn queue_test(&mut self, receiver: String, now: i64) -> Result<String, String> {
+    fn queue_test(&mut self, receiver: String, now: i64) -> Result<String, ControlError> {
         if !self.receivers.by_name.contains_key(&receiver) {
-            return Err(format!("no receiver {receiver:?} in [alerting]"));
+            return Err(ControlError::UnknownReceiver(receiver));
         }
         let alert = control::test_alert(&receiver, now);
         let message = Message {
@@ -123,12 +121,12 @@ impl Runner<'_> {
         Ok(id)
     }
 
-    fn reload(&mut self, config: AlertingConfig, now: i64) -> Result<(), String> {
+    fn reload(&mut self, config: AlertingConfig, now: i64) -> Result<(), ControlError> {
         let receivers = Receivers::from_config(&config, &tripline_kafka::process_env)
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| ControlError::Config(e.to_string()))?;
         self.pipeline
             .reload(&config, now)
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| ControlError::Config(e.to_string()))?;
         for (name, err) in receivers.broken() {
             error!(
                 receiver = name,

@@ -12,7 +12,7 @@ use tripline_core::config::AlertingConfig;
 use tripline_core::time::format_ms;
 
 use crate::matcher::Matcher;
-use crate::silence::{NewSilence, Silence};
+use crate::silence::{NewSilence, Silence, SilenceError};
 
 /// An alert as the API lists it.
 #[derive(Debug, Clone, Serialize)]
@@ -60,7 +60,7 @@ impl SilenceView {
     }
 }
 
-pub type Reply<T> = oneshot::Sender<Result<T, String>>;
+pub type Reply<T> = oneshot::Sender<Result<T, ControlError>>;
 
 pub enum Command {
     ListAlerts(Reply<Vec<AlertView>>),
@@ -80,18 +80,36 @@ pub struct Handle {
     sender: mpsc::Sender<Command>,
 }
 
-/// Why a request got no answer.
-pub const STOPPED: &str = "alerting is not running";
-/// Why a change the service applied is not durable yet (the state file or topic cannot be
-/// written); the API answers 503.
-pub const NOT_STORED: &str =
-    "the change is applied but the state could not be stored (see the log)";
-/// The start of the answer when a silence cannot be shared with the other instances
-/// (`[alerting.ha]`: Kafka is unreachable); the API answers 503.
-pub const NOT_SHARED: &str = "the silence could not be shared";
-/// Why a standby (`[alerting.ha]`) refuses a request only the active instance can serve.
-pub const STANDBY: &str =
-    "this alerting instance is a standby: test notifications are sent by the active one";
+/// Why the service refused a request or could not answer it. The API chooses its status code
+/// from the variant (`src/alert.rs`), never from the message, which is for people: rewording
+/// one changes no answer's status.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ControlError {
+    /// A silence could not be created or expired: [`SilenceError::NotFound`] names an unknown
+    /// id, the others a silence the store refuses.
+    #[error(transparent)]
+    Silence(#[from] SilenceError),
+    /// A test notification for a receiver `[alerting]` does not name.
+    #[error("no receiver {0:?} in [alerting]")]
+    UnknownReceiver(String),
+    /// A config refused: a reload's (the file does not load, or names no receivers, or does
+    /// not validate), or the running one, under which a standby cannot read the stored state.
+    #[error("{0}")]
+    Config(String),
+    /// The service is not running: the request was not taken or got no answer.
+    #[error("alerting is not running")]
+    Stopped,
+    /// A standby (`[alerting.ha]`) was asked what only the active instance does.
+    #[error("this alerting instance is a standby: test notifications are sent by the active one")]
+    Standby,
+    /// The change is applied but not durable yet: the state file or topic cannot be written.
+    #[error("the change is applied but the state could not be stored (see the log)")]
+    NotStored,
+    /// A silence could not be shared with the other instances (`[alerting.ha]`: Kafka is
+    /// unreachable); it was not applied.
+    #[error("the silence could not be shared through {topic}: {reason}")]
+    NotShared { topic: String, reason: String },
+}
 
 impl Handle {
     pub fn channel() -> (Handle, mpsc::Receiver<Command>) {
@@ -99,36 +117,36 @@ impl Handle {
         (Handle { sender }, receiver)
     }
 
-    async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, String> {
+    async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, ControlError> {
         let (reply, answer) = oneshot::channel();
         self.sender
             .send(make(reply))
             .await
-            .map_err(|_| STOPPED.to_owned())?;
-        answer.await.map_err(|_| STOPPED.to_owned())?
+            .map_err(|_| ControlError::Stopped)?;
+        answer.await.map_err(|_| ControlError::Stopped)?
     }
 
-    pub async fn alerts(&self) -> Result<Vec<AlertView>, String> {
+    pub async fn alerts(&self) -> Result<Vec<AlertView>, ControlError> {
         self.ask(Command::ListAlerts).await
     }
 
-    pub async fn silences(&self) -> Result<Vec<SilenceView>, String> {
+    pub async fn silences(&self) -> Result<Vec<SilenceView>, ControlError> {
         self.ask(Command::ListSilences).await
     }
 
-    pub async fn create_silence(&self, new: NewSilence) -> Result<SilenceView, String> {
+    pub async fn create_silence(&self, new: NewSilence) -> Result<SilenceView, ControlError> {
         self.ask(|r| Command::CreateSilence(new, r)).await
     }
 
-    pub async fn expire_silence(&self, id: String) -> Result<SilenceView, String> {
+    pub async fn expire_silence(&self, id: String) -> Result<SilenceView, ControlError> {
         self.ask(|r| Command::ExpireSilence(id, r)).await
     }
 
-    pub async fn test(&self, receiver: String) -> Result<String, String> {
+    pub async fn test(&self, receiver: String) -> Result<String, ControlError> {
         self.ask(|r| Command::Test(receiver, r)).await
     }
 
-    pub async fn reload(&self, config: AlertingConfig) -> Result<(), String> {
+    pub async fn reload(&self, config: AlertingConfig) -> Result<(), ControlError> {
         self.ask(|r| Command::Reload(Box::new(config), r)).await
     }
 }
@@ -160,5 +178,53 @@ pub fn test_alert(receiver: &str, now: i64) -> Alert {
         ends_at: None,
         emitted_at: at,
         evidence: Evidence::default(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_request_nobody_answers_is_stopped() {
+        let (handle, commands) = Handle::channel();
+        drop(commands);
+        assert_eq!(handle.alerts().await.unwrap_err(), ControlError::Stopped);
+
+        let (handle, mut commands) = Handle::channel();
+        let dropped = tokio::spawn(async move {
+            // Taken, never answered.
+            drop(commands.recv().await);
+        });
+        assert_eq!(
+            handle.expire_silence("sil_x".into()).await.unwrap_err(),
+            ControlError::Stopped
+        );
+        dropped.await.unwrap();
+    }
+
+    #[test]
+    fn messages_say_what_went_wrong() {
+        let cases = [
+            (
+                ControlError::Silence(SilenceError::NotFound("sil_x".into())),
+                r#"no silence "sil_x""#,
+            ),
+            (
+                ControlError::UnknownReceiver("pager".into()),
+                r#"no receiver "pager" in [alerting]"#,
+            ),
+            (ControlError::Stopped, "alerting is not running"),
+            (
+                ControlError::NotShared {
+                    topic: "tripline-silences".into(),
+                    reason: "timed out".into(),
+                },
+                "the silence could not be shared through tripline-silences: timed out",
+            ),
+        ];
+        for (err, message) in cases {
+            assert_eq!(err.to_string(), message);
+        }
     }
 }

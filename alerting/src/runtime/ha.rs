@@ -38,7 +38,7 @@ use tripline_core::config::{HaConfig, KafkaConfig};
 use tripline_kafka::membership::{Membership, Rebalanced};
 
 use super::commands::{alert_views, silence_views};
-use super::control::{self, Command, SilenceView};
+use super::control::{Command, ControlError, SilenceView};
 use super::deliver::Receivers;
 use super::log::DeliveryLog;
 use super::state::{State, StateError, StateStore, STATE_VERSION};
@@ -236,7 +236,7 @@ async fn standby_command(service: &mut AlertService, shared: &Shared, command: C
                 None => Ok(Vec::new()),
                 Some(state) => Pipeline::restore(&service.config, state.pipeline, now)
                     .map(|pipeline| alert_views(&pipeline, now))
-                    .map_err(|e| e.to_string()),
+                    .map_err(|e| ControlError::Config(e.to_string())),
             };
             let _ = reply.send(views);
         }
@@ -256,12 +256,14 @@ async fn standby_command(service: &mut AlertService, shared: &Shared, command: C
             let _ = reply.send(shared.merged(result, now));
         }
         Command::Test(_, reply) => {
-            let _ = reply.send(Err(control::STANDBY.to_owned()));
+            let _ = reply.send(Err(ControlError::Standby));
         }
         Command::Reload(config, reply) => {
             let checked = Receivers::from_config(&config, &tripline_kafka::process_env)
-                .map_err(|e| e.to_string())
-                .and_then(|_| Pipeline::from_config(&config).map_err(|e| e.to_string()));
+                .map_err(|e| ControlError::Config(e.to_string()))
+                .and_then(|_| {
+                    Pipeline::from_config(&config).map_err(|e| ControlError::Config(e.to_string()))
+                });
             let _ = reply.send(checked.map(|_| {
                 service.config = *config;
                 info!("alerting config reloaded (standby)");
@@ -515,14 +517,14 @@ impl Shared {
         &self,
         known: &SilenceStore,
         change: impl FnOnce(&mut SilenceStore) -> Result<&Silence, SilenceError>,
-    ) -> Result<Silence, String> {
+    ) -> Result<Silence, ControlError> {
         let mut scratch = known.clone();
-        let silence = change(&mut scratch).map_err(|e| e.to_string())?.clone();
+        let silence = change(&mut scratch)?.clone();
         self.publish(&silence).await?;
         Ok(silence)
     }
 
-    async fn publish(&self, silence: &Silence) -> Result<(), String> {
+    async fn publish(&self, silence: &Silence) -> Result<(), ControlError> {
         let payload = serde_json::to_vec(silence).expect("a silence serializes");
         tripline_kafka::produce(
             &self.producer,
@@ -531,16 +533,18 @@ impl Shared {
                 .payload(&payload),
         )
         .await
-        .map_err(|err| {
-            format!(
-                "the silence could not be shared through {}: {err}",
-                self.silences_topic
-            )
+        .map_err(|err| ControlError::NotShared {
+            topic: self.silences_topic.clone(),
+            reason: err.to_string(),
         })
     }
 
     /// A standby's answer to a silence change: kept here at once, so that it lists it.
-    fn merged(&self, result: Result<Silence, String>, now: i64) -> Result<SilenceView, String> {
+    fn merged(
+        &self,
+        result: Result<Silence, ControlError>,
+        now: i64,
+    ) -> Result<SilenceView, ControlError> {
         let silence = result?;
         self.lock().silences.merge(silence.clone());
         info!(id = %silence.id, "silence shared (standby)");
