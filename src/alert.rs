@@ -18,7 +18,6 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use axum::extract::{DefaultBodyLimit, Path as UrlPath, State};
@@ -36,7 +35,9 @@ use tripline_alerting::runtime::control::{ControlError, Handle};
 use tripline_alerting::runtime::{now_ms, AlertService, AlertingHealth, DEFAULT_GROUP_ID};
 use tripline_alerting::silence::{NewSilence, SilenceError};
 use tripline_core::auth::{self, TokenDigest};
+use tripline_core::config::AlertingConfig;
 
+use crate::live_config::LiveConfig;
 use crate::settings::{self, Loaded};
 
 /// Overrides the consumer group (`tripline-alerting`), e.g. for two independent deployments
@@ -51,7 +52,7 @@ const MAX_BODY_BYTES: usize = 64 * 1024;
 pub struct Prepared {
     service: AlertService,
     handle: Handle,
-    config_path: Option<PathBuf>,
+    live: LiveConfig,
 }
 
 /// Builds the alerting service and its API routes (when a token is configured). Fails when
@@ -59,6 +60,7 @@ pub struct Prepared {
 pub fn prepare(
     loaded: &Loaded,
     config_path: Option<&Path>,
+    live: &LiveConfig,
 ) -> anyhow::Result<(Prepared, Option<Router>)> {
     let config = loaded.config.alerting.clone();
     if !config.enabled() {
@@ -88,8 +90,7 @@ pub fn prepare(
             let console = crate::console::router(crate::console::Console {
                 token: TokenDigest::of(token.trim()),
                 clickhouse: loaded.clickhouse(),
-                config_path: config_path.clone(),
-                detect: loaded.config.detect.clone(),
+                live: live.clone(),
             });
             Some(
                 router(Api {
@@ -112,7 +113,7 @@ pub fn prepare(
     let prepared = Prepared {
         service,
         handle,
-        config_path,
+        live: live.clone(),
     };
     Ok((prepared, router))
 }
@@ -127,9 +128,7 @@ impl Prepared {
     /// the process's only role (`alone`), its failure stops the process so that a supervisor
     /// restarts it; beside other roles it only fails readiness.
     pub fn spawn(self, shutdown: CancellationToken, alone: bool) -> JoinHandle<anyhow::Result<()>> {
-        if let Some(path) = self.config_path {
-            tokio::spawn(watch_config(path, self.handle, shutdown.clone()));
-        }
+        tokio::spawn(follow(self.live, self.handle, shutdown.clone()));
         let service = self.service;
         tokio::spawn(async move {
             let result = service.run(shutdown.clone()).await;
@@ -357,42 +356,30 @@ async fn reload(State(api): State<Api>, headers: HeaderMap) -> Response {
 
 async fn reload_from(path: &Path, handle: &Handle) -> Result<(), ControlError> {
     let loaded = settings::load(Some(path)).map_err(|e| ControlError::Config(format!("{e:#}")))?;
-    if !loaded.config.alerting.enabled() {
+    apply(&loaded.config.alerting, handle).await
+}
+
+/// Hands a new `[alerting]` to the running service, unless it names no receivers.
+async fn apply(config: &AlertingConfig, handle: &Handle) -> Result<(), ControlError> {
+    if !config.enabled() {
         return Err(ControlError::Config(
             "the new config names no alerting receivers; keeping the running one".to_owned(),
         ));
     }
-    handle.reload(loaded.config.alerting).await
+    handle.reload(config.clone()).await
 }
 
-/// Reloads `[alerting]` when the file changes or on SIGHUP; a bad file is refused with its
-/// problems in the log and the running config stays.
-async fn watch_config(path: PathBuf, handle: Handle, shutdown: CancellationToken) {
-    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
-    let modified =
-        |p: &Path| -> Option<SystemTime> { std::fs::metadata(p).and_then(|m| m.modified()).ok() };
-    let mut seen = modified(&path);
+/// Follows the config file ([`crate::live_config`]): each new version's `[alerting]` is handed
+/// to the service; one it refuses is logged and the running config stays.
+async fn follow(mut live: LiveConfig, handle: Handle, shutdown: CancellationToken) {
+    live.mark_unchanged();
     loop {
-        let hup = async {
-            match hangup.as_mut() {
-                Some(signal) => {
-                    signal.recv().await;
-                }
-                None => std::future::pending().await,
-            }
-        };
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = hup => {}
-            _ = tokio::time::sleep(Duration::from_secs(2)) => {
-                let now = modified(&path);
-                if now == seen {
-                    continue;
-                }
-                seen = now;
-            }
+            changed = live.changed() => if changed.is_err() { return },
         }
-        match reload_from(&path, &handle).await {
+        let next = live.borrow_and_update().alerting.clone();
+        match apply(&next, &handle).await {
             Ok(()) => {
                 metrics::counter!("tripline_alerting_config_reloads_total", "result" => "ok")
                     .increment(1);

@@ -34,7 +34,6 @@
 //! is read.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path as UrlPath, Query, State};
@@ -78,10 +77,8 @@ pub struct Console {
     /// The alerting API's bearer token (its digest).
     pub token: tripline_core::auth::TokenDigest,
     pub clickhouse: clickhouse::Client,
-    /// Re-read per request for the live `[detect]` settings; `None` runs on `detect`.
-    pub config_path: Option<PathBuf>,
-    /// `[detect]` at start-up: used without a file, or when the file no longer loads.
-    pub detect: DetectConfig,
+    /// The config as the file says now: the chart folds with the running `[detect]`.
+    pub live: crate::live_config::LiveConfig,
 }
 
 pub fn router(console: Console) -> Router {
@@ -284,18 +281,9 @@ fn unavailable(err: clickhouse::error::Error) -> Response {
     )
 }
 
-/// `[detect]` as the config file says now (the detector reloads it live too), else as started.
+/// `[detect]` as the config file says now (as the detectors follow it).
 fn live_detect(console: &Console) -> DetectConfig {
-    match &console.config_path {
-        Some(path) => match crate::settings::load(Some(path)) {
-            Ok(loaded) => loaded.config.detect,
-            Err(err) => {
-                warn!("console: config file does not load, using the one at start-up: {err:#}");
-                console.detect.clone()
-            }
-        },
-        None => console.detect.clone(),
-    }
+    console.live.borrow().detect.clone()
 }
 
 /// An id as the pipeline stores it: 1 to 256 bytes, no control characters, not blank.
@@ -588,7 +576,12 @@ mod tests {
             };
             let mut found = engine.cycle(&data, minute + 60, false);
             // What pages with no yesterday known: the chart draws the model's own judgement.
-            tripline_detector::routine::judge(&mut found, 2.0, |_| None);
+            tripline_detector::routine::judge(
+                &mut found,
+                2.0,
+                tripline_detector::routine::Crowd::UNKNOWN,
+                |_| None,
+            );
             if alarmed.is_none() && found.iter().any(|c| c.detector == "spend_spike") {
                 alarmed = Some(i);
             }

@@ -8,6 +8,7 @@ mod console;
 mod detect;
 mod evaluate;
 mod evaluate_summary;
+mod live_config;
 mod roles;
 mod server;
 mod settings;

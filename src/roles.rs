@@ -16,6 +16,7 @@ use tripline_ingest::enrich::{Coster, GeoIp};
 use tripline_ingest::process::Processor;
 use tripline_ingest::{Ingest, IngestHealth};
 
+use crate::live_config;
 use crate::server::{self, AppState};
 use crate::settings::{self, Loaded};
 use crate::telemetry;
@@ -36,6 +37,9 @@ pub async fn serve(config_path: Option<&Path>, roles: Roles) -> anyhow::Result<(
     let metrics = telemetry::init_metrics()?;
     let shutdown = CancellationToken::new();
     spawn_signal_handler(shutdown.clone());
+    // The config file as it is now, for the roles that follow it (ingest reads it at start).
+    let followed = config_path.filter(|_| roles.detect || roles.alert);
+    let live = live_config::watch(&loaded, followed, shutdown.clone());
 
     // Only ingest fingerprints secrets and enriches: a detect-only or alert-only process needs
     // neither the fingerprint secret nor the IP databases.
@@ -57,7 +61,7 @@ pub async fn serve(config_path: Option<&Path>, roles: Roles) -> anyhow::Result<(
     // Alerting is built before the server so that its API is served, and started after the
     // migrations and topics exist (subscribing to a missing topic stalls on tansu).
     let (alerting, alert_api) = if roles.alert {
-        let (prepared, api) = crate::alert::prepare(&loaded, config_path)?;
+        let (prepared, api) = crate::alert::prepare(&loaded, config_path, &live)?;
         (Some(prepared), api)
     } else {
         (None, None)
@@ -107,7 +111,7 @@ pub async fn serve(config_path: Option<&Path>, roles: Roles) -> anyhow::Result<(
         return Ok(());
     }
     let detector = roles.detect.then(|| {
-        let config = crate::detect::watch(&loaded, config_path, shutdown.clone());
+        let config = live_config::section(&live, |c| c.detect.clone());
         let (loaded, shutdown) = (loaded.clone(), shutdown.clone());
         tokio::spawn(supervise("detect", shutdown.clone(), move || {
             let health = detector_health.clone();
