@@ -291,19 +291,45 @@ pub struct Thresholds {
     pub scans: bool,
 }
 
-/// Reads minutes `[from_minute, to_minute]` (epoch seconds of minute starts). With `as_of_ms`,
-/// only what had happened before that instant: whole minutes before it from the rollups, its
-/// own minute from the raw events up to it. That is what a replay needs to judge a minute while
-/// it is still open, as the live detector does every few seconds.
+/// What one cycle reads: whose rows, which minutes, up to which instant, and the thresholds
+/// the reads filter on. Minutes are epoch seconds of minute starts.
+#[derive(Clone, Copy)]
+pub struct CycleQuery<'a> {
+    /// The keys read are this worker's; so are projects, providers, end users and scanning IPs
+    /// when it is shard 0 (they are not sharded by key).
+    pub shard: Shard,
+    /// The first minute read: in the live worker, the first one its engine has not folded yet
+    /// (`Engine::folded_through`, at most three hours back).
+    pub from_minute: u32,
+    /// The last minute read, included: the live worker's current (still open) minute, the
+    /// last of a chunk of history in a warm-up or replay.
+    pub to_minute: u32,
+    /// The no-backoff and scanning thresholds some reads count against, and whether end users
+    /// and scanning candidates are read at all.
+    pub thresholds: &'a Thresholds,
+    /// Whether keys' spend in the hour and day of `to_minute` is read (only when a budget is
+    /// configured: the query costs a little).
+    pub with_budgets: bool,
+    /// Only what had happened before this instant (epoch ms): whole minutes before it from the
+    /// rollups, its own minute from the raw events up to it. That is what a replay needs to
+    /// judge a minute while it is still open, as the live detector does every few seconds.
+    /// None reads everything stored.
+    pub as_of_ms: Option<i64>,
+}
+
+/// Reads what `query` describes: minutes `[from_minute, to_minute]`, as of `as_of_ms`.
 pub async fn fetch(
     client: &Client,
-    shard: Shard,
-    from_minute: u32,
-    to_minute: u32,
-    thresholds: &Thresholds,
-    with_budgets: bool,
-    as_of_ms: Option<i64>,
+    query: &CycleQuery<'_>,
 ) -> Result<CycleData, clickhouse::error::Error> {
+    let &CycleQuery {
+        shard,
+        from_minute,
+        to_minute,
+        thresholds,
+        with_budgets,
+        as_of_ms,
+    } = query;
     let keys_filter = shard.key_filter();
     let range =
         format!("minute >= toDateTime({from_minute}) AND minute <= toDateTime({to_minute})");
