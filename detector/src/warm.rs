@@ -16,6 +16,7 @@ use clickhouse::Client;
 use tokio::task::JoinHandle;
 use tracing::info;
 use tripline_core::config::DetectConfig;
+use tripline_store::GATEWAY_TABLE;
 
 use crate::data::{self, Shard};
 use crate::engine::Engine;
@@ -213,7 +214,7 @@ async fn count_late(
     };
     clickhouse
         .query_raw(&format!(
-            "SELECT count() FROM gateway_requests PREWHERE ingested_at >= toDateTime({since_s}) \
+            "SELECT count() FROM {GATEWAY_TABLE} PREWHERE ingested_at >= toDateTime({since_s}) \
              WHERE ts >= toDateTime({horizon_s}) AND ts < toDateTime({watermark}) AND {keys}"
         ))
         .fetch_one()

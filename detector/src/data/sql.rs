@@ -2,6 +2,10 @@
 //! The rows are read as RowBinary, which maps columns to fields by position only: each SELECT
 //! lists its columns in the order of the row type's fields.
 
+use tripline_store::{
+    GATEWAY_TABLE, KEY_ROLLUP_TABLE, PROJECT_ROLLUP_TABLE, PROVIDER_ROLLUP_TABLE, PROVIDER_TABLE,
+};
+
 use super::{CycleQuery, PROVIDER_BUCKET_S, PROVIDER_TOP_KEYS};
 
 /// What the reads of one cycle share, worked out once from its [`CycleQuery`].
@@ -119,14 +123,14 @@ pub(super) fn key_minutes(r: &Reads) -> String {
              sumMerge(errors_auth) + sumMerge(errors_rate_limited) + sumMerge(errors_client) + sumMerge(errors_server), \
              sumMerge(errors_rate_limited) + sumMerge(errors_server), sumMerge(errors_auth), sumMerge(retries), sumMerge(cost_usd), \
              sumMerge(prompt_tokens) + sumMerge(completion_tokens), uniqIfMerge(distinct_ips) \
-             FROM rollup_key_1m WHERE {range} AND {keys_filter}"
+             FROM {KEY_ROLLUP_TABLE} WHERE {range} AND {keys_filter}"
         ),
         "GROUP BY api_key_id, minute",
         &format!(
             "SELECT api_key_id, toUInt32(toStartOfMinute(ts)) AS m, anyLast(project), count(), \
              countIf(status >= 400), countIf(status = 429 OR status >= 500), countIf(status IN (401, 403)), countIf(attempt > 1), sum(cost_usd), \
              sum(prompt_tokens) + sum(completion_tokens), uniqIf(client_ip, client_ip != '') \
-             FROM gateway_requests WHERE {ts_range} AND {keys_filter}"
+             FROM {GATEWAY_TABLE} WHERE {ts_range} AND {keys_filter}"
         ),
         "GROUP BY api_key_id, m",
     )
@@ -141,7 +145,7 @@ pub(super) fn usage(r: &Reads) -> String {
     } = r;
     format!(
         "SELECT api_key_id, toUInt32(toStartOfMinute(ts)) AS m, client_country, client_asn, client_as_org, model, user_agent, \
-         count(), min(ts_ms), max(ts_ms) FROM gateway_requests WHERE {raw_ts_range} AND {keys_filter} \
+         count(), min(ts_ms), max(ts_ms) FROM {GATEWAY_TABLE} WHERE {raw_ts_range} AND {keys_filter} \
          AND status NOT IN (401, 403) \
          GROUP BY api_key_id, m, client_country, client_asn, client_as_org, model, user_agent"
     )
@@ -159,11 +163,11 @@ pub(super) fn key_retries(r: &Reads) -> String {
         "SELECT api_key_id, m, sum(attempts), sum(successes), sum(chains), sum(fast) FROM ( \
            SELECT api_key_id, toUInt32(toStartOfMinute(ts)) AS m, count() AS attempts, countIf(status < 400) AS successes, \
                   toUInt64(0) AS chains, toUInt64(0) AS fast \
-           FROM provider_attempts WHERE {raw_ts_range} AND {keys_filter} GROUP BY api_key_id, m \
+           FROM {PROVIDER_TABLE} WHERE {raw_ts_range} AND {keys_filter} GROUP BY api_key_id, m \
            UNION ALL \
            SELECT api_key_id, m, toUInt64(0), toUInt64(0), count(), countIf((last - first) / (n - 1) < {nb}) FROM ( \
              SELECT api_key_id, idempotency_key, toUInt32(toStartOfMinute(ts)) AS m, count() AS n, min(ts_ms) AS first, max(ts_ms) AS last \
-             FROM gateway_requests WHERE {raw_ts_range} AND {keys_filter} AND idempotency_key != '' \
+             FROM {GATEWAY_TABLE} WHERE {raw_ts_range} AND {keys_filter} AND idempotency_key != '' \
              GROUP BY api_key_id, idempotency_key, m HAVING n > 1) \
            GROUP BY api_key_id, m) \
          GROUP BY api_key_id, m",
@@ -178,12 +182,12 @@ pub(super) fn project_spend_minutes(r: &Reads) -> String {
     } = r;
     r.with_cut(
         &format!(
-            "SELECT project, toUInt32(minute), sumMerge(cost_usd) FROM rollup_project_1m \
+            "SELECT project, toUInt32(minute), sumMerge(cost_usd) FROM {PROJECT_ROLLUP_TABLE} \
              WHERE {range} AND project != ''"
         ),
         "GROUP BY project, minute",
         &format!(
-            "SELECT project, toUInt32(toStartOfMinute(ts)) AS m, sum(cost_usd) FROM gateway_requests \
+            "SELECT project, toUInt32(toStartOfMinute(ts)) AS m, sum(cost_usd) FROM {GATEWAY_TABLE} \
              WHERE {ts_range} AND project != ''"
         ),
         "GROUP BY project, m",
@@ -197,11 +201,11 @@ pub(super) fn overall_spend_minutes(r: &Reads) -> String {
     } = r;
     r.with_cut(
         &format!(
-            "SELECT '', toUInt32(minute), sumMerge(cost_usd) FROM rollup_project_1m WHERE {range}"
+            "SELECT '', toUInt32(minute), sumMerge(cost_usd) FROM {PROJECT_ROLLUP_TABLE} WHERE {range}"
         ),
         "GROUP BY minute",
         &format!(
-            "SELECT '', toUInt32(toStartOfMinute(ts)) AS m, sum(cost_usd) FROM gateway_requests WHERE {ts_range}"
+            "SELECT '', toUInt32(toStartOfMinute(ts)) AS m, sum(cost_usd) FROM {GATEWAY_TABLE} WHERE {ts_range}"
         ),
         "GROUP BY m",
     )
@@ -218,7 +222,7 @@ pub(super) fn key_provider_failures(r: &Reads) -> String {
     format!(
         "SELECT api_key_id, toUInt32(toStartOfMinute(ts)) AS m, provider, model, count(), countIf({THROTTLED}), \
          toInt64(minIf(ts_ms, {THROTTLED})), toInt64(maxIf(ts_ms, {THROTTLED})) \
-         FROM provider_attempts WHERE {recent_ts_range} AND {keys_filter} \
+         FROM {PROVIDER_TABLE} WHERE {recent_ts_range} AND {keys_filter} \
          GROUP BY api_key_id, m, provider, model HAVING countIf({THROTTLED}) > 0"
     )
 }
@@ -230,7 +234,7 @@ pub(super) fn provider_buckets(r: &Reads) -> String {
         "SELECT provider, model, toUInt32(toStartOfMinute(ts)) AS m, \
          toUInt32(intDiv(ts_ms, {ms}) * {PROVIDER_BUCKET_S}) AS b, count(), countIf({THROTTLED}), \
          countIf(attempt <= 1) \
-         FROM provider_attempts WHERE {recent_ts_range} GROUP BY provider, model, m, b",
+         FROM {PROVIDER_TABLE} WHERE {recent_ts_range} GROUP BY provider, model, m, b",
         ms = PROVIDER_BUCKET_S * 1000
     )
 }
@@ -242,10 +246,10 @@ pub(super) fn provider_key_failures(r: &Reads) -> String {
     format!(
         "SELECT provider, model, m, api_key_id, a, f, k FROM ( \
            SELECT provider, model, toUInt32(toStartOfMinute(ts)) AS m, api_key_id, count() AS a, countIf({THROTTLED}) AS f \
-           FROM provider_attempts WHERE {recent_ts_range} GROUP BY provider, model, m, api_key_id HAVING f > 0) \
+           FROM {PROVIDER_TABLE} WHERE {recent_ts_range} GROUP BY provider, model, m, api_key_id HAVING f > 0) \
          ANY LEFT JOIN ( \
            SELECT provider, model, toUInt32(toStartOfMinute(ts)) AS m, uniqExactIf(api_key_id, {THROTTLED}) AS k \
-           FROM provider_attempts WHERE {recent_ts_range} GROUP BY provider, model, m) \
+           FROM {PROVIDER_TABLE} WHERE {recent_ts_range} GROUP BY provider, model, m) \
          USING (provider, model, m) \
          ORDER BY provider, model, m, f DESC, api_key_id LIMIT {PROVIDER_TOP_KEYS} BY provider, model, m"
     )
@@ -258,12 +262,12 @@ pub(super) fn provider_chains(r: &Reads) -> String {
         "SELECT provider, model, m, count(), countIf((last - first) / (n - 1) < {nb}) FROM ( \
            SELECT provider, model, toUInt32(toStartOfMinute(ts)) AS m, request_id AS chain, count() AS n, \
                   min(ts_ms - latency_ms) AS first, max(ts_ms - latency_ms) AS last \
-           FROM provider_attempts WHERE {recent_ts_range} AND request_id != '' \
+           FROM {PROVIDER_TABLE} WHERE {recent_ts_range} AND request_id != '' \
            GROUP BY provider, model, m, chain HAVING n > 1 \
            UNION ALL \
            SELECT provider, model, toUInt32(toStartOfMinute(ts)) AS m, idempotency_key AS chain, count() AS n, \
                   min(ts_ms) AS first, max(ts_ms) AS last \
-           FROM gateway_requests WHERE {recent_ts_range} AND idempotency_key != '' \
+           FROM {GATEWAY_TABLE} WHERE {recent_ts_range} AND idempotency_key != '' \
            GROUP BY provider, model, m, chain HAVING n > 1) \
          GROUP BY provider, model, m",
         nb = r.query.thresholds.no_backoff_ms
@@ -278,12 +282,12 @@ pub(super) fn provider_minutes(r: &Reads) -> String {
     r.with_cut(
         &format!(
             "SELECT provider, model, toUInt32(minute), countMerge(attempts), sumMerge(successes) \
-             FROM rollup_provider_1m WHERE {range}"
+             FROM {PROVIDER_ROLLUP_TABLE} WHERE {range}"
         ),
         "GROUP BY provider, model, minute",
         &format!(
             "SELECT provider, model, toUInt32(toStartOfMinute(ts)) AS m, count(), countIf(status < 400) \
-             FROM provider_attempts WHERE {ts_range}"
+             FROM {PROVIDER_TABLE} WHERE {ts_range}"
         ),
         "GROUP BY provider, model, m",
     )
@@ -295,7 +299,7 @@ pub(super) fn user_uses(r: &Reads) -> String {
     let raw_ts_range = &r.raw_ts_range;
     format!(
         "SELECT user, toUInt32(toStartOfMinute(ts)) AS m, client_country, any(api_key_id), \
-         count(), min(ts_ms), max(ts_ms) FROM gateway_requests \
+         count(), min(ts_ms), max(ts_ms) FROM {GATEWAY_TABLE} \
          WHERE {raw_ts_range} AND user != '' AND client_country != '' AND status NOT IN (401, 403) \
          GROUP BY user, m, client_country"
     )
@@ -310,7 +314,7 @@ pub(super) fn scan_candidates(r: &Reads) -> String {
         None => String::new(),
     };
     format!(
-        "SELECT client_ip, uniqExact(api_key_id) AS keys, count(), min(ts_ms), max(ts_ms) FROM gateway_requests \
+        "SELECT client_ip, uniqExact(api_key_id) AS keys, count(), min(ts_ms), max(ts_ms) FROM {GATEWAY_TABLE} \
          WHERE ts >= toDateTime({}) AND ts < toDateTime({}) {scan_ts} AND status IN (401, 403) AND client_ip != '' \
          GROUP BY client_ip HAVING keys >= {}",
         to_minute.saturating_sub(240),
@@ -332,7 +336,7 @@ pub(super) fn budget_uses(r: &Reads) -> String {
          sumMergeIf(cost_usd, minute >= {hour}) AS hour_usd, \
          sumMerge(cost_usd) AS day_usd, \
          sumMergeIf(cost_usd, minute > {last_hour}) AS last_hour_usd \
-         FROM rollup_key_1m WHERE minute >= {day} AND {keys_filter}"
+         FROM {KEY_ROLLUP_TABLE} WHERE minute >= {day} AND {keys_filter}"
     );
     match &r.cut {
         None => format!("{rollup} GROUP BY api_key_id"),
@@ -344,7 +348,7 @@ pub(super) fn budget_uses(r: &Reads) -> String {
                 "GROUP BY api_key_id",
                 &format!(
                     "SELECT api_key_id, anyLast(project), sumIf(cost_usd, ts >= {hour}), sum(cost_usd), \
-                     sumIf(cost_usd, ts > {last_hour}) FROM gateway_requests \
+                     sumIf(cost_usd, ts > {last_hour}) FROM {GATEWAY_TABLE} \
                      WHERE ts >= {day} AND {keys_filter}"
                 ),
                 "GROUP BY api_key_id",
@@ -357,7 +361,7 @@ pub(super) fn budget_uses(r: &Reads) -> String {
 pub(super) fn auth_failures(from_minute: u32, to_minute: u32) -> String {
     format!(
         "SELECT client_ip, toUInt32(toStartOfMinute(ts)) AS m, api_key_id, count(), min(ts_ms), max(ts_ms) \
-         FROM gateway_requests WHERE ts >= toDateTime({from_minute}) AND ts < toDateTime({}) \
+         FROM {GATEWAY_TABLE} WHERE ts >= toDateTime({from_minute}) AND ts < toDateTime({}) \
          AND status IN (401, 403) AND client_ip != '' GROUP BY client_ip, m, api_key_id",
         to_minute + 60
     )
@@ -366,7 +370,7 @@ pub(super) fn auth_failures(from_minute: u32, to_minute: u32) -> String {
 /// Each key's (id, project, minute, spend) in `[from_minute, to_minute)`.
 pub(super) fn key_spend(from_minute: u32, to_minute: u32) -> String {
     format!(
-        "SELECT api_key_id, anyLastMerge(project), toUInt32(minute), sumMerge(cost_usd) FROM rollup_key_1m \
+        "SELECT api_key_id, anyLastMerge(project), toUInt32(minute), sumMerge(cost_usd) FROM {KEY_ROLLUP_TABLE} \
          WHERE minute >= toDateTime({from_minute}) AND minute < toDateTime({to_minute}) \
          GROUP BY api_key_id, minute ORDER BY api_key_id, minute"
     )
