@@ -32,10 +32,12 @@ pub(super) struct Reads<'a> {
     keys_filter: String,
     /// The minutes read, on a rollup's `minute`.
     range: String,
-    /// The minutes read, on a raw table's `ts`.
+    /// The minutes read, on a raw table's `ts`: the raw half of a rollup read (`with_cut`
+    /// adds the cut).
     ts_range: String,
-    /// `ts_range`, and nothing after the cut. Rollups have whole minutes only: before the cut,
-    /// they are read whole minutes before it and the rest from the raw table (`with_cut`).
+    /// `ts_range`, and nothing after the cut: the reads of raw tables alone. Rollups have whole
+    /// minutes only: with a cut, `with_cut` reads the whole minutes before it from the rollup
+    /// and the rest from the raw table.
     raw_ts_range: String,
     /// From the minute before the first one read (already folded), and nothing after the cut:
     /// provider storms, and the keys caught in them, are judged over the last 60 s, which reach
