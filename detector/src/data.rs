@@ -1,6 +1,9 @@
 //! What the detectors read each cycle, as plain rows: per-minute aggregates per key, per
 //! project, per provider/model, per key and usage profile, and key-scanning candidates.
-//! `fetch` issues the queries; everything downstream is pure.
+//! `fetch` issues the queries (their SQL is in `data/sql.rs`, one function per row type);
+//! everything downstream is pure.
+
+mod sql;
 
 use clickhouse::Client;
 use serde::Deserialize;
@@ -184,12 +187,7 @@ pub async fn fetch_auth_failures(
     to_minute: u32,
 ) -> Result<Vec<AuthFailures>, clickhouse::error::Error> {
     client
-        .query_raw(&format!(
-            "SELECT client_ip, toUInt32(toStartOfMinute(ts)) AS m, api_key_id, count(), min(ts_ms), max(ts_ms) \
-             FROM gateway_requests WHERE ts >= toDateTime({from_minute}) AND ts < toDateTime({}) \
-             AND status IN (401, 403) AND client_ip != '' GROUP BY client_ip, m, api_key_id",
-            to_minute + 60
-        ))
+        .query_raw(&sql::auth_failures(from_minute, to_minute))
         .fetch_all()
         .await
 }
@@ -201,11 +199,7 @@ pub async fn fetch_key_spend(
     to_minute: u32,
 ) -> Result<Vec<(String, String, u32, f64)>, clickhouse::error::Error> {
     client
-        .query_raw(&format!(
-            "SELECT api_key_id, anyLastMerge(project), toUInt32(minute), sumMerge(cost_usd) FROM rollup_key_1m \
-             WHERE minute >= toDateTime({from_minute}) AND minute < toDateTime({to_minute}) \
-             GROUP BY api_key_id, minute ORDER BY api_key_id, minute"
-        ))
+        .query_raw(&sql::key_spend(from_minute, to_minute))
         .fetch_all()
         .await
 }
@@ -291,217 +285,42 @@ pub struct Thresholds {
     pub scans: bool,
 }
 
-/// Reads minutes `[from_minute, to_minute]` (epoch seconds of minute starts). With `as_of_ms`,
-/// only what had happened before that instant: whole minutes before it from the rollups, its
-/// own minute from the raw events up to it. That is what a replay needs to judge a minute while
-/// it is still open, as the live detector does every few seconds.
+/// What one cycle reads: whose rows, which minutes, up to which instant, and the thresholds
+/// the reads filter on. Minutes are epoch seconds of minute starts.
+#[derive(Clone, Copy)]
+pub struct CycleQuery<'a> {
+    /// The keys read are this worker's; so are projects, providers, end users and scanning IPs
+    /// when it is shard 0 (they are not sharded by key).
+    pub shard: Shard,
+    /// The first minute read: in the live worker, the first one its engine has not folded yet
+    /// (`Engine::folded_through`, at most three hours back).
+    pub from_minute: u32,
+    /// The last minute read, included: the live worker's current (still open) minute, the
+    /// last of a chunk of history in a warm-up or replay.
+    pub to_minute: u32,
+    /// The no-backoff and scanning thresholds some reads count against, and whether end users
+    /// and scanning candidates are read at all.
+    pub thresholds: &'a Thresholds,
+    /// Whether keys' spend in the hour and day of `to_minute` is read (only when a budget is
+    /// configured: the query costs a little).
+    pub with_budgets: bool,
+    /// Only what had happened before this instant (epoch ms): whole minutes before it from the
+    /// rollups, its own minute from the raw events up to it. That is what a replay needs to
+    /// judge a minute while it is still open, as the live detector does every few seconds.
+    /// None reads everything stored.
+    pub as_of_ms: Option<i64>,
+}
+
+/// Reads what `query` describes: minutes `[from_minute, to_minute]`, as of `as_of_ms`.
 pub async fn fetch(
     client: &Client,
-    shard: Shard,
-    from_minute: u32,
-    to_minute: u32,
-    thresholds: &Thresholds,
-    with_budgets: bool,
-    as_of_ms: Option<i64>,
+    query: &CycleQuery<'_>,
 ) -> Result<CycleData, clickhouse::error::Error> {
-    let keys_filter = shard.key_filter();
-    let range =
-        format!("minute >= toDateTime({from_minute}) AND minute <= toDateTime({to_minute})");
-    let ts_range = format!(
-        "ts >= toDateTime({from_minute}) AND ts < toDateTime({})",
-        to_minute + 60
-    );
-    let cut = as_of_ms.map(Cut::at);
-    // Raw tables: nothing after the cut. Rollups: whole minutes before it, and the rest from the
-    // raw table (`with_cut`).
-    let raw_ts_range = match &cut {
-        Some(cut) => format!("{ts_range} AND ts_ms < {}", cut.ms),
-        None => ts_range.clone(),
-    };
-    // `rollup_where` and `raw` end in a WHERE clause, each group clause follows it.
-    let with_cut = |rollup_where: &str, rollup_group: &str, raw: &str, raw_group: &str| -> String {
-        match &cut {
-            None => format!("{rollup_where} {rollup_group}"),
-            Some(cut) => format!(
-                "{rollup_where} AND minute < toDateTime({m}) {rollup_group} \
-                 UNION ALL {raw} AND ts >= toDateTime({m}) AND ts_ms < {ms} {raw_group}",
-                m = cut.minute,
-                ms = cut.ms,
-            ),
-        }
-    };
-    let keys_sql = with_cut(
-                &format!(
-                    "SELECT api_key_id, toUInt32(minute), anyLastMerge(project), countMerge(requests), \
-                     sumMerge(errors_auth) + sumMerge(errors_rate_limited) + sumMerge(errors_client) + sumMerge(errors_server), \
-                     sumMerge(errors_rate_limited) + sumMerge(errors_server), sumMerge(errors_auth), sumMerge(retries), sumMerge(cost_usd), \
-                     sumMerge(prompt_tokens) + sumMerge(completion_tokens), uniqIfMerge(distinct_ips) \
-                     FROM rollup_key_1m WHERE {range} AND {keys_filter}"
-                ),
-                "GROUP BY api_key_id, minute",
-                &format!(
-                    "SELECT api_key_id, toUInt32(toStartOfMinute(ts)) AS m, anyLast(project), count(), \
-                     countIf(status >= 400), countIf(status = 429 OR status >= 500), countIf(status IN (401, 403)), countIf(attempt > 1), sum(cost_usd), \
-                     sum(prompt_tokens) + sum(completion_tokens), uniqIf(client_ip, client_ip != '') \
-                     FROM gateway_requests WHERE {ts_range} AND {keys_filter}"
-                ),
-                "GROUP BY api_key_id, m",
-            );
-    let usage_sql = format!(
-                "SELECT api_key_id, toUInt32(toStartOfMinute(ts)) AS m, client_country, client_asn, client_as_org, model, user_agent, \
-                 count(), min(ts_ms), max(ts_ms) FROM gateway_requests WHERE {raw_ts_range} AND {keys_filter} \
-                 AND status NOT IN (401, 403) \
-                 GROUP BY api_key_id, m, client_country, client_asn, client_as_org, model, user_agent"
-            );
-    let retries_sql = format!(
-                "SELECT api_key_id, m, sum(attempts), sum(successes), sum(chains), sum(fast) FROM ( \
-                   SELECT api_key_id, toUInt32(toStartOfMinute(ts)) AS m, count() AS attempts, countIf(status < 400) AS successes, \
-                          toUInt64(0) AS chains, toUInt64(0) AS fast \
-                   FROM provider_attempts WHERE {raw_ts_range} AND {keys_filter} GROUP BY api_key_id, m \
-                   UNION ALL \
-                   SELECT api_key_id, m, toUInt64(0), toUInt64(0), count(), countIf((last - first) / (n - 1) < {nb}) FROM ( \
-                     SELECT api_key_id, idempotency_key, toUInt32(toStartOfMinute(ts)) AS m, count() AS n, min(ts_ms) AS first, max(ts_ms) AS last \
-                     FROM gateway_requests WHERE {raw_ts_range} AND {keys_filter} AND idempotency_key != '' \
-                     GROUP BY api_key_id, idempotency_key, m HAVING n > 1) \
-                   GROUP BY api_key_id, m) \
-                 GROUP BY api_key_id, m",
-                nb = thresholds.no_backoff_ms
-            );
-    let shared = shard.owns_shared();
-    let projects_sql = shared.then(|| with_cut(
-                &format!(
-                    "SELECT project, toUInt32(minute), sumMerge(cost_usd) FROM rollup_project_1m \
-                     WHERE {range} AND project != ''"
-                ),
-                "GROUP BY project, minute",
-                &format!(
-                    "SELECT project, toUInt32(toStartOfMinute(ts)) AS m, sum(cost_usd) FROM gateway_requests \
-                     WHERE {ts_range} AND project != ''"
-                ),
-                "GROUP BY project, m",
-            ));
-    let overall_sql = shared.then(|| with_cut(
-                &format!(
-                    "SELECT '', toUInt32(minute), sumMerge(cost_usd) FROM rollup_project_1m WHERE {range}"
-                ),
-                "GROUP BY minute",
-                &format!(
-                    "SELECT '', toUInt32(toStartOfMinute(ts)) AS m, sum(cost_usd) FROM gateway_requests WHERE {ts_range}"
-                ),
-                "GROUP BY m",
-            ));
-    let throttled = "status = 429 OR status >= 500";
-    // Provider storms, and the keys caught in them, are judged over the last 60 s, which reach
-    // into the minute before the first one read (already folded).
-    let recent_ts_range = {
-        let range = format!(
-            "ts >= toDateTime({}) AND ts < toDateTime({})",
-            from_minute.saturating_sub(60),
-            to_minute + 60
-        );
-        match &cut {
-            Some(cut) => format!("{range} AND ts_ms < {}", cut.ms),
-            None => range,
-        }
-    };
-    let key_failures_sql = format!(
-        "SELECT api_key_id, toUInt32(toStartOfMinute(ts)) AS m, provider, model, count(), countIf({throttled}), \
-         toInt64(minIf(ts_ms, {throttled})), toInt64(maxIf(ts_ms, {throttled})) \
-         FROM provider_attempts WHERE {recent_ts_range} AND {keys_filter} \
-         GROUP BY api_key_id, m, provider, model HAVING countIf({throttled}) > 0"
-    );
-    let provider_buckets_sql = format!(
-        "SELECT provider, model, toUInt32(toStartOfMinute(ts)) AS m, \
-         toUInt32(intDiv(ts_ms, {ms}) * {PROVIDER_BUCKET_S}) AS b, count(), countIf({throttled}), \
-         countIf(attempt <= 1) \
-         FROM provider_attempts WHERE {recent_ts_range} GROUP BY provider, model, m, b",
-        ms = PROVIDER_BUCKET_S * 1000
-    );
-    let provider_keys_sql = format!(
-        "SELECT provider, model, m, api_key_id, a, f, k FROM ( \
-           SELECT provider, model, toUInt32(toStartOfMinute(ts)) AS m, api_key_id, count() AS a, countIf({throttled}) AS f \
-           FROM provider_attempts WHERE {recent_ts_range} GROUP BY provider, model, m, api_key_id HAVING f > 0) \
-         ANY LEFT JOIN ( \
-           SELECT provider, model, toUInt32(toStartOfMinute(ts)) AS m, uniqExactIf(api_key_id, {throttled}) AS k \
-           FROM provider_attempts WHERE {recent_ts_range} GROUP BY provider, model, m) \
-         USING (provider, model, m) \
-         ORDER BY provider, model, m, f DESC, api_key_id LIMIT {PROVIDER_TOP_KEYS} BY provider, model, m"
-    );
-    let provider_chains_sql = shared.then(|| format!(
-        "SELECT provider, model, m, count(), countIf((last - first) / (n - 1) < {nb}) FROM ( \
-           SELECT provider, model, toUInt32(toStartOfMinute(ts)) AS m, request_id AS chain, count() AS n, \
-                  min(ts_ms - latency_ms) AS first, max(ts_ms - latency_ms) AS last \
-           FROM provider_attempts WHERE {recent_ts_range} AND request_id != '' \
-           GROUP BY provider, model, m, chain HAVING n > 1 \
-           UNION ALL \
-           SELECT provider, model, toUInt32(toStartOfMinute(ts)) AS m, idempotency_key AS chain, count() AS n, \
-                  min(ts_ms) AS first, max(ts_ms) AS last \
-           FROM gateway_requests WHERE {recent_ts_range} AND idempotency_key != '' \
-           GROUP BY provider, model, m, chain HAVING n > 1) \
-         GROUP BY provider, model, m",
-        nb = thresholds.no_backoff_ms
-    ));
-    let providers_sql = shared.then(|| with_cut(
-                &format!(
-                    "SELECT provider, model, toUInt32(minute), countMerge(attempts), sumMerge(successes) \
-                     FROM rollup_provider_1m WHERE {range}"
-                ),
-                "GROUP BY provider, model, minute",
-                &format!(
-                    "SELECT provider, model, toUInt32(toStartOfMinute(ts)) AS m, count(), countIf(status < 400) \
-                     FROM provider_attempts WHERE {ts_range}"
-                ),
-                "GROUP BY provider, model, m",
-            ));
-    let users_sql = (shared && thresholds.users).then(|| format!(
-                "SELECT user, toUInt32(toStartOfMinute(ts)) AS m, client_country, any(api_key_id), \
-                 count(), min(ts_ms), max(ts_ms) FROM gateway_requests \
-                 WHERE {raw_ts_range} AND user != '' AND client_country != '' AND status NOT IN (401, 403) \
-                 GROUP BY user, m, client_country"
-            ));
-    let scan_ts = match &cut {
-        Some(cut) => format!("AND ts_ms < {}", cut.ms),
-        None => String::new(),
-    };
-    let scans_sql = (shared && thresholds.scans).then(|| format!(
-                "SELECT client_ip, uniqExact(api_key_id) AS keys, count(), min(ts_ms), max(ts_ms) FROM gateway_requests \
-                 WHERE ts >= toDateTime({}) AND ts < toDateTime({}) {scan_ts} AND status IN (401, 403) AND client_ip != '' \
-                 GROUP BY client_ip HAVING keys >= {}",
-                to_minute.saturating_sub(240),
-                to_minute + 60,
-                thresholds.scan_min_keys
-            ));
-    let budgets_sql = with_budgets.then(|| {
-        // Hours and days in UTC, whatever the server's timezone, as the replay sums them.
-        let hour = format!("toDateTime({})", to_minute - to_minute % 3600);
-        let day = format!("toDateTime({})", to_minute - to_minute % 86_400);
-        let last_hour = format!("toDateTime({to_minute}) - 3600");
-        let rollup = format!(
-            "SELECT api_key_id, anyLastMerge(project) AS project, \
-             sumMergeIf(cost_usd, minute >= {hour}) AS hour_usd, \
-             sumMerge(cost_usd) AS day_usd, \
-             sumMergeIf(cost_usd, minute > {last_hour}) AS last_hour_usd \
-             FROM rollup_key_1m WHERE minute >= {day} AND {keys_filter}"
-        );
-        let query = match &cut {
-            None => format!("{rollup} GROUP BY api_key_id"),
-            Some(_) => format!(
-                "SELECT api_key_id, anyLast(project), sum(hour_usd), sum(day_usd), sum(last_hour_usd) FROM ({}) \
-                 GROUP BY api_key_id",
-                with_cut(
-                    &rollup,
-                    "GROUP BY api_key_id",
-                    &format!(
-                        "SELECT api_key_id, anyLast(project), sumIf(cost_usd, ts >= {hour}), sum(cost_usd), \
-                         sumIf(cost_usd, ts > {last_hour}) FROM gateway_requests \
-                         WHERE ts >= {day} AND {keys_filter}"
-                    ),
-                    "GROUP BY api_key_id",
-                )
-            ),
-        };
-        query
-    });
+    let reads = sql::Reads::new(query);
+    // Entities that are not keys are shard 0's; end users and scans only when asked for.
+    let shared = query.shard.owns_shared();
+    let read_users = shared && query.thresholds.users;
+    let read_scans = shared && query.thresholds.scans;
     // Independent reads: concurrently, so a cycle waits for the slowest, not for their sum.
     let (
         keys,
@@ -518,19 +337,19 @@ pub async fn fetch(
         scans,
         budgets,
     ) = tokio::try_join!(
-        rows(client, Some(keys_sql)),
-        rows(client, Some(usage_sql)),
-        rows(client, Some(retries_sql)),
-        rows(client, projects_sql),
-        rows(client, overall_sql),
-        rows(client, providers_sql),
-        rows(client, Some(key_failures_sql)),
-        rows(client, Some(provider_buckets_sql)),
-        rows(client, Some(provider_keys_sql)),
-        rows(client, provider_chains_sql),
-        rows(client, users_sql),
-        rows(client, scans_sql),
-        rows(client, budgets_sql),
+        rows(client, Some(sql::key_minutes(&reads))),
+        rows(client, Some(sql::usage(&reads))),
+        rows(client, Some(sql::key_retries(&reads))),
+        rows(client, shared.then(|| sql::project_spend_minutes(&reads))),
+        rows(client, shared.then(|| sql::overall_spend_minutes(&reads))),
+        rows(client, shared.then(|| sql::provider_minutes(&reads))),
+        rows(client, Some(sql::key_provider_failures(&reads))),
+        rows(client, Some(sql::provider_buckets(&reads))),
+        rows(client, Some(sql::provider_key_failures(&reads))),
+        rows(client, shared.then(|| sql::provider_chains(&reads))),
+        rows(client, read_users.then(|| sql::user_uses(&reads))),
+        rows(client, read_scans.then(|| sql::scan_candidates(&reads))),
+        rows(client, query.with_budgets.then(|| sql::budget_uses(&reads))),
     )?;
     Ok(CycleData {
         keys,
@@ -546,7 +365,7 @@ pub async fn fetch(
         provider_chains,
         scans,
         budgets,
-        budget_minute: to_minute,
+        budget_minute: query.to_minute,
     })
 }
 
@@ -558,20 +377,5 @@ where
     match sql {
         Some(sql) => client.query_raw(&sql).fetch_all().await,
         None => Ok(Vec::new()),
-    }
-}
-
-/// Where a replay stops reading: the instant, and the start of its (open) minute.
-struct Cut {
-    ms: i64,
-    minute: u32,
-}
-
-impl Cut {
-    fn at(ms: i64) -> Self {
-        Self {
-            ms,
-            minute: (ms.div_euclid(60_000) * 60) as u32,
-        }
     }
 }

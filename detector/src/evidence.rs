@@ -3,7 +3,7 @@
 
 use clickhouse::Client;
 use tripline_core::alert::{Alert, Counted};
-use tripline_store::sql_string as quote;
+use tripline_store::{sql_string as quote, GATEWAY_TABLE};
 
 #[derive(clickhouse::Row, serde::Deserialize)]
 struct Top {
@@ -26,7 +26,7 @@ pub async fn attach(client: &Client, alert: &mut Alert) -> Result<(), clickhouse
     );
     let top = |expr: &str| {
         format!(
-            "SELECT {expr} AS value, count() AS count FROM gateway_requests WHERE {window} AND {filter} \
+            "SELECT {expr} AS value, count() AS count FROM {GATEWAY_TABLE} WHERE {window} AND {filter} \
              AND value != '' AND value != '0' GROUP BY value ORDER BY count DESC, value LIMIT 5"
         )
     };
@@ -42,7 +42,7 @@ pub async fn attach(client: &Client, alert: &mut Alert) -> Result<(), clickhouse
     e.user_agents = fetch(client, &top("user_agent")).await?;
     e.request_ids = client
         .query_raw(&format!(
-            "SELECT if(request_id != '', request_id, event_id) FROM gateway_requests WHERE {window} AND {filter} \
+            "SELECT if(request_id != '', request_id, event_id) FROM {GATEWAY_TABLE} WHERE {window} AND {filter} \
              ORDER BY ts DESC LIMIT 5"
         ))
         .fetch_all()

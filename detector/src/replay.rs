@@ -8,7 +8,7 @@ use tripline_core::config::DetectConfig;
 mod minutes;
 
 use self::minutes::{scans_at, split_by_minute, BudgetSums};
-use crate::data::{self, CycleData, Shard, Thresholds};
+use crate::data::{self, CycleData, CycleQuery, Shard, Thresholds};
 use crate::engine::Engine;
 use crate::lifecycle::{Lifecycle, Step};
 use crate::routine::Routine;
@@ -159,16 +159,15 @@ async fn replay_together(
     let mut from = first;
     while from < active_from {
         let to = (from + 3600).min(active_from);
-        let data = data::fetch(
-            clickhouse,
+        let query = CycleQuery {
             shard,
-            from,
-            to - MINUTE,
-            &thresholds,
-            false,
-            None,
-        )
-        .await?;
+            from_minute: from,
+            to_minute: to - MINUTE,
+            thresholds: &thresholds,
+            with_budgets: false,
+            as_of_ms: None,
+        };
+        let data = data::fetch(clickhouse, &query).await?;
         for run in &mut runs {
             run.engine.cycle(&data, to, true);
         }
@@ -193,8 +192,16 @@ async fn replay_together(
         while from < end {
             let to = (from + 3600).min(end);
             let last = to - MINUTE;
+            let query = CycleQuery {
+                shard,
+                from_minute: from,
+                to_minute: last,
+                thresholds: &thresholds,
+                with_budgets: false,
+                as_of_ms: None,
+            };
             let (rows, failures) = tokio::try_join!(
-                data::fetch(clickhouse, shard, from, last, &thresholds, false, None),
+                data::fetch(clickhouse, &query),
                 data::fetch_auth_failures(clickhouse, from.saturating_sub(4 * MINUTE), last),
             )?;
             let mut minutes = split_by_minute(rows);
@@ -229,16 +236,15 @@ async fn replay_together(
             let folded = runs
                 .first()
                 .map_or(open_minute, |r| r.engine.folded_through);
-            let mut data = data::fetch(
-                clickhouse,
+            let query = CycleQuery {
                 shard,
-                folded,
-                open_minute,
-                &thresholds,
-                wants_budgets,
+                from_minute: folded,
+                to_minute: open_minute,
+                thresholds: &thresholds,
+                with_budgets: wants_budgets,
                 as_of_ms,
-            )
-            .await?;
+            };
+            let mut data = data::fetch(clickhouse, &query).await?;
             let scans = std::mem::take(&mut data.scans);
             for run in &mut runs {
                 data.scans = scans

@@ -28,7 +28,7 @@ use clickhouse::Client;
 use rustc_hash::FxHashMap as FxMap;
 use serde_json::json;
 use tracing::{debug, warn};
-use tripline_store::sql_string as quote;
+use tripline_store::{sql_string as quote, KEY_ROLLUP_TABLE};
 
 use crate::engine::Candidate;
 
@@ -262,7 +262,7 @@ async fn fetch(
                  {ANSWERED} / {per_minute} AS requests, \
                  sumMerge(cost_usd) / {per_minute} AS cost, \
                  (sumMerge(prompt_tokens) + sumMerge(completion_tokens)) / {per_minute} AS tokens \
-               FROM rollup_key_1m WHERE api_key_id IN ({keys}) \
+               FROM {KEY_ROLLUP_TABLE} WHERE api_key_id IN ({keys}) \
                  AND minute >= toDateTime({from}) AND minute < toDateTime({to}) \
                GROUP BY api_key_id, block) \
              GROUP BY api_key_id"

@@ -16,6 +16,7 @@ use clickhouse::Client;
 use tokio::task::JoinHandle;
 use tracing::info;
 use tripline_core::config::DetectConfig;
+use tripline_store::GATEWAY_TABLE;
 
 use crate::data::{self, Shard};
 use crate::engine::Engine;
@@ -54,7 +55,15 @@ pub async fn warm(
     while from < now {
         let thresholds = thresholds(engine.config());
         let to = (from + 3600 - MINUTE).min(now / MINUTE * MINUTE);
-        let data = data::fetch(clickhouse, shard, from, to, &thresholds, false, None).await?;
+        let query = data::CycleQuery {
+            shard,
+            from_minute: from,
+            to_minute: to,
+            thresholds: &thresholds,
+            with_budgets: false,
+            as_of_ms: None,
+        };
+        let data = data::fetch(clickhouse, &query).await?;
         // As if just after this chunk, so that all its minutes count as closed, but never
         // later than now: minutes still open are assessed live.
         let as_of = (to + MINUTE + lateness).min(now);
@@ -82,16 +91,15 @@ pub async fn catch_up(
     if fresh.folded_through >= live_folded_through {
         return Ok(fresh);
     }
-    let data = data::fetch(
-        clickhouse,
+    let query = data::CycleQuery {
         shard,
-        fresh.folded_through,
-        live_folded_through - MINUTE,
-        &thresholds(fresh.config()),
-        false,
-        None,
-    )
-    .await?;
+        from_minute: fresh.folded_through,
+        to_minute: live_folded_through - MINUTE,
+        thresholds: &thresholds(fresh.config()),
+        with_budgets: false,
+        as_of_ms: None,
+    };
+    let data = data::fetch(clickhouse, &query).await?;
     let as_of = live_folded_through + fresh.config().allowed_lateness_s as u32;
     fold_quietly(fresh, data, as_of).await
 }
@@ -206,7 +214,7 @@ async fn count_late(
     };
     clickhouse
         .query_raw(&format!(
-            "SELECT count() FROM gateway_requests PREWHERE ingested_at >= toDateTime({since_s}) \
+            "SELECT count() FROM {GATEWAY_TABLE} PREWHERE ingested_at >= toDateTime({since_s}) \
              WHERE ts >= toDateTime({horizon_s}) AND ts < toDateTime({watermark}) AND {keys}"
         ))
         .fetch_one()

@@ -56,16 +56,15 @@ impl Worker {
             .engine
             .folded_through
             .max(now.saturating_sub(3 * 3600) / MINUTE * MINUTE);
-        let data = data::fetch(
-            clickhouse,
-            self.shard,
-            from,
-            now / MINUTE * MINUTE,
-            &thresholds,
-            wants_budgets(self.engine.config()),
-            None,
-        )
-        .await?;
+        let query = data::CycleQuery {
+            shard: self.shard,
+            from_minute: from,
+            to_minute: now / MINUTE * MINUTE,
+            thresholds: &thresholds,
+            with_budgets: wants_budgets(self.engine.config()),
+            as_of_ms: None,
+        };
+        let data = data::fetch(clickhouse, &query).await?;
         let mut candidates = self.engine.cycle(&data, now, false);
         if self.engine.config().spend_spike.compare_with_yesterday {
             let min_ratio = self.engine.config().spend_spike.sustained.min_ratio;

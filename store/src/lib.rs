@@ -9,7 +9,10 @@ mod rollups;
 mod rows;
 
 pub use migrate::{migrate, schema_statements, Migration, MigrationError, MIGRATIONS};
-pub use rollups::{rollup_views, RollupView, SelectItem};
+pub use rollups::{
+    rollup_views, RollupView, SelectItem, KEY_ROLLUP_TABLE, MODEL_ROLLUP_TABLE,
+    PROJECT_ROLLUP_TABLE, PROVIDER_ROLLUP_TABLE,
+};
 pub use rows::{CostSource, GatewayRow, ProviderRow, StoredRow, GATEWAY_TABLE, PROVIDER_TABLE};
 
 use tripline_core::config::ClickHouseConfig;

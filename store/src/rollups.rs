@@ -4,6 +4,18 @@
 
 use crate::migrate::MIGRATIONS;
 
+// The rollup tables, as `0002_minute_rollups.sql` names them (the test below checks them
+// against the views the migrations create), for code that reads them.
+
+/// Per minute and API key, from the gateway's requests.
+pub const KEY_ROLLUP_TABLE: &str = "rollup_key_1m";
+/// Per minute and project, from the gateway's requests.
+pub const PROJECT_ROLLUP_TABLE: &str = "rollup_project_1m";
+/// Per minute and provider/model, from the gateway's requests (what clients saw).
+pub const MODEL_ROLLUP_TABLE: &str = "rollup_model_1m";
+/// Per minute and provider/model, from the upstream attempts (what the gateway did).
+pub const PROVIDER_ROLLUP_TABLE: &str = "rollup_provider_1m";
+
 /// Stands for the database while parsing; views are re-derived in the client's own database.
 const DB: &str = "__tripline_db__";
 
@@ -117,10 +129,10 @@ mod tests {
         assert_eq!(
             targets,
             [
-                "rollup_key_1m",
-                "rollup_project_1m",
-                "rollup_model_1m",
-                "rollup_provider_1m"
+                KEY_ROLLUP_TABLE,
+                PROJECT_ROLLUP_TABLE,
+                MODEL_ROLLUP_TABLE,
+                PROVIDER_ROLLUP_TABLE
             ]
         );
         for view in &views {
