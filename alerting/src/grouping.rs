@@ -30,9 +30,6 @@ use crate::lifecycle::{Phase, TrackedAlert};
 use crate::matcher::Labels;
 use crate::routing::{Route, RouteTree};
 
-mod pipeline;
-pub use pipeline::{Pipeline, PipelineError, PipelineSnapshot};
-
 /// Why a notification is sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

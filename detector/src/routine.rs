@@ -232,7 +232,7 @@ async fn fetch_crowd(client: &Client, now_s: u32) -> Result<Crowd, clickhouse::e
                  toFloat64(sumIf(answered, minute >= toDateTime({from}))) AS today, \
                  toFloat64(sumIf(answered, minute < toDateTime({then_to}))) AS yesterday \
                FROM ( \
-                 SELECT api_key_id, minute, {ANSWERED} AS answered FROM rollup_key_1m \
+                 SELECT api_key_id, minute, {ANSWERED} AS answered FROM {KEY_ROLLUP_TABLE} \
                  WHERE (minute >= toDateTime({then_from}) AND minute < toDateTime({then_to})) \
                     OR (minute >= toDateTime({from}) AND minute < toDateTime({to})) \
                  GROUP BY api_key_id, minute) \

@@ -7,6 +7,7 @@ use tripline_core::alert::{AlertStatus, Severity};
 use super::*;
 use crate::lifecycle::test_support::{alerting_config, critical, firing, message, resolved, s};
 use crate::matcher::Matcher;
+use crate::pipeline::{Pipeline, PipelineSnapshot};
 use crate::silence::NewSilence;
 
 /// group_wait 1 s, group_interval 5 s, repeat 60 s, one webhook receiver `ops`.

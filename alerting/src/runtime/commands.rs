@@ -9,7 +9,7 @@ use super::control::{self, AlertView, Command, ControlError, SilenceView};
 use super::deliver::Receivers;
 use super::outbox::OutboxEntry;
 use super::{now_ms, Runner};
-use crate::grouping::Pipeline;
+use crate::pipeline::Pipeline;
 use crate::receivers::{notification_id, reason, Message};
 use crate::silence::{Silence, SilenceError, SilenceStore};
 

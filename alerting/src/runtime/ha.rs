@@ -43,7 +43,7 @@ use super::deliver::Receivers;
 use super::log::DeliveryLog;
 use super::state::{State, StateError, StateStore, STATE_VERSION};
 use super::{now_ms, AlertService, AlertingError};
-use crate::grouping::Pipeline;
+use crate::pipeline::Pipeline;
 use crate::silence::{Silence, SilenceError, SilenceStore};
 
 /// How long a revocation waits for the active loop to stop (drain, last write, commit).
@@ -647,8 +647,8 @@ pub(super) async fn changed(read: &mut Option<watch::Receiver<u64>>) -> Option<(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::grouping::Pipeline;
     use crate::lifecycle::test_support::alerting_config;
+    use crate::pipeline::Pipeline;
 
     fn state(term: u64, saved_at_ms: i64, silences: SilenceStore) -> Vec<u8> {
         let config = alerting_config(

@@ -47,7 +47,7 @@ use tripline_core::config::{AlertingConfig, KafkaConfig};
 
 use crate::receivers::delivery::{DeliveryError, Outcome, RetryPolicy};
 
-use crate::grouping::{Pipeline, PipelineError};
+use crate::pipeline::{Pipeline, PipelineError};
 use control::Command;
 use deliver::Receivers;
 use log::{DeliveryLog, NotificationRow};

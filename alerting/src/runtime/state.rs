@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::outbox::OutboxEntry;
-use crate::grouping::PipelineSnapshot;
+use crate::pipeline::PipelineSnapshot;
 
 pub const STATE_FILE: &str = "state.json";
 pub const STATE_VERSION: u32 = 1;
@@ -158,7 +158,7 @@ impl StateFile {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::grouping::Pipeline;
+    use crate::pipeline::Pipeline;
 
     #[test]
     fn saves_and_loads_atomically() {

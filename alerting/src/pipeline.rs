@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use tripline_core::alert::Alert;
 use tripline_core::config::AlertingConfig;
 
-use super::{Grouper, GrouperSnapshot, Notification};
+use crate::grouping::{Grouper, GrouperSnapshot, Notification};
 use crate::lifecycle::{
     AlertStore, AlertStoreSnapshot, Change, LifecycleConfig, SnapshotVersionError,
 };
