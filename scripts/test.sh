@@ -42,6 +42,12 @@ if [ -d dashboards/migrations ]; then
   cluster_ddl="$TRIPLINE_RUN/cluster-ddl.sql"
   { TRIPLINE_CLICKHOUSE_CLUSTER=tripline target/debug/tripline migrate --print >"$cluster_ddl" \
     && "$TRIPLINE_PYTHON" scripts/check_ddl_chdb.py --parse-only "$cluster_ddl"; } || ddl_status=1
+  # The detectors' reads, run on the current engine against the migrated schema (the tests run
+  # them on 18.16): every statement a cycle can issue, unqualified, hence `--db default`.
+  detector_sql="$TRIPLINE_RUN/detector-sql"
+  rm -rf "$detector_sql"
+  { target/debug/examples/cycle_sql "$detector_sql" \
+    && "$TRIPLINE_PYTHON" scripts/check_ddl_chdb.py --db default --queries "$detector_sql"; } || ddl_status=1
 else
   echo "skipped: no dashboards/migrations/"
 fi

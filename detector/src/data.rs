@@ -369,6 +369,37 @@ pub async fn fetch(
     })
 }
 
+/// Every SQL statement `query` could run (each read as if it were wanted, whatever the shard
+/// and thresholds say), named after the rows it fills, and the two reads a replay adds: for
+/// checking the detector's SQL on another ClickHouse version (`examples/cycle_sql.rs`, run by
+/// `scripts/test.sh` against the current engine).
+pub fn every_read(query: &CycleQuery<'_>) -> Vec<(&'static str, String)> {
+    let r = sql::Reads::new(query);
+    vec![
+        ("key_minutes", sql::key_minutes(&r)),
+        ("usage", sql::usage(&r)),
+        ("key_retries", sql::key_retries(&r)),
+        ("project_spend_minutes", sql::project_spend_minutes(&r)),
+        ("overall_spend_minutes", sql::overall_spend_minutes(&r)),
+        ("provider_minutes", sql::provider_minutes(&r)),
+        ("key_provider_failures", sql::key_provider_failures(&r)),
+        ("provider_buckets", sql::provider_buckets(&r)),
+        ("provider_key_failures", sql::provider_key_failures(&r)),
+        ("provider_chains", sql::provider_chains(&r)),
+        ("user_uses", sql::user_uses(&r)),
+        ("scan_candidates", sql::scan_candidates(&r)),
+        ("budget_uses", sql::budget_uses(&r)),
+        (
+            "auth_failures",
+            sql::auth_failures(query.from_minute, query.to_minute),
+        ),
+        (
+            "key_spend",
+            sql::key_spend(query.from_minute, query.to_minute),
+        ),
+    ]
+}
+
 /// The rows of `sql`, or none without a query.
 async fn rows<T>(client: &Client, sql: Option<String>) -> Result<Vec<T>, clickhouse::error::Error>
 where

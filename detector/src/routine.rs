@@ -221,27 +221,40 @@ const ANSWERED: &str = "greatest(toInt64(countMerge(requests)) - toInt64(sumMerg
 /// The [`Crowd`] as of `now_s`: the last closed [`BLOCK_S`] (whole minutes before `now_s`'s own)
 /// against the same seconds a day earlier.
 async fn fetch_crowd(client: &Client, now_s: u32) -> Result<Crowd, clickhouse::error::Error> {
+    let (now, then) = client
+        .query_raw(&crowd_sql(now_s))
+        .fetch_one::<(f64, f64)>()
+        .await?;
+    Ok(Crowd(if then > 0.0 { now / then } else { 1.0 }))
+}
+
+fn crowd_sql(now_s: u32) -> String {
     let to = now_s - now_s % 60;
     let from = to.saturating_sub(BLOCK_S);
     let (then_from, then_to) = (from.saturating_sub(DAY_S), to.saturating_sub(DAY_S));
     let slack = CROWD_SLACK * f64::from(BLOCK_S / 60);
-    let (now, then) = client
-        .query_raw(&format!(
-            "SELECT toFloat64(sum(least(today, {CROWD_CAP} * yesterday + {slack}))), toFloat64(sum(yesterday)) FROM ( \
-               SELECT api_key_id, \
-                 toFloat64(sumIf(answered, minute >= toDateTime({from}))) AS today, \
-                 toFloat64(sumIf(answered, minute < toDateTime({then_to}))) AS yesterday \
-               FROM ( \
-                 SELECT api_key_id, minute, {ANSWERED} AS answered FROM {KEY_ROLLUP_TABLE} \
-                 WHERE (minute >= toDateTime({then_from}) AND minute < toDateTime({then_to})) \
-                    OR (minute >= toDateTime({from}) AND minute < toDateTime({to})) \
-                 GROUP BY api_key_id, minute) \
-               GROUP BY api_key_id) \
-             WHERE yesterday > 0"
-        ))
-        .fetch_one::<(f64, f64)>()
-        .await?;
-    Ok(Crowd(if then > 0.0 { now / then } else { 1.0 }))
+    format!(
+        "SELECT toFloat64(sum(least(today, {CROWD_CAP} * yesterday + {slack}))), toFloat64(sum(yesterday)) FROM ( \
+           SELECT api_key_id, \
+             toFloat64(sumIf(answered, minute >= toDateTime({from}))) AS today, \
+             toFloat64(sumIf(answered, minute < toDateTime({then_to}))) AS yesterday \
+           FROM ( \
+             SELECT api_key_id, minute, {ANSWERED} AS answered FROM {KEY_ROLLUP_TABLE} \
+             WHERE (minute >= toDateTime({then_from}) AND minute < toDateTime({then_to})) \
+                OR (minute >= toDateTime({from}) AND minute < toDateTime({to})) \
+             GROUP BY api_key_id, minute) \
+           GROUP BY api_key_id) \
+         WHERE yesterday > 0"
+    )
+}
+
+/// The SQL [`Routine`] runs as of `now_s` (yesterday's levels for `keys`, the crowd), named:
+/// see [`crate::data::every_read`].
+pub fn every_read(keys: &[&str], now_s: u32) -> Vec<(&'static str, String)> {
+    vec![
+        ("yesterday_levels", levels_sql(keys, now_s)),
+        ("crowd_since_yesterday", crowd_sql(now_s)),
+    ]
 }
 
 /// Each of `keys`' busiest ten minutes within [`AROUND_S`] of `now_s` a day earlier (keys
@@ -251,22 +264,8 @@ async fn fetch(
     keys: &[&str],
     now_s: u32,
 ) -> Result<Vec<(String, Yesterday)>, clickhouse::error::Error> {
-    let then = now_s.saturating_sub(DAY_S);
-    let (from, to) = (then.saturating_sub(AROUND_S), then + AROUND_S);
-    let keys = keys.iter().map(|k| quote(k)).collect::<Vec<_>>().join(", ");
-    let per_minute = f64::from(BLOCK_S / 60);
     client
-        .query_raw(&format!(
-            "SELECT api_key_id, max(requests), max(cost), max(tokens) FROM ( \
-               SELECT api_key_id, intDiv(toUInt32(minute), {BLOCK_S}) AS block, \
-                 {ANSWERED} / {per_minute} AS requests, \
-                 sumMerge(cost_usd) / {per_minute} AS cost, \
-                 (sumMerge(prompt_tokens) + sumMerge(completion_tokens)) / {per_minute} AS tokens \
-               FROM {KEY_ROLLUP_TABLE} WHERE api_key_id IN ({keys}) \
-                 AND minute >= toDateTime({from}) AND minute < toDateTime({to}) \
-               GROUP BY api_key_id, block) \
-             GROUP BY api_key_id"
-        ))
+        .query_raw(&levels_sql(keys, now_s))
         .fetch_all::<(String, f64, f64, f64)>()
         .await
         .map(|rows| {
@@ -281,6 +280,24 @@ async fn fetch(
                 })
                 .collect()
         })
+}
+
+fn levels_sql(keys: &[&str], now_s: u32) -> String {
+    let then = now_s.saturating_sub(DAY_S);
+    let (from, to) = (then.saturating_sub(AROUND_S), then + AROUND_S);
+    let keys = keys.iter().map(|k| quote(k)).collect::<Vec<_>>().join(", ");
+    let per_minute = f64::from(BLOCK_S / 60);
+    format!(
+        "SELECT api_key_id, max(requests), max(cost), max(tokens) FROM ( \
+           SELECT api_key_id, intDiv(toUInt32(minute), {BLOCK_S}) AS block, \
+             {ANSWERED} / {per_minute} AS requests, \
+             sumMerge(cost_usd) / {per_minute} AS cost, \
+             (sumMerge(prompt_tokens) + sumMerge(completion_tokens)) / {per_minute} AS tokens \
+           FROM {KEY_ROLLUP_TABLE} WHERE api_key_id IN ({keys}) \
+             AND minute >= toDateTime({from}) AND minute < toDateTime({to}) \
+           GROUP BY api_key_id, block) \
+         GROUP BY api_key_id"
+    )
 }
 
 #[cfg(test)]

@@ -278,16 +278,17 @@ pub(super) fn provider_buckets(r: &Reads) -> String {
 }
 
 /// [`super::ProviderKeyFailures`]: the keys failing most on each provider/model and minute,
-/// joined to how many keys failed there.
+/// joined to how many keys failed there. The joined subqueries are named (`failing`, `keys`):
+/// ClickHouse from 20.x refuses unnamed ones (`joined_subquery_requires_alias`).
 pub(super) fn provider_key_failures(r: &Reads) -> String {
     let recent_ts_range = &r.recent_ts_range;
     format!(
         "SELECT provider, model, m AS minute, api_key_id, a AS attempts, f AS failures, k AS failing_keys FROM ( \
            SELECT provider, model, toUInt32(toStartOfMinute(ts)) AS m, api_key_id, count() AS a, countIf({THROTTLED}) AS f \
-           FROM {PROVIDER_TABLE} WHERE {recent_ts_range} GROUP BY provider, model, m, api_key_id HAVING f > 0) \
+           FROM {PROVIDER_TABLE} WHERE {recent_ts_range} GROUP BY provider, model, m, api_key_id HAVING f > 0) AS failing \
          ANY LEFT JOIN ( \
            SELECT provider, model, toUInt32(toStartOfMinute(ts)) AS m, uniqExactIf(api_key_id, {THROTTLED}) AS k \
-           FROM {PROVIDER_TABLE} WHERE {recent_ts_range} GROUP BY provider, model, m) \
+           FROM {PROVIDER_TABLE} WHERE {recent_ts_range} GROUP BY provider, model, m) AS keys \
          USING (provider, model, m) \
          ORDER BY provider, model, m, f DESC, api_key_id LIMIT {PROVIDER_TOP_KEYS} BY provider, model, m"
     )
