@@ -251,7 +251,7 @@ fn main() {
         assert_eq!(engine.folded_through, open, "the closed minute was folded");
         let mut by_kind = std::collections::BTreeMap::<&str, usize>::new();
         for cand in &candidates {
-            *by_kind.entry(cand.detector).or_default() += 1;
+            *by_kind.entry(cand.detector.as_str()).or_default() += 1;
         }
         // A digest of what was flagged, in order, to compare engine versions run for run.
         let digest = candidates.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, cand| {

@@ -9,7 +9,7 @@ use rustc_hash::FxHashMap as FxMap;
 
 use serde_json::json;
 use tripline_core::alert::Severity;
-use tripline_core::config::DetectConfig;
+use tripline_core::config::{DetectConfig, Detector};
 use tripline_core::models::ewma::{alpha_from_half_life, Ewma};
 use tripline_core::models::geo;
 use tripline_core::models::seasonal::hour_of_week;
@@ -39,7 +39,7 @@ mod travel;
 /// Something a detector flagged this cycle.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Candidate {
-    pub detector: &'static str,
+    pub detector: Detector,
     pub labels: BTreeMap<String, String>,
     pub severity: Severity,
     pub observed: f64,
@@ -54,7 +54,7 @@ pub struct Candidate {
 
 impl Candidate {
     fn new(
-        detector: &'static str,
+        detector: Detector,
         labels: &[(&str, &str)],
         window_start_s: u32,
         window_end_s: u32,
@@ -64,7 +64,7 @@ impl Candidate {
             .filter(|(_, v)| !v.is_empty())
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
-        map.insert("detector".into(), detector.into());
+        map.insert("detector".into(), detector.as_str().into());
         Self {
             detector,
             labels: map,
@@ -309,7 +309,7 @@ impl Engine {
             .collect()
     }
 
-    fn key_enabled(&self, detector: &str, key: &str, project: &str) -> bool {
+    fn key_enabled(&self, detector: Detector, key: &str, project: &str) -> bool {
         self.config.enabled_for(detector, key, project)
     }
 

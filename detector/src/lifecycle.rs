@@ -82,7 +82,7 @@ impl Lifecycle {
         }
         let told = self.told_until.get(&id).copied();
         if told.is_some_and(|until| candidate.window_start_s < until)
-            && run_based(candidate.detector, &candidate.facts)
+            && run_based(candidate.detector.as_str(), &candidate.facts)
         {
             return Step::Ongoing;
         }
@@ -136,7 +136,7 @@ fn to_alert(c: &Candidate, id: &str, now_s: u32) -> Alert {
     Alert {
         version: ALERT_CONTRACT_VERSION,
         fingerprint: id.to_owned(),
-        detector: c.detector.to_owned(),
+        detector: c.detector.as_str().to_owned(),
         status: AlertStatus::Firing,
         severity: c.severity,
         labels: c.labels.clone(),
@@ -176,7 +176,7 @@ mod tests {
         labels.insert("detector".to_owned(), "spend_spike".to_owned());
         labels.insert("api_key_id".to_owned(), "k".to_owned());
         Candidate {
-            detector: "spend_spike",
+            detector: tripline_core::config::Detector::SpendSpike,
             labels,
             severity,
             observed: 10.0,

@@ -31,6 +31,7 @@ use tracing::{debug, warn};
 use tripline_store::{sql_string as quote, KEY_ROLLUP_TABLE};
 
 use crate::engine::Candidate;
+use tripline_core::config::Detector;
 
 const DAY_S: u32 = 86_400;
 /// How far from this time yesterday still counts as "this time": a key's day starts a little
@@ -86,7 +87,7 @@ impl Measure {
 
 /// What a level rule's alert measured per minute, and the same measure yesterday.
 fn levels(candidate: &Candidate, yesterday: &Yesterday) -> Option<(Measure, f64, f64)> {
-    if candidate.detector != "spend_spike" {
+    if candidate.detector != Detector::SpendSpike {
         return None;
     }
     if candidate.labels.get("measure").map(String::as_str) == Some("tokens") {
@@ -313,7 +314,7 @@ mod tests {
         let mut labels = BTreeMap::new();
         labels.insert("api_key_id".to_owned(), key.to_owned());
         Candidate {
-            detector: "spend_spike",
+            detector: Detector::SpendSpike,
             labels,
             severity: Severity::Warning,
             observed,
@@ -473,7 +474,7 @@ mod tests {
         let mut per_minute = candidate("k", "sustained", 0.01);
         per_minute.facts.remove("rule");
         let mut other = candidate("k", "sustained", 0.01);
-        other.detector = "retry_storm";
+        other.detector = Detector::RetryStorm;
         let mut c = vec![candidate("k", "sustained_price", 0.01), per_minute, other];
         assert_eq!(judge(&mut c, 2.0, Crowd::UNKNOWN, |_| Some(busy)), 0);
         let mut c = vec![candidate("k", "sustained", 0.01)];

@@ -305,7 +305,59 @@ impl EntityOverride {
     }
 }
 
-pub const DETECTORS: [&str; 4] = ["spend_spike", "leaked_key", "retry_storm", "cross_region"];
+/// The four detectors. Their names are what alerts carry (the `detector` label) and what the
+/// config says (`[detect.<name>]`, an override's `disabled`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Detector {
+    SpendSpike,
+    LeakedKey,
+    RetryStorm,
+    CrossRegion,
+}
+
+impl Detector {
+    pub const ALL: [Detector; 4] = [
+        Detector::SpendSpike,
+        Detector::LeakedKey,
+        Detector::RetryStorm,
+        Detector::CrossRegion,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Detector::SpendSpike => "spend_spike",
+            Detector::LeakedKey => "leaked_key",
+            Detector::RetryStorm => "retry_storm",
+            Detector::CrossRegion => "cross_region",
+        }
+    }
+
+    /// The detector of that name, if any.
+    pub fn named(name: &str) -> Option<Detector> {
+        Detector::ALL.into_iter().find(|d| d.as_str() == name)
+    }
+}
+
+impl std::fmt::Display for Detector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A detector and its name compare as the name (alerts and labels carry names).
+impl PartialEq<&str> for Detector {
+    fn eq(&self, name: &&str) -> bool {
+        self.as_str() == *name
+    }
+}
+
+/// The detectors' names, in [`Detector::ALL`]'s order.
+pub const DETECTORS: [&str; 4] = [
+    Detector::SpendSpike.as_str(),
+    Detector::LeakedKey.as_str(),
+    Detector::RetryStorm.as_str(),
+    Detector::CrossRegion.as_str(),
+];
 
 impl DetectConfig {
     /// The override for a key, else its project's, else none.
@@ -315,9 +367,9 @@ impl DetectConfig {
             .or_else(|| self.projects.get(project))
     }
 
-    pub fn enabled_for(&self, detector: &str, api_key_id: &str, project: &str) -> bool {
+    pub fn enabled_for(&self, detector: Detector, api_key_id: &str, project: &str) -> bool {
         self.override_for(api_key_id, project)
-            .is_none_or(|o| !o.disabled.iter().any(|d| d == detector))
+            .is_none_or(|o| !o.disabled.iter().any(|d| d == detector.as_str()))
     }
 
     /// (key, message, hint) for every value that makes no sense.

@@ -28,7 +28,7 @@ impl Engine {
                 continue;
             };
             let key = usage[0].api_key_id.as_str();
-            if !self.key_enabled("leaked_key", key, &state.project)
+            if !self.key_enabled(Detector::LeakedKey, key, &state.project)
                 || state.familiar.minutes < cfg.min_history_minutes
             {
                 continue;
@@ -109,7 +109,7 @@ impl Engine {
                 continue;
             }
             let mut c = Candidate::new(
-                "leaked_key",
+                Detector::LeakedKey,
                 &[("api_key_id", key), ("project", &state.project)],
                 minute,
                 minute + MINUTE,
@@ -134,7 +134,7 @@ impl Engine {
         for scan in &data.scans {
             let minute = (scan.first_ms / 60_000 * 60) as u32;
             let mut c = Candidate::new(
-                "leaked_key",
+                Detector::LeakedKey,
                 &[("client_ip", &scan.client_ip)],
                 minute,
                 (scan.last_ms / 1000) as u32 + 1,

@@ -392,7 +392,7 @@ impl Storm<'_> {
         now_s: u32,
     ) -> Candidate {
         let mut c = Candidate::new(
-            "retry_storm",
+            Detector::RetryStorm,
             &[("provider", self.provider), ("model", self.model)],
             self.window_start,
             now_s,

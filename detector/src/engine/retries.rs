@@ -118,7 +118,7 @@ impl Engine {
             .collect();
         for (row, state) in data.keys.iter().zip(known) {
             if row.minute < self.folded_through
-                || !self.key_enabled("retry_storm", &row.api_key_id, &row.project)
+                || !self.key_enabled(Detector::RetryStorm, &row.api_key_id, &row.project)
             {
                 continue;
             }
@@ -163,7 +163,7 @@ impl Engine {
             let amplification =
                 in_window.max(Window::new(row, retries.copied(), None).amplification().0);
             let mut c = Candidate::new(
-                "retry_storm",
+                Detector::RetryStorm,
                 &[("api_key_id", &row.api_key_id), ("project", &row.project)],
                 row.minute,
                 row.minute + MINUTE,

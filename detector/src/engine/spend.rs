@@ -18,7 +18,7 @@ impl Engine {
         // candidate for them.
         let mut fired: FxMap<&str, (bool, bool)> = FxMap::default();
         for (row, state) in Engine::unfolded(data, known, self.folded_through) {
-            if !self.key_enabled("spend_spike", &row.api_key_id, &row.project) {
+            if !self.key_enabled(Detector::SpendSpike, &row.api_key_id, &row.project) {
                 continue;
             }
             if let Some(c) = self.assess_tokens(row, state) {
@@ -33,7 +33,7 @@ impl Engine {
                 .assess(&params, row.cost_usd, fraction(row.minute), how);
             if a.breach {
                 let mut c = Candidate::new(
-                    "spend_spike",
+                    Detector::SpendSpike,
                     &[("api_key_id", &row.api_key_id), ("project", &row.project)],
                     row.minute,
                     row.minute + MINUTE,
@@ -97,8 +97,12 @@ impl Engine {
                     } else {
                         &[("scope", "overall")]
                     };
-                    let mut c =
-                        Candidate::new("spend_spike", labels, row.minute, row.minute + MINUTE);
+                    let mut c = Candidate::new(
+                        Detector::SpendSpike,
+                        labels,
+                        row.minute,
+                        row.minute + MINUTE,
+                    );
                     (c.observed, c.expected, c.upper, c.score) =
                         (cost, a.expected, a.upper, a.score);
                     c.summary = format!(
@@ -143,7 +147,7 @@ impl Engine {
             return None;
         }
         let mut c = Candidate::new(
-            "spend_spike",
+            Detector::SpendSpike,
             &[
                 ("api_key_id", &row.api_key_id),
                 ("project", &row.project),
@@ -205,7 +209,8 @@ impl Engine {
                 ("project", b.project.as_str()),
             ];
             if let Some(cap) = hourly.filter(|cap| b.hour_usd > *cap) {
-                let mut c = Candidate::new("spend_spike", &labels, hour_start, hour_start + 3600);
+                let mut c =
+                    Candidate::new(Detector::SpendSpike, &labels, hour_start, hour_start + 3600);
                 c.severity = Severity::Critical;
                 (c.observed, c.expected, c.upper, c.score) = (b.hour_usd, cap, cap, 1.0);
                 c.summary = format!(
@@ -221,8 +226,12 @@ impl Engine {
                 let projected = b.day_usd + b.last_hour_usd * remaining_h;
                 if b.day_usd > cap || projected > cap {
                     let over = b.day_usd > cap;
-                    let mut c =
-                        Candidate::new("spend_spike", &labels, day_start, day_start + 86_400);
+                    let mut c = Candidate::new(
+                        Detector::SpendSpike,
+                        &labels,
+                        day_start,
+                        day_start + 86_400,
+                    );
                     c.severity = if over {
                         Severity::Critical
                     } else {

@@ -689,7 +689,7 @@ impl Engine {
             let Some(impact_usd) = self.impact_usd(&row.api_key_id, &row.project) else {
                 continue;
             };
-            if !self.key_enabled("spend_spike", &row.api_key_id, &row.project) {
+            if !self.key_enabled(Detector::SpendSpike, &row.api_key_id, &row.project) {
                 continue;
             }
             let params = &self.spend_params;

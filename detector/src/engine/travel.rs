@@ -327,7 +327,7 @@ impl Engine {
             let Some(state) = self.keys.get(&id) else {
                 continue;
             };
-            if !self.key_enabled("cross_region", key, &state.project) {
+            if !self.key_enabled(Detector::CrossRegion, key, &state.project) {
                 continue;
             }
             stays.sort_unstable_by(|a, b| a.country.cmp(b.country));
@@ -342,7 +342,7 @@ impl Engine {
             let last = stays.iter().map(|s| s.last_ms).max().unwrap_or(first);
             let labels = [("api_key_id", key), ("project", state.project.as_str())];
             let mut c = Candidate::new(
-                "cross_region",
+                Detector::CrossRegion,
                 &labels,
                 (first / 1000) as u32,
                 (last / 1000) as u32 + 1,
@@ -404,7 +404,7 @@ impl Engine {
             let first = stays.iter().map(|s| s.first_ms).min().unwrap_or(0);
             let last = stays.iter().map(|s| s.last_ms).max().unwrap_or(first);
             let mut c = Candidate::new(
-                "cross_region",
+                Detector::CrossRegion,
                 &[("user", user)],
                 (first / 1000) as u32,
                 (last / 1000) as u32 + 1,

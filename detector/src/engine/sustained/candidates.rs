@@ -111,7 +111,7 @@ pub(super) fn sustained_candidate(
     minutes: u32,
 ) -> Candidate {
     let mut c = Candidate::new(
-        "spend_spike",
+        Detector::SpendSpike,
         &[("api_key_id", &row.api_key_id), ("project", &row.project)],
         start_s,
         row.minute + MINUTE,
@@ -297,7 +297,7 @@ pub(super) fn tokens_candidate(
     let minutes = run.windows.max(1);
     let start = row.minute.saturating_sub((minutes - 1) * MINUTE);
     let mut c = Candidate::new(
-        "spend_spike",
+        Detector::SpendSpike,
         &[
             ("api_key_id", &row.api_key_id),
             ("project", &row.project),
