@@ -33,13 +33,17 @@ def clock(ms: int) -> str:
 
 def touches(alert: dict, incident: dict, projects: dict) -> bool:
     """Whether the alert, of any detector, is about the incident's key (or address, or the key's
-    project) within its window plus grace: another detector's view of the same incident."""
+    project, or all keys' spend) within its window plus grace: another view of the same
+    incident, as `tripline evaluate` counts them."""
     labels = alert["labels"]
     if not incident["start_ms"] <= alert["at_ms"] <= incident["end_ms"] + GRACE_MS:
         return False
     if "api_key_id" in labels or "client_ip" in labels:
         return (labels.get("api_key_id") or labels.get("client_ip")) == incident["key"]
-    return "project" in labels and projects.get(incident["key"]) == labels["project"]
+    if "project" in labels:
+        return projects.get(incident["key"]) == labels["project"]
+    # Overall spend (label `scope`) during an incident: its spend is part of everyone's.
+    return "scope" in labels
 
 
 def answers(alert: dict, incident: dict) -> bool:

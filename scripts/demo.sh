@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Quick start: install, start ClickHouse and Kafka (tansu), build Tripline, and show its job:
 #   1. `tripline run` with alerting to a local signed-webhook sink and the console on;
-#   2. a few hours of simulated history for 50 keys, backfilled at once (the models warm on it);
+#   2. a day of simulated history for 50 keys, backfilled at once: the models warm on it and
+#      learn each key's daily rhythm, as they do on `detect.history_hours` in production (with
+#      only hours of it, a key's working day rising is new to them, and can page);
 #   3. minutes of live traffic with labelled incidents (a leaked key, impossible travel, key
 #      scanning, a retry storm, a large spend spike);
 #   4. the alerts that fired, what each answered and how fast, where they were delivered, and
@@ -9,7 +11,7 @@
 # The servers, `tripline run` and the sink stay up afterwards (`scripts/servers.sh down` stops
 # them). The demo has a ClickHouse database of its own, recreated on every run.
 #
-# Knobs: TRIPLINE_DEMO_RATE (requests/s, default 50), TRIPLINE_DEMO_HISTORY_HOURS (default 4),
+# Knobs: TRIPLINE_DEMO_RATE (requests/s, default 20), TRIPLINE_DEMO_HISTORY_HOURS (default 24),
 #        TRIPLINE_DEMO_DURATION_S (live traffic, default 480), TRIPLINE_DEMO_DATABASE
 #        (default tripline_demo), TRIPLINE_DEMO_SINK_PORT (default 9899).
 set -euo pipefail
@@ -17,8 +19,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
 # shellcheck source=scripts/env.sh
 . scripts/env.sh
 
-RATE="${TRIPLINE_DEMO_RATE:-50}"
-HISTORY_H="${TRIPLINE_DEMO_HISTORY_HOURS:-4}"
+RATE="${TRIPLINE_DEMO_RATE:-20}"
+HISTORY_H="${TRIPLINE_DEMO_HISTORY_HOURS:-24}"
 DURATION_S="${TRIPLINE_DEMO_DURATION_S:-480}"
 DB="${TRIPLINE_DEMO_DATABASE:-tripline_demo}"
 SINK_PORT="${TRIPLINE_DEMO_SINK_PORT:-9899}"
