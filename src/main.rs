@@ -3,14 +3,11 @@
 mod alert;
 mod backtest;
 mod bench;
-/// The built-in web page and its series API, served with the alerting API.
-mod console;
 mod detect;
 mod evaluate;
 mod evaluate_summary;
 mod live_config;
 mod roles;
-mod server;
 mod settings;
 mod simulate;
 mod telemetry;

@@ -6,20 +6,15 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
-use tripline_core::price::PriceTable;
+use tripline_api::server::{self, AppState};
 use tripline_core::secret::Fingerprinter;
-use tripline_ingest::dedup::DedupFilter;
-use tripline_ingest::enrich::{Coster, GeoIp};
 use tripline_ingest::process::Processor;
 use tripline_ingest::{Ingest, IngestHealth};
 
 use crate::live_config;
-use crate::server::{self, AppState};
 use crate::settings::{self, Loaded};
-use crate::telemetry;
 
 /// `tripline run` / `tripline ingest`.
 /// Which long-running roles a process runs.
@@ -34,7 +29,7 @@ pub struct Roles {
 
 pub async fn serve(config_path: Option<&Path>, roles: Roles) -> anyhow::Result<()> {
     let loaded = settings::load(config_path)?;
-    let metrics = telemetry::init_metrics()?;
+    let metrics = server::install_metrics_recorder()?;
     let shutdown = CancellationToken::new();
     spawn_signal_handler(shutdown.clone());
     // The config file as it is now, for the roles that follow it (ingest reads it at start).
@@ -281,32 +276,16 @@ pub fn spawn_ingest(
     Ok(tokio::spawn(async move { ingest.run(stop).await }))
 }
 
+/// Ingest's processor as the config describes it (fingerprint secret, IP databases, prices).
 pub fn build_processor(loaded: &Loaded) -> anyhow::Result<Processor> {
-    let fingerprinter = Fingerprinter::new(&loaded.fingerprint_secret()?)?;
-    let enrich = &loaded.config.enrich;
-    let country = enrich.country_db.as_deref().map(|p| loaded.resolve(p));
-    let asn = enrich.asn_db.as_deref().map(|p| loaded.resolve(p));
-    let geo = GeoIp::open(country.as_deref(), asn.as_deref())?;
-    let prices = match &enrich.prices {
-        None => PriceTable::builtin(),
-        Some(path) => {
-            let path = loaded.resolve(path);
-            let text = std::fs::read_to_string(&path)
-                .with_context(|| format!("enrich.prices: cannot read {}", path.display()))?;
-            PriceTable::from_json(&text)
-                .with_context(|| format!("enrich.prices: {}", path.display()))?
-        }
-    };
-    info!(models = prices.len(), "price table loaded");
-    let ingest = &loaded.config.ingest;
-    Ok(Processor {
-        fingerprinter,
-        geo,
-        coster: Coster::new(prices),
-        dedup: DedupFilter::new(ingest.dedup_window_s as u32, ingest.dedup_max_entries),
-        max_message_bytes: ingest.max_message_bytes,
-        max_future_skew_ms: ingest.max_future_skew_ms,
-    })
+    let config = &loaded.config;
+    let secret = loaded.fingerprint_secret()?;
+    Ok(Processor::from_config(
+        &config.enrich,
+        &config.ingest,
+        &secret,
+        |path| loaded.resolve(path),
+    )?)
 }
 
 /// The HTTP collector's routes, when `[collector.token_env]` names at least one source.

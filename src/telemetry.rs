@@ -1,6 +1,5 @@
-//! Logs (tracing, text or JSON) and the Prometheus recorder behind `/metrics`.
+//! Logs (tracing, text or JSON) on stderr. (The Prometheus recorder is `tripline_api::server`'s.)
 
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
@@ -20,24 +19,4 @@ pub fn init_logs() {
     } else {
         builder.compact().init();
     }
-}
-
-/// Installs the global metrics recorder; histograms get buckets suited to batch inserts.
-pub fn init_metrics() -> anyhow::Result<PrometheusHandle> {
-    let handle = PrometheusBuilder::new()
-        .set_buckets_for_metric(
-            Matcher::Suffix("_seconds".into()),
-            &[
-                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
-            ],
-        )?
-        .set_buckets_for_metric(
-            Matcher::Full("tripline_ingest_batch_rows".into()),
-            &[
-                1.0, 10.0, 100.0, 1_000.0, 10_000.0, 50_000.0, 100_000.0, 500_000.0,
-            ],
-        )?
-        .install_recorder()?;
-    metrics_process::Collector::default().describe();
-    Ok(handle)
 }

@@ -1,14 +1,19 @@
 //! One message in, one outcome out: a row to insert, a duplicate to drop, or a dead letter.
 //! Pure CPU work with no IO, so it is tested here without Kafka or ClickHouse.
 
+use std::path::PathBuf;
+
+use tracing::info;
+use tripline_core::config::{EnrichConfig, IngestConfig};
 use tripline_core::event::{self, Event, EventKind, GatewayRequest, ProviderAttempt, Reject};
 use tripline_core::event::{RejectReason, ValidationRules};
-use tripline_core::secret::Fingerprinter;
+use tripline_core::price::{PriceTable, PriceTableError};
+use tripline_core::secret::{FingerprintKeyError, Fingerprinter};
 use tripline_store::{GatewayRow, ProviderRow};
 
 use crate::dedup::{DedupFilter, Sighting};
 use crate::dlq::DeadLetter;
-use crate::enrich::{Coster, GeoIp};
+use crate::enrich::{Coster, GeoIp, GeoIpError};
 
 /// Where a message came from in Kafka.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,7 +40,62 @@ pub struct Processor {
     pub max_future_skew_ms: i64,
 }
 
+/// Why the config does not make a processor.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    FingerprintKey(#[from] FingerprintKeyError),
+    #[error(transparent)]
+    GeoIp(#[from] GeoIpError),
+    #[error("enrich.prices: cannot read {}: {source}", path.display())]
+    ReadPrices {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("enrich.prices: {}: {source}", path.display())]
+    Prices {
+        path: PathBuf,
+        source: PriceTableError,
+    },
+}
+
 impl Processor {
+    /// The processor `[enrich]` and `[ingest]` describe, fingerprinting keys with `secret`.
+    /// `resolve` places the config's relative paths (the binary resolves them against the
+    /// config file's directory).
+    pub fn from_config(
+        enrich: &EnrichConfig,
+        ingest: &IngestConfig,
+        secret: &[u8],
+        resolve: impl Fn(&str) -> PathBuf,
+    ) -> Result<Self, BuildError> {
+        let fingerprinter = Fingerprinter::new(secret)?;
+        let country = enrich.country_db.as_deref().map(&resolve);
+        let asn = enrich.asn_db.as_deref().map(&resolve);
+        let geo = GeoIp::open(country.as_deref(), asn.as_deref())?;
+        let prices = match &enrich.prices {
+            None => PriceTable::builtin(),
+            Some(path) => {
+                let path = resolve(path);
+                let text = match std::fs::read_to_string(&path) {
+                    Ok(text) => text,
+                    Err(source) => return Err(BuildError::ReadPrices { path, source }),
+                };
+                PriceTable::from_json(&text)
+                    .map_err(|source| BuildError::Prices { path, source })?
+            }
+        };
+        info!(models = prices.len(), "price table loaded");
+        Ok(Processor {
+            fingerprinter,
+            geo,
+            coster: Coster::new(prices),
+            dedup: DedupFilter::new(ingest.dedup_window_s as u32, ingest.dedup_max_entries),
+            max_message_bytes: ingest.max_message_bytes,
+            max_future_skew_ms: ingest.max_future_skew_ms,
+        })
+    }
+
     /// Handles one message. `now_ms` is the wall clock (for skew checks and `ingested_at`).
     pub fn process(
         &mut self,

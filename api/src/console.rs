@@ -21,8 +21,8 @@
 //! The series: `from`/`to` are RFC 3339 or epoch seconds (or milliseconds); the default is the
 //! last 3 hours, at most 24 hours are returned. The spend band is the spend_spike detector's own:
 //! the key's minutes go through the detector crate's fold (`tripline_detector::engine::
-//! fold_key_minute`, params from the config file as it is now, re-read per request like the
-//! detector's live reload, and the key's or project's `min_abs_usd` override), from the key's
+//! fold_key_minute`, params from the config as the config watcher holds it now, the version
+//! the detectors run, and the key's or project's `min_abs_usd` override), from the key's
 //! first minute with traffic, idle minutes as zero, `detect.history_hours` of warm-up before
 //! `from` (at most 48). Each minute is shown with the expectation the model had before it and
 //! the sustained rule's evidence after it. One difference, said in the JSON: the detector also
@@ -34,6 +34,7 @@
 //! is read.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path as UrlPath, Query, State};
@@ -42,13 +43,16 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
 use tracing::warn;
-use tripline_core::config::DetectConfig;
+use tripline_core::config::{Config, DetectConfig};
 use tripline_core::models::ewma::{alpha_from_half_life, Ewma};
 use tripline_core::models::seasonal::hour_of_week;
 use tripline_core::models::spend::{SpendModel, SpendParams};
 use tripline_core::models::sustained::SustainedConfig;
 use tripline_detector::engine::{fold_key_minute, Crowding, Evidence};
+
+use crate::problem;
 
 const INDEX_HTML: &str = include_str!("console/index.html");
 const APP_JS: &str = include_str!("console/app.js");
@@ -77,8 +81,9 @@ pub struct Console {
     /// The alerting API's bearer token (its digest).
     pub token: tripline_core::auth::TokenDigest,
     pub clickhouse: clickhouse::Client,
-    /// The config as the file says now: the chart folds with the running `[detect]`.
-    pub live: crate::live_config::LiveConfig,
+    /// The config as the file says now (the binary's config watcher): the chart folds with
+    /// the running `[detect]`.
+    pub live: watch::Receiver<Arc<Config>>,
 }
 
 pub fn router(console: Console) -> Router {
@@ -115,10 +120,6 @@ fn page(content_type: &'static str, body: &'static str) -> Response {
         body,
     )
         .into_response()
-}
-
-fn problem(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, Json(serde_json::json!({ "error": message.into() }))).into_response()
 }
 
 #[derive(Debug, Deserialize)]
@@ -195,7 +196,7 @@ async fn series(
     key: Result<UrlPath<String>, PathRejection>,
     query: Result<Query<SeriesQuery>, QueryRejection>,
 ) -> Response {
-    if !crate::alert::bearer_ok(&console.token, &headers) {
+    if !crate::bearer_ok(&console.token, &headers) {
         return problem(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
     }
     let key = match key {

@@ -9,11 +9,31 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
-use metrics_exporter_prometheus::PrometheusHandle;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio_util::sync::CancellationToken;
 use tripline_alerting::runtime::AlertingHealth;
 use tripline_detector::DetectorHealth;
 use tripline_ingest::IngestHealth;
+
+/// Installs the global metrics recorder; histograms get buckets suited to batch inserts.
+pub fn install_metrics_recorder() -> anyhow::Result<PrometheusHandle> {
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Suffix("_seconds".into()),
+            &[
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+            ],
+        )?
+        .set_buckets_for_metric(
+            Matcher::Full("tripline_ingest_batch_rows".into()),
+            &[
+                1.0, 10.0, 100.0, 1_000.0, 10_000.0, 50_000.0, 100_000.0, 500_000.0,
+            ],
+        )?
+        .install_recorder()?;
+    metrics_process::Collector::default().describe();
+    Ok(handle)
+}
 
 #[derive(Clone)]
 pub struct AppState {
