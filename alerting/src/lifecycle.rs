@@ -25,7 +25,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use tripline_core::alert::{fingerprint, Alert, AlertStatus};
 use tripline_core::config::AlertingConfig;
-use tripline_core::time::{format_ms, parse_rfc3339_ms};
+use tripline_core::time::format_ms;
 
 use crate::matcher::Labels;
 
@@ -188,10 +188,10 @@ impl TrackedAlert {
     pub fn notified(&self, phase: Phase) -> Alert {
         let mut alert = self.alert.clone();
         alert.fingerprint = self.fingerprint.clone();
-        alert.starts_at = format_ms(self.starts_at_ms);
+        alert.starts_at = self.starts_at_ms;
         if matches!(phase, Phase::Resolved | Phase::Inactive) {
             alert.status = AlertStatus::Resolved;
-            alert.ends_at = self.resolved_at_ms.map(format_ms);
+            alert.ends_at = self.resolved_at_ms;
         } else {
             alert.status = AlertStatus::Firing;
             alert.ends_at = None;
@@ -333,7 +333,7 @@ impl AlertStore {
         };
         let config = self.config.clone();
         let labels = routing_labels(&message);
-        let starts_at = parse_rfc3339_ms(&message.starts_at).unwrap_or(now);
+        let starts_at = message.starts_at;
         let firing = message.status == AlertStatus::Firing;
         let Some(alert) = self.alerts.get_mut(&fp) else {
             if !firing {

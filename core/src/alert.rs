@@ -10,6 +10,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::time;
+
 pub const ALERT_CONTRACT_VERSION: u32 = 1;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -92,14 +94,22 @@ pub struct Alert {
     pub upper: f64,
     /// Anomaly score in 0..=1.
     pub score: f64,
-    /// The window evaluated, RFC 3339.
-    pub window_start: String,
-    pub window_end: String,
+    /// The window evaluated, epoch milliseconds (RFC 3339 in JSON, as every time below).
+    #[serde(with = "time::rfc3339")]
+    pub window_start: i64,
+    #[serde(with = "time::rfc3339")]
+    pub window_end: i64,
     /// When this alert started firing, and (resolved only) when it ended.
-    pub starts_at: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ends_at: Option<String>,
-    pub emitted_at: String,
+    #[serde(with = "time::rfc3339")]
+    pub starts_at: i64,
+    #[serde(
+        default,
+        with = "time::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub ends_at: Option<i64>,
+    #[serde(with = "time::rfc3339")]
+    pub emitted_at: i64,
     pub evidence: Evidence,
 }
 
@@ -168,15 +178,33 @@ mod tests {
             expected: 1.1,
             upper: 2.0,
             score: 0.99,
-            window_start: "2026-11-26T10:00:00.000Z".into(),
-            window_end: "2026-11-26T10:01:00.000Z".into(),
-            starts_at: "2026-11-26T10:01:00.000Z".into(),
+            window_start: 1_795_687_200_000,
+            window_end: 1_795_687_260_000,
+            starts_at: 1_795_687_260_000,
             ends_at: None,
-            emitted_at: "2026-11-26T10:01:02.000Z".into(),
+            emitted_at: 1_795_687_262_000,
             evidence: Evidence::default(),
         };
         let json = serde_json::to_string(&alert).unwrap();
         assert!(json.contains(r#""status":"firing""#) && json.contains(r#""severity":"critical""#));
+        // Times are RFC 3339 text on the wire, integers inside.
+        assert!(json.contains(r#""window_start":"2026-11-26T10:00:00.000Z""#));
+        assert!(json.contains(r#""emitted_at":"2026-11-26T10:01:02.000Z""#));
+        assert!(!json.contains("ends_at"), "absent while firing: {json}");
         assert_eq!(serde_json::from_str::<Alert>(&json).unwrap(), alert);
+        let resolved = Alert {
+            status: AlertStatus::Resolved,
+            ends_at: Some(1_795_687_500_000),
+            ..alert
+        };
+        let json = serde_json::to_string(&resolved).unwrap();
+        assert!(json.contains(r#""ends_at":"2026-11-26T10:05:00.000Z""#));
+        assert_eq!(serde_json::from_str::<Alert>(&json).unwrap(), resolved);
+        // Any offset is read; a time that is not one is refused with its text.
+        let offset = json.replace("2026-11-26T10:05:00.000Z", "2026-11-26T11:05:00+01:00");
+        assert_eq!(serde_json::from_str::<Alert>(&offset).unwrap(), resolved);
+        let bad = json.replace("2026-11-26T10:05:00.000Z", "later");
+        let err = serde_json::from_str::<Alert>(&bad).unwrap_err().to_string();
+        assert!(err.contains(r#""later" is not an RFC 3339 time"#), "{err}");
     }
 }

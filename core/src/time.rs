@@ -29,6 +29,40 @@ pub fn format_ms(ms: i64) -> String {
         .unwrap_or_else(|| ms.to_string())
 }
 
+/// Serde for epoch-millisecond fields written as RFC 3339 (`#[serde(with = "time::rfc3339")]`):
+/// times are integers inside Tripline and text only in the JSON it publishes.
+pub mod rfc3339 {
+    use serde::{de, Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(ms: &i64, out: S) -> Result<S::Ok, S::Error> {
+        out.serialize_str(&super::format_ms(*ms))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(input: D) -> Result<i64, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(input)?;
+        super::parse_rfc3339_ms(&text)
+            .ok_or_else(|| de::Error::custom(format!("{text:?} is not an RFC 3339 time")))
+    }
+
+    /// The same for an optional time (`null` when absent).
+    pub mod option {
+        use serde::{Deserialize, Deserializer, Serializer};
+
+        pub fn serialize<S: Serializer>(ms: &Option<i64>, out: S) -> Result<S::Ok, S::Error> {
+            match ms {
+                Some(ms) => super::serialize(ms, out),
+                None => out.serialize_none(),
+            }
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(input: D) -> Result<Option<i64>, D::Error> {
+            #[derive(Deserialize)]
+            struct Time(#[serde(with = "super")] i64);
+            Ok(Option::<Time>::deserialize(input)?.map(|Time(ms)| ms))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

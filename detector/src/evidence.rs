@@ -16,8 +16,8 @@ pub async fn attach(client: &Client, alert: &mut Alert) -> Result<(), clickhouse
     let Some(filter) = entity_filter(alert) else {
         return Ok(());
     };
-    let start = tripline_core::time::parse_rfc3339_ms(&alert.window_start).unwrap_or(0) / 1000;
-    let end = tripline_core::time::parse_rfc3339_ms(&alert.window_end).unwrap_or(0) / 1000;
+    let start = alert.window_start / 1000;
+    let end = alert.window_end / 1000;
     // At least the last five minutes, so that an early (partial-window) alert has something.
     let window = format!(
         "ts >= toDateTime({}) AND ts <= toDateTime({})",

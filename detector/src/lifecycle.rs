@@ -11,7 +11,6 @@
 use std::collections::HashMap;
 
 use tripline_core::alert::{fingerprint, Alert, AlertStatus, Evidence, ALERT_CONTRACT_VERSION};
-use tripline_core::time::format_ms;
 
 use crate::engine::Candidate;
 
@@ -76,7 +75,7 @@ impl Lifecycle {
                 return Step::Ongoing;
             }
             let mut alert = to_alert(candidate, &id, now_s);
-            alert.starts_at = active.alert.starts_at.clone();
+            alert.starts_at = active.alert.starts_at;
             active.alert = alert.clone();
             return Step::Fire(Box::new(alert));
         }
@@ -123,8 +122,8 @@ impl Lifecycle {
                     self.told_until.insert(alert.fingerprint.clone(), now_s);
                 }
                 alert.status = AlertStatus::Resolved;
-                alert.ends_at = Some(format_ms(i64::from(active.last_flagged_s) * 1000));
-                alert.emitted_at = format_ms(i64::from(now_s) * 1000);
+                alert.ends_at = Some(i64::from(active.last_flagged_s) * 1000);
+                alert.emitted_at = i64::from(now_s) * 1000;
                 alert
             })
             .collect()
@@ -132,7 +131,7 @@ impl Lifecycle {
 }
 
 fn to_alert(c: &Candidate, id: &str, now_s: u32) -> Alert {
-    let now = format_ms(i64::from(now_s) * 1000);
+    let now = i64::from(now_s) * 1000;
     Alert {
         version: ALERT_CONTRACT_VERSION,
         fingerprint: id.to_owned(),
@@ -146,9 +145,9 @@ fn to_alert(c: &Candidate, id: &str, now_s: u32) -> Alert {
         expected: c.expected,
         upper: c.upper,
         score: c.score,
-        window_start: format_ms(i64::from(c.window_start_s) * 1000),
-        window_end: format_ms(i64::from(c.window_end_s) * 1000),
-        starts_at: now.clone(),
+        window_start: i64::from(c.window_start_s) * 1000,
+        window_end: i64::from(c.window_end_s) * 1000,
+        starts_at: now,
         ends_at: None,
         emitted_at: now,
         evidence: Evidence {
@@ -204,15 +203,12 @@ mod tests {
         let Step::Fire(escalated) = lifecycle.observe(&candidate(Severity::Critical), 110) else {
             panic!("escalation fires again");
         };
-        assert_eq!(escalated.starts_at, format_ms(100_000), "keeps its start");
+        assert_eq!(escalated.starts_at, 100_000, "keeps its start");
         assert!(lifecycle.resolve_stale(300, 300).is_empty());
         let resolved = lifecycle.resolve_stale(410, 300);
         assert_eq!(resolved.len(), 1);
         assert_eq!(resolved[0].status, AlertStatus::Resolved);
-        assert_eq!(
-            resolved[0].ends_at.as_deref(),
-            Some(format_ms(110_000).as_str())
-        );
+        assert_eq!(resolved[0].ends_at, Some(110_000));
         assert_eq!(lifecycle.firing(), 0);
         // Flagged again later: a new firing.
         assert!(matches!(

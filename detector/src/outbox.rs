@@ -146,12 +146,11 @@ impl Queue {
 
 /// `emitted_at` in epoch seconds, as the `alerts` row stores it.
 pub fn decided_s(alert: &Alert) -> u32 {
-    seconds(&alert.emitted_at)
+    seconds(alert.emitted_at)
 }
 
-/// An RFC 3339 time in epoch seconds (0 when unreadable), as the `alerts` table stores times.
-fn seconds(text: &str) -> u32 {
-    let ms = tripline_core::time::parse_rfc3339_ms(text).unwrap_or(0);
+/// Epoch milliseconds in whole seconds, as the `alerts` table stores times.
+fn seconds(ms: i64) -> u32 {
     u32::try_from(ms.max(0) / 1000).unwrap_or(u32::MAX)
 }
 
@@ -159,7 +158,6 @@ fn seconds(text: &str) -> u32 {
 mod tests {
     use super::*;
     use tripline_core::alert::{AlertStatus, Evidence, Severity};
-    use tripline_core::time::format_ms;
 
     fn alert(fingerprint: &str, status: AlertStatus, at_s: i64) -> Alert {
         Alert {
@@ -175,11 +173,11 @@ mod tests {
             expected: 0.0,
             upper: 0.0,
             score: 1.0,
-            window_start: format_ms(at_s * 1000),
-            window_end: format_ms(at_s * 1000),
-            starts_at: format_ms(at_s * 1000),
+            window_start: at_s * 1000,
+            window_end: at_s * 1000,
+            starts_at: at_s * 1000,
             ends_at: None,
-            emitted_at: format_ms(at_s * 1000),
+            emitted_at: at_s * 1000,
             evidence: Evidence::default(),
         }
     }

@@ -204,7 +204,7 @@ pub fn alert_from(detector: &str, key: &str, status: AlertStatus) -> Alert {
         ("api_key_id".to_owned(), key.to_owned()),
     ]
     .into();
-    let now = tripline_core::time::format_ms(super::now_ms());
+    let now = super::now_ms();
     Alert {
         version: 1,
         fingerprint: fingerprint(&labels),
@@ -218,10 +218,10 @@ pub fn alert_from(detector: &str, key: &str, status: AlertStatus) -> Alert {
         expected: 1.0,
         upper: 2.0,
         score: 0.99,
-        window_start: now.clone(),
-        window_end: now.clone(),
-        starts_at: now.clone(),
-        ends_at: (status == AlertStatus::Resolved).then(|| now.clone()),
+        window_start: now,
+        window_end: now,
+        starts_at: now,
+        ends_at: (status == AlertStatus::Resolved).then_some(now),
         emitted_at: now,
         evidence: Evidence::default(),
     }

@@ -5,7 +5,6 @@ use tripline_core::alert::{
     fingerprint, Alert, AlertStatus, Evidence, Severity, ALERT_CONTRACT_VERSION,
 };
 use tripline_core::config::{AlertingConfig, Config};
-use tripline_core::time::format_ms;
 
 use crate::matcher::Labels;
 
@@ -43,11 +42,11 @@ pub(crate) fn message(
         expected: 1.0,
         upper: 1.5,
         score: 0.99,
-        window_start: format_ms(at - 60_000),
-        window_end: format_ms(at),
-        starts_at: format_ms(at),
-        ends_at: (status == AlertStatus::Resolved).then(|| format_ms(at)),
-        emitted_at: format_ms(at),
+        window_start: at - 60_000,
+        window_end: at,
+        starts_at: at,
+        ends_at: (status == AlertStatus::Resolved).then_some(at),
+        emitted_at: at,
         evidence: Evidence::default(),
     }
 }

@@ -56,11 +56,11 @@ pub(crate) fn alert(detector: &str, key: &str, status: AlertStatus) -> Alert {
         expected: 3.2,
         upper: 9.0,
         score: 0.999,
-        window_start: "2026-11-26T10:00:00.000Z".into(),
-        window_end: "2026-11-26T10:05:00.000Z".into(),
-        starts_at: "2026-11-26T10:05:02.000Z".into(),
-        ends_at: (status == AlertStatus::Resolved).then(|| "2026-11-26T10:30:00.000Z".into()),
-        emitted_at: "2026-11-26T10:05:02.000Z".into(),
+        window_start: 1_795_687_200_000, // 2026-11-26T10:00:00Z
+        window_end: 1_795_687_500_000,   // 10:05:00
+        starts_at: 1_795_687_502_000,    // 10:05:02
+        ends_at: (status == AlertStatus::Resolved).then_some(1_795_689_000_000), // 10:30:00
+        emitted_at: 1_795_687_502_000,
         evidence,
     }
 }

@@ -18,6 +18,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tripline_core::alert::{Alert, AlertStatus};
+use tripline_core::time::format_ms;
 
 pub mod delivery;
 pub mod email;
@@ -146,11 +147,14 @@ pub fn notification_id(msg: &Message, sequence: u64) -> String {
     let mut alerts: Vec<&Alert> = msg.alerts.iter().collect();
     alerts.sort_by(|a, b| a.fingerprint.cmp(&b.fingerprint));
     for a in alerts {
+        // Times hashed as their RFC 3339 text, as when alerts held them so: ids stay the same.
+        let starts_at = format_ms(a.starts_at);
+        let ends_at = a.ends_at.map(format_ms).unwrap_or_default();
         for part in [
             a.fingerprint.as_str(),
             a.status.as_str(),
-            a.starts_at.as_str(),
-            a.ends_at.as_deref().unwrap_or(""),
+            starts_at.as_str(),
+            ends_at.as_str(),
         ] {
             h.update(part.as_bytes());
             h.update([0]);
@@ -214,12 +218,14 @@ pub(crate) fn number(v: f64) -> String {
     }
 }
 
-/// `2026-11-26 10:00–10:05 UTC` (or the raw strings when they are not RFC 3339).
-pub(crate) fn window_text(start: &str, end: &str) -> String {
+/// `2026-11-26 10:00–10:05 UTC` from epoch milliseconds.
+pub(crate) fn window_text(start: i64, end: i64) -> String {
     use chrono::{DateTime, Timelike, Utc};
-    let parse = |s: &str| DateTime::parse_from_rfc3339(s).map(|t| t.with_timezone(&Utc));
-    match (parse(start), parse(end)) {
-        (Ok(s), Ok(e)) => {
+    match (
+        DateTime::<Utc>::from_timestamp_millis(start),
+        DateTime::<Utc>::from_timestamp_millis(end),
+    ) {
+        (Some(s), Some(e)) => {
             let fmt = |t: DateTime<Utc>| {
                 if t.second() == 0 && t.nanosecond() == 0 {
                     t.format("%H:%M").to_string()
@@ -239,7 +245,7 @@ pub(crate) fn window_text(start: &str, end: &str) -> String {
                 )
             }
         }
-        _ => format!("{start} – {end}"),
+        _ => format!("{} – {}", format_ms(start), format_ms(end)),
     }
 }
 
@@ -275,7 +281,7 @@ mod tests {
         assert_ne!(id, notification_id(&m, 2), "sequence");
         let mut resolved = m.clone();
         resolved.alerts[0].status = AlertStatus::Resolved;
-        resolved.alerts[0].ends_at = Some("2026-11-26T10:09:00Z".into());
+        resolved.alerts[0].ends_at = Some(1_795_687_740_000); // 10:09
         assert_ne!(id, notification_id(&resolved, 1), "content");
         let mut other_reason = m.clone();
         other_reason.reason = reason::REPEAT.into();
@@ -316,10 +322,18 @@ mod tests {
         assert_eq!(number(2.4567), "2.457");
         assert_eq!(number(-0.0001), "0");
         assert_eq!(
-            window_text("2026-11-26T10:00:00.000Z", "2026-11-26T10:05:00Z"),
+            window_text(1_795_687_200_000, 1_795_687_500_000),
             "2026-11-26 10:00–10:05 UTC"
         );
-        assert_eq!(window_text("a", "b"), "a – b");
+        assert_eq!(
+            window_text(1_795_687_200_000, 1_795_773_630_000),
+            "2026-11-26 10:00 – 2026-11-27 10:00:30 UTC"
+        );
+        assert_eq!(
+            window_text(i64::MAX, 0),
+            "9223372036854775807 – 1970-01-01T00:00:00.000Z",
+            "a time chrono cannot hold is shown as its number"
+        );
         assert_eq!(truncate_chars("héllo", 2), ("hé", true));
         assert_eq!(truncate_chars("hé", 2), ("hé", false));
         let labels: BTreeMap<String, String> = [

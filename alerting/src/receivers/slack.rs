@@ -22,6 +22,7 @@ use std::fmt::Write as _;
 
 use serde_json::{json, Value};
 use tripline_core::alert::{Alert, AlertStatus, Counted, Severity};
+use tripline_core::time::format_ms;
 
 use super::http::HttpRequest;
 use super::{display_labels, number, one_line, truncate_chars, window_text, Message};
@@ -272,7 +273,7 @@ fn fields(alert: &Alert) -> Vec<Value> {
         ),
         format!(
             "*Window*\n{}",
-            escape_mrkdwn(&window_text(&alert.window_start, &alert.window_end))
+            escape_mrkdwn(&window_text(alert.window_start, alert.window_end))
         ),
         format!(
             "*Severity · score*\n{} · {}",
@@ -398,10 +399,10 @@ fn alert_blocks(alert: &Alert) -> Vec<Value> {
             code(&alert.detector)
         ),
         format!("fingerprint {}", code(&alert.fingerprint)),
-        format!("started {}", escape_mrkdwn(&one_line(&alert.starts_at))),
+        format!("started {}", format_ms(alert.starts_at)),
     ];
-    if let Some(ends_at) = &alert.ends_at {
-        context.push(format!("ended {}", escape_mrkdwn(&one_line(ends_at))));
+    if let Some(ends_at) = alert.ends_at {
+        context.push(format!("ended {}", format_ms(ends_at)));
     }
     blocks.push(json!({
         "type": "context",

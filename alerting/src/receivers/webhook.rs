@@ -71,6 +71,7 @@ use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use tripline_core::alert::{Alert, AlertStatus, Evidence, Severity};
+use tripline_core::time::format_ms;
 
 use super::http::HttpRequest;
 use super::Message;
@@ -136,16 +137,16 @@ impl PayloadAlert {
                 summary: a.summary.clone(),
                 description: a.description.clone(),
             },
-            starts_at: a.starts_at.clone(),
-            ends_at: a.ends_at.clone(),
+            starts_at: format_ms(a.starts_at),
+            ends_at: a.ends_at.map(format_ms),
             fingerprint: a.fingerprint.clone(),
             severity: a.severity,
             observed: a.observed,
             expected: a.expected,
             upper: a.upper,
             score: a.score,
-            window_start: a.window_start.clone(),
-            window_end: a.window_end.clone(),
+            window_start: format_ms(a.window_start),
+            window_end: format_ms(a.window_end),
             evidence: a.evidence.clone(),
         }
     }

@@ -81,7 +81,7 @@ pub struct Handle {
 }
 
 /// Why the service refused a request or could not answer it. The API chooses its status code
-/// from the variant (`src/alert.rs`), never from the message, which is for people: rewording
+/// from the variant (`api/src/alerts.rs`), never from the message, which is for people: rewording
 /// one changes no answer's status.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ControlError {
@@ -158,7 +158,6 @@ pub fn test_alert(receiver: &str, now: i64) -> Alert {
         ("receiver".to_owned(), receiver.to_owned()),
     ]
     .into();
-    let at = format_ms(now);
     Alert {
         version: ALERT_CONTRACT_VERSION,
         fingerprint: tripline_core::alert::fingerprint(&labels),
@@ -172,11 +171,11 @@ pub fn test_alert(receiver: &str, now: i64) -> Alert {
         expected: 0.0,
         upper: 0.0,
         score: 0.0,
-        window_start: at.clone(),
-        window_end: at.clone(),
-        starts_at: at.clone(),
+        window_start: now,
+        window_end: now,
+        starts_at: now,
         ends_at: None,
-        emitted_at: at,
+        emitted_at: now,
         evidence: Evidence::default(),
     }
 }

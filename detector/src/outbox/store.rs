@@ -101,9 +101,9 @@ fn row<'a>(alert: &'a Alert, json: &'a str) -> AlertRow<'a> {
         expected: alert.expected,
         upper: alert.upper,
         score: alert.score,
-        window_start: seconds(&alert.window_start),
-        window_end: seconds(&alert.window_end),
-        starts_at: seconds(&alert.starts_at),
+        window_start: seconds(alert.window_start),
+        window_end: seconds(alert.window_end),
+        starts_at: seconds(alert.starts_at),
         summary: &alert.summary,
         alert_json: json,
     }

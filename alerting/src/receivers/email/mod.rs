@@ -29,6 +29,7 @@ use std::time::SystemTime;
 use lettre::message::header::{Header, HeaderName, HeaderValue};
 use lettre::message::{Mailbox, MultiPart};
 use tripline_core::alert::{Alert, AlertStatus, Counted};
+use tripline_core::time::format_ms;
 
 use super::{
     display_labels, group_thread_id, notification_id, number, one_line, truncate_chars,
@@ -174,11 +175,11 @@ fn rows(a: &Alert) -> Vec<(String, String)> {
             number(a.upper)
         ),
     ));
-    rows.push(("window".into(), window_text(&a.window_start, &a.window_end)));
+    rows.push(("window".into(), window_text(a.window_start, a.window_end)));
     rows.push(("score".into(), number(a.score)));
-    rows.push(("started".into(), one_line(&a.starts_at)));
-    if let Some(ends_at) = &a.ends_at {
-        rows.push(("ended".into(), one_line(ends_at)));
+    rows.push(("started".into(), format_ms(a.starts_at)));
+    if let Some(ends_at) = a.ends_at {
+        rows.push(("ended".into(), format_ms(ends_at)));
     }
     rows.push(("fingerprint".into(), a.fingerprint.clone()));
     let e = &a.evidence;

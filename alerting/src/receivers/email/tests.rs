@@ -123,7 +123,7 @@ fn message_id_is_stable_per_notification_and_references_per_group() {
     let mut resolved = m.clone();
     for a in &mut resolved.alerts {
         a.status = AlertStatus::Resolved;
-        a.ends_at = Some("2026-11-26T10:30:00.000Z".into());
+        a.ends_at = Some(1_795_689_000_000); // 2026-11-26T10:30:00Z
     }
     resolved.status = AlertStatus::Resolved;
     resolved.reason = "resolved".into();
