@@ -15,6 +15,7 @@
 //! 503 with `Retry-After`, so the gateway sends the batch again (ingest drops the duplicates
 //! that a partly written batch leaves, by `event_id`).
 
+mod answer;
 pub mod batch;
 pub mod body;
 mod draft;
@@ -23,31 +24,25 @@ pub mod litellm;
 pub mod mapping;
 pub mod metrics;
 pub mod otlp;
+mod request;
 pub mod sources;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-use tripline_core::time::now_ms;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Query, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::{header, HeaderMap};
 use axum::routing::post;
-use axum::{Json, Router};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use axum::Router;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use serde::Deserialize;
 use tokio::sync::Semaphore;
-use tracing::{debug, warn};
 use tripline_core::auth::{self, TokenDigest};
 use tripline_core::config::{CollectorConfig, IngestConfig, KafkaConfig, OtlpConfig, SourceConfig};
-use tripline_core::event::EventKind;
 use tripline_core::secret::Fingerprinter;
 
-use crate::batch::{Destination, Endpoint, Limits, PrepareError, Prepared, Record};
-use crate::body::BodyError;
-use crate::otlp::Format;
+use crate::batch::{Destination, Endpoint, Limits, Record};
+use crate::request::{events, handle, kong_logs, litellm_logs, traces, Params};
 use crate::sources::OwnedFormat;
 
 /// Shortest bearer token accepted: a guessable token would let anyone write events.
@@ -289,347 +284,10 @@ fn authenticate<'a>(tokens: &'a [(String, TokenDigest)], headers: &HeaderMap) ->
     auth::authenticate(value, tokens.iter().map(|(source, d)| (source.as_str(), d)))
 }
 
-#[derive(Deserialize)]
-struct Params {
-    /// Default `kind` of the items of a `/v1/events` batch.
-    kind: Option<String>,
-}
-
-async fn events(
-    state: State<Collector>,
-    params: Query<Params>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    handle(
-        Door::Endpoint(Endpoint::Events),
-        state,
-        params,
-        headers,
-        body,
-    )
-    .await
-}
-
-async fn litellm_logs(
-    state: State<Collector>,
-    params: Query<Params>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    handle(
-        Door::Endpoint(Endpoint::LiteLlm),
-        state,
-        params,
-        headers,
-        body,
-    )
-    .await
-}
-
-async fn kong_logs(
-    state: State<Collector>,
-    params: Query<Params>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    handle(Door::Endpoint(Endpoint::Kong), state, params, headers, body).await
-}
-
-async fn traces(
-    state: State<Collector>,
-    params: Query<Params>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    handle(Door::Endpoint(Endpoint::Otlp), state, params, headers, body).await
-}
-
-async fn handle(
-    door: Door,
-    State(collector): State<Collector>,
-    Query(params): Query<Params>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    let started = Instant::now();
-    let response = process(&door, &collector, params, &headers, body).await;
-    let status = response.status();
-    ::metrics::counter!(metrics::REQUESTS, "endpoint" => door.label().to_owned(), "status" => status.as_str().to_owned())
-        .increment(1);
-    ::metrics::histogram!(metrics::REQUEST_SECONDS, "endpoint" => door.label().to_owned())
-        .record(started.elapsed().as_secs_f64());
-    response
-}
-
-async fn process(
-    door: &Door,
-    collector: &Collector,
-    params: Params,
-    headers: &HeaderMap,
-    body: Body,
-) -> Response {
-    let inner = &collector.inner;
-    let Some(source) = collector.authenticate(headers).map(str::to_owned) else {
-        return error(
-            StatusCode::UNAUTHORIZED,
-            "missing or unknown bearer token",
-            &[(header::WWW_AUTHENTICATE, "Bearer realm=\"tripline\"")],
-        );
-    };
-    let default_kind = match params.kind.as_deref().map(batch::parse_kind) {
-        None => EventKind::Gateway,
-        Some(Some(kind)) if door.takes_kind() => kind,
-        Some(_) => return error(
-            StatusCode::BAD_REQUEST,
-            "query parameter `kind` must be gateway_request or provider_attempt (on /v1/events)",
-            &[],
-        ),
-    };
-    let otlp_format = match door {
-        Door::Endpoint(Endpoint::Otlp) => {
-            let content_type = headers
-                .get(header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok());
-            match Format::from_content_type(content_type) {
-                Some(format) => Some(format),
-                None => return error(
-                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                    "Content-Type must be application/x-protobuf or application/json (OTLP/HTTP)",
-                    &[],
-                ),
-            }
-        }
-        _ => None,
-    };
-    let limit = inner.max_body_bytes;
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > limit as u64) {
-        return too_large(limit);
-    }
-
-    // Bounds memory: at most this many bodies are held at once; the others wait here.
-    let Ok(_slot) = inner.slots.acquire().await else {
-        return error(StatusCode::SERVICE_UNAVAILABLE, "shutting down", &[]);
-    };
-    let raw = match Limited::new(body, limit).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(err) if err.is::<LengthLimitError>() => return too_large(limit),
-        Err(err) => {
-            debug!(%err, "collector: request body not received");
-            return error(StatusCode::BAD_REQUEST, "request body not received", &[]);
-        }
-    };
-    let encoding = headers
-        .get(header::CONTENT_ENCODING)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-
-    // Decoding, redaction and validation are CPU work on up to max_body_bytes: off the reactor.
-    let worker = collector.clone();
-    let door_for_work = door.clone();
-    let prepared = tokio::task::spawn_blocking(move || -> Result<Prepared, PrepareError> {
-        let door = door_for_work;
-        let inner = &worker.inner;
-        let decoded = body::decode(encoding.as_deref(), &raw, inner.max_body_bytes)
-            .map_err(PrepareError::Body)?;
-        match otlp_format {
-            Some(format) => batch::prepare_otlp(
-                format,
-                &decoded,
-                &inner.otlp,
-                &inner.fingerprinter,
-                &inner.limits,
-                now_ms(),
-            ),
-            None => match &door {
-                Door::Endpoint(endpoint) => batch::prepare(
-                    *endpoint,
-                    default_kind,
-                    &decoded,
-                    &inner.fingerprinter,
-                    &inner.limits,
-                    now_ms(),
-                ),
-                Door::Source(source) => {
-                    let format = match &source.format {
-                        OwnedFormat::Events => batch::RecordFormat::Events(default_kind),
-                        other => other.as_record_format(),
-                    };
-                    batch::prepare_body(
-                        format,
-                        &source.source_topic,
-                        &decoded,
-                        &inner.fingerprinter,
-                        &inner.limits,
-                        now_ms(),
-                    )
-                }
-            },
-        }
-    })
-    .await;
-    let prepared = match prepared {
-        Ok(Ok(prepared)) => prepared,
-        Ok(Err(err)) => return refused(&err),
-        Err(err) => {
-            warn!(%err, "collector: batch preparation panicked");
-            return error(StatusCode::INTERNAL_SERVER_ERROR, "internal error", &[]);
-        }
-    };
-
-    let produce = inner.outlet.produce(&prepared.records);
-    // librdkafka times records out after produce_timeout; this only guards a queue kept full.
-    let outcome = match tokio::time::timeout(inner.produce_timeout * 2, produce).await {
-        Ok(outcome) => outcome,
-        Err(_) => Err("kafka did not acknowledge in time".to_owned()),
-    };
-    if let Err(err) = outcome {
-        ::metrics::counter!(metrics::KAFKA_FAILURES).increment(1);
-        warn!(%err, endpoint = door.path(), records = prepared.records.len(), "collector: kafka did not take the batch; answering 503");
-        let retry_after = inner.retry_after_s.to_string();
-        let retry_after = HeaderValue::from_str(&retry_after).expect("digits are a header value");
-        let mut response = error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "kafka is unavailable: nothing of this batch was acknowledged; send it again",
-            &[],
-        );
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, retry_after);
-        return response;
-    }
-
-    let label = door.label().to_owned();
-    ::metrics::counter!(metrics::EVENTS, "endpoint" => label.clone(), "source" => source.clone(), "outcome" => "accepted")
-        .increment(prepared.accepted as u64);
-    for rejected in &prepared.rejected {
-        ::metrics::counter!(metrics::REJECTED, "endpoint" => label.clone(), "reason" => rejected.reason)
-            .increment(1);
-    }
-    ::metrics::counter!(metrics::EVENTS, "endpoint" => label.clone(), "source" => source.clone(), "outcome" => "rejected")
-        .increment(prepared.rejected.len() as u64);
-    ::metrics::counter!(metrics::EVENTS, "endpoint" => label, "source" => source, "outcome" => "ignored")
-        .increment(prepared.ignored as u64);
-    let status = if prepared.malformed {
-        StatusCode::BAD_REQUEST
-    } else {
-        StatusCode::OK
-    };
-    if let Some(format) = otlp_format {
-        return otlp_answer(status, format, &prepared);
-    }
-    let answer = Answer {
-        accepted: prepared.accepted,
-        rejected: &prepared.rejected,
-        ignored: prepared.ignored,
-    };
-    (status, Json(answer)).into_response()
-}
-
-/// The answer to a processed batch: `{accepted, rejected: [{index, reason, detail}]}`, and
-/// `ignored` when items were no LLM call (Kong entries of other routes).
-#[derive(serde::Serialize)]
-struct Answer<'a> {
-    accepted: usize,
-    rejected: &'a [batch::Rejected],
-    #[serde(skip_serializing_if = "is_zero")]
-    ignored: usize,
-}
-
-fn is_zero(n: &usize) -> bool {
-    *n == 0
-}
-
-/// OTLP/HTTP's answer, in the request's encoding: an `ExportTraceServiceResponse` whose
-/// `partial_success` counts the inference spans refused (dead-lettered) and says why the first
-/// were; 400 with the reason when the body did not decode.
-fn otlp_answer(status: StatusCode, format: Format, prepared: &batch::Prepared) -> Response {
-    let partial_success = (!prepared.rejected.is_empty()).then(|| {
-        let mut reasons: Vec<String> = prepared
-            .rejected
-            .iter()
-            .take(3)
-            .map(|r| format!("span {}: {}: {}", r.index, r.reason, r.detail))
-            .collect();
-        if prepared.rejected.len() > reasons.len() {
-            reasons.push(format!(
-                "and {} more",
-                prepared.rejected.len() - reasons.len()
-            ));
-        }
-        otlp::proto::PartialSuccess {
-            rejected_spans: prepared.rejected.len() as i64,
-            error_message: reasons.join("; "),
-        }
-    });
-    if status != StatusCode::OK {
-        let reason = partial_success.map(|p| p.error_message).unwrap_or_default();
-        return error(status, &reason, &[]);
-    }
-    let body = match format {
-        Format::Protobuf => {
-            prost::Message::encode_to_vec(&otlp::proto::ExportTraceServiceResponse {
-                partial_success,
-            })
-        }
-        Format::Json => match partial_success {
-            Some(p) => serde_json::to_vec(&serde_json::json!({ "partialSuccess": p })),
-            None => serde_json::to_vec(&serde_json::json!({})),
-        }
-        .expect("plain values serialize"),
-    };
-    (
-        status,
-        [(header::CONTENT_TYPE, format.content_type())],
-        body,
-    )
-        .into_response()
-}
-
-fn refused(err: &PrepareError) -> Response {
-    match err {
-        PrepareError::Body(BodyError::TooLarge(limit)) => too_large(*limit),
-        PrepareError::TooManyEvents { .. } => {
-            error(StatusCode::PAYLOAD_TOO_LARGE, &err.to_string(), &[])
-        }
-        PrepareError::Body(BodyError::UnsupportedEncoding(_)) => {
-            error(StatusCode::UNSUPPORTED_MEDIA_TYPE, &err.to_string(), &[])
-        }
-        PrepareError::Body(_) => error(StatusCode::BAD_REQUEST, &err.to_string(), &[]),
-    }
-}
-
-fn too_large(limit: usize) -> Response {
-    error(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        &format!(
-            "body is larger than {limit} bytes (collector.max_body_bytes); send smaller batches"
-        ),
-        &[],
-    )
-}
-
-fn error(
-    status: StatusCode,
-    message: &str,
-    headers: &[(header::HeaderName, &'static str)],
-) -> Response {
-    let mut response = (status, Json(serde_json::json!({ "error": message }))).into_response();
-    for (name, value) in headers {
-        response
-            .headers_mut()
-            .insert(name.clone(), HeaderValue::from_static(value));
-    }
-    response
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::HeaderValue;
 
     fn fingerprinter() -> Fingerprinter {
         Fingerprinter::new(b"0123456789abcdef-test").unwrap()
