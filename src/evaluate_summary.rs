@@ -419,7 +419,7 @@ impl Pooled {
             .map(|(kind, c)| {
                 vec![
                     kind.as_str().to_owned(),
-                    kind.detector().unwrap_or("-").to_owned(),
+                    kind.detector().map_or("-", |d| d.as_str()).to_owned(),
                     c.incidents.to_string(),
                     c.detected.to_string(),
                     ratio(c.detected, c.incidents),

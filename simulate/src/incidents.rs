@@ -12,6 +12,7 @@ use std::str::FromStr;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use tripline_core::config::Detector;
 
 /// What an incident does to the traffic: the detectors' incidents in several sizes, plus benign
 /// events that look unusual and must not alert.
@@ -130,18 +131,18 @@ impl IncidentKind {
 
     /// The detector that must flag it: `spend_spike`, `leaked_key`, `retry_storm` or
     /// `cross_region`; `None` for the benign kinds, which must not alert at all.
-    pub fn detector(&self) -> Option<&'static str> {
+    pub fn detector(&self) -> Option<Detector> {
         match self {
             Self::SpendSpikeSmall
             | Self::SpendSpikeLarge
             | Self::SpendRamp
-            | Self::SpendPriceShift => Some("spend_spike"),
-            Self::LeakedKeyProbeThenBurst | Self::KeyScanning => Some("leaked_key"),
+            | Self::SpendPriceShift => Some(Detector::SpendSpike),
+            Self::LeakedKeyProbeThenBurst | Self::KeyScanning => Some(Detector::LeakedKey),
             Self::RetryStormNoBackoff
             | Self::RetryStormWithBackoff
             | Self::ProviderStormNoBackoff
-            | Self::ProviderStormWithBackoff => Some("retry_storm"),
-            Self::ImpossibleTravel => Some("cross_region"),
+            | Self::ProviderStormWithBackoff => Some(Detector::RetryStorm),
+            Self::ImpossibleTravel => Some(Detector::CrossRegion),
             Self::BenignDailyPeak
             | Self::BenignPlannedBatch
             | Self::BenignNewKey
@@ -156,11 +157,11 @@ impl IncidentKind {
     /// Other detectors whose alert on the incident's key inside its window is right too, not a
     /// false positive: a leaked key abused from abroad while its owner keeps using it is also
     /// impossible travel and a spend spike; a key used from a far country is also a new country.
-    pub fn also_detected_by(&self) -> &'static [&'static str] {
+    pub fn also_detected_by(&self) -> &'static [Detector] {
         match self {
-            Self::LeakedKeyProbeThenBurst => &["spend_spike", "cross_region"],
-            Self::ImpossibleTravel => &["leaked_key"],
-            Self::RetryStormNoBackoff | Self::RetryStormWithBackoff => &["spend_spike"],
+            Self::LeakedKeyProbeThenBurst => &[Detector::SpendSpike, Detector::CrossRegion],
+            Self::ImpossibleTravel => &[Detector::LeakedKey],
+            Self::RetryStormNoBackoff | Self::RetryStormWithBackoff => &[Detector::SpendSpike],
             _ => &[],
         }
     }
@@ -282,7 +283,7 @@ pub struct Incident {
 }
 
 impl Incident {
-    pub fn detector(&self) -> Option<&'static str> {
+    pub fn detector(&self) -> Option<Detector> {
         self.kind.detector()
     }
 
@@ -291,7 +292,7 @@ impl Incident {
     pub fn to_json_line(&self) -> String {
         serde_json::json!({
             "kind": self.kind.as_str(),
-            "detector": self.detector(),
+            "detector": self.detector().map(Detector::as_str),
             "key": self.key,
             "start": tripline_core::time::format_ms(self.start_ms),
             "end": tripline_core::time::format_ms(self.end_ms),
@@ -299,7 +300,7 @@ impl Incident {
             "end_ms": self.end_ms,
             "onset": tripline_core::time::format_ms(self.onset_ms),
             "onset_ms": self.onset_ms,
-            "also_detected_by": self.kind.also_detected_by(),
+            "also_detected_by": self.kind.also_detected_by().iter().map(|d| d.as_str()).collect::<Vec<_>>(),
             "note": self.note,
         })
         .to_string()

@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use tripline_core::config::Detector;
 use tripline_detector::replay::Firing;
 use tripline_simulate::Incident;
 
@@ -39,7 +40,9 @@ fn explains(incident: &Incident, firing: &Firing, projects: &HashMap<String, Str
     let Some(own) = incident.detector() else {
         return false;
     };
-    let detector = firing.alert.detector.as_str();
+    let Some(detector) = Detector::named(&firing.alert.detector) else {
+        return false;
+    };
     if detector != own && !incident.kind.also_detected_by().contains(&detector) {
         return false;
     }
@@ -98,8 +101,8 @@ pub(super) fn score(
     projects: &HashMap<String, String>,
 ) -> Report {
     let mut per_detector: BTreeMap<&'static str, DetectorScore> = BTreeMap::new();
-    for name in tripline_core::config::DETECTORS {
-        per_detector.insert(name, DetectorScore::default());
+    for detector in Detector::ALL {
+        per_detector.insert(detector.as_str(), DetectorScore::default());
     }
     let mut outcomes = Vec::new();
     for incident in truth {
@@ -109,10 +112,10 @@ pub(super) fn score(
         };
         let first = firings
             .iter()
-            .filter(|f| f.alert.detector == own && explains(incident, f, projects))
+            .filter(|f| f.alert.detector == own.as_str() && explains(incident, f, projects))
             .min_by_key(|f| f.at_s)
             .map(|f| (i64::from(f.at_s) * 1000, f.alert.summary.clone()));
-        let entry = per_detector.entry(own).or_default();
+        let entry = per_detector.entry(own.as_str()).or_default();
         entry.incidents += 1;
         if let Some((at_ms, _)) = &first {
             entry.detected += 1;
@@ -122,11 +125,8 @@ pub(super) fn score(
     }
     let mut false_alerts = Vec::new();
     for (index, firing) in firings.iter().enumerate() {
-        let detector = tripline_core::config::DETECTORS
-            .into_iter()
-            .find(|d| *d == firing.alert.detector)
-            .unwrap_or("spend_spike");
-        let entry = per_detector.entry(detector).or_default();
+        let detector = Detector::named(&firing.alert.detector).unwrap_or(Detector::SpendSpike);
+        let entry = per_detector.entry(detector.as_str()).or_default();
         entry.firings += 1;
         if truth.iter().any(|i| explains(i, firing, projects)) {
             entry.true_firings += 1;
@@ -223,7 +223,7 @@ impl Report {
                 "true_alerts": s.true_firings, "ttd_s": s.ttd_s,
             }))).collect::<serde_json::Map<_, _>>(),
             "incidents": self.outcomes.iter().zip(&self.benign_alerts).map(|((i, first), benign)| serde_json::json!({
-                "kind": i.kind.as_str(), "detector": i.detector(), "key": i.key, "start_ms": i.start_ms, "onset_ms": i.onset_ms, "end_ms": i.end_ms,
+                "kind": i.kind.as_str(), "detector": i.detector().map(Detector::as_str), "key": i.key, "start_ms": i.start_ms, "onset_ms": i.onset_ms, "end_ms": i.end_ms,
                 "detected": first.is_some(), "first_alert_ms": first.as_ref().map(|f| f.0),
                 "first_alert": first.as_ref().map(|f| &f.1),
                 "ttd_s": first.as_ref().map(|f| ttd_s(i, f.0)), "note": i.note,

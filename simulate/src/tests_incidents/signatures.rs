@@ -3,6 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 
+use tripline_core::config::Detector;
 use tripline_core::event::GatewayRequest;
 use tripline_core::price::PriceTable;
 
@@ -472,6 +473,6 @@ fn provider_storms_fail_every_free_key_on_one_model_and_raise_its_attempts() {
                 });
             assert!(failed * 4 <= n.max(4), "{key}: {failed} of {n} failed");
         }
-        assert_eq!(kind.detector(), Some("retry_storm"));
+        assert_eq!(kind.detector(), Some(Detector::RetryStorm));
     }
 }
