@@ -38,7 +38,7 @@ set -euo pipefail
 #                       looking at hold-out results makes them DEV results. 1001-1020 were each
 #                       run once by session 13; 2001-2020 were added unseen on 2026-12-04
 #                       (session 15), before that session's tuning.
-# Do not edit these sets to make a number look better. src/evaluate.rs checks that `--hours 6`
+# Do not edit these sets to make a number look better. src/evaluate/score.rs checks that `--hours 6`
 # holds every incident kind for both.
 DEV_SEEDS="$(seq 1 20)"
 HOLDOUT_SEEDS="$(seq 1001 1020; seq 2001 2020)"
