@@ -13,7 +13,11 @@
 #
 # Knobs: TRIPLINE_DEMO_RATE (requests/s, default 20), TRIPLINE_DEMO_HISTORY_HOURS (default 24),
 #        TRIPLINE_DEMO_DURATION_S (live traffic, default 480), TRIPLINE_DEMO_DATABASE
-#        (default tripline_demo), TRIPLINE_DEMO_SINK_PORT (default 9899).
+#        (default tripline_demo), TRIPLINE_DEMO_SINK_PORT (default 9899), TRIPLINE_DEMO_LISTEN
+#        (default 127.0.0.1:9898), TRIPLINE_DEMO_NAME (prefix of the topics and consumer groups,
+#        default tripline: the defaults'), TRIPLINE_BIN (default target/release/tripline) and
+#        TRIPLINE_DEMO_SETUP=0 (skip install, servers up and build: the caller has done them, as
+#        the test suite's tests/demo_e2e.rs does).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
 # shellcheck source=scripts/env.sh
@@ -24,15 +28,18 @@ HISTORY_H="${TRIPLINE_DEMO_HISTORY_HOURS:-24}"
 DURATION_S="${TRIPLINE_DEMO_DURATION_S:-480}"
 DB="${TRIPLINE_DEMO_DATABASE:-tripline_demo}"
 SINK_PORT="${TRIPLINE_DEMO_SINK_PORT:-9899}"
+NAME="${TRIPLINE_DEMO_NAME:-tripline}"
+SETUP="${TRIPLINE_DEMO_SETUP:-1}"
 KEYS=50
 SEED=1
-BIN=target/release/tripline
+BIN="${TRIPLINE_BIN:-target/release/tripline}"
 DEMO="$TRIPLINE_RUN/demo"
 CONFIG="$DEMO/tripline.toml"
 RUN_LOG="$TRIPLINE_RUN/tripline-run.log"
 RUN_PID="$TRIPLINE_RUN/tripline.pid"
-LISTEN="127.0.0.1:9898"
+LISTEN="${TRIPLINE_DEMO_LISTEN:-127.0.0.1:9898}"
 export TRIPLINE_CLICKHOUSE_DATABASE="$DB" TRIPLINE_LISTEN="$LISTEN"
+export TRIPLINE_ALERTING_GROUP_ID="$NAME-alerting"
 # Demo secrets, made for this run: the fingerprint key, the webhook signing secret, the API token.
 export TRIPLINE_FINGERPRINT_SECRET="${TRIPLINE_FINGERPRINT_SECRET:-demo-only-change-me}"
 TRIPLINE_WEBHOOK_SECRET="whsec_$(head -c 24 /dev/urandom | base64)"
@@ -55,14 +62,16 @@ wait_until() {
   echo "demo: $what after ${waited} s"
 }
 
-section "install"
-scripts/install.sh
+if [ "$SETUP" != 0 ]; then
+  section "install"
+  scripts/install.sh
 
-section "servers up"
-scripts/servers.sh up
+  section "servers up"
+  scripts/servers.sh up
 
-section "cargo build --release"
-cargo build --release
+  section "cargo build --release"
+  cargo build --release
+fi
 
 section "a fresh demo: database $DB, config $CONFIG"
 scripts/servers.sh stop-tripline >/dev/null # a previous demo's run and sink
@@ -72,6 +81,13 @@ mkdir -p "$DEMO"
 cat >"$CONFIG" <<TOML
 # Written by scripts/demo.sh for its run. Every setting not here is the default
 # (tripline.example.toml); the database and listen address come from the environment.
+[kafka]
+gateway_topic = "$NAME.gateway.requests"
+provider_topic = "$NAME.provider.attempts"
+dlq_topic = "$NAME.dlq"
+alerts_topic = "$NAME.alerts"
+ingest_group_id = "$NAME-ingest"
+
 [enrich]
 country_db = "$TRIPLINE_ROOT/data/geo/country.mmdb"
 asn_db = "$TRIPLINE_ROOT/data/geo/asn.mmdb"
