@@ -244,17 +244,26 @@ async fn simulate_and_ingest(
     tripline_store::migrate(clickhouse, database, cluster).await?;
     let shutdown = CancellationToken::new();
     let task = spawn_ingest(loaded, &kafka, clickhouse, shutdown.clone())?;
+    // Both tables whole before ingest stops: the provider attempts come on a topic of their own
+    // and may lag the requests, and a storm the replay never sees is a miss the code did not make.
+    let count = |table: &'static str| async move {
+        clickhouse
+            .query_raw(&format!("SELECT count() FROM {table}"))
+            .fetch_one::<u64>()
+            .await
+    };
     let t = Instant::now();
     loop {
-        let stored: u64 = clickhouse
-            .query_raw("SELECT count() FROM gateway_requests")
-            .fetch_one()
-            .await?;
-        if stored >= gateway {
+        let requests = count("gateway_requests").await?;
+        let attempts = count("provider_attempts").await?;
+        if requests >= gateway && attempts >= provider {
             break;
         }
         if t.elapsed() > Duration::from_secs(900) {
-            bail!("ingest stored only {stored} of {gateway} requests in 15 minutes");
+            bail!(
+                "ingest stored only {requests} of {gateway} requests and {attempts} of \
+                 {provider} provider attempts in 15 minutes"
+            );
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
