@@ -73,8 +73,9 @@ pub fn prepare(
     let router = match std::env::var(API_TOKEN_ENV) {
         Ok(token) if token.trim().chars().count() >= MIN_TOKEN_CHARS => {
             info!("alerting api enabled on /api/v1/, console on /ui/");
+            let token = TokenDigest::of(token.trim());
             let console = console::router(Console {
-                token: TokenDigest::of(token.trim()),
+                token: token.clone(),
                 clickhouse: loaded.clickhouse(),
                 live: live.clone(),
             });
@@ -82,7 +83,7 @@ pub fn prepare(
                 alerts::router(Api {
                     handle: handle.clone(),
                     read_config,
-                    token: TokenDigest::of(token.trim()),
+                    token,
                 })
                 .merge(console),
             )

@@ -248,26 +248,7 @@ pub async fn apply(config: &AlertingConfig, handle: &Handle) -> Result<(), Contr
 
 #[cfg(test)]
 mod tests {
-    use axum::http::{header, HeaderValue};
-
     use super::*;
-
-    #[test]
-    fn the_api_takes_its_token_with_any_case_of_the_scheme() {
-        let token = TokenDigest::of("token-of-the-alerting-api");
-        let check = |value: Option<&str>| {
-            let mut headers = HeaderMap::new();
-            if let Some(value) = value {
-                headers.insert(header::AUTHORIZATION, HeaderValue::from_str(value).unwrap());
-            }
-            bearer_ok(&token, &headers)
-        };
-        assert!(check(Some("Bearer token-of-the-alerting-api")));
-        assert!(check(Some("bearer token-of-the-alerting-api")));
-        assert!(!check(Some("Bearer token-of-the-alerting-ap")));
-        assert!(!check(Some("Basic token-of-the-alerting-api")));
-        assert!(!check(None));
-    }
 
     async fn answer(err: ControlError) -> (StatusCode, serde_json::Value) {
         let response = refused(err);

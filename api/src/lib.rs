@@ -30,3 +30,27 @@ pub fn bearer_ok(token: &TokenDigest, headers: &HeaderMap) -> bool {
 fn problem(status: axum::http::StatusCode, message: impl Into<String>) -> Response {
     (status, Json(serde_json::json!({ "error": message.into() }))).into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::http::{header, HeaderValue};
+
+    use super::*;
+
+    #[test]
+    fn the_api_takes_its_token_with_any_case_of_the_scheme() {
+        let token = TokenDigest::of("token-of-the-alerting-api");
+        let check = |value: Option<&str>| {
+            let mut headers = HeaderMap::new();
+            if let Some(value) = value {
+                headers.insert(header::AUTHORIZATION, HeaderValue::from_str(value).unwrap());
+            }
+            bearer_ok(&token, &headers)
+        };
+        assert!(check(Some("Bearer token-of-the-alerting-api")));
+        assert!(check(Some("bearer token-of-the-alerting-api")));
+        assert!(!check(Some("Bearer token-of-the-alerting-ap")));
+        assert!(!check(Some("Basic token-of-the-alerting-api")));
+        assert!(!check(None));
+    }
+}
