@@ -93,12 +93,18 @@ impl TailCalibration {
     }
 
     /// The decayed fraction of past observations with magnitude at least `z`, interpolated
-    /// linearly within `z`'s bin; None for `z < 1` or an empty history.
+    /// linearly within `z`'s bin; None for a NaN `z` or an empty history. Below the first bin
+    /// (`|z| < 1`, where nothing is counted) it is the share of every counted observation: each
+    /// of them is at least that far out, so the fraction never rises as `|z|` grows (it did,
+    /// from 0 below 1 to the whole share at 1, and a higher spend could score lower).
     pub fn tail_fraction(&self, z: f64) -> Option<f64> {
-        let b = bin_of(z.abs())?;
-        if self.total <= 0.0 {
+        if z.is_nan() || self.total <= 0.0 {
             return None;
         }
+        let Some(b) = bin_of(z.abs()) else {
+            let counted: f64 = self.bins.iter().map(|&c| f64::from(c)).sum();
+            return Some((counted / f64::from(self.total)).clamp(0.0, 1.0));
+        };
         let above: f64 = self.bins[b + 1..].iter().map(|&c| f64::from(c)).sum();
         let within = if b == REGULAR {
             // No upper edge: count half of the overflow bin.
@@ -138,6 +144,8 @@ mod tests {
         assert!((c.tail_fraction(2.0).unwrap() - 0.1).abs() < 1e-9);
         assert!((c.tail_fraction(8.0).unwrap() - 0.1).abs() < 1e-9);
         assert_eq!(c.tail_fraction(9.6), Some(0.0));
+        // Below the first bin: every counted observation is at least that far out.
+        assert!((c.tail_fraction(0.5).unwrap() - 0.1).abs() < 1e-9);
         assert_eq!(c.tail_fraction(-2.0), c.tail_fraction(2.0));
         c.observe(f64::INFINITY, 0.0);
         assert!((c.tail_fraction(1000.0).unwrap() - 0.5 / 101.0).abs() < 1e-9);
@@ -157,7 +165,7 @@ mod tests {
     proptest! {
         #[test]
         fn tail_fraction_is_a_survival_function(zs in prop::collection::vec(0.0f64..100.0, 1..200),
-                                                alpha in 0.0f64..0.2, a in 1.0f64..100.0, b in 1.0f64..100.0) {
+                                                alpha in 0.0f64..0.2, a in 0.0f64..100.0, b in 0.0f64..100.0) {
             let mut c = TailCalibration::new();
             for &z in &zs { c.observe(z, alpha); }
             let (lo, hi) = (a.min(b), a.max(b));
