@@ -123,7 +123,8 @@ pub struct ProviderBucket {
 }
 
 /// One of the keys failing most on a provider/model in one minute (at most 10 per
-/// provider/model and minute, the most failures first), with how many keys failed there at all.
+/// provider/model and minute, the most failures first), with how many keys failed there at all
+/// and how many called it.
 /// Read by every shard: a provider storm's keys are every shard's.
 #[derive(Debug, Clone, Default, PartialEq, clickhouse::Row, Deserialize)]
 pub struct ProviderKeyFailures {
@@ -136,6 +137,8 @@ pub struct ProviderKeyFailures {
     pub failures: u64,
     /// Keys with any attempt answered 429 or 5xx on the provider/model in the minute.
     pub failing_keys: u64,
+    /// Keys with any attempt on the provider/model in the minute.
+    pub calling_keys: u64,
 }
 
 /// Retry chains on a provider/model in one minute: requests the gateway sent upstream more than
@@ -150,6 +153,9 @@ pub struct ProviderChains {
     pub minute: u32,
     pub chains: u64,
     pub fast_chains: u64,
+    /// Client requests that repeated an idempotency key already sent in the minute: each
+    /// is a first attempt upstream, but not a new request of the client's.
+    pub client_retries: u64,
 }
 
 /// Length of a [`ProviderBucket`], in seconds.

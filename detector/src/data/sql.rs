@@ -283,29 +283,31 @@ pub(super) fn provider_buckets(r: &Reads) -> String {
 pub(super) fn provider_key_failures(r: &Reads) -> String {
     let recent_ts_range = &r.recent_ts_range;
     format!(
-        "SELECT provider, model, m AS minute, api_key_id, a AS attempts, f AS failures, k AS failing_keys FROM ( \
+        "SELECT provider, model, m AS minute, api_key_id, a AS attempts, f AS failures, k AS failing_keys, c AS calling_keys FROM ( \
            SELECT provider, model, toUInt32(toStartOfMinute(ts)) AS m, api_key_id, count() AS a, countIf({THROTTLED}) AS f \
            FROM {PROVIDER_TABLE} WHERE {recent_ts_range} GROUP BY provider, model, m, api_key_id HAVING f > 0) AS failing \
          ANY LEFT JOIN ( \
-           SELECT provider, model, toUInt32(toStartOfMinute(ts)) AS m, uniqExactIf(api_key_id, {THROTTLED}) AS k \
+           SELECT provider, model, toUInt32(toStartOfMinute(ts)) AS m, uniqExactIf(api_key_id, {THROTTLED}) AS k, uniqExact(api_key_id) AS c \
            FROM {PROVIDER_TABLE} WHERE {recent_ts_range} GROUP BY provider, model, m) AS keys \
          USING (provider, model, m) \
          ORDER BY provider, model, m, f DESC, api_key_id LIMIT {PROVIDER_TOP_KEYS} BY provider, model, m"
     )
 }
 
-/// [`super::ProviderChains`]: repeated request ids upstream and repeated idempotency keys.
+/// [`super::ProviderChains`]: repeated request ids upstream and repeated idempotency keys, and
+/// how many client requests were repeats.
 pub(super) fn provider_chains(r: &Reads) -> String {
     let recent_ts_range = &r.recent_ts_range;
     format!(
-        "SELECT provider, model, m AS minute, count() AS chains, countIf((last - first) / (n - 1) < {nb}) AS fast_chains FROM ( \
+        "SELECT provider, model, m AS minute, count() AS chains, countIf((last - first) / (n - 1) < {nb}) AS fast_chains, \
+           sum(repeats) AS client_retries FROM ( \
            SELECT provider, model, toUInt32(toStartOfMinute(ts)) AS m, request_id AS chain, count() AS n, \
-                  min(ts_ms - latency_ms) AS first, max(ts_ms - latency_ms) AS last \
+                  min(ts_ms - latency_ms) AS first, max(ts_ms - latency_ms) AS last, toUInt64(0) AS repeats \
            FROM {PROVIDER_TABLE} WHERE {recent_ts_range} AND request_id != '' \
            GROUP BY provider, model, m, chain HAVING n > 1 \
            UNION ALL \
            SELECT provider, model, toUInt32(toStartOfMinute(ts)) AS m, idempotency_key AS chain, count() AS n, \
-                  min(ts_ms) AS first, max(ts_ms) AS last \
+                  min(ts_ms) AS first, max(ts_ms) AS last, toUInt64(count() - 1) AS repeats \
            FROM {GATEWAY_TABLE} WHERE {recent_ts_range} AND idempotency_key != '' \
            GROUP BY provider, model, m, chain HAVING n > 1) \
          GROUP BY provider, model, m",

@@ -9,6 +9,17 @@
 //! attempts per minute (against the last quarter hour) or per request run at
 //! `provider_load_rise` times their usual level. Retries without backoff make it critical.
 //!
+//! A request is the client's, not each time it is sent: a client's repeat of an idempotency
+//! key is a new first attempt upstream but the same request, so retries with backoff raise
+//! the attempts per request as the gateway's own retries do. Judged per request, a storm does
+//! not hide behind a busy spell that just ended and raised the attempts per minute it is
+//! compared with.
+//!
+//! A provider/model that one key alone calls has no others to fail too: it storms when that
+//! key sends no more requests than usual (under the key-level `rate_rise`), so the failures
+//! and the retries are the provider's doing; a key sending more than it ever does and failing
+//! is that key's storm.
+//!
 //! Keys merely caught in it do not page on their own: a key's storm candidate whose failures
 //! lie on a storming provider/model, not clearly worse than the other keys' there, is folded into
 //! the provider's alert (listed in its facts). While the provider's trouble is still too young
@@ -49,12 +60,13 @@ const WINDOW_S: u32 = 60;
 const RECENT_HALF_LIFE_MINUTES: f64 = 10.0;
 
 /// What is remembered about one provider/model: its upstream attempts, failures (429/5xx) and
-/// first attempts per minute (idle minutes count as none), as EWMAs over closed minutes.
+/// requests (first attempts that are not a client's repeat) per minute (idle minutes count as
+/// none), as EWMAs over closed minutes.
 #[derive(Debug, Clone, Default)]
 pub(super) struct ProviderState {
     attempts: Ewma,
     failures: Ewma,
-    first: Ewma,
+    requests: Ewma,
     /// Attempts per minute over the last quarter hour or so. The hour-long `attempts` lags a
     /// daily rhythm: an hour after a busy spell at three times the load, a storm doubling the
     /// attempts looked like less than the usual load.
@@ -71,8 +83,8 @@ impl ProviderState {
     }
 
     fn usual_per_request(&self) -> f64 {
-        if self.first.mean > 0.0 {
-            (self.attempts.mean / self.first.mean).max(1.0)
+        if self.requests.mean > 0.0 {
+            (self.attempts.mean / self.requests.mean).max(1.0)
         } else {
             1.0
         }
@@ -97,7 +109,7 @@ impl ProviderState {
         self.set_aside = 0;
         self.attempts.update(c.attempts as f64, alpha);
         self.failures.update(c.failures as f64, alpha);
-        self.first.update(c.first as f64, alpha);
+        self.requests.update(c.requests() as f64, alpha);
         self.recent_attempts.update(
             c.attempts as f64,
             alpha_from_half_life(RECENT_HALF_LIFE_MINUTES),
@@ -110,9 +122,16 @@ struct Counts {
     attempts: u64,
     failures: u64,
     first: u64,
+    /// First attempts that were a client repeating a request (same idempotency key).
+    client_retries: u64,
 }
 
 impl Counts {
+    /// The clients' requests: first attempts less the repeats.
+    fn requests(&self) -> u64 {
+        self.first.saturating_sub(self.client_retries)
+    }
+
     fn add(&mut self, b: &ProviderBucket) {
         self.attempts += b.attempts;
         self.failures += b.failures;
@@ -142,6 +161,8 @@ pub(super) struct Storm<'a> {
     /// many keys failed on it.
     keys: Vec<(&'a str, f64)>,
     failing_keys: u64,
+    /// One key alone calls it: nobody else to fail too.
+    only_caller: bool,
     /// Keys whose own storm candidates were folded into this one.
     pub folded: Vec<String>,
 }
@@ -180,6 +201,18 @@ impl Engine {
                 .entry(b.minute)
                 .or_default()
                 .add(b);
+        }
+        for c in data
+            .provider_chains
+            .iter()
+            .filter(|c| c.minute >= from && c.minute < closed_before)
+        {
+            minutes
+                .entry((&c.provider, &c.model))
+                .or_default()
+                .entry(c.minute)
+                .or_default()
+                .client_retries += c.client_retries;
         }
         for (&(provider, model), rows) in &minutes {
             let key = (provider.to_owned(), model.to_owned());
@@ -253,11 +286,13 @@ impl Engine {
             {
                 continue;
             }
-            // With load rising.
+            // With load rising: per minute, or per request of the clients'.
+            let chains = window_chains(data, provider, model, window_start, now_s);
+            let requests = (total.first as f64 - chains.client_retries).max(0.0);
             let rate_ratio =
                 total.attempts as f64 / (state.recent_attempts.mean * covered).max(1e-9);
-            let request_ratio = if total.first > 0 {
-                total.attempts as f64 / total.first as f64 / state.usual_per_request()
+            let request_ratio = if requests >= 1.0 {
+                total.attempts as f64 / requests / state.usual_per_request()
             } else {
                 1.0
             };
@@ -265,7 +300,8 @@ impl Engine {
                 continue;
             }
             // Failing the other keys too, not one key on its own.
-            let (keys, failing_keys) = window_keys(data, provider, model, window_start, now_s);
+            let (keys, failing_keys, calling_keys) =
+                window_keys(data, provider, model, window_start, now_s);
             // The others' failures: what the window holds beyond the top key's, but no more
             // than the other keys' own rows say (the rows are per minute, spread pro rata).
             let (top_attempts, top_failures) = keys.first().map_or((0.0, 0.0), |k| (k.2, k.1));
@@ -286,13 +322,20 @@ impl Engine {
                     Z_995,
                 )
             };
-            if others_attempts < PEER_LEAST_ATTEMPTS
+            // No others at all: the provider's doing unless its one caller sends more requests
+            // than usual (that key's own storm).
+            let only_caller = calling_keys == 1;
+            if only_caller {
+                let usual_requests = state.requests.mean * covered;
+                if requests >= cfg.rate_rise * usual_requests.max(1.0) {
+                    continue;
+                }
+            } else if others_attempts < PEER_LEAST_ATTEMPTS
                 || others_share < usual + rise
                 || (!keys.is_empty() && failing_keys < MIN_FAILING_KEYS)
             {
                 continue;
             }
-            let (chains, fast_chains) = window_chains(data, provider, model, window_start, now_s);
             let successes = total.attempts.saturating_sub(total.failures);
             storms.push(Storm {
                 provider,
@@ -305,10 +348,11 @@ impl Engine {
                 rate_ratio,
                 request_ratio,
                 amplification: total.attempts as f64 / successes.max(1) as f64,
-                chains,
-                fast_chains,
+                chains: chains.chains,
+                fast_chains: chains.fast,
                 keys: keys.into_iter().map(|(k, f, _)| (k, f)).collect(),
                 failing_keys,
+                only_caller,
                 folded: Vec::new(),
             });
         }
@@ -436,6 +480,11 @@ impl Storm<'_> {
                 c.summary
                     .push_str(&format!(" (+{} more)", total - shown.len()));
             }
+            if self.only_caller {
+                c.summary.push_str(
+                    " (its only caller, at no more requests than usual: the provider's failures)",
+                );
+            }
         }
         if !self.folded.is_empty() {
             c.summary.push_str(&format!(
@@ -464,6 +513,8 @@ impl Storm<'_> {
             json!(self.fast_chains.round()),
         );
         c.facts.insert("keys_affected".into(), json!(names));
+        c.facts
+            .insert("only_caller".into(), json!(self.only_caller));
         c.facts.insert("keys_affected_total".into(), json!(total));
         c.facts
             .insert("key_alerts_folded".into(), json!(self.folded));
@@ -486,16 +537,16 @@ fn weight(minute: u32, start: u32, now_s: u32) -> f64 {
 
 /// The keys failing most on a provider/model over the window: (key, failures, attempts),
 /// pro rata of the minutes they fall in, most failures first; and how many keys failed there
-/// (the most of any minute in the window: a lower bound).
+/// and called it (the most of any minute in the window: lower bounds).
 fn window_keys<'a>(
     data: &'a CycleData,
     provider: &str,
     model: &str,
     start: u32,
     now_s: u32,
-) -> (Vec<(&'a str, f64, f64)>, u64) {
+) -> (Vec<(&'a str, f64, f64)>, u64, u64) {
     let mut per: BTreeMap<&str, (f64, f64)> = BTreeMap::new();
-    let mut failing = 0;
+    let (mut failing, mut calling) = (0, 0);
     for r in data
         .provider_keys
         .iter()
@@ -506,29 +557,42 @@ fn window_keys<'a>(
             continue;
         }
         failing = failing.max(r.failing_keys);
+        calling = calling.max(r.calling_keys);
         let e = per.entry(&r.api_key_id).or_default();
         e.0 += w * r.failures as f64;
         e.1 += w * r.attempts as f64;
     }
     let mut keys: Vec<(&str, f64, f64)> = per.into_iter().map(|(k, (f, a))| (k, f, a)).collect();
     keys.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(b.0)));
-    (keys, failing)
+    (keys, failing, calling)
 }
 
-/// Retry chains on a provider/model over the window, pro rata of the minutes they fall in:
-/// (chains, chains without backoff).
+/// Retry chains on a provider/model over a window, pro rata of the minutes they fall in.
+#[derive(Debug, Clone, Copy, Default)]
+struct WindowChains {
+    chains: f64,
+    /// Chains without backoff.
+    fast: f64,
+    /// Client requests that repeated one sent before.
+    client_retries: f64,
+}
+
 fn window_chains(
     data: &CycleData,
     provider: &str,
     model: &str,
     start: u32,
     now_s: u32,
-) -> (f64, f64) {
+) -> WindowChains {
     data.provider_chains
         .iter()
         .filter(|r| r.provider == provider && r.model == model)
-        .fold((0.0, 0.0), |(c, f), r| {
+        .fold(WindowChains::default(), |acc, r| {
             let w = weight(r.minute, start, now_s);
-            (c + w * r.chains as f64, f + w * r.fast_chains as f64)
+            WindowChains {
+                chains: acc.chains + w * r.chains as f64,
+                fast: acc.fast + w * r.fast_chains as f64,
+                client_retries: acc.client_retries + w * r.client_retries as f64,
+            }
         })
 }

@@ -899,6 +899,7 @@ mod provider_storms {
                 attempts: total.0 / 6,
                 failures: total.1 / 6,
                 failing_keys: 7,
+                calling_keys: 9,
             })
             .collect();
         CycleData {
@@ -917,6 +918,7 @@ mod provider_storms {
                 minute: now,
                 chains,
                 fast_chains: fast,
+                client_retries: 0,
             }],
             ..CycleData::default()
         }
@@ -1137,6 +1139,7 @@ mod provider_storms {
                 attempts,
                 failures,
                 failing_keys: 3,
+                calling_keys: 3,
             };
             data.provider_keys = vec![
                 row("big", 1046, 630),
@@ -1149,6 +1152,68 @@ mod provider_storms {
         assert_eq!(peers([1, 0]), 0);
         // Half of ten: a bad spell of seconds meeting a few attempts does as much by chance.
         assert_eq!(peers([3, 2]), 0);
+    }
+
+    /// The storm of [`storm`] on a provider/model that key "solo" alone calls, sending its
+    /// requests at `first` first attempts per 10 s.
+    fn only_caller_storm(now: u32, attempts: u64, failures: u64, first: u64) -> CycleData {
+        let mut data = storm(now, attempts, failures, 60, 100, 95);
+        for b in data.provider_buckets.iter_mut().filter(|b| b.minute == now) {
+            b.first_attempts = first;
+        }
+        data.provider_keys = vec![ProviderKeyFailures {
+            provider: P.into(),
+            model: M.into(),
+            minute: now,
+            api_key_id: "solo".into(),
+            attempts: attempts * 6,
+            failures: failures * 6,
+            failing_keys: 1,
+            calling_keys: 1,
+        }];
+        data
+    }
+
+    #[test]
+    fn a_provider_that_one_key_alone_calls_storms_when_that_key_sends_as_usual() {
+        // 60 % failing at 2.2x the attempts per request, and the one caller sending its usual
+        // requests: the provider is failing it.
+        let (mut e, now) = warmed();
+        let found = e.cycle(&only_caller_storm(now, 176, 106, 80), now + 60, false);
+        let alerts = provider_alerts(&found);
+        assert_eq!(alerts.len(), 1, "{found:?}");
+        assert!(
+            alerts[0]
+                .summary
+                .contains("keys affected: solo (its only caller"),
+            "{}",
+            alerts[0].summary
+        );
+        assert_eq!(alerts[0].facts["only_caller"], json!(true));
+        // The same failures while it sends three times its requests: its own storm, not the
+        // provider's.
+        let (mut e, now) = warmed();
+        let found = e.cycle(&only_caller_storm(now, 528, 318, 240), now + 60, false);
+        assert!(provider_alerts(&found).is_empty(), "{found:?}");
+    }
+
+    #[test]
+    fn clients_repeating_their_requests_are_load_per_request() {
+        // 40 % failing at 1.2x the attempts per minute; the gateway does not retry (every
+        // attempt is a first one), but 180 of the 576 first attempts are clients repeating a
+        // request after backing off: 1.45 attempts per request of theirs.
+        let storm_with = |client_retries| {
+            let (mut e, now) = warmed();
+            let mut data = storm(now, 96, 38, 60, 30, 0);
+            for b in data.provider_buckets.iter_mut().filter(|b| b.minute == now) {
+                b.first_attempts = 96;
+            }
+            data.provider_chains[0].client_retries = client_retries;
+            provider_alerts(&e.cycle(&data, now + 60, false)).len()
+        };
+        assert_eq!(storm_with(180), 1);
+        // Without the repeats, 1.2x the attempts is no storm.
+        assert_eq!(storm_with(0), 0);
     }
 
     #[test]
@@ -1165,6 +1230,7 @@ mod provider_storms {
             attempts: 240,
             failures: 204,
             failing_keys: 3,
+            calling_keys: 3,
         }];
         key_storm(&mut data, now, 170);
         let found = e.cycle(&data, now + 50, false);
