@@ -220,10 +220,13 @@ pub struct RetryStormConfig {
     /// A provider storm: over the last 60 s, a provider/model's share of upstream attempts
     /// answered 429/5xx `provider_failure_rise` above its usual share (by the share's one-sided
     /// 95 % Wilson lower bound, and in each 20 s third of the window, so that a bad spell of up
-    /// to 30 s is not one), among the other keys too when the key failing most is left out ...
+    /// to 30 s is not one), among the other keys too when the key failing most is left out
+    /// (or, when one key alone calls it, while that key sends under `rate_rise` times its
+    /// usual requests) ...
     pub provider_failure_rise: f64,
     /// ... while its upstream attempts per minute, or per request (the gateway's first
-    /// attempts), run at `provider_load_rise` times their usual level: the retries are load.
+    /// attempts less the clients' repeats of an idempotency key), run at `provider_load_rise`
+    /// times their usual level: the retries are load.
     pub provider_load_rise: f64,
 }
 
