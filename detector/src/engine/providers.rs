@@ -8,6 +8,11 @@
 //! that key's alert; when the others made few attempts, by a 99.5 % bound), while its upstream
 //! attempts per minute (against the last quarter hour) or per request run at
 //! `provider_load_rise` times their usual level. Retries without backoff make it critical.
+//! Retries with backoff make it a warning once it has held for 90 s, in each 30 s third: a
+//! provider's bad spells (seconds to half a minute each) can follow each other for a minute,
+//! and clients backing off through them retry as they do in a storm (DEV seed 1: openai
+//! failing 35-46 % of attempts for 60 s); with backoff, the retries' load is bounded and a
+//! storm can be told a little later, whereas retries without backoff multiply it.
 //!
 //! A request is the client's, not each time it is sent: a client's repeat of an idempotency
 //! key is a new first attempt upstream but the same request, so retries with backoff raise
@@ -54,6 +59,8 @@ const MIN_CHAINS: f64 = 3.0;
 /// Keys named in a provider storm's summary (all of the ones read are in its facts).
 const KEYS_NAMED: usize = 3;
 const WINDOW_S: u32 = 60;
+/// How long a storm whose clients back off must have held, in each third.
+const BACKOFF_WINDOW_S: u32 = 90;
 
 /// Half-life, in minutes, of a provider/model's recent attempts per minute: what a storm's
 /// load is judged against.
@@ -169,7 +176,7 @@ pub(super) struct Storm<'a> {
 
 impl Storm<'_> {
     fn no_backoff(&self) -> bool {
-        self.chains >= MIN_CHAINS && self.fast_chains * 2.0 >= self.chains
+        without_backoff(self.chains, self.fast_chains)
     }
 }
 
@@ -251,21 +258,13 @@ impl Engine {
         let cfg = &self.config.retry_storm;
         let window_start = now_s.saturating_sub(WINDOW_S);
         let first_bucket = window_start.div_ceil(PROVIDER_BUCKET_S) * PROVIDER_BUCKET_S;
-        // Per provider/model: the window's counts and each third's.
-        let mut windows: BTreeMap<(&str, &str), (Counts, [Counts; 3])> = BTreeMap::new();
-        for b in data
-            .provider_buckets
-            .iter()
-            .filter(|b| b.bucket >= first_bucket && b.bucket < now_s)
-        {
-            let (total, thirds) = windows.entry((&b.provider, &b.model)).or_default();
-            total.add(b);
-            thirds[((b.bucket - window_start) / (WINDOW_S / 3)).min(2) as usize].add(b);
-        }
+        let windows = window_counts(data, now_s, WINDOW_S);
+        let longer = window_counts(data, now_s, BACKOFF_WINDOW_S);
         let covered = f64::from(now_s.saturating_sub(first_bucket).max(1)) / 60.0;
         let rise = cfg.provider_failure_rise;
         let mut storms = Vec::new();
-        for ((provider, model), (total, thirds)) in windows {
+        for (&(provider, model), (total, thirds)) in &windows {
+            let (total, thirds) = (*total, *thirds);
             let Some(state) = self
                 .providers
                 .get(&(provider.to_owned(), model.to_owned()))
@@ -278,12 +277,7 @@ impl Engine {
             }
             let usual = state.usual_share();
             let share = total.failures as f64 / total.attempts as f64;
-            // Up, clear of chance, and for the whole window.
-            if wilson_lower(total.failures, total.attempts, Z_95) < usual + rise
-                || thirds.iter().any(|t| {
-                    t.attempts == 0 || (t.failures as f64 / t.attempts as f64) < usual + rise
-                })
-            {
+            if !failing_throughout(total, &thirds, usual + rise) {
                 continue;
             }
             // With load rising: per minute, or per request of the clients'.
@@ -334,6 +328,14 @@ impl Engine {
                 || others_share < usual + rise
                 || (!keys.is_empty() && failing_keys < MIN_FAILING_KEYS)
             {
+                continue;
+            }
+            let held = || {
+                longer
+                    .get(&(provider, model))
+                    .is_some_and(|(t, thirds)| failing_throughout(*t, thirds, usual + rise))
+            };
+            if !without_backoff(chains.chains, chains.fast) && !held() {
                 continue;
             }
             let successes = total.attempts.saturating_sub(total.failures);
@@ -520,6 +522,42 @@ impl Storm<'_> {
             .insert("key_alerts_folded".into(), json!(self.folded));
         c
     }
+}
+
+/// Whether retry chains came mostly without backoff (judged from `MIN_CHAINS` on).
+fn without_backoff(chains: f64, fast: f64) -> bool {
+    chains >= MIN_CHAINS && fast * 2.0 >= chains
+}
+
+/// Per provider/model, its attempts over the `span_s` seconds before `now_s` (whole 10 s
+/// buckets) and in each third of them.
+fn window_counts(
+    data: &CycleData,
+    now_s: u32,
+    span_s: u32,
+) -> BTreeMap<(&str, &str), (Counts, [Counts; 3])> {
+    let start = now_s.saturating_sub(span_s);
+    let first_bucket = start.div_ceil(PROVIDER_BUCKET_S) * PROVIDER_BUCKET_S;
+    let mut windows: BTreeMap<(&str, &str), (Counts, [Counts; 3])> = BTreeMap::new();
+    for b in data
+        .provider_buckets
+        .iter()
+        .filter(|b| b.bucket >= first_bucket && b.bucket < now_s)
+    {
+        let (total, thirds) = windows.entry((&b.provider, &b.model)).or_default();
+        total.add(b);
+        thirds[((b.bucket - start) / (span_s / 3)).min(2) as usize].add(b);
+    }
+    windows
+}
+
+/// Failing up to `bar`: the window's failed share by its one-sided 95 % Wilson lower bound
+/// (clear of chance), and each third's share (for the whole window).
+fn failing_throughout(total: Counts, thirds: &[Counts; 3], bar: f64) -> bool {
+    wilson_lower(total.failures, total.attempts, Z_95) >= bar
+        && thirds
+            .iter()
+            .all(|t| t.attempts > 0 && t.failures as f64 / t.attempts as f64 >= bar)
 }
 
 /// How much of a minute's rows (read up to `now_s`) the window `[start, now_s)` covers.

@@ -924,6 +924,25 @@ mod provider_storms {
         }
     }
 
+    /// Makes the storm of `data` (at `now`) begin 30 s before `now`, in the minute before: a
+    /// storm with backoff is one once it has held for 90 s.
+    fn began_earlier(data: &mut CycleData, now: u32) {
+        let first = data
+            .provider_buckets
+            .iter()
+            .find(|b| b.minute == now)
+            .cloned()
+            .expect("the storm's first bucket");
+        for b in data
+            .provider_buckets
+            .iter_mut()
+            .filter(|b| b.minute == now - 60 && b.bucket >= now - 30)
+        {
+            (b.attempts, b.failures, b.first_attempts) =
+                (first.attempts, first.failures, first.first_attempts);
+        }
+    }
+
     fn provider_alerts(found: &[Candidate]) -> Vec<&Candidate> {
         found
             .iter()
@@ -966,8 +985,9 @@ mod provider_storms {
     #[test]
     fn a_storm_with_backoff_is_a_warning() {
         let (mut e, now) = warmed();
-        // 40 % failing, 1.5x the attempts (clients retrying after 0.5-4 s).
-        let data = storm(now, 120, 48, 60, 30, 0);
+        // 40 % failing, 1.5x the attempts (clients retrying after 0.5-4 s), for 90 s.
+        let mut data = storm(now, 120, 48, 60, 30, 0);
+        began_earlier(&mut data, now);
         let found = e.cycle(&data, now + 60, false);
         let alerts = provider_alerts(&found);
         assert_eq!(alerts.len(), 1, "{found:?}");
@@ -977,10 +997,17 @@ mod provider_storms {
             "{}",
             alerts[0].summary
         );
+        // For 60 s only: bad spells of a provider in a row, clients backing off through them
+        // as they would in a storm. Not yet one.
+        let (mut e, now) = warmed();
+        let found = e.cycle(&storm(now, 120, 48, 60, 30, 0), now + 60, false);
+        assert!(provider_alerts(&found).is_empty(), "{found:?}");
         // Failing as much, but no more attempts than usual (clients gave up): an outage, not
         // a retry storm.
         let (mut e, now) = warmed();
-        let found = e.cycle(&storm(now, 80, 32, 60, 0, 0), now + 60, false);
+        let mut data = storm(now, 80, 32, 60, 0, 0);
+        began_earlier(&mut data, now);
+        let found = e.cycle(&data, now + 60, false);
         assert!(provider_alerts(&found).is_empty(), "{found:?}");
     }
 
@@ -1117,6 +1144,7 @@ mod provider_storms {
         for b in data.provider_buckets.iter_mut() {
             b.first_attempts = b.attempts;
         }
+        began_earlier(&mut data, now);
         let found = e.cycle(&data, now + 60, false);
         let alerts = provider_alerts(&found);
         assert_eq!(alerts.len(), 1, "{found:?}");
@@ -1208,6 +1236,7 @@ mod provider_storms {
             for b in data.provider_buckets.iter_mut().filter(|b| b.minute == now) {
                 b.first_attempts = 96;
             }
+            began_earlier(&mut data, now);
             data.provider_chains[0].client_retries = client_retries;
             provider_alerts(&e.cycle(&data, now + 60, false)).len()
         };

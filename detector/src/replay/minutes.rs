@@ -31,6 +31,20 @@ pub fn split_by_minute(data: CycleData) -> BTreeMap<u32, CycleData> {
     spread!(provider_buckets);
     spread!(provider_keys);
     spread!(provider_chains);
+    // The live worker reads the provider buckets of the minute before too (a storm with
+    // backoff is judged over 90 s).
+    let previous: Vec<_> = out
+        .iter()
+        .filter_map(|(&minute, d)| {
+            out.get(&(minute + MINUTE))
+                .map(|_| (minute + MINUTE, d.provider_buckets.clone()))
+        })
+        .collect();
+    for (minute, buckets) in previous {
+        if let Some(d) = out.get_mut(&minute) {
+            d.provider_buckets.splice(0..0, buckets);
+        }
+    }
     out
 }
 
@@ -168,6 +182,31 @@ mod tests {
         assert_eq!(split.len(), 2);
         assert_eq!(split[&T0].keys.len(), 2);
         assert_eq!(split[&(T0 + 60)].keys.len(), 1);
+    }
+
+    #[test]
+    fn a_minute_carries_the_provider_buckets_of_the_minute_before() {
+        let bucket = |minute: u32| crate::data::ProviderBucket {
+            minute,
+            bucket: minute + 50,
+            ..crate::data::ProviderBucket::default()
+        };
+        let data = CycleData {
+            provider_buckets: vec![bucket(T0), bucket(T0 + 60), bucket(T0 + 180)],
+            ..CycleData::default()
+        };
+        let split = split_by_minute(data);
+        let minutes = |m: u32| -> Vec<u32> {
+            split[&m]
+                .provider_buckets
+                .iter()
+                .map(|b| b.minute)
+                .collect()
+        };
+        assert_eq!(minutes(T0), [T0]);
+        assert_eq!(minutes(T0 + 60), [T0, T0 + 60]);
+        // No rows in the minute before: nothing to carry.
+        assert_eq!(minutes(T0 + 180), [T0 + 180]);
     }
 
     #[test]
