@@ -8,11 +8,12 @@
 //! that key's alert; when the others made few attempts, by a 99.5 % bound), while its upstream
 //! attempts per minute (against the last quarter hour) or per request run at
 //! `provider_load_rise` times their usual level. Retries without backoff make it critical.
-//! Retries with backoff make it a warning once it has held for 90 s, in each 30 s third: a
-//! provider's bad spells (seconds to half a minute each) can follow each other for a minute,
-//! and clients backing off through them retry as they do in a storm (DEV seed 1: openai
-//! failing 35-46 % of attempts for 60 s); with backoff, the retries' load is bounded and a
-//! storm can be told a little later, whereas retries without backoff multiply it.
+//! Retries with backoff make it a warning once the 60 s that ended 30 s ago were failing
+//! throughout as well: a provider's bad spells (seconds to half a minute each) can follow each
+//! other for a minute, and clients backing off through them retry as they do in a storm (DEV
+//! seed 1: openai failing 32-46 % of attempts for 60 s); with backoff, the retries' load is
+//! bounded and a storm can be told a little later, whereas retries without backoff multiply
+//! it.
 //!
 //! A request is the client's, not each time it is sent: a client's repeat of an idempotency
 //! key is a new first attempt upstream but the same request, so retries with backoff raise
@@ -59,8 +60,8 @@ const MIN_CHAINS: f64 = 3.0;
 /// Keys named in a provider storm's summary (all of the ones read are in its facts).
 const KEYS_NAMED: usize = 3;
 const WINDOW_S: u32 = 60;
-/// How long a storm whose clients back off must have held, in each third.
-const BACKOFF_WINDOW_S: u32 = 90;
+/// A storm whose clients back off must have been one this many seconds ago already.
+const BACKOFF_HELD_S: u32 = 30;
 
 /// Half-life, in minutes, of a provider/model's recent attempts per minute: what a storm's
 /// load is judged against.
@@ -259,7 +260,7 @@ impl Engine {
         let window_start = now_s.saturating_sub(WINDOW_S);
         let first_bucket = window_start.div_ceil(PROVIDER_BUCKET_S) * PROVIDER_BUCKET_S;
         let windows = window_counts(data, now_s, WINDOW_S);
-        let longer = window_counts(data, now_s, BACKOFF_WINDOW_S);
+        let earlier = window_counts(data, now_s.saturating_sub(BACKOFF_HELD_S), WINDOW_S);
         let covered = f64::from(now_s.saturating_sub(first_bucket).max(1)) / 60.0;
         let rise = cfg.provider_failure_rise;
         let mut storms = Vec::new();
@@ -331,7 +332,7 @@ impl Engine {
                 continue;
             }
             let held = || {
-                longer
+                earlier
                     .get(&(provider, model))
                     .is_some_and(|(t, thirds)| failing_throughout(*t, thirds, usual + rise))
             };

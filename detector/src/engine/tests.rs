@@ -925,7 +925,7 @@ mod provider_storms {
     }
 
     /// Makes the storm of `data` (at `now`) begin 30 s before `now`, in the minute before: a
-    /// storm with backoff is one once it has held for 90 s.
+    /// storm with backoff is one once the 60 s that ended 30 s ago were failing too.
     fn began_earlier(data: &mut CycleData, now: u32) {
         let first = data
             .provider_buckets
