@@ -134,7 +134,10 @@ pub async fn run(args: EvaluateArgs) -> anyhow::Result<()> {
     let mut config = loaded.config.detect.clone();
     config.allowed_lateness_s = 0; // the data is complete: a minute is judged when it ends
     let projects: HashMap<String, String> = clickhouse
-        .query_raw("SELECT api_key_id, any(project) FROM gateway_requests GROUP BY api_key_id")
+        .query_raw(&format!(
+            "SELECT api_key_id, any(project) FROM {} GROUP BY api_key_id",
+            tripline_store::GATEWAY_TABLE
+        ))
         .fetch_all::<(String, String)>()
         .await?
         .into_iter()
@@ -254,8 +257,8 @@ async fn simulate_and_ingest(
     };
     let t = Instant::now();
     loop {
-        let requests = count("gateway_requests").await?;
-        let attempts = count("provider_attempts").await?;
+        let requests = count(tripline_store::GATEWAY_TABLE).await?;
+        let attempts = count(tripline_store::PROVIDER_TABLE).await?;
         if requests >= gateway && attempts >= provider {
             break;
         }

@@ -264,8 +264,7 @@ impl Engine {
         let covered = f64::from(now_s.saturating_sub(first_bucket).max(1)) / 60.0;
         let rise = cfg.provider_failure_rise;
         let mut storms = Vec::new();
-        for (&(provider, model), (total, thirds)) in &windows {
-            let (total, thirds) = (*total, *thirds);
+        for ((provider, model), (total, thirds)) in windows {
             let Some(state) = self
                 .providers
                 .get(&(provider.to_owned(), model.to_owned()))
@@ -331,12 +330,12 @@ impl Engine {
             {
                 continue;
             }
-            let held = || {
-                earlier
+            // Backed off: a storm 30 s ago already.
+            if !without_backoff(chains.chains, chains.fast)
+                && !earlier
                     .get(&(provider, model))
                     .is_some_and(|(t, thirds)| failing_throughout(*t, thirds, usual + rise))
-            };
-            if !without_backoff(chains.chains, chains.fast) && !held() {
+            {
                 continue;
             }
             let successes = total.attempts.saturating_sub(total.failures);
