@@ -192,8 +192,9 @@ pub struct Engine {
     /// Every key's usual requests per minute for each hour of the day, summed at the last fold
     /// (the crowd's usual).
     usual_requests: sustained::UsualByHour,
-    /// What they all sent half an hour to an hour ago.
-    crowd_marks: sustained::CrowdMarks,
+    /// Every key's requests a minute half an hour to an hour ago ([`sustained`]'s reference),
+    /// summed at the last fold (the crowd's reference).
+    reference_requests: f64,
     /// Keys whose spend evidence is logged each time it is judged (`TRIPLINE_EXPLAIN_KEYS`,
     /// comma-separated ids): how to see why a key did or did not page.
     explain: Vec<String>,
@@ -218,7 +219,7 @@ impl Engine {
             folded_through: 0,
             evicted: Evictions::default(),
             usual_requests: sustained::UsualByHour::default(),
-            crowd_marks: sustained::CrowdMarks::default(),
+            reference_requests: 0.0,
             explain: std::env::var("TRIPLINE_EXPLAIN_KEYS")
                 .unwrap_or_default()
                 .split(',')

@@ -63,7 +63,9 @@ impl Crowd {
     pub const UNKNOWN: Crowd = Crowd(1.0);
 }
 
-/// See [`Crowd`]: as the engine caps each key's share of the crowd it scales by.
+/// See [`Crowd`]: each key's share of it is capped, so that one key's incident is not everyone's
+/// rise. A sum, not the engine's median of rises: read once for every key, it cannot leave the
+/// key judged out, and a key alone on its gateway would be its own crowd.
 const CROWD_CAP: f64 = 3.0;
 const CROWD_SLACK: f64 = 3.0;
 

@@ -495,6 +495,16 @@ impl Cusum {
     /// One line for a log: the sum, the run's length, its level as `by` judges it against the
     /// ratio needed, and the latest window's ratio.
     pub fn explain(&self, config: &SustainedConfig, by: Judged) -> String {
+        self.explain_needing(config, by, self.ratio_needed(config))
+    }
+
+    /// [`Cusum::explain`] for evidence judged by [`Cusum::steady_alarm`]: it needs
+    /// `min_ratio` whatever the run's length.
+    pub fn explain_steady(&self, config: &SustainedConfig, by: Judged) -> String {
+        self.explain_needing(config, by, config.min_ratio)
+    }
+
+    fn explain_needing(&self, config: &SustainedConfig, by: Judged, needed: f64) -> String {
         let level = self.level(config, by);
         format!(
             "S={:.1} n={} level={:.3e}/{:.3e}=x{:.2} need x{:.2} latest x{:.2}",
@@ -503,7 +513,7 @@ impl Cusum {
             level.observed,
             level.expected,
             level.ratio,
-            self.ratio_needed(config),
+            needed,
             self.latest
         )
     }

@@ -84,8 +84,7 @@ impl Engine {
             .collect();
         let ip_alpha = self.ip_alpha;
         let mut usual_requests = sustained::UsualByHour::default();
-        // Every key's capped requests per folded minute, for the crowd's reference.
-        let mut totals: FxMap<u32, f64> = FxMap::default();
+        let mut reference_requests = 0.0;
         for (key, state) in self.keys.iter_mut() {
             let minutes = spend.get(key);
             if let Some((minute, row)) = minutes.and_then(|m| m.last()) {
@@ -106,7 +105,6 @@ impl Engine {
                 let usual = state.usual_requests_at(&params, minute);
                 let reference = state.sustained.reference_requests();
                 let crowding = crowd.factors(minute, requests, usual, reference);
-                *totals.entry(minute).or_default() += sustained::capped(requests, usual);
                 sustained::fold_key_minute(
                     &mut state.spend.model,
                     &mut state.sustained,
@@ -156,6 +154,7 @@ impl Engine {
                 &params,
                 closed_before,
             );
+            reference_requests += state.sustained.reference_requests();
         }
         // Each key's most called model in the last sampled minute (one in ten: a key's usual
         // model changes slowly, and the map costs a lookup per usage row).
@@ -224,11 +223,7 @@ impl Engine {
             }
         }
         self.usual_requests = usual_requests;
-        let mut totals: Vec<(u32, f64)> = totals.into_iter().collect();
-        totals.sort_unstable_by_key(|t| t.0);
-        for (minute, total) in totals {
-            self.crowd_marks.observe(minute, total);
-        }
+        self.reference_requests = reference_requests;
         self.folded_through = closed_before;
         self.evict(closed_before);
     }

@@ -43,9 +43,8 @@ const COUNT_AFTER_MINUTES: u64 = 20 * 60;
 /// about 1x of it (0.14-0.89x at the daily peaks of DEV seeds 2 and 3, BENCHMARKS.md
 /// "Session 14").
 const RAMP_CONFIRM_RATIO: f64 = 1.5;
-/// A key's [`Reference`] (and the crowd's, [`CrowdMarks`]) closes a mark of the requests it
-/// sent every this many minutes of its history, and judges against the older of its last two
-/// marks: half an hour to an hour old.
+/// A key's [`Reference`] closes a mark of the requests it sent every this many minutes of its
+/// history, and judges against the older of its last two marks: half an hour to an hour old.
 const REFERENCE_WINDOWS: u64 = 30;
 
 /// A key's evidence: spend per minute (idle minutes count as zero) and tokens per active
@@ -577,7 +576,7 @@ impl Engine {
                     spend = %evidence.spend.explain(config, by),
                     count = %evidence.count.explain(config, by),
                     price = %evidence.price.explain(config, by),
-                    ramp = %evidence.ramp.explain(config, by),
+                    ramp = %evidence.ramp.explain_steady(config, by),
                     "spend evidence"
                 );
             }
@@ -697,7 +696,7 @@ mod crowd;
 
 use candidates::*;
 pub use crowd::Crowding;
-pub(super) use crowd::{billable, capped, elapsed_share, Crowd, CrowdMarks, UsualByHour};
+pub(super) use crowd::{billable, elapsed_share, Crowd, UsualByHour};
 
 #[cfg(test)]
 mod tests;

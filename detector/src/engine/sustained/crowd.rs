@@ -1,66 +1,30 @@
 //! How busy the other keys are ([`Crowd`]): the factor a key's expectation is scaled by, so that
 //! a key doing what everyone does (a daily peak, a burst of the traffic's own rhythm) is not its
-//! own incident. Counted per minute from the keys the engine tracks, each capped, against their
-//! usual for the hour ([`UsualByHour`]) and against what they sent half an hour to an hour ago
-//! ([`CrowdMarks`]).
+//! own incident. Read per minute from the keys the engine tracks: the median of their rises
+//! against their usual for the hour ([`UsualByHour`]) and against what they sent half an hour
+//! to an hour ago (their [`Reference`]s).
 
 use tripline_core::models::seasonal::{hour_of_week, Seasonal};
 use tripline_core::models::spend::SpendParams;
 
-use super::{rhythm, REFERENCE_WINDOWS};
+use super::rhythm;
 use crate::data::KeyMinute;
 use crate::engine::{CycleData, Engine, FxMap, KeyState};
 
-/// How busy the other keys are, minute by minute, against their usual: the factor a key's
-/// expectation is scaled by (never below 1, so a quiet crowd does not make anyone suspect).
+/// How busy the other keys are, minute by minute: the median of their rises ([`Rises`]),
+/// against their usual and against their reference. The factors a key's expectations are
+/// scaled by (never below 1, so a quiet crowd does not make anyone suspect).
 ///
-/// Each tracked key counts for its billable requests, at most three times its usual plus
-/// three: a key under an incident of its own does not make the crowd look busy, nor do ids the
-/// engine has never accepted. The key judged is left out of its
-/// own crowd. With fewer than [`Crowd::MIN_USUAL`] usual requests a minute among the others
-/// there is no crowd to speak of, and the factor is 1.
+/// A median, not a ratio of sums: in a gateway of forty keys, the few under incidents of their
+/// own (x3-x10 each, a key's ordinary bursts of x3 besides) moved the sum by half (x1.45-1.6
+/// where the median key rose x1.25, DEV seed 1), and hid a ramp on another key behind them.
+/// When everyone runs at x2 (a daily peak), the median key does too. Ids the engine has never
+/// accepted add nothing, and the key judged is left out of its own crowd. With fewer than
+/// [`Crowd::MIN_USUAL`] usual requests a minute among the others there is no crowd to speak
+/// of, and the factor is 1.
 pub(in crate::engine) struct Crowd {
-    /// Per minute: the others' capped requests so far, and the share of the minute elapsed.
-    minutes: FxMap<u32, (f64, f64)>,
-    /// Every tracked key's usual requests per minute in each hour of the day, summed
-    /// ([`UsualByHour`]).
-    usual: UsualByHour,
-    /// What every tracked key sent half an hour to an hour ago ([`CrowdMarks`]).
-    reference: f64,
-}
-
-/// What every tracked key sent a minute (capped as the crowd counts), on average over each
-/// half hour: the crowd's own reference, taken as a key's [`Reference`] is. A rise of
-/// everyone's traffic over the last hour (a daily peak building) is a rise against it, however
-/// much of it the keys' usuals have learnt meanwhile.
-#[derive(Debug, Clone, Copy, Default)]
-pub(in crate::engine) struct CrowdMarks {
-    marks: [f64; 2],
-    block: u32,
-    sum: f64,
-    minutes: u32,
-}
-
-impl CrowdMarks {
-    const BLOCK_S: u32 = REFERENCE_WINDOWS as u32 * 60;
-
-    /// Adds a folded minute's total; a minute of a new half hour closes the last one's mark.
-    pub(in crate::engine) fn observe(&mut self, minute: u32, total: f64) {
-        let block = minute / Self::BLOCK_S;
-        if block != self.block {
-            if self.minutes > 0 {
-                self.marks = [self.marks[1], self.sum / f64::from(self.minutes)];
-            }
-            (self.block, self.sum, self.minutes) = (block, 0.0, 0);
-        }
-        self.sum += total;
-        self.minutes += 1;
-    }
-
-    /// The older of the last two marks: half an hour to an hour ago.
-    fn reference(&self) -> f64 {
-        self.marks[0]
-    }
+    /// Per minute: the keys' rises against their usual, and against their reference.
+    minutes: FxMap<u32, (Rises, Rises)>,
 }
 
 /// How busy the other keys are in a minute (never below 1): against their usual, and against
@@ -119,8 +83,8 @@ impl Crowd {
     const MIN_USUAL: f64 = 10.0;
 
     /// The crowd over `data`'s minutes from `from`, as of `now_s` (a minute still open counts
-    /// for the share of it elapsed), against every key's usual as of the last fold. Empty (a
-    /// factor of 1) when the sustained rule is off.
+    /// for the share of it elapsed), against every key's usual and reference as of the last
+    /// fold. Empty (a factor of 1) when the sustained rule is off.
     pub(in crate::engine) fn new(
         engine: &Engine,
         data: &CycleData,
@@ -128,27 +92,39 @@ impl Crowd {
         from: u32,
         now_s: u32,
     ) -> Crowd {
-        let mut minutes: FxMap<u32, (f64, f64)> = FxMap::default();
         if !engine.config.spend_spike.sustained.enabled {
             return Crowd {
-                minutes,
-                usual: UsualByHour::default(),
-                reference: 0.0,
+                minutes: FxMap::default(),
             };
         }
         // Ids the engine does not track yet add nothing: a spray of new (or refused) ids must
         // not make the crowd look busy and hide every key's rise.
+        let mut keys: FxMap<u32, Vec<(u64, f64, f64)>> = FxMap::default();
         for (row, state) in Engine::unfolded(data, known, from) {
-            let usual = state.usual_requests_at(&engine.spend_params, row.minute);
-            let elapsed = elapsed_share(row.minute, now_s);
-            let entry = minutes.entry(row.minute).or_insert((0.0, elapsed));
-            entry.0 += capped(billable(row), usual);
+            keys.entry(row.minute).or_default().push((
+                billable(row),
+                state.usual_requests_at(&engine.spend_params, row.minute),
+                state.sustained.reference_requests(),
+            ));
         }
-        Crowd {
-            minutes,
-            usual: engine.usual_requests,
-            reference: engine.crowd_marks.reference(),
-        }
+        let minutes = keys
+            .into_iter()
+            .map(|(minute, keys)| {
+                let elapsed = elapsed_share(minute, now_s);
+                let against_usual = Rises::new(
+                    keys.iter().map(|k| (k.0, k.1)),
+                    engine.usual_requests.at(minute),
+                    elapsed,
+                );
+                let against_reference = Rises::new(
+                    keys.iter().map(|k| (k.0, k.2)),
+                    engine.reference_requests,
+                    elapsed,
+                );
+                (minute, (against_usual, against_reference))
+            })
+            .collect();
+        Crowd { minutes }
     }
 
     /// The factors for a key that made `requests` in `minute`, against its `usual` for that
@@ -160,22 +136,82 @@ impl Crowd {
         usual: f64,
         reference: f64,
     ) -> Crowding {
-        let Some(&(capped_all, elapsed)) = self.minutes.get(&minute) else {
+        let Some((against_usual, against_reference)) = self.minutes.get(&minute) else {
             return Crowding::ALONE;
         };
-        let others = (capped_all - capped(requests, usual)).max(0.0) / elapsed;
-        let against = |others_usual: f64| {
-            if others_usual < Self::MIN_USUAL {
-                1.0
-            } else {
-                (others / others_usual).max(1.0)
-            }
-        };
         Crowding {
-            usual: against(self.usual.at(minute) - usual),
-            reference: against(self.reference - reference),
+            usual: against_usual.median_without(requests, usual),
+            reference: against_reference.median_without(requests, reference),
         }
     }
+}
+
+/// The keys' rises in a minute against a baseline of theirs (usual or reference requests a
+/// minute), each key weighing its baseline, so that a key of a few requests a day does not
+/// count as much as one of hundreds a minute: sorted, with the weight at or below each rise.
+/// The tracked keys idle in the minute sit at a rise of 0, below every other.
+struct Rises {
+    /// Each rise (the idle keys' 0 first) with the weight of the keys at or below it.
+    below: Vec<(f64, f64)>,
+    elapsed: f64,
+}
+
+impl Rises {
+    /// The rises of `keys` (billable requests, baseline) `elapsed` of the way through the
+    /// minute, among tracked keys whose baselines add up to `all` (the others were idle).
+    fn new(keys: impl Iterator<Item = (u64, f64)>, all: f64, elapsed: f64) -> Rises {
+        let mut rises: Vec<(f64, f64)> = keys
+            .filter(|k| k.1 > 0.0)
+            .map(|(requests, base)| (rise(requests, base, elapsed), base))
+            .collect();
+        rises.sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
+        let active: f64 = rises.iter().map(|r| r.1).sum();
+        let mut weight = (all - active).max(0.0);
+        let mut below = Vec::with_capacity(rises.len() + 1);
+        below.push((0.0, weight));
+        for (rise, base) in rises {
+            weight += base;
+            below.push((rise, weight));
+        }
+        Rises { below, elapsed }
+    }
+
+    /// The median rise of the keys other than one that made `requests` against its `base`
+    /// (never below 1; 1 when the others' baselines add up to less than
+    /// [`Crowd::MIN_USUAL`]).
+    fn median_without(&self, requests: u64, base: f64) -> f64 {
+        let base = base.max(0.0);
+        let all = self.below.last().map_or(0.0, |b| b.1);
+        let others = all - base;
+        if others < Crowd::MIN_USUAL {
+            return 1.0;
+        }
+        let half = others / 2.0;
+        // The key sits first among the rises equal to its own (a tie's order changes no
+        // median): below it the weights are as they are, from it on they are less its own.
+        let at = if base > 0.0 {
+            self.below
+                .partition_point(|b| b.0 < rise(requests, base, self.elapsed))
+        } else {
+            self.below.len()
+        };
+        let (before, after) = self.below.split_at(at);
+        let i = before.partition_point(|b| b.1 < half);
+        let median = match before.get(i) {
+            Some(b) => b.0,
+            None => {
+                let j = after.partition_point(|b| b.1 - base < half);
+                after.get(j).or(after.last()).map_or(1.0, |b| b.0)
+            }
+        };
+        median.max(1.0)
+    }
+}
+
+/// A key's rise in a minute: its `requests` over its `base` requests a minute, for the share
+/// of the minute `elapsed`.
+fn rise(requests: u64, base: f64, elapsed: f64) -> f64 {
+    requests as f64 / (base * elapsed)
 }
 
 /// The share of `minute` elapsed at `now_s` (1 once it has ended; at least 0.05, so that the
@@ -184,13 +220,61 @@ pub(in crate::engine) fn elapsed_share(minute: u32, now_s: u32) -> f64 {
     (f64::from(now_s.saturating_sub(minute)) / 60.0).clamp(0.05, 1.0)
 }
 
-/// A key's requests as the crowd counts them: at most three times its usual, plus three.
-pub(in crate::engine) fn capped(requests: u64, usual: f64) -> f64 {
-    (requests as f64).min(3.0 * usual + 3.0)
-}
-
 /// A minute's requests that were answered (no error of any kind): the ones a bill counts. A
 /// key retrying 429s, or refused with a 401, sends more requests but not more billable ones.
 pub(in crate::engine) fn billable(row: &KeyMinute) -> u64 {
     row.requests.saturating_sub(row.failures)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `(requests, usual)` for each key, with `idle` usual requests of keys idle in the minute.
+    fn rises(keys: &[(u64, f64)], idle: f64) -> Rises {
+        let all = idle + keys.iter().map(|k| k.1).sum::<f64>();
+        Rises::new(keys.iter().copied(), all, 1.0)
+    }
+
+    #[test]
+    fn the_median_key_sets_the_crowd_not_the_sum() {
+        // Ten keys at x1.2, three under incidents of their own at x6: their sum says x2.4.
+        let mut keys = vec![(12, 10.0); 10];
+        keys.extend([(60, 10.0); 3]);
+        let crowd = rises(&keys, 0.0);
+        assert_eq!(crowd.median_without(12, 10.0), 1.2);
+        assert_eq!(crowd.median_without(60, 10.0), 1.2);
+    }
+
+    #[test]
+    fn a_key_is_left_out_of_its_own_crowd() {
+        // A large key at x3 and a smaller one at x1: each is judged by the other.
+        let crowd = rises(&[(150, 50.0), (20, 20.0)], 0.0);
+        assert_eq!(crowd.median_without(150, 50.0), 1.0);
+        assert_eq!(crowd.median_without(20, 20.0), 3.0);
+        // Ties: one of two keys alike is left out, the other stays.
+        let crowd = rises(&[(60, 20.0), (60, 20.0), (10, 10.0)], 0.0);
+        assert_eq!(crowd.median_without(60, 20.0), 3.0);
+    }
+
+    #[test]
+    fn a_daily_peak_is_everyones_rise() {
+        let keys: Vec<(u64, f64)> = (1..=20).map(|n| (2 * n, n as f64)).collect();
+        let crowd = rises(&keys, 0.0);
+        assert_eq!(crowd.median_without(20, 10.0), 2.0);
+    }
+
+    #[test]
+    fn idle_keys_are_at_no_rise_and_a_lone_crowd_is_none() {
+        // Most of the usual is idle this minute: the median key sent nothing.
+        let crowd = rises(&[(30, 10.0), (40, 10.0)], 60.0);
+        assert_eq!(crowd.median_without(0, 10.0), 1.0);
+        assert_eq!(crowd.median_without(30, 10.0), 1.0);
+        // An idle key left out of a crowd that is busy without it.
+        let crowd = rises(&[(30, 10.0), (40, 10.0)], 10.0);
+        assert_eq!(crowd.median_without(0, 10.0), 3.0);
+        // Under ten usual requests a minute among the others: no crowd.
+        let crowd = rises(&[(300, 100.0), (27, 9.0)], 0.0);
+        assert_eq!(crowd.median_without(300, 100.0), 1.0);
+    }
 }

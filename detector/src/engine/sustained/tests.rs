@@ -643,3 +643,27 @@ fn a_planned_batch_with_its_own_floor_is_judged_on_its_own_terms() {
     let found = run(&mut e, "batch", 140, |i| spend(i, 10.0, 125));
     assert!(found.is_empty(), "{found:?}");
 }
+
+/// A key's own rise is found while a few other keys run incidents of their own: the crowd is
+/// the median key, whom their x5 does not move. (Counted as a sum, each capped at three times
+/// its usual, their rise made the crowd x1.65 and the key's x3 a x1.8.)
+#[test]
+fn other_keys_incidents_do_not_hide_a_rise() {
+    let mut e = engine();
+    let found = run_data(&mut e, 640, |i, minute| {
+        let (requests, cost) = spend(i, 3.0, 610);
+        let requests = if i >= 610 { requests * 3 } else { requests };
+        let mut data = minute_data("k", minute, requests, cost);
+        for n in 0..10 {
+            let own = if n < 3 && i >= 610 { 100 } else { 20 };
+            let other = minute_data(&format!("other-{n}"), minute, own, own as f64 * 0.001);
+            data.keys.extend(other.keys);
+        }
+        data
+    });
+    let first = found
+        .iter()
+        .find(|(_, c)| c.summary.contains("key k "))
+        .expect("x3 beside three keys at x5 was not found");
+    assert!((610..=620).contains(&first.0), "{}", first.1.summary);
+}
