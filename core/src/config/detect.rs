@@ -222,7 +222,7 @@ pub struct RetryStormConfig {
     /// 95 % Wilson lower bound, and in each 20 s third of the window, so that a bad spell of up
     /// to 30 s is not one), among the other keys too when the key failing most is left out
     /// (or, when one key alone calls it, while that key sends under `rate_rise` times its
-    /// usual requests) ...
+    /// usual requests, and it was failing 30 s earlier too, as with backoff) ...
     pub provider_failure_rise: f64,
     /// ... while its upstream attempts per minute, or per request (the gateway's first
     /// attempts less the clients' repeats of an idempotency key), run at `provider_load_rise`

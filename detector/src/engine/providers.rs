@@ -60,7 +60,8 @@ const MIN_CHAINS: f64 = 3.0;
 /// Keys named in a provider storm's summary (all of the ones read are in its facts).
 const KEYS_NAMED: usize = 3;
 const WINDOW_S: u32 = 60;
-/// A storm whose clients back off must have been one this many seconds ago already.
+/// A storm whose clients back off, or one of a provider/model that one key alone calls, must
+/// have been one this many seconds ago already.
 const BACKOFF_HELD_S: u32 = 30;
 
 /// Half-life, in minutes, of a provider/model's recent attempts per minute: what a storm's
@@ -330,8 +331,11 @@ impl Engine {
             {
                 continue;
             }
-            // Backed off: a storm 30 s ago already.
-            if !without_backoff(chains.chains, chains.fast)
+            // Backed off, or its only caller's: a storm 30 s ago already. A key's own storm
+            // builds its load over its first seconds (its clients' new requests 1.4x the
+            // provider's usual over the first 60 s of one, 2.8x over the next, DEV seed 5):
+            // held, its rise shows before the provider is blamed.
+            if (only_caller || !without_backoff(chains.chains, chains.fast))
                 && !earlier
                     .get(&(provider, model))
                     .is_some_and(|(t, thirds)| failing_throughout(*t, thirds, usual + rise))

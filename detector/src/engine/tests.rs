@@ -1205,9 +1205,15 @@ mod provider_storms {
     #[test]
     fn a_provider_that_one_key_alone_calls_storms_when_that_key_sends_as_usual() {
         // 60 % failing at 2.2x the attempts per request, and the one caller sending its usual
-        // requests: the provider is failing it.
+        // requests: the provider is failing it, once it was 30 s ago too (a key's own storm
+        // shows its rise by then).
         let (mut e, now) = warmed();
         let found = e.cycle(&only_caller_storm(now, 176, 106, 80), now + 60, false);
+        assert!(provider_alerts(&found).is_empty(), "{found:?}");
+        let (mut e, now) = warmed();
+        let mut data = only_caller_storm(now, 176, 106, 80);
+        began_earlier(&mut data, now);
+        let found = e.cycle(&data, now + 60, false);
         let alerts = provider_alerts(&found);
         assert_eq!(alerts.len(), 1, "{found:?}");
         assert!(
@@ -1221,7 +1227,9 @@ mod provider_storms {
         // The same failures while it sends three times its requests: its own storm, not the
         // provider's.
         let (mut e, now) = warmed();
-        let found = e.cycle(&only_caller_storm(now, 528, 318, 240), now + 60, false);
+        let mut data = only_caller_storm(now, 528, 318, 240);
+        began_earlier(&mut data, now);
+        let found = e.cycle(&data, now + 60, false);
         assert!(provider_alerts(&found).is_empty(), "{found:?}");
     }
 
