@@ -580,7 +580,7 @@ mod tests {
             tripline_detector::routine::judge(
                 &mut found,
                 2.0,
-                tripline_detector::routine::Crowd::UNKNOWN,
+                |_| tripline_detector::routine::Crowd::UNKNOWN,
                 |_| None,
             );
             if alarmed.is_none() && found.iter().any(|c| c.detector == "spend_spike") {

@@ -33,6 +33,7 @@ mod retries;
 mod spend;
 mod sustained;
 
+pub(crate) use sustained::{crowd_weight, Rises};
 pub use sustained::{fold_key_minute, Crowding, Evidence};
 mod travel;
 
@@ -189,11 +190,11 @@ pub struct Engine {
     pub folded_through: u32,
     /// Entities forgotten so far (idle, or over the cap).
     evicted: Evictions,
-    /// Every key's usual requests per minute for each hour of the day, summed at the last fold
-    /// (the crowd's usual).
+    /// Every key's usual requests per minute for each hour of the day, as weights in the
+    /// crowd, summed at the last fold (the crowd's usual).
     usual_requests: sustained::UsualByHour,
     /// Every key's requests a minute half an hour to an hour ago ([`sustained`]'s reference),
-    /// summed at the last fold (the crowd's reference).
+    /// as weights in the crowd (`sustained::crowd_weight`), summed at the last fold.
     reference_requests: f64,
     /// Keys whose spend evidence is logged each time it is judged (`TRIPLINE_EXPLAIN_KEYS`,
     /// comma-separated ids): how to see why a key did or did not page.

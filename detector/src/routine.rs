@@ -30,7 +30,7 @@ use serde_json::json;
 use tracing::{debug, warn};
 use tripline_store::{sql_string as quote, KEY_ROLLUP_TABLE};
 
-use crate::engine::Candidate;
+use crate::engine::{crowd_weight, Candidate, Rises};
 use tripline_core::config::Detector;
 
 const DAY_S: u32 = 86_400;
@@ -50,11 +50,8 @@ pub struct Yesterday {
     pub tokens: f64,
 }
 
-/// How much busier all keys together are than at this time yesterday: their answered requests
-/// in the last closed [`BLOCK_S`] over the same seconds a day earlier, among the keys that sent
-/// any then, each counted at most [`CROWD_CAP`] times its yesterday plus [`CROWD_SLACK`] a
-/// minute (one key's incident is not everyone's rise), never below 1 (a quiet day does not
-/// lower a bar). Read once per block, for every shard's keys alike.
+/// How much busier the other keys are than at this time yesterday (never below 1: a quiet day
+/// does not lower a bar), as a factor of yesterday's level.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Crowd(pub f64);
 
@@ -63,11 +60,40 @@ impl Crowd {
     pub const UNKNOWN: Crowd = Crowd(1.0);
 }
 
-/// See [`Crowd`]: each key's share of it is capped, so that one key's incident is not everyone's
-/// rise. A sum, not the engine's median of rises: read once for every key, it cannot leave the
-/// key judged out, and a key alone on its gateway would be its own crowd.
-const CROWD_CAP: f64 = 3.0;
-const CROWD_SLACK: f64 = 3.0;
+/// Every key's answered requests in the last closed [`BLOCK_S`] and over the same seconds a day
+/// earlier, among the keys that sent any then: a key's [`Crowd`] is the median of the other
+/// keys' rises since, as the engine reads its crowd ([`Rises`]). A median, so that a few keys
+/// under incidents of their own do not raise every key's bar (on DEV seed 1, a capped sum read
+/// x1.53 and spared a ramp at x1.8 its yesterday). Read once per block, for every shard's keys
+/// alike.
+#[derive(Debug)]
+pub struct SinceYesterday {
+    rises: Rises,
+    /// Each key's answered requests in the block, and a minute's of them yesterday.
+    keys: FxMap<String, (u64, f64)>,
+}
+
+impl SinceYesterday {
+    /// From rows of (key, answered requests in the block, the same a day earlier).
+    pub fn new(rows: Vec<(String, u64, f64)>) -> SinceYesterday {
+        let minutes = f64::from(BLOCK_S / 60);
+        let keys: FxMap<String, (u64, f64)> = rows
+            .into_iter()
+            .map(|(key, now, then)| (key, (now, then / minutes)))
+            .collect();
+        let all = keys.values().map(|k| crowd_weight(k.1)).sum();
+        SinceYesterday {
+            rises: Rises::new(keys.values().copied(), all, minutes),
+            keys,
+        }
+    }
+
+    /// The crowd `key` is judged beyond: the other keys' rise.
+    pub fn without(&self, key: &str) -> Crowd {
+        let (now, then) = self.keys.get(key).copied().unwrap_or((0, 0.0));
+        Crowd(self.rises.median_without(now, then))
+    }
+}
 
 /// What a level rule measures.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -118,19 +144,24 @@ fn judged_by_level(candidate: &Candidate) -> bool {
 /// yesterday is unknown or idle); yesterday's level counts times the `crowd`'s rise since. Notes
 /// yesterday's level on those kept (fact `yesterday_per_minute`, and in the summary when the
 /// key was busy at all) and the crowd's rise (fact `crowd_since_yesterday`). Returns how many
-/// were dropped. `yesterday`: the key's level, None when not known.
+/// were dropped. `crowd`: the others' rise since for a key; `yesterday`: the key's level, None
+/// when not known.
 pub fn judge(
     candidates: &mut Vec<Candidate>,
     min_ratio: f64,
-    crowd: Crowd,
+    crowd: impl Fn(&str) -> Crowd,
     yesterday: impl Fn(&str) -> Option<Yesterday>,
 ) -> usize {
     let before = candidates.len();
     candidates.retain_mut(|c| {
         let half = c.facts.get("confirm") == Some(&json!("yesterday"));
-        let Some(day) = c.api_key_id().and_then(&yesterday) else {
+        let Some(key) = c.api_key_id() else {
             return !half;
         };
+        let Some(day) = yesterday(key) else {
+            return !half;
+        };
+        let crowd = crowd(key);
         let Some((measure, now, then)) = levels(c, &day) else {
             return !half;
         };
@@ -166,7 +197,7 @@ pub struct Routine {
     block: u32,
     known: FxMap<String, Yesterday>,
     /// The block's crowd, once read.
-    crowd: Option<Crowd>,
+    crowd: Option<SinceYesterday>,
 }
 
 impl Routine {
@@ -210,7 +241,11 @@ impl Routine {
                 Err(err) => warn!(%err, "could not read the crowd's rise since yesterday"),
             }
         }
-        let crowd = self.crowd.unwrap_or(Crowd::UNKNOWN);
+        let crowd = |key: &str| {
+            self.crowd
+                .as_ref()
+                .map_or(Crowd::UNKNOWN, |c| c.without(key))
+        };
         judge(candidates, min_ratio, crowd, |key| {
             self.known.get(key).copied()
         })
@@ -221,26 +256,28 @@ impl Routine {
 const ANSWERED: &str = "greatest(toInt64(countMerge(requests)) - toInt64(sumMerge(errors_auth) \
     + sumMerge(errors_rate_limited) + sumMerge(errors_client) + sumMerge(errors_server)), 0)";
 
-/// The [`Crowd`] as of `now_s`: the last closed [`BLOCK_S`] (whole minutes before `now_s`'s own)
-/// against the same seconds a day earlier.
-async fn fetch_crowd(client: &Client, now_s: u32) -> Result<Crowd, clickhouse::error::Error> {
-    let (now, then) = client
+/// The [`SinceYesterday`] as of `now_s`: the last closed [`BLOCK_S`] (whole minutes before
+/// `now_s`'s own) against the same seconds a day earlier.
+async fn fetch_crowd(
+    client: &Client,
+    now_s: u32,
+) -> Result<SinceYesterday, clickhouse::error::Error> {
+    let rows = client
         .query_raw(&crowd_sql(now_s))
-        .fetch_one::<(f64, f64)>()
+        .fetch_all::<(String, u64, f64)>()
         .await?;
-    Ok(Crowd(if then > 0.0 { now / then } else { 1.0 }))
+    Ok(SinceYesterday::new(rows))
 }
 
 fn crowd_sql(now_s: u32) -> String {
     let to = now_s - now_s % 60;
     let from = to.saturating_sub(BLOCK_S);
     let (then_from, then_to) = (from.saturating_sub(DAY_S), to.saturating_sub(DAY_S));
-    let slack = CROWD_SLACK * f64::from(BLOCK_S / 60);
     format!(
-        "SELECT toFloat64(sum(least(today, {CROWD_CAP} * yesterday + {slack}))), toFloat64(sum(yesterday)) FROM ( \
+        "SELECT api_key_id, toUInt64(today), toFloat64(yesterday) FROM ( \
            SELECT api_key_id, \
-             toFloat64(sumIf(answered, minute >= toDateTime({from}))) AS today, \
-             toFloat64(sumIf(answered, minute < toDateTime({then_to}))) AS yesterday \
+             sumIf(answered, minute >= toDateTime({from})) AS today, \
+             sumIf(answered, minute < toDateTime({then_to})) AS yesterday \
            FROM ( \
              SELECT api_key_id, minute, {ANSWERED} AS answered FROM {KEY_ROLLUP_TABLE} \
              WHERE (minute >= toDateTime({then_from}) AND minute < toDateTime({then_to})) \
@@ -341,7 +378,7 @@ mod tests {
     #[test]
     fn a_key_no_busier_than_yesterday_is_spared() {
         let mut c = vec![candidate("peak", "sustained", 0.09)];
-        assert_eq!(judge(&mut c, 2.0, Crowd::UNKNOWN, |_| Some(DAY)), 1);
+        assert_eq!(judge(&mut c, 2.0, |_| Crowd::UNKNOWN, |_| Some(DAY)), 1);
         assert!(c.is_empty());
 
         let quiet = Yesterday {
@@ -349,7 +386,7 @@ mod tests {
             ..DAY
         };
         let mut c = vec![candidate("new-job", "sustained", 0.09)];
-        assert_eq!(judge(&mut c, 2.0, Crowd::UNKNOWN, |_| Some(quiet)), 0);
+        assert_eq!(judge(&mut c, 2.0, |_| Crowd::UNKNOWN, |_| Some(quiet)), 0);
         assert_eq!(c[0].facts["yesterday_per_minute"], json!(0.01));
         assert!(
             c[0].summary
@@ -365,18 +402,18 @@ mod tests {
     fn each_rule_is_compared_on_its_own_measure() {
         // 0.3 requests a minute (the fact) against yesterday's 40: spared.
         let mut c = vec![candidate("k", "sustained_requests", 0.003)];
-        assert_eq!(judge(&mut c, 2.0, Crowd::UNKNOWN, |_| Some(DAY)), 1);
+        assert_eq!(judge(&mut c, 2.0, |_| Crowd::UNKNOWN, |_| Some(DAY)), 1);
         // 60 requests a minute against 40: kept, though its dollars are below yesterday's.
         let mut c = vec![candidate("k", "sustained_requests", 0.6)];
-        assert_eq!(judge(&mut c, 2.0, Crowd::UNKNOWN, |_| Some(DAY)), 0);
+        assert_eq!(judge(&mut c, 2.0, |_| Crowd::UNKNOWN, |_| Some(DAY)), 0);
 
         let mut tokens = candidate("k", "sustained", 60_000.0);
         tokens.labels.insert("measure".into(), "tokens".into());
         let mut c = vec![tokens.clone()];
-        assert_eq!(judge(&mut c, 2.0, Crowd::UNKNOWN, |_| Some(DAY)), 0);
+        assert_eq!(judge(&mut c, 2.0, |_| Crowd::UNKNOWN, |_| Some(DAY)), 0);
         tokens.observed = 40_000.0;
         let mut c = vec![tokens];
-        assert_eq!(judge(&mut c, 2.0, Crowd::UNKNOWN, |_| Some(DAY)), 1);
+        assert_eq!(judge(&mut c, 2.0, |_| Crowd::UNKNOWN, |_| Some(DAY)), 1);
     }
 
     /// A rise only half certain on the key's model pages when the key is at least twice as
@@ -390,7 +427,7 @@ mod tests {
         };
         let at = |cost_usd| Some(Yesterday { cost_usd, ..DAY });
         let mut c = half();
-        assert_eq!(judge(&mut c, 2.0, Crowd::UNKNOWN, |_| at(0.04)), 0);
+        assert_eq!(judge(&mut c, 2.0, |_| Crowd::UNKNOWN, |_| at(0.04)), 0);
         assert!(
             c[0].summary.contains("$0.0400 a minute"),
             "{}",
@@ -399,14 +436,14 @@ mod tests {
         for yesterday in [at(0.05), at(0.0), None] {
             let mut c = half();
             assert_eq!(
-                judge(&mut c, 2.0, Crowd::UNKNOWN, |_| yesterday),
+                judge(&mut c, 2.0, |_| Crowd::UNKNOWN, |_| yesterday),
                 1,
                 "{yesterday:?}"
             );
         }
         // A full alarm at the same levels pages from just above yesterday's.
         let mut c = vec![candidate("k", "sustained", 0.09)];
-        assert_eq!(judge(&mut c, 2.0, Crowd::UNKNOWN, |_| at(0.05)), 0);
+        assert_eq!(judge(&mut c, 2.0, |_| Crowd::UNKNOWN, |_| at(0.05)), 0);
     }
 
     /// A rise certain against the key's reference asks yesterday for its own `confirm_ratio`:
@@ -423,16 +460,19 @@ mod tests {
         };
         let at = |cost_usd| Some(Yesterday { cost_usd, ..DAY });
         assert_eq!(
-            judge(&mut ramp(Some(1.5)), 2.0, Crowd::UNKNOWN, |_| at(0.05)),
+            judge(&mut ramp(Some(1.5)), 2.0, |_| Crowd::UNKNOWN, |_| at(0.05)),
             0
         );
         assert_eq!(
-            judge(&mut ramp(Some(1.5)), 2.0, Crowd::UNKNOWN, |_| at(0.065)),
+            judge(&mut ramp(Some(1.5)), 2.0, |_| Crowd::UNKNOWN, |_| at(0.065)),
             1
         );
-        assert_eq!(judge(&mut ramp(None), 2.0, Crowd::UNKNOWN, |_| at(0.05)), 1);
         assert_eq!(
-            judge(&mut ramp(Some(1.5)), 2.0, Crowd::UNKNOWN, |_| None),
+            judge(&mut ramp(None), 2.0, |_| Crowd::UNKNOWN, |_| at(0.05)),
+            1
+        );
+        assert_eq!(
+            judge(&mut ramp(Some(1.5)), 2.0, |_| Crowd::UNKNOWN, |_| None),
             1
         );
     }
@@ -444,9 +484,9 @@ mod tests {
         let at = |cost_usd| Some(Yesterday { cost_usd, ..DAY });
         let peak = Crowd(1.75);
         let mut c = vec![candidate("k", "sustained", 0.085)];
-        assert_eq!(judge(&mut c, 2.0, peak, |_| at(0.05)), 1);
+        assert_eq!(judge(&mut c, 2.0, |_| peak, |_| at(0.05)), 1);
         let mut c = vec![candidate("k", "sustained", 0.09)];
-        assert_eq!(judge(&mut c, 2.0, peak, |_| at(0.05)), 0);
+        assert_eq!(judge(&mut c, 2.0, |_| peak, |_| at(0.05)), 0);
         assert_eq!(c[0].facts["crowd_since_yesterday"], json!(1.75));
 
         let ramp = || {
@@ -457,11 +497,29 @@ mod tests {
         };
         // x2.8 yesterday: pages alone (bar 1.5), not in the peak (bar 1.5 x 1.75 = 2.625)
         // unless it rose beyond it.
-        assert_eq!(judge(&mut ramp(), 2.0, Crowd::UNKNOWN, |_| at(0.05)), 0);
-        assert_eq!(judge(&mut ramp(), 2.0, peak, |_| at(0.06)), 1);
-        assert_eq!(judge(&mut ramp(), 2.0, peak, |_| at(0.05)), 0);
-        assert_eq!(judge(&mut ramp(), 2.0, Crowd(0.5), |_| at(0.05)), 0);
-        assert_eq!(judge(&mut ramp(), 2.0, Crowd(0.5), |_| at(0.1)), 1);
+        assert_eq!(judge(&mut ramp(), 2.0, |_| Crowd::UNKNOWN, |_| at(0.05)), 0);
+        assert_eq!(judge(&mut ramp(), 2.0, |_| peak, |_| at(0.06)), 1);
+        assert_eq!(judge(&mut ramp(), 2.0, |_| peak, |_| at(0.05)), 0);
+        assert_eq!(judge(&mut ramp(), 2.0, |_| Crowd(0.5), |_| at(0.05)), 0);
+        assert_eq!(judge(&mut ramp(), 2.0, |_| Crowd(0.5), |_| at(0.1)), 1);
+    }
+
+    /// The crowd since yesterday is the median key's rise, each key left out of its own: three
+    /// keys at x6 under incidents of their own do not raise everyone's bar, and a key alone
+    /// on its gateway has no crowd.
+    #[test]
+    fn the_crowd_since_yesterday_is_the_median_other_key() {
+        let block = |n: u64| n * u64::from(BLOCK_S / 60);
+        let mut rows: Vec<(String, u64, f64)> = (0..10)
+            .map(|i| (format!("calm-{i}"), block(12), block(10) as f64))
+            .collect();
+        rows.extend((0..3).map(|i| (format!("hot-{i}"), block(60), block(10) as f64)));
+        let crowd = SinceYesterday::new(rows);
+        assert_eq!(crowd.without("calm-0"), Crowd(1.2));
+        assert_eq!(crowd.without("hot-0"), Crowd(1.2));
+        assert_eq!(crowd.without("new-key"), Crowd(1.2));
+        let alone = SinceYesterday::new(vec![("solo".into(), block(50), block(10) as f64)]);
+        assert_eq!(alone.without("solo"), Crowd(1.0));
     }
 
     /// A price move, the per-minute rule, other detectors and keys whose yesterday is unknown
@@ -478,8 +536,8 @@ mod tests {
         let mut other = candidate("k", "sustained", 0.01);
         other.detector = Detector::RetryStorm;
         let mut c = vec![candidate("k", "sustained_price", 0.01), per_minute, other];
-        assert_eq!(judge(&mut c, 2.0, Crowd::UNKNOWN, |_| Some(busy)), 0);
+        assert_eq!(judge(&mut c, 2.0, |_| Crowd::UNKNOWN, |_| Some(busy)), 0);
         let mut c = vec![candidate("k", "sustained", 0.01)];
-        assert_eq!(judge(&mut c, 2.0, Crowd::UNKNOWN, |_| None), 0);
+        assert_eq!(judge(&mut c, 2.0, |_| Crowd::UNKNOWN, |_| None), 0);
     }
 }

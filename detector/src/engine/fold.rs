@@ -154,7 +154,7 @@ impl Engine {
                 &params,
                 closed_before,
             );
-            reference_requests += state.sustained.reference_requests();
+            reference_requests += sustained::crowd_weight(state.sustained.reference_requests());
         }
         // Each key's most called model in the last sampled minute (one in ten: a key's usual
         // model changes slowly, and the map costs a lookup per usage row).

@@ -697,6 +697,7 @@ mod crowd;
 use candidates::*;
 pub use crowd::Crowding;
 pub(super) use crowd::{billable, elapsed_share, Crowd, UsualByHour};
+pub(crate) use crowd::{crowd_weight, Rises};
 
 #[cfg(test)]
 mod tests;

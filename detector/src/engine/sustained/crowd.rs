@@ -45,8 +45,9 @@ impl Crowding {
     };
 }
 
-/// Every tracked key's usual requests a minute, its daily rhythm included, summed for each of
-/// the 24 hours after the last fold (indexed by hour of the day). The crowd is judged against
+/// Every tracked key's usual requests a minute, its daily rhythm included, as weights in the
+/// crowd ([`crowd_weight`]), summed for each of the 24 hours after the last fold (indexed by hour
+/// of the day). The crowd is judged against
 /// what it usually does at that hour: at an hour when most keys sleep, the others' usual
 /// without their rhythm would be far above what they send, and a crowd at twice its usual
 /// for the hour (a daily peak) would look quiet.
@@ -64,13 +65,15 @@ impl UsualByHour {
         from_s: u32,
     ) {
         if season.is_none() {
-            self.0.iter_mut().for_each(|total| *total += usual);
+            self.0
+                .iter_mut()
+                .for_each(|total| *total += crowd_weight(usual));
             return;
         }
         for hour in 0..24u32 {
             let at = from_s + hour * 3600;
             let how = hour_of_week(i64::from(at) * 1000);
-            self.0[(at / 3600 % 24) as usize] += usual * rhythm(season, params, how);
+            self.0[(at / 3600 % 24) as usize] += crowd_weight(usual * rhythm(season, params, how));
         }
     }
 
@@ -147,22 +150,26 @@ impl Crowd {
 }
 
 /// The keys' rises in a minute against a baseline of theirs (usual or reference requests a
-/// minute), each key weighing its baseline, so that a key of a few requests a day does not
-/// count as much as one of hundreds a minute: sorted, with the weight at or below each rise.
-/// The tracked keys idle in the minute sit at a rise of 0, below every other.
-struct Rises {
+/// minute), each key weighing its baseline up to [`MAX_CROWD_WEIGHT`] requests a minute, so that a key
+/// of a few requests a day does not count as much as one of dozens a minute: sorted, with the
+/// weight at or below each rise. The tracked keys idle in the minute sit at a rise of 0, below
+/// every other.
+#[derive(Debug)]
+pub(crate) struct Rises {
     /// Each rise (the idle keys' 0 first) with the weight of the keys at or below it.
     below: Vec<(f64, f64)>,
-    elapsed: f64,
+    /// The minutes the requests were counted over (the share of one elapsed, for the
+    /// engine's open minute).
+    minutes: f64,
 }
 
 impl Rises {
-    /// The rises of `keys` (billable requests, baseline) `elapsed` of the way through the
-    /// minute, among tracked keys whose baselines add up to `all` (the others were idle).
-    fn new(keys: impl Iterator<Item = (u64, f64)>, all: f64, elapsed: f64) -> Rises {
+    /// The rises of `keys` (billable requests over `minutes`, baseline requests a minute)
+    /// among keys whose weights ([`crowd_weight`]) add up to `all` (the others were idle).
+    pub(crate) fn new(keys: impl Iterator<Item = (u64, f64)>, all: f64, minutes: f64) -> Rises {
         let mut rises: Vec<(f64, f64)> = keys
             .filter(|k| k.1 > 0.0)
-            .map(|(requests, base)| (rise(requests, base, elapsed), base))
+            .map(|(requests, base)| (rise(requests, base, minutes), crowd_weight(base)))
             .collect();
         rises.sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
         let active: f64 = rises.iter().map(|r| r.1).sum();
@@ -173,16 +180,16 @@ impl Rises {
             weight += base;
             below.push((rise, weight));
         }
-        Rises { below, elapsed }
+        Rises { below, minutes }
     }
 
     /// The median rise of the keys other than one that made `requests` against its `base`
     /// (never below 1; 1 when the others' baselines add up to less than
     /// [`Crowd::MIN_USUAL`]).
-    fn median_without(&self, requests: u64, base: f64) -> f64 {
-        let base = base.max(0.0);
+    pub(crate) fn median_without(&self, requests: u64, base: f64) -> f64 {
+        let weight = if base > 0.0 { crowd_weight(base) } else { 0.0 };
         let all = self.below.last().map_or(0.0, |b| b.1);
-        let others = all - base;
+        let others = all - weight;
         if others < Crowd::MIN_USUAL {
             return 1.0;
         }
@@ -191,7 +198,7 @@ impl Rises {
         // median): below it the weights are as they are, from it on they are less its own.
         let at = if base > 0.0 {
             self.below
-                .partition_point(|b| b.0 < rise(requests, base, self.elapsed))
+                .partition_point(|b| b.0 < rise(requests, base, self.minutes))
         } else {
             self.below.len()
         };
@@ -200,7 +207,7 @@ impl Rises {
         let median = match before.get(i) {
             Some(b) => b.0,
             None => {
-                let j = after.partition_point(|b| b.1 - base < half);
+                let j = after.partition_point(|b| b.1 - weight < half);
                 after.get(j).or(after.last()).map_or(1.0, |b| b.0)
             }
         };
@@ -208,10 +215,23 @@ impl Rises {
     }
 }
 
+/// How much a key's rise counts in the crowd: its baseline requests a minute, up to
+/// [`MAX_CROWD_WEIGHT`].
+pub(crate) fn crowd_weight(base: f64) -> f64 {
+    base.min(MAX_CROWD_WEIGHT)
+}
+
+/// The most a key weighs in the crowd, in requests a minute. Its rise is as precise as its
+/// count up to about this (a Poisson spread of a fifth); beyond, its own burstiness bounds
+/// it, and one big key must not be half the crowd: a median is then that key. On DEV seed 7, a
+/// key whose reference held a batch job weighed 623 of 1,228, and the crowd read x0.12 in a
+/// daily peak that had raised everyone else x1.6.
+const MAX_CROWD_WEIGHT: f64 = 30.0;
+
 /// A key's rise in a minute: its `requests` over its `base` requests a minute, for the share
-/// of the minute `elapsed`.
-fn rise(requests: u64, base: f64, elapsed: f64) -> f64 {
-    requests as f64 / (base * elapsed)
+/// a minute, counted over `minutes`.
+fn rise(requests: u64, base: f64, minutes: f64) -> f64 {
+    requests as f64 / (base * minutes)
 }
 
 /// The share of `minute` elapsed at `now_s` (1 once it has ended; at least 0.05, so that the
@@ -232,7 +252,7 @@ mod tests {
 
     /// `(requests, usual)` for each key, with `idle` usual requests of keys idle in the minute.
     fn rises(keys: &[(u64, f64)], idle: f64) -> Rises {
-        let all = idle + keys.iter().map(|k| k.1).sum::<f64>();
+        let all = idle + keys.iter().map(|k| crowd_weight(k.1)).sum::<f64>();
         Rises::new(keys.iter().copied(), all, 1.0)
     }
 
@@ -255,6 +275,15 @@ mod tests {
         // Ties: one of two keys alike is left out, the other stays.
         let crowd = rises(&[(60, 20.0), (60, 20.0), (10, 10.0)], 0.0);
         assert_eq!(crowd.median_without(60, 20.0), 3.0);
+    }
+
+    #[test]
+    fn one_big_key_is_not_half_the_crowd() {
+        // A key whose reference held a batch job, now at x0.12, and twelve keys at x1.6.
+        let mut keys = vec![(72, 600.0)];
+        keys.extend([(16, 10.0); 12]);
+        let crowd = rises(&keys, 0.0);
+        assert_eq!(crowd.median_without(16, 10.0), 1.6);
     }
 
     #[test]

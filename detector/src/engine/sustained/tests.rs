@@ -88,9 +88,12 @@ fn run_data(
     for i in 0..minutes {
         let minute = T0 + i * 60;
         let mut candidates = e.cycle(&data_at(i, minute), minute + 60, i < 120);
-        crate::routine::judge(&mut candidates, 2.0, crate::routine::Crowd::UNKNOWN, |_| {
-            None
-        });
+        crate::routine::judge(
+            &mut candidates,
+            2.0,
+            |_| crate::routine::Crowd::UNKNOWN,
+            |_| None,
+        );
         for c in candidates {
             if c.detector == "spend_spike" {
                 found.push((i, c));
@@ -597,13 +600,21 @@ fn a_ramp_is_judged_against_the_key_before_it_and_confirmed_by_yesterday() {
         tokens: 36_000.0,
     };
     let mut kept = found.clone();
-    crate::routine::judge(&mut kept, 2.0, crate::routine::Crowd::UNKNOWN, |_| {
-        Some(yesterday)
-    });
+    crate::routine::judge(
+        &mut kept,
+        2.0,
+        |_| crate::routine::Crowd::UNKNOWN,
+        |_| Some(yesterday),
+    );
     assert!(!kept.is_empty(), "{found:?}");
     let all = found.len();
     assert_eq!(
-        crate::routine::judge(&mut found, 2.0, crate::routine::Crowd::UNKNOWN, |_| None),
+        crate::routine::judge(
+            &mut found,
+            2.0,
+            |_| crate::routine::Crowd::UNKNOWN,
+            |_| None
+        ),
         all
     );
 }
