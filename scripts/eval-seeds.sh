@@ -164,9 +164,14 @@ one() {
     kept="$(reuse_args "$seed")" || return 1
     read -ra reuse <<<"$kept"
   fi
-  if "$TRIPLINE_BIN" evaluate --hours "$hours" --history-hours "$history" --rate "$rate" --seed "$seed" \
-      --json "$out/seed-$seed.json.tmp" ${keep[@]+"${keep[@]}"} ${reuse[@]+"${reuse[@]}"} \
-      ${extra[@]+"${extra[@]}"} >"$out/seed-$seed.log" 2>&1; then
+  "$TRIPLINE_BIN" evaluate --hours "$hours" --history-hours "$history" --rate "$rate" --seed "$seed" \
+    --json "$out/seed-$seed.json.tmp" ${keep[@]+"${keep[@]}"} ${reuse[@]+"${reuse[@]}"} \
+    ${extra[@]+"${extra[@]}"} >"$out/seed-$seed.log" 2>&1 &
+  local evaluation=$!
+  # This job killed (by the script's trap below, or by a pkill that matches it too), its
+  # evaluation stops with it: left running, it loads ClickHouse for a result nobody reads.
+  trap 'kill -TERM "$evaluation" 2>/dev/null; exit 143' INT TERM
+  if wait "$evaluation"; then
     mv "$out/seed-$seed.json.tmp" "$out/seed-$seed.json"
     say "seed $seed: done in $((SECONDS - t0)) s"
   else
@@ -174,6 +179,15 @@ one() {
     return 1
   fi
 }
+
+# A kill of this script stops its jobs, and each job its evaluation (see `one`).
+stop_jobs() {
+  local pid
+  for pid in $(jobs -p); do kill -TERM "$pid" 2>/dev/null || true; done
+  say "stopped"
+  exit 143
+}
+trap stop_jobs INT TERM
 
 for seed in $seeds; do
   while [ "$(jobs -rp | wc -l)" -ge "$jobs" ]; do
