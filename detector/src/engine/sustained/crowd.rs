@@ -150,10 +150,10 @@ impl Crowd {
 }
 
 /// The keys' rises in a minute against a baseline of theirs (usual or reference requests a
-/// minute), each key weighing its baseline up to [`MAX_CROWD_WEIGHT`] requests a minute, so that a key
-/// of a few requests a day does not count as much as one of dozens a minute: sorted, with the
-/// weight at or below each rise. The tracked keys idle in the minute sit at a rise of 0, below
-/// every other.
+/// minute), each key weighing its baseline up to [`MAX_CROWD_WEIGHT`] requests a minute, so
+/// that a key of a few requests a day does not count as much as one of dozens a minute:
+/// sorted, with the weight at or below each rise. The tracked keys idle in the minute sit at a
+/// rise of 0, below every other.
 #[derive(Debug)]
 pub(crate) struct Rises {
     /// Each rise (the idle keys' 0 first) with the weight of the keys at or below it.
@@ -184,8 +184,7 @@ impl Rises {
     }
 
     /// The median rise of the keys other than one that made `requests` against its `base`
-    /// (never below 1; 1 when the others' baselines add up to less than
-    /// [`Crowd::MIN_USUAL`]).
+    /// (never below 1; 1 when the others' weights add up to less than [`Crowd::MIN_USUAL`]).
     pub(crate) fn median_without(&self, requests: u64, base: f64) -> f64 {
         let weight = if base > 0.0 { crowd_weight(base) } else { 0.0 };
         let all = self.below.last().map_or(0.0, |b| b.1);
@@ -228,8 +227,7 @@ pub(crate) fn crowd_weight(base: f64) -> f64 {
 /// daily peak that had raised everyone else x1.6.
 const MAX_CROWD_WEIGHT: f64 = 30.0;
 
-/// A key's rise in a minute: its `requests` over its `base` requests a minute, for the share
-/// a minute, counted over `minutes`.
+/// A key's rise: its `requests`, counted over `minutes`, against its `base` requests a minute.
 fn rise(requests: u64, base: f64, minutes: f64) -> f64 {
     requests as f64 / (base * minutes)
 }
