@@ -264,3 +264,93 @@ async fn a_key_at_yesterdays_level_is_spared_and_a_new_rise_is_not() {
         "{new_rise:#}"
     );
 }
+
+/// The crowd's rise since yesterday is re-read every minute. Six keys double at the start of a
+/// ten-minute block (a daily peak climbing); k-peak, at 45 requests a minute against its 30 at
+/// this time yesterday, is judged at the block's first minute and again at its last. Then
+/// the crowd is x1.0 and it pages; by the last minute the others are x1.9 their yesterday and
+/// it is spared (bar 57). Read once per block, the crowd stayed x1.0 and it paged both times
+/// (DEV seeds 7 and 8). The detector's own yesterday check, on the rows ingest stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_crowd_since_yesterday_follows_a_climbing_peak() {
+    use std::collections::BTreeMap;
+    use tripline_core::{alert::Severity, config::Detector};
+    use tripline_detector::{engine::Candidate, routine::Routine};
+
+    let env = TestEnv::new("backtest_crowd_now").await;
+    let _ingest = env.spawn("ingest", "ingest");
+    assert!(wait_ready(&env, Duration::from_secs(60)).await);
+    const MINUTE: i64 = 60_000;
+    const DAY: i64 = 1440 * MINUTE;
+    let block = (now_ms() / (10 * MINUTE) - 6) * 10 * MINUTE;
+    let mut events = Vec::new();
+    for m in -20..10 {
+        let minute = block + m * MINUTE;
+        for c in 0..6 {
+            let key = format!("c-{c}");
+            events.extend(minute_of(&key, minute - DAY, 20, 0.005));
+            events.extend(minute_of(&key, minute, if m < 0 { 20 } else { 40 }, 0.005));
+        }
+        events.extend(minute_of("k-peak", minute - DAY, 30, 0.005));
+        events.extend(minute_of(
+            "k-peak",
+            minute,
+            if m < 0 { 20 } else { 45 },
+            0.005,
+        ));
+    }
+    produce(&producer(), &env.gateway_topic, "k", &events).await;
+    let stored = env
+        .wait_for(
+            "SELECT count() FROM gateway_requests",
+            events.len() as f64,
+            Duration::from_secs(60),
+        )
+        .await;
+    assert_eq!(stored, events.len() as f64);
+
+    let k_peak = || Candidate {
+        detector: Detector::SpendSpike,
+        labels: BTreeMap::from([("api_key_id".to_owned(), "k-peak".to_owned())]),
+        severity: Severity::Warning,
+        observed: 0.225,
+        expected: 0.1,
+        upper: 0.15,
+        score: 0.75,
+        window_start_s: 0,
+        window_end_s: 60,
+        summary: String::new(),
+        facts: BTreeMap::from([
+            ("rule".to_owned(), serde_json::json!("sustained_requests")),
+            ("requests_per_minute".to_owned(), serde_json::json!(45.0)),
+            ("minutes".to_owned(), serde_json::json!(5)),
+        ]),
+    };
+    let clickhouse = env.clickhouse();
+    let mut routine = Routine::default();
+    let first_minute = (block / 1000) as u32;
+    let mut judged = vec![k_peak()];
+    assert_eq!(
+        routine
+            .judge(&clickhouse, &mut judged, 2.0, first_minute)
+            .await,
+        0
+    );
+    assert_eq!(
+        judged[0].facts["crowd_since_yesterday"],
+        serde_json::json!(1.0)
+    );
+    assert_eq!(
+        judged[0].facts["yesterday_per_minute"],
+        serde_json::json!(30.0)
+    );
+
+    let mut judged = vec![k_peak()];
+    let spared = routine
+        .judge(&clickhouse, &mut judged, 2.0, first_minute + 9 * 60)
+        .await;
+    assert_eq!(
+        spared, 1,
+        "x1.9 crowd since yesterday spares 45 against 30: {judged:?}"
+    );
+}
