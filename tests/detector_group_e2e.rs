@@ -57,6 +57,21 @@ fn storm(topic: &str, key: &str, until: Arc<AtomicBool>) -> tokio::task::JoinHan
     })
 }
 
+/// The firing retry-storm rows of `key`, one per line: when, at what severity, which worker's
+/// summary (for a failure message).
+async fn firing_rows(env: &TestEnv, key: &str) -> String {
+    env.clickhouse()
+        .query_raw(&format!(
+            "SELECT toString(emitted_at), toString(severity), toString(starts_at), summary FROM alerts \
+             WHERE status = 'firing' AND detector = 'retry_storm' AND api_key_id = '{key}' \
+             ORDER BY emitted_at"
+        ))
+        .fetch_all::<(String, String, String, String)>()
+        .await
+        .map(|rows| format!("{rows:#?}"))
+        .unwrap_or_else(|e| e.to_string())
+}
+
 /// The shards a worker's log says it holds now (its last assignment), if any yet.
 fn assigned(env: &TestEnv, tag: &str) -> Option<BTreeSet<u32>> {
     let log = std::fs::read_to_string(env.log_path(tag)).ok()?;
@@ -248,7 +263,12 @@ group_id = \"{}.detectors\"
     let fired = env
         .wait_for(&firing_on(&second), 1.0, Duration::from_secs(45))
         .await;
-    assert_eq!(fired, 1.0, "no storm alert on {second} after the takeover");
+    assert_eq!(
+        fired,
+        1.0,
+        "one storm alert on {second} after the takeover: {}",
+        firing_rows(&env, &second).await
+    );
     eprintln!("{second} paged {:?} after the kill", killed.elapsed());
 
     // The first storm went on for all that time: still one page for it.
@@ -256,7 +276,12 @@ group_id = \"{}.detectors\"
     storming.store(false, Ordering::Relaxed);
     first_storm.await.unwrap();
     second_storm.await.unwrap();
-    assert_eq!(env.scalar(&firing_on(&first)).await, 1.0);
+    assert_eq!(
+        env.scalar(&firing_on(&first)).await,
+        1.0,
+        "{}",
+        firing_rows(&env, &first).await
+    );
     let firing = env
         .scalar("SELECT count() FROM alerts WHERE status = 'firing'")
         .await;
