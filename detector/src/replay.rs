@@ -10,7 +10,7 @@ mod minutes;
 use self::minutes::{scans_at, split_by_minute, BudgetSums};
 use crate::data::{self, CycleData, CycleQuery, Shard, Thresholds};
 use crate::engine::Engine;
-use crate::lifecycle::{Lifecycle, Step};
+use crate::lifecycle::Lifecycle;
 use crate::routine::Routine;
 
 /// An alert that fired during a replay, at event time `at_s`.
@@ -95,13 +95,8 @@ impl Run {
                 .judge(clickhouse, &mut candidates, min_ratio, now)
                 .await;
         }
-        for candidate in candidates {
-            if let Step::Fire(alert) = self.lifecycle.observe(&candidate, now) {
-                self.firings.push(Firing {
-                    at_s: now,
-                    alert: *alert,
-                });
-            }
+        for alert in self.lifecycle.observe_cycle(&candidates, now) {
+            self.firings.push(Firing { at_s: now, alert });
         }
         self.lifecycle.resolve_stale(now, self.resolve_after_s);
     }

@@ -9,7 +9,7 @@ use tripline_core::time::now_s;
 
 use crate::data::{self, Shard};
 use crate::engine::{Engine, Evictions};
-use crate::lifecycle::{Lifecycle, Step};
+use crate::lifecycle::Lifecycle;
 use crate::outbox::Outbox;
 use crate::routine::Routine;
 use crate::warm::{self, LateWatch, Rewarm, WarmError};
@@ -72,14 +72,12 @@ impl Worker {
                 .judge(clickhouse, &mut candidates, min_ratio, now)
                 .await;
         }
-        for candidate in &candidates {
-            if let Step::Fire(mut alert) = self.lifecycle.observe(candidate, now) {
-                if let Err(err) = evidence::attach(clickhouse, &mut alert).await {
-                    warn!(%err, fingerprint = %alert.fingerprint, "could not gather evidence");
-                }
-                self.lifecycle.attach(&alert);
-                outbox.decided(*alert).await;
+        for mut alert in self.lifecycle.observe_cycle(&candidates, now) {
+            if let Err(err) = evidence::attach(clickhouse, &mut alert).await {
+                warn!(%err, fingerprint = %alert.fingerprint, "could not gather evidence");
             }
+            self.lifecycle.attach(&alert);
+            outbox.decided(alert).await;
         }
         let resolve_after_s = self.engine.config().resolve_after_s as u32;
         for alert in self.lifecycle.resolve_stale(now, resolve_after_s) {
