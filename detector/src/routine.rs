@@ -1,6 +1,6 @@
 //! A key's routine: what it did at this time yesterday. A sustained spend alert on a key that is
-//! no busier than it was at this time yesterday is the key's day, not an incident, and is
-//! spared; a rise only half certain on the key's own model pages when the key is at least
+//! not clearly busier than it was at this time yesterday (`clearly_above`) is the key's day,
+//! not an incident, and is spared; a rise only half certain on the key's own model pages when the key is at least
 //! `min_ratio` times as busy as at this time yesterday.
 //!
 //! The spend models know a key's daily rhythm by the hour. A key whose working day jumps x40

@@ -124,8 +124,9 @@ pub struct SpendSpikeConfig {
     /// The same for tokens, for models missing from the price table. 0 switches it off.
     pub impact_tokens_per_day: f64,
     /// A sustained rise of a key's spend, requests or tokens a minute does not page while the
-    /// key is no busier than in its busiest ten minutes within half an hour of this time
-    /// yesterday (read from ClickHouse): a steep daily peak is the key's day, not an incident.
+    /// key is not clearly busier (by two standard errors of the requests counted) than in its
+    /// busiest ten minutes within half an hour of this time yesterday, times the other keys'
+    /// rise since (read from ClickHouse): a steep daily peak is the key's day, not an incident.
     /// And a rise with half the evidence pages when the key is `sustained.min_ratio` times as
     /// busy as then (detector/src/routine.rs).
     pub compare_with_yesterday: bool,
