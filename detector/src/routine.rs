@@ -1,7 +1,7 @@
 //! A key's routine: what it did at this time yesterday. A sustained spend alert on a key that is
 //! not clearly busier than it was at this time yesterday (`clearly_above`) is the key's day,
-//! not an incident, and is spared; a rise only half certain on the key's own model pages when the key is at least
-//! `min_ratio` times as busy as at this time yesterday.
+//! not an incident, and is spared; a rise only half certain on the key's own model pages when
+//! the key is at least `min_ratio` times as busy as at this time yesterday.
 //!
 //! The spend models know a key's daily rhythm by the hour. A key whose working day jumps x40
 //! at 11:35 and falls back by 14:30 is far above its hour's factor for much of that peak, and
