@@ -61,21 +61,25 @@ impl Crowd {
     pub const UNKNOWN: Crowd = Crowd(1.0);
 }
 
-/// Every key's answered requests in the last closed [`BLOCK_S`] and over the same seconds a day
-/// earlier, among the keys that sent any then: a key's [`Crowd`] is the median of the other
-/// keys' rises since, as the engine reads its crowd ([`Rises`]). A median, so that a few keys
+/// Every key's answered requests in the last closed [`BLOCK_S`] and in its busiest block within
+/// [`AROUND_S`] of this time yesterday, among the keys that sent any then: a key's [`Crowd`] is
+/// the median of the other keys' rises since, as the engine reads its crowd ([`Rises`]). Each
+/// key on the footing the judged key's own yesterday is read on: against the same ten minutes
+/// a day earlier, a gateway whose traffic swells and ebbs over half an hour (DEV seed 1: 0.65x
+/// to 1.6x its yesterday within fifteen minutes, day after day at another phase) gave a crowd
+/// that swung with the phase, and spared or paged a key by the minute it was judged in. A median, so that a few keys
 /// under incidents of their own do not raise every key's bar (on DEV seed 1, a capped sum read
 /// x1.53 and spared a ramp at x1.8 its yesterday). Read once a minute, for every shard's keys
 /// alike.
 #[derive(Debug)]
 pub struct SinceYesterday {
     rises: Rises,
-    /// Each key's answered requests in the block, and a minute's of them yesterday.
+    /// Each key's answered requests in the block, and a minute's of its busiest block then.
     keys: FxMap<String, (u64, f64)>,
 }
 
 impl SinceYesterday {
-    /// From rows of (key, answered requests in the block, the same a day earlier).
+    /// From rows of (key, answered requests in the block, those of its busiest block then).
     pub fn new(rows: Vec<(String, u64, f64)>) -> SinceYesterday {
         let minutes = f64::from(BLOCK_S / 60);
         let keys: FxMap<String, (u64, f64)> = rows
@@ -301,8 +305,8 @@ impl Routine {
 const ANSWERED: &str = "greatest(toInt64(countMerge(requests)) - toInt64(sumMerge(errors_auth) \
     + sumMerge(errors_rate_limited) + sumMerge(errors_client) + sumMerge(errors_server)), 0)";
 
-/// The [`SinceYesterday`] as of `now_s`: the last closed [`BLOCK_S`] (whole minutes before
-/// `now_s`'s own) against the same seconds a day earlier.
+/// The [`SinceYesterday`] as of `now_s`: each key's last closed [`BLOCK_S`] (whole minutes
+/// before `now_s`'s own) against its busiest block within [`AROUND_S`] of this time yesterday.
 async fn fetch_crowd(
     client: &Client,
     now_s: u32,
@@ -317,10 +321,10 @@ async fn fetch_crowd(
 fn crowd_sql(now_s: u32) -> String {
     let to = now_s - now_s % 60;
     let from = to.saturating_sub(BLOCK_S);
-    let (then_from, then_to) = (from.saturating_sub(DAY_S), to.saturating_sub(DAY_S));
+    let (then_from, then_to) = around_yesterday(now_s);
     format!(
-        "SELECT api_key_id, toUInt64(today), toFloat64(yesterday) FROM ( \
-           SELECT api_key_id, \
+        "SELECT api_key_id, toUInt64(sum(today)), toFloat64(max(yesterday)) FROM ( \
+           SELECT api_key_id, intDiv(toUInt32(minute), {BLOCK_S}) AS block, \
              sumIf(answered, minute >= toDateTime({from})) AS today, \
              sumIf(answered, minute < toDateTime({then_to})) AS yesterday \
            FROM ( \
@@ -328,9 +332,15 @@ fn crowd_sql(now_s: u32) -> String {
              WHERE (minute >= toDateTime({then_from}) AND minute < toDateTime({then_to})) \
                 OR (minute >= toDateTime({from}) AND minute < toDateTime({to})) \
              GROUP BY api_key_id, minute) \
-           GROUP BY api_key_id) \
-         WHERE yesterday > 0"
+           GROUP BY api_key_id, block) \
+         GROUP BY api_key_id HAVING max(yesterday) > 0"
     )
+}
+
+/// "This time yesterday": [`AROUND_S`] either side of `now_s` a day earlier.
+fn around_yesterday(now_s: u32) -> (u32, u32) {
+    let then = now_s.saturating_sub(DAY_S);
+    (then.saturating_sub(AROUND_S), then + AROUND_S)
 }
 
 /// The SQL [`Routine`] runs as of `now_s` (yesterday's levels for `keys`, the crowd), named:
@@ -368,8 +378,7 @@ async fn fetch(
 }
 
 fn levels_sql(keys: &[&str], now_s: u32) -> String {
-    let then = now_s.saturating_sub(DAY_S);
-    let (from, to) = (then.saturating_sub(AROUND_S), then + AROUND_S);
+    let (from, to) = around_yesterday(now_s);
     let keys = keys.iter().map(|k| quote(k)).collect::<Vec<_>>().join(", ");
     let per_minute = f64::from(BLOCK_S / 60);
     format!(
