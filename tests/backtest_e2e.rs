@@ -100,15 +100,7 @@ async fn stricter_removes_small_spikes_and_looser_adds_alerts() {
             }
         }
     }
-    produce(&producer(), &env.gateway_topic, "k", &events).await;
-    let stored = env
-        .wait_for(
-            "SELECT count() FROM gateway_requests",
-            events.len() as f64,
-            Duration::from_secs(60),
-        )
-        .await;
-    assert_eq!(stored, events.len() as f64);
+    env.store_history(&producer(), "k", &events).await;
 
     let running = env.config_path();
     let from = tripline_core::time::format_ms(start);
@@ -205,15 +197,7 @@ async fn a_key_at_yesterdays_level_is_spared_and_a_new_rise_is_not() {
     for m in 10..45 {
         events.extend(minute_of("k-new", surge - DAY + m * MINUTE, 20, 0.005));
     }
-    produce(&producer(), &env.gateway_topic, "k", &events).await;
-    let stored = env
-        .wait_for(
-            "SELECT count() FROM gateway_requests",
-            events.len() as f64,
-            Duration::from_secs(60),
-        )
-        .await;
-    assert_eq!(stored, events.len() as f64);
+    env.store_history(&producer(), "k", &events).await;
 
     let running = env.dir.join("unchecked.toml");
     let base = std::fs::read_to_string(env.config_path()).unwrap();
@@ -299,15 +283,7 @@ async fn the_crowd_since_yesterday_follows_a_climbing_peak() {
             0.005,
         ));
     }
-    produce(&producer(), &env.gateway_topic, "k", &events).await;
-    let stored = env
-        .wait_for(
-            "SELECT count() FROM gateway_requests",
-            events.len() as f64,
-            Duration::from_secs(60),
-        )
-        .await;
-    assert_eq!(stored, events.len() as f64);
+    env.store_history(&producer(), "k", &events).await;
 
     let k_peak = || Candidate {
         detector: Detector::SpendSpike,
