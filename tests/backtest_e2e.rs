@@ -8,6 +8,9 @@ use std::time::Duration;
 
 use common::*;
 
+const MINUTE: i64 = 60_000;
+const DAY: i64 = 1440 * MINUTE;
+
 fn request(id: &str, key: &str, ts: i64, cost: f64) -> Vec<u8> {
     format!(
         r#"{{"event_id":"{id}","ts":{ts},"api_key_id":"{key}","project":"bt","model":"gpt-4o-mini","provider":"openai","status":200,"cost_usd":{cost},"client_country":"DE","user_agent":"openai-python/1.52.0"}}"#
@@ -172,8 +175,6 @@ async fn a_key_at_yesterdays_level_is_spared_and_a_new_rise_is_not() {
     let env = TestEnv::new("backtest_yesterday").await;
     let _ingest = env.spawn("ingest", "ingest");
     assert!(wait_ready(&env, Duration::from_secs(60)).await);
-    const MINUTE: i64 = 60_000;
-    const DAY: i64 = 1440 * MINUTE;
     // Today: an hour of 20 requests a minute on both keys, then each triples for 15 minutes,
     // k-routine from `surge`, k-new 20 minutes later (never together: each is the other's
     // crowd).
@@ -264,8 +265,6 @@ async fn the_crowd_since_yesterday_follows_a_climbing_peak() {
     let env = TestEnv::new("backtest_crowd_now").await;
     let _ingest = env.spawn("ingest", "ingest");
     assert!(wait_ready(&env, Duration::from_secs(60)).await);
-    const MINUTE: i64 = 60_000;
-    const DAY: i64 = 1440 * MINUTE;
     let block = (now_ms() / (10 * MINUTE) - 6) * 10 * MINUTE;
     let mut events = Vec::new();
     for m in -20..10 {

@@ -67,10 +67,10 @@ impl Crowd {
 /// key on the footing the judged key's own yesterday is read on: against the same ten minutes
 /// a day earlier, a gateway whose traffic swells and ebbs over half an hour (DEV seed 1: 0.65x
 /// to 1.6x its yesterday within fifteen minutes, day after day at another phase) gave a crowd
-/// that swung with the phase, and spared or paged a key by the minute it was judged in. A median, so that a few keys
-/// under incidents of their own do not raise every key's bar (on DEV seed 1, a capped sum read
-/// x1.53 and spared a ramp at x1.8 its yesterday). Read once a minute, for every shard's keys
-/// alike.
+/// that swung with the phase, and spared or paged a key by the minute it was judged in. A
+/// median, so that a few keys under incidents of their own do not raise every key's bar (on
+/// DEV seed 1, a capped sum read x1.53 and spared a ramp at x1.8 its yesterday). Read once a
+/// minute, for every shard's keys alike.
 #[derive(Debug)]
 pub struct SinceYesterday {
     rises: Rises,
@@ -116,10 +116,10 @@ const RUN_MINUTES_MAX: f64 = 10.0;
 /// variation taken as Poisson's for the requests behind it (`per_request`: the measure's
 /// amount per request). Without a scale, or against an idle yesterday, above is above.
 fn clearly_above(now: f64, minutes: f64, then: f64, crowd: f64, per_request: Option<f64>) -> bool {
-    let bar = then * crowd;
     let Some(per_request) = per_request.filter(|p| *p > 0.0 && then > 0.0) else {
-        return now > bar;
+        return now > then * crowd;
     };
+    // In requests a minute, the bar's variance is the block's, scaled by the crowd twice.
     let (now, then) = (now / per_request, then / per_request);
     let minutes = minutes.clamp(1.0, RUN_MINUTES_MAX);
     let block_minutes = f64::from(BLOCK_S / 60);
@@ -180,14 +180,14 @@ fn judged_by_level(candidate: &Candidate) -> bool {
     levels(candidate, &Yesterday::default()).is_some()
 }
 
-/// Drops the level rules' candidates whose key is not clearly busier than at this time yesterday
-/// ([`clearly_above`]), and the half-certain ones (fact `confirm = yesterday`) whose key is not at least
-/// `min_ratio` (or the candidate's fact `confirm_ratio`) times as busy as then (or whose
-/// yesterday is unknown or idle); yesterday's level counts times the `crowd`'s rise since. Notes
-/// yesterday's level on those kept (fact `yesterday_per_minute`, and in the summary when the
-/// key was busy at all) and the crowd's rise (fact `crowd_since_yesterday`). Returns how many
-/// were dropped. `crowd`: the others' rise since for a key; `yesterday`: the key's level, None
-/// when not known.
+/// Drops the level rules' candidates whose key is not clearly busier than at this time
+/// yesterday ([`clearly_above`]), and the half-certain ones (fact `confirm = yesterday`) whose
+/// key is not at least `min_ratio` (or the candidate's fact `confirm_ratio`) times as busy as
+/// then (or whose yesterday is unknown or idle); yesterday's level counts times the `crowd`'s
+/// rise since. Notes yesterday's level on those kept (fact `yesterday_per_minute`, and in the
+/// summary when the key was busy at all) and the crowd's rise (fact `crowd_since_yesterday`).
+/// Returns how many were dropped. `crowd`: the others' rise since for a key; `yesterday`: the
+/// key's level, None when not known.
 pub fn judge(
     candidates: &mut Vec<Candidate>,
     min_ratio: f64,
@@ -244,7 +244,7 @@ pub struct Routine {
     /// The crowd over the ten minutes before the minute it was read in (that minute).
     /// Yesterday's levels hold for a block, but the crowd moves: read once a block, it was up
     /// to twenty minutes behind a daily peak's rise, and a key rising with the peak paged for
-    /// being a few percent above its yesterday (DEV seeds 7 and 8, at x1.02 and x1.12).
+    /// being a little above its yesterday (DEV seed 8, at x1.12).
     crowd: Option<(u32, SinceYesterday)>,
 }
 
