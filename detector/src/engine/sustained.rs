@@ -201,8 +201,16 @@ impl Evidence {
                 log_price: self.log_price,
                 ..Evidence::default()
             };
-            young.requests.update(requests, params.alpha());
-            young.learn_price(row, params.alpha());
+            // The running mean while young, as the spend model's level: from its first minute
+            // at the EWMA's pace, the usual stayed near that one minute for hours, and the
+            // hours learnt meanwhile took their factors against it (DEV seed 2 started warm-up
+            // at 15:52: key-0006's 16:00 factor was 1.62 for an hour it spent at about half
+            // its day's rate).
+            let young_alpha = |n: u64| params.alpha().max(1.0 / (n as f64 + 1.0));
+            young
+                .requests
+                .update(requests, young_alpha(self.requests.n));
+            young.learn_price(row, young_alpha(self.log_price.n));
             return young;
         }
         let (expected, sigma) = model.moments(params, how);

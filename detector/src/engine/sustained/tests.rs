@@ -103,6 +103,24 @@ fn run_data(
     found
 }
 
+/// A key's usual requests while its models warm up is their running mean, not an average
+/// anchored at its first minute: one request, then ten a minute, is a key of about ten a
+/// minute once warm. At the EWMA's pace from that first minute it read about two, and every
+/// hour learnt meanwhile took its factor against that.
+#[test]
+fn the_usual_is_not_anchored_at_the_first_minute() {
+    let mut e = engine();
+    for i in 0..20 {
+        let minute = T0 + i * 60;
+        let requests = if i == 0 { 1 } else { 10 };
+        let data = minute_data("k", minute, requests, requests as f64 * 0.0015);
+        e.cycle(&data, minute + 60, true);
+    }
+    let state = &e.keys[&KeyId::of("k")];
+    let usual = state.usual_requests_at(&e.spend_params, T0 + 20 * 60);
+    assert!((8.5..=10.0).contains(&usual), "usual {usual}");
+}
+
 /// A key whose working day is a x10 surge at the same hours every day. The surge pages on
 /// the first day (nothing tells it from a runaway job yet) and its evidence is at the alarm,
 /// but each hour's bucket still learns its first whole visit in full: after one day the
