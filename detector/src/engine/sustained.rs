@@ -47,6 +47,19 @@ const RAMP_CONFIRM_RATIO: f64 = 1.5;
 /// history, and judges against the older of its last two marks: half an hour to an hour old.
 const REFERENCE_WINDOWS: u64 = 30;
 
+/// `config` for a key's count of requests: one minute may add evidence up to
+/// `threshold / 2 + slack` (4.5 by default, two minutes at it reach the threshold), where
+/// dollars and tokens keep `max_step` (four minutes). `max_step` is there because one long
+/// request on a quiet key is a z of 30 in dollars or tokens; a count has no such request, and
+/// its spread is already widened by the key's own burstiness ([`Dispersion`]). At four
+/// minutes, a key sending x43 its requests for three minutes was never told (DEV seed 8).
+fn counted(config: &SustainedConfig) -> SustainedConfig {
+    SustainedConfig {
+        max_step: config.max_step.max(config.threshold / 2.0 + config.slack),
+        ..*config
+    }
+}
+
 /// A key's evidence: spend per minute (idle minutes count as zero) and tokens per active
 /// minute, each with how bursty the key has been ([`Dispersion`]); the price per token of its
 /// active minutes; and its usual requests per minute (what it adds to the [`Crowd`]).
@@ -308,7 +321,7 @@ impl Evidence {
             requests,
             expected,
             sigma * self.count_dispersion.widening(),
-            config,
+            &counted(config),
         );
         self.count_dispersion
             .observe(requests, expected, sigma, config);

@@ -529,6 +529,25 @@ fn a_small_key_sending_three_times_its_requests_is_found_by_their_count() {
     );
 }
 
+/// A count of requests is not one long request: x20 the key's requests for three minutes is
+/// told within them, on two minutes of evidence. Its dollars, capped at `max_step` a minute
+/// (one pricey request is a wild minute), could not be in three.
+#[test]
+fn three_minutes_of_twenty_times_the_requests_are_told() {
+    let day = COUNT_AFTER_MINUTES as u32;
+    let from = day + 125;
+    let mut e = engine();
+    // Two idle minutes before: no evidence is carried into the burst.
+    let found = run(&mut e, "k", from + 10, |i| match i {
+        _ if (from - 2..from).contains(&i) => (0, 0.0),
+        _ if (from..from + 3).contains(&i) => lumpy(i, 20, 0),
+        _ => lumpy(i, 1, 0),
+    });
+    let first = found.first().expect("the three minutes were not told");
+    assert_eq!(first.0, from + 1, "{found:?}");
+    assert!(first.1.contains("requests a minute"), "{}", first.1);
+}
+
 /// The reference is what the key sent in its last closed half hour but one: closed minutes
 /// only, idle ones counted; nothing before two half hours are marked.
 #[test]
