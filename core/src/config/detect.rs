@@ -127,8 +127,8 @@ pub struct SpendSpikeConfig {
     /// key is not clearly busier (by two standard errors of the requests counted) than in its
     /// busiest ten minutes within half an hour of this time yesterday, times the other keys'
     /// rise since (read from ClickHouse): a steep daily peak is the key's day, not an incident.
-    /// And a rise with half the evidence pages when the key is `sustained.min_ratio` times as
-    /// busy as then (detector/src/routine.rs).
+    /// And a rise with half the evidence pages when the key is clearly `sustained.min_ratio`
+    /// times as busy as then (detector/src/routine.rs).
     pub compare_with_yesterday: bool,
 }
 
