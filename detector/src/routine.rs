@@ -518,7 +518,8 @@ mod tests {
             c.facts.insert("minutes".into(), json!(10));
             vec![c]
         };
-        // 90 requests a minute at yesterday's $0.001 a request.
+        // Yesterday's 40 requests a minute price a request: $0.09 now against $0.03 then is
+        // 120 requests a minute for ten minutes against twice 40.
         let at = |cost_usd| Some(Yesterday { cost_usd, ..DAY });
         let mut c = half();
         assert_eq!(judge(&mut c, 2.0, |_| Crowd::UNKNOWN, |_| at(0.03)), 0);
@@ -527,7 +528,7 @@ mod tests {
             "{}",
             c[0].summary
         );
-        // x2.14 yesterday's 42 a minute: 6 above twice it, with a standard error of 5.
+        // Against $0.042 (x2.14): 85.7 against twice 40, 5.7 above with a standard error of 5.
         for yesterday in [at(0.042), at(0.05), at(0.0), None] {
             let mut c = half();
             assert_eq!(
