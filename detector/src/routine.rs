@@ -1,7 +1,7 @@
 //! A key's routine: what it did at this time yesterday. A sustained spend alert on a key that is
 //! not clearly busier than it was at this time yesterday (`clearly_above`) is the key's day,
 //! not an incident, and is spared; a rise only half certain on the key's own model pages when
-//! the key is at least `min_ratio` times as busy as at this time yesterday.
+//! the key is clearly at least `min_ratio` times as busy as at this time yesterday.
 //!
 //! The spend models know a key's daily rhythm by the hour. A key whose working day jumps x40
 //! at 11:35 and falls back by 14:30 is far above its hour's factor for much of that peak, and
@@ -183,8 +183,9 @@ fn judged_by_level(candidate: &Candidate) -> bool {
 
 /// Drops the level rules' candidates whose key is not clearly busier than at this time
 /// yesterday ([`clearly_above`]), and the half-certain ones (fact `confirm = yesterday`) whose
-/// key is not at least `min_ratio` (or the candidate's fact `confirm_ratio`) times as busy as
-/// then (or whose yesterday is unknown or idle); yesterday's level counts times the `crowd`'s
+/// key is not clearly `min_ratio` times as busy as then, or, with the candidate's fact
+/// `confirm_ratio`, at least that many times (or whose yesterday is unknown or idle);
+/// yesterday's level counts times the `crowd`'s
 /// rise since. Notes yesterday's level on those kept (fact `yesterday_per_minute`, and in the
 /// summary when the key was busy at all) and the crowd's rise (fact `crowd_since_yesterday`).
 /// Returns how many were dropped. `crowd`: the others' rise since for a key; `yesterday`: the
@@ -537,6 +538,9 @@ mod tests {
                 "{yesterday:?}"
             );
         }
+        // The crowd's rise since counts too: x3 yesterday is not clearly twice a x1.5 crowd's.
+        let mut c = half();
+        assert_eq!(judge(&mut c, 2.0, |_| Crowd(1.5), |_| at(0.03)), 1);
         // A full alarm at the same levels pages from clearly above yesterday's.
         let mut c = vec![candidate("k", "sustained", 0.09)];
         c[0].facts.insert("minutes".into(), json!(10));

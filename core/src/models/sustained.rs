@@ -49,7 +49,8 @@ pub struct SustainedConfig {
     /// evidence (half the smallest shift worth finding quickly).
     pub slack: f64,
     /// The most evidence one window can add (before the slack). The detector lets a count of
-    /// requests add up to `threshold / 2 + slack` (no one request makes a wild count).
+    /// requests add up to `threshold / 2 + slack` when that is more (no one request makes a
+    /// wild count).
     pub max_step: f64,
     /// The run must be at least this multiple of what the entity usually does.
     pub min_ratio: f64,

@@ -214,11 +214,11 @@ impl Evidence {
                 log_price: self.log_price,
                 ..Evidence::default()
             };
-            // The running mean while young, as the spend model's level: from its first minute
-            // at the EWMA's pace, the usual stayed near that one minute for hours, and the
-            // hours learnt meanwhile took their factors against it (DEV seed 2 started warm-up
-            // at 15:52: key-0006's 16:00 factor was 1.62 for an hour it spent at about half
-            // its day's rate).
+            // The running mean while warming up (the spend model's level uses it longer): from
+            // its first minute at the EWMA's pace, the usual stayed near that one minute for
+            // hours, and the hours learnt meanwhile took their factors against it (DEV seed 2
+            // started warm-up at 15:52: key-0006's 16:00 factor was 1.62 for an hour it spent
+            // at about half its day's rate).
             let young_alpha = |n: u64| params.alpha().max(1.0 / (n as f64 + 1.0));
             young
                 .requests

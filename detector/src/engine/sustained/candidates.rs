@@ -17,8 +17,8 @@ pub(super) enum Strength {
 
 /// A level alarm on the key's spend, else on its billable requests (once its daily rhythm is
 /// known, [`COUNT_AFTER_MINUTES`]), at `strength`. A half one is marked
-/// `confirm = yesterday`: it stands only if the key is at least `min_ratio` times as busy as
-/// at this time yesterday.
+/// `confirm = yesterday`: it stands only if the key is clearly `min_ratio` times as busy as at
+/// this time yesterday ([`crate::routine::judge`]).
 #[allow(clippy::too_many_arguments)]
 pub(super) fn level_candidate(
     row: &KeyMinute,
