@@ -185,11 +185,10 @@ fn judged_by_level(candidate: &Candidate) -> bool {
 /// yesterday ([`clearly_above`]), and the half-certain ones (fact `confirm = yesterday`) whose
 /// key is not clearly `min_ratio` times as busy as then, or, with the candidate's fact
 /// `confirm_ratio`, at least that many times (or whose yesterday is unknown or idle);
-/// yesterday's level counts times the `crowd`'s
-/// rise since. Notes yesterday's level on those kept (fact `yesterday_per_minute`, and in the
-/// summary when the key was busy at all) and the crowd's rise (fact `crowd_since_yesterday`).
-/// Returns how many were dropped. `crowd`: the others' rise since for a key; `yesterday`: the
-/// key's level, None when not known.
+/// yesterday's level counts times the `crowd`'s rise since. Notes yesterday's level on those
+/// kept (fact `yesterday_per_minute`, and in the summary when the key was busy at all) and the
+/// crowd's rise (fact `crowd_since_yesterday`). Returns how many were dropped. `crowd`: the
+/// others' rise since for a key; `yesterday`: the key's level, None when not known.
 pub fn judge(
     candidates: &mut Vec<Candidate>,
     min_ratio: f64,

@@ -47,6 +47,12 @@ impl Ewma {
         }
     }
 
+    /// `alpha`, or the running mean's weight for the next observation while that is more: the
+    /// first windows then count equally, not as an average anchored at the first one.
+    pub fn young_alpha(&self, alpha: f64) -> f64 {
+        alpha.max(1.0 / (self.n as f64 + 1.0))
+    }
+
     /// Fold in `x` with weight `alpha` (clamped to `[0, 1]`; 1 forgets everything before `x`).
     /// The first observation sets the mean outright, so the estimate is not biased toward the
     /// zero it starts from. A non-finite `x` or `alpha` is ignored: one corrupt rollup row must

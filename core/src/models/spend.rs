@@ -434,7 +434,6 @@ impl SpendModel {
         let deseasonalised = if f > 0.0 { value / f } else { value };
         // While young, equal weights (the running mean), so the first windows are not
         // averaged against the zero the estimate starts from.
-        let young = 1.0 / (self.level.n as f64 + 1.0);
         if weight < 1.0 {
             // An anomalous window moves the mean by its full (damped) residual, so a lasting
             // change is learnt in time, but the variance sees the residual clipped at 3 sigma:
@@ -449,7 +448,8 @@ impl SpendModel {
             self.level.var = ((1.0 - a) * (var + a * dc * dc)).max(0.0);
             self.level.n = self.level.n.saturating_add(1);
         } else {
-            self.level.update(deseasonalised, p.alpha.max(young));
+            self.level
+                .update(deseasonalised, self.level.young_alpha(p.alpha));
         }
         if let Some(s) = &mut self.seasonal {
             if level_before > 0.0 && self.level.n > 1 {

@@ -219,11 +219,11 @@ impl Evidence {
             // hours, and the hours learnt meanwhile took their factors against it (DEV seed 2
             // started warm-up at 15:52: key-0006's 16:00 factor was 1.62 for an hour it spent
             // at about half its day's rate).
-            let young_alpha = |n: u64| params.alpha().max(1.0 / (n as f64 + 1.0));
+            let alpha = params.alpha();
             young
                 .requests
-                .update(requests, young_alpha(self.requests.n));
-            young.learn_price(row, young_alpha(self.log_price.n));
+                .update(requests, self.requests.young_alpha(alpha));
+            young.learn_price(row, self.log_price.young_alpha(alpha));
             return young;
         }
         let (expected, sigma) = model.moments(params, how);
