@@ -53,6 +53,7 @@ const REFERENCE_WINDOWS: u64 = 30;
 /// request on a quiet key is a z of 30 in dollars or tokens; a count has no such request, and
 /// its spread is already widened by the key's own burstiness ([`Dispersion`]). At four
 /// minutes, a key sending x43 its requests for three minutes was never told (DEV seed 8).
+/// The same for its count against its [`Reference`] ([`Evidence::ramp_step`]).
 fn counted(config: &SustainedConfig) -> SustainedConfig {
     SustainedConfig {
         max_step: config.max_step.max(config.threshold / 2.0 + config.slack),
@@ -246,10 +247,7 @@ impl Evidence {
             elapsed,
             self.count_dispersion.widening(),
         );
-        next.ramp = match next.reference.expected(crowding.reference, elapsed) {
-            Some((expected, sigma)) => self.ramp.step(requests, expected, sigma, config),
-            None => Cusum::default(),
-        };
+        next.ramp_step(requests, crowding.reference, elapsed, config);
         next.requests.update(
             requests / rhythm,
             params.alpha() * next.count.learning_weight(config),
@@ -325,6 +323,17 @@ impl Evidence {
         );
         self.count_dispersion
             .observe(requests, expected, sigma, config);
+    }
+
+    /// One minute's billable `requests` against the key's [`Reference`], scaled by how much
+    /// busier everyone else is since (`crowd`), capped as [`Evidence::count_step`]'s count is: it
+    /// is a count too. At `max_step`, a key at x3.4 of what it sent an hour before for three
+    /// minutes stood at 7.5 when they ended (DEV seed 4).
+    fn ramp_step(&mut self, requests: f64, crowd: f64, elapsed: f64, config: &SustainedConfig) {
+        self.ramp = match self.reference.expected(crowd, elapsed) {
+            Some((expected, sigma)) => self.ramp.step(requests, expected, sigma, &counted(config)),
+            None => Cusum::default(),
+        };
     }
 
     /// The key's usual price per token in dollars: the mean over its mix, `exp(mean + var / 2)`

@@ -574,6 +574,31 @@ fn the_reference_is_the_half_hour_before_the_last() {
     assert!((sigma - 10.0).abs() < 1e-9, "{sigma}");
 }
 
+/// A key's requests against its reference are a count, capped as one: two minutes at x3.4
+/// of what it sent an hour before are certain (at `max_step`, three such minutes were not).
+#[test]
+fn two_minutes_far_above_the_reference_are_certain() {
+    let config = SustainedConfig::default();
+    let mut e = Evidence::default();
+    // 14 and 26 in turn (20 a minute, sd 6) for an hour: two half hours marked.
+    for windows in 0..=60 {
+        let requests = if windows % 2 == 0 { 14.0 } else { 26.0 };
+        e.reference.advance(windows, requests, 1.0, 1.0);
+    }
+    e.ramp_step(68.0, 1.0, 1.0, &config);
+    assert!(e.ramp.sum < config.threshold, "{:?}", e.ramp);
+    e.ramp_step(68.0, 1.0, 1.0, &config);
+    assert!(e.ramp.sum >= config.threshold, "{:?}", e.ramp);
+    // Everyone else twice as busy since: the same minutes are x1.7 of that, not certain.
+    let mut crowded = Evidence {
+        ramp: Cusum::default(),
+        ..e
+    };
+    crowded.ramp_step(68.0, 2.0, 1.0, &config);
+    crowded.ramp_step(68.0, 2.0, 1.0, &config);
+    assert!(crowded.ramp.sum < config.threshold, "{:?}", crowded.ramp);
+}
+
 /// A busy key ramping up over 40 minutes, to x3 at its end: its usual, its hour's factor
 /// and its burstiness learn the ramp as it climbs, but against its reference (what it did
 /// half an hour to an hour before) the ramp is certain, and pages where yesterday confirms
