@@ -174,6 +174,62 @@ async fn a_restart_while_an_alert_is_pending_still_delivers_it_once() {
     );
 }
 
+/// An `alerts` insert whose answer is lost (the rows landed, the connection dropped before the
+/// outbox heard so) is retried without writing the change twice. The outbox runs in the test,
+/// its ClickHouse behind a proxy that loses that one answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_insert_whose_answer_was_lost_is_not_written_twice() {
+    use tripline_core::alert::AlertStatus;
+    use tripline_detector::data::Shard;
+    use tripline_detector::outbox::Outbox;
+
+    let env = TestEnv::new("outbox_lost_answer").await;
+    tripline_store::migrate(&env.clickhouse(), &env.database, None)
+        .await
+        .unwrap();
+    let proxy =
+        proxy::Proxy::start(clickhouse_url().trim_start_matches("http://").to_owned()).await;
+    proxy.lose_answer_to("INSERT INTO `alerts`");
+    let kafka = tripline_core::config::KafkaConfig {
+        brokers: env.brokers.clone(),
+        alerts_topic: env.alerts_topic.clone(),
+        ..Default::default()
+    };
+    let clickhouse = clickhouse::Client::default()
+        .with_url(format!("http://{}", proxy.addr))
+        .with_database(&env.database)
+        .with_validation(false);
+    let outbox = Outbox::start(
+        Outbox::producer(&kafka).unwrap(),
+        &kafka,
+        clickhouse,
+        Shard { index: 0, count: 1 },
+    );
+    outbox
+        .decided(hook::alert_from(
+            "spend_spike",
+            "key-lost-answer",
+            AlertStatus::Firing,
+        ))
+        .await;
+    // Published and acknowledged once the alerts row is recorded: after the retry.
+    let acknowledged = env
+        .wait_for(
+            "SELECT count() FROM alert_publications",
+            1.0,
+            Duration::from_secs(30),
+        )
+        .await;
+    outbox.close().await;
+    assert_eq!(
+        proxy.answers_lost(),
+        1,
+        "no answer was lost: nothing was tested"
+    );
+    assert_eq!(acknowledged, 1.0);
+    assert_eq!(env.scalar("SELECT count() FROM alerts").await, 1.0);
+}
+
 /// The servers of one test: ingest on the shared broker, a broker of its own for the detectors
 /// and alerting, a webhook receiver.
 struct Setup {

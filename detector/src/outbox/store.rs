@@ -2,11 +2,14 @@
 //! dashboards' history) and an `alert_publications` row once Kafka acknowledged it. A change
 //! is identified by (fingerprint, emitted_at, status, severity), all four stored in both.
 
+use std::collections::HashSet;
+
 use clickhouse::Client;
 use tripline_core::alert::{Alert, AlertStatus, Severity};
 
 use super::{decided_s, seconds};
 use crate::data::Shard;
+use tripline_store::sql_string;
 
 /// Pending changes older than this are not reloaded at start-up: a page a week late helps no
 /// one (they stay in `alerts` for the record).
@@ -107,6 +110,65 @@ fn row<'a>(alert: &'a Alert, json: &'a str) -> AlertRow<'a> {
         summary: &alert.summary,
         alert_json: json,
     }
+}
+
+/// A change as both tables identify it: fingerprint, emitted_at, status and severity.
+pub type Change = (String, u32, i8, i8);
+
+pub fn change_of(alert: &Alert) -> Change {
+    (
+        alert.fingerprint.clone(),
+        decided_s(alert),
+        status_code(alert.status),
+        severity_code(alert.severity),
+    )
+}
+
+#[derive(clickhouse::Row, serde::Deserialize)]
+struct ChangeRow {
+    fingerprint: String,
+    emitted_at: u32,
+    status: i8,
+    severity: i8,
+}
+
+/// Fingerprints per query of [`recorded`]: well within ClickHouse's 256 KiB query text.
+const FINGERPRINTS_PER_QUERY: usize = 2_000;
+
+/// Which of `alerts` already have their `alerts` row. An insert whose answer was lost (a
+/// connection cut, a timeout) may have landed all the same; retried blindly, it wrote each
+/// change twice.
+pub async fn recorded(
+    client: &Client,
+    alerts: &[(Alert, String)],
+) -> Result<HashSet<Change>, clickhouse::error::Error> {
+    let Some(since) = alerts.iter().map(|(a, _)| decided_s(a)).min() else {
+        return Ok(HashSet::new());
+    };
+    let mut fingerprints: Vec<&str> = alerts.iter().map(|(a, _)| a.fingerprint.as_str()).collect();
+    fingerprints.sort_unstable();
+    fingerprints.dedup();
+    let mut found = HashSet::new();
+    for chunk in fingerprints.chunks(FINGERPRINTS_PER_QUERY) {
+        let list = chunk
+            .iter()
+            .map(|f| sql_string(f))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let rows: Vec<ChangeRow> = client
+            .query_raw(&format!(
+                "SELECT fingerprint, toUInt32(emitted_at) AS emitted_at, \
+                 CAST(status AS Int8) AS status, CAST(severity AS Int8) AS severity \
+                 FROM alerts WHERE emitted_at >= toDateTime({since}) AND fingerprint IN ({list})"
+            ))
+            .fetch_all()
+            .await?;
+        found.extend(
+            rows.into_iter()
+                .map(|r| (r.fingerprint, r.emitted_at, r.status, r.severity)),
+        );
+    }
+    Ok(found)
 }
 
 /// Writes the `alerts` rows of decided changes, in one insert.

@@ -235,13 +235,20 @@ impl Worker {
     }
 
     /// Writes the `alerts` rows, then the acknowledgements; after a failure, waits with a
-    /// doubling backoff (capped at 30 s) before trying again.
+    /// doubling backoff (capped at 30 s) before trying again, and leaves out the rows the
+    /// failed insert wrote after all.
     async fn write(&mut self) {
         let now = now_ms();
         if now < self.write_due_ms || (self.unrecorded.is_empty() && self.acknowledged.is_empty()) {
             return;
         }
         let written = tokio::time::timeout(WRITE_TIMEOUT, async {
+            if self.write_failures > 0 && !self.unrecorded.is_empty() {
+                // The failed insert may have landed: what it wrote is not written again.
+                let landed = store::recorded(&self.clickhouse, &self.unrecorded).await?;
+                self.unrecorded
+                    .retain(|(alert, _)| !landed.contains(&store::change_of(alert)));
+            }
             store::insert_alerts(&self.clickhouse, &self.unrecorded).await?;
             self.unrecorded.clear();
             store::insert_publications(&self.clickhouse, &self.acknowledged).await?;
