@@ -127,9 +127,9 @@ pub fn change_of(alert: &Alert) -> Change {
 #[derive(clickhouse::Row, serde::Deserialize)]
 struct ChangeRow {
     fingerprint: String,
-    emitted_at: u32,
-    status: i8,
-    severity: i8,
+    decided_s: u32,
+    status_code: i8,
+    severity_code: i8,
 }
 
 /// Fingerprints per query of [`recorded`]: well within ClickHouse's 256 KiB query text.
@@ -137,7 +137,9 @@ const FINGERPRINTS_PER_QUERY: usize = 2_000;
 
 /// Which of `alerts` already have their `alerts` row. An insert whose answer was lost (a
 /// connection cut, a timeout) may have landed all the same; retried blindly, it wrote each
-/// change twice.
+/// change twice. Not a guarantee: an insert still running on the server after our timeout,
+/// or a replica that has not fetched the part yet, is not seen (the readers of `alerts`
+/// take each change once anyway).
 pub async fn recorded(
     client: &Client,
     alerts: &[(Alert, String)],
@@ -157,15 +159,15 @@ pub async fn recorded(
             .join(", ");
         let rows: Vec<ChangeRow> = client
             .query_raw(&format!(
-                "SELECT fingerprint, toUInt32(emitted_at) AS emitted_at, \
-                 CAST(status AS Int8) AS status, CAST(severity AS Int8) AS severity \
+                "SELECT fingerprint, toUInt32(emitted_at) AS decided_s, \
+                 CAST(status AS Int8) AS status_code, CAST(severity AS Int8) AS severity_code \
                  FROM alerts WHERE emitted_at >= toDateTime({since}) AND fingerprint IN ({list})"
             ))
             .fetch_all()
             .await?;
         found.extend(
             rows.into_iter()
-                .map(|r| (r.fingerprint, r.emitted_at, r.status, r.severity)),
+                .map(|r| (r.fingerprint, r.decided_s, r.status_code, r.severity_code)),
         );
     }
     Ok(found)

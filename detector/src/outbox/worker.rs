@@ -236,19 +236,30 @@ impl Worker {
 
     /// Writes the `alerts` rows, then the acknowledgements; after a failure, waits with a
     /// doubling backoff (capped at 30 s) before trying again, and leaves out the rows the
-    /// failed insert wrote after all.
+    /// failed insert wrote after all (a check with a timeout of its own, so that it cannot
+    /// make every retry too slow).
     async fn write(&mut self) {
         let now = now_ms();
         if now < self.write_due_ms || (self.unrecorded.is_empty() && self.acknowledged.is_empty()) {
             return;
         }
-        let written = tokio::time::timeout(WRITE_TIMEOUT, async {
-            if self.write_failures > 0 && !self.unrecorded.is_empty() {
-                // The failed insert may have landed: what it wrote is not written again.
-                let landed = store::recorded(&self.clickhouse, &self.unrecorded).await?;
-                self.unrecorded
-                    .retain(|(alert, _)| !landed.contains(&store::change_of(alert)));
+        if self.write_failures > 0 && !self.unrecorded.is_empty() {
+            let landed = tokio::time::timeout(
+                WRITE_TIMEOUT,
+                store::recorded(&self.clickhouse, &self.unrecorded),
+            )
+            .await;
+            match landed {
+                Ok(Ok(landed)) => self
+                    .unrecorded
+                    .retain(|(alert, _)| !landed.contains(&store::change_of(alert))),
+                Ok(Err(err)) => return self.write_failed(now, err.to_string()),
+                Err(_) => {
+                    return self.write_failed(now, format!("no answer within {WRITE_TIMEOUT:?}"))
+                }
             }
+        }
+        let written = tokio::time::timeout(WRITE_TIMEOUT, async {
             store::insert_alerts(&self.clickhouse, &self.unrecorded).await?;
             self.unrecorded.clear();
             store::insert_publications(&self.clickhouse, &self.acknowledged).await?;
@@ -256,14 +267,15 @@ impl Worker {
             Ok::<(), clickhouse::error::Error>(())
         })
         .await;
-        let err = match written {
-            Ok(Ok(())) => {
-                self.write_failures = 0;
-                return;
-            }
-            Ok(Err(err)) => err.to_string(),
-            Err(_) => format!("no answer within {WRITE_TIMEOUT:?}"),
-        };
+        match written {
+            Ok(Ok(())) => self.write_failures = 0,
+            Ok(Err(err)) => self.write_failed(now, err.to_string()),
+            Err(_) => self.write_failed(now, format!("no answer within {WRITE_TIMEOUT:?}")),
+        }
+    }
+
+    /// Counts a failed write and puts the next one off: 2 s, doubling to 30 s.
+    fn write_failed(&mut self, now: i64, err: String) {
         metrics::counter!("tripline_detector_outbox_write_failures_total").increment(1);
         self.write_failures = self.write_failures.saturating_add(1);
         let wait_ms = (1_000_i64 << self.write_failures.min(5)).min(30_000);
