@@ -53,6 +53,18 @@ impl Ewma {
         alpha.max(1.0 / (self.n as f64 + 1.0))
     }
 
+    /// The weight to learn a window at that the caller trusts `weight` of (1 for an ordinary
+    /// window, less for one of an incident being told): an ordinary one at
+    /// [`Ewma::young_alpha`], a doubted one at `alpha * weight` only, so that an incident is not
+    /// learnt at the running mean's pace while the estimate is young.
+    pub fn learning_alpha(&self, alpha: f64, weight: f64) -> f64 {
+        if weight < 1.0 {
+            alpha * weight
+        } else {
+            self.young_alpha(alpha)
+        }
+    }
+
     /// Fold in `x` with weight `alpha` (clamped to `[0, 1]`; 1 forgets everything before `x`).
     /// The first observation sets the mean outright, so the estimate is not biased toward the
     /// zero it starts from. A non-finite `x` or `alpha` is ignored: one corrupt rollup row must

@@ -248,9 +248,12 @@ impl Evidence {
             self.count_dispersion.widening(),
         );
         next.ramp_step(requests, crowding.reference, elapsed, config);
+        // The running mean until it weighs less than the EWMA's pace, as the spend model's
+        // level does: past the warm-up a key may have few minutes behind its usual.
         next.requests.update(
             requests / rhythm,
-            params.alpha() * next.count.learning_weight(config),
+            self.requests
+                .learning_alpha(params.alpha(), next.count.learning_weight(config)),
         );
         let (expected, sigma) = (expected.max(self.awake.0), sigma.max(self.awake.1));
         let (expected, sigma) = (expected * crowd, sigma * crowd);
@@ -299,9 +302,12 @@ impl Evidence {
         }
         // Every priced minute teaches the usual price, a minute of a price run at a tenth of
         // the weight: an incident's prices do not become usual within it, but a key whose mix
-        // has changed for good stops looking raised in time.
+        // has changed for good stops looking raised in time. The running mean while that is
+        // faster: a key calling once every ten minutes has three priced minutes when warm-up
+        // ends, and at the EWMA's pace from there they were still 65 % of its usual price when
+        // it was first judged, 40 priced minutes later.
         let weight = if next.price.sum == 0.0 { 1.0 } else { 0.1 };
-        next.learn_price(row, params.alpha() * weight);
+        next.learn_price(row, self.log_price.learning_alpha(params.alpha(), weight));
         next
     }
 

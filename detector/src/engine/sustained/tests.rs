@@ -121,6 +121,31 @@ fn the_usual_is_not_anchored_at_the_first_minute() {
     assert!((8.5..=10.0).contains(&usual), "usual {usual}");
 }
 
+/// A key calling once every ten minutes learns its usual price per token as the running mean
+/// of its priced minutes, past the warm-up too: three calls at ten times its later price, then
+/// forty-seven at it, is a key of about that price. At the EWMA's pace from the end of the
+/// warm-up, the first calls still made more than half of it (about x3.8).
+#[test]
+fn a_sparse_keys_usual_price_is_not_anchored_at_its_first_calls() {
+    let mut e = engine();
+    for i in 0..500 {
+        let minute = T0 + i * 60;
+        let data = if i % 10 == 0 {
+            let price = if i < 30 { 0.015 } else { 0.0015 };
+            minute_data("k", minute, 1, price)
+        } else {
+            CycleData::default()
+        };
+        e.cycle(&data, minute + 60, true);
+    }
+    let usual = e.keys[&KeyId::of("k")].sustained.usual_price();
+    // $0.0015 for 1,000 tokens; the mean of the mix's log price, with its spread, about 1.3x.
+    assert!(
+        (1.2e-6..2.0e-6).contains(&usual),
+        "usual price per token {usual:e}"
+    );
+}
+
 /// A key whose working day is a x10 surge at the same hours every day. The surge pages on
 /// the first day (nothing tells it from a runaway job yet) and its evidence is at the alarm,
 /// but each hour's bucket still learns its first whole visit in full: after one day the
