@@ -175,13 +175,16 @@ async fn a_restart_while_an_alert_is_pending_still_delivers_it_once() {
 }
 
 /// An `alerts` insert whose answer is lost (the rows landed, the connection dropped before the
-/// outbox heard so) is retried without writing the change twice. The outbox runs in the test,
-/// its ClickHouse behind a proxy that loses that one answer.
+/// outbox heard so) is retried without writing a change twice, and without leaving out a
+/// change decided meanwhile. The outbox runs in the test, its ClickHouse behind a proxy: down
+/// while more changes are decided than one duplicate check asks about (2,000 fingerprints),
+/// so that the lost insert holds them all, then up, losing that insert's answer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_insert_whose_answer_was_lost_is_not_written_twice() {
     use tripline_core::alert::AlertStatus;
     use tripline_detector::data::Shard;
     use tripline_detector::outbox::Outbox;
+    const DECIDED: usize = 2_100;
 
     let env = TestEnv::new("outbox_lost_answer").await;
     tripline_store::migrate(&env.clickhouse(), &env.database, None)
@@ -189,7 +192,7 @@ async fn an_insert_whose_answer_was_lost_is_not_written_twice() {
         .unwrap();
     let proxy =
         proxy::Proxy::start(clickhouse_url().trim_start_matches("http://").to_owned()).await;
-    proxy.lose_answer_to("INSERT INTO `alerts`");
+    proxy.go_down();
     let kafka = tripline_core::config::KafkaConfig {
         brokers: env.brokers.clone(),
         alerts_topic: env.alerts_topic.clone(),
@@ -205,29 +208,46 @@ async fn an_insert_whose_answer_was_lost_is_not_written_twice() {
         clickhouse,
         Shard { index: 0, count: 1 },
     );
-    outbox
-        .decided(hook::alert_from(
-            "spend_spike",
-            "key-lost-answer",
-            AlertStatus::Firing,
-        ))
-        .await;
-    // Published and acknowledged once the alerts row is recorded: after the retry.
-    let acknowledged = env
-        .wait_for(
-            "SELECT count() FROM alert_publications",
-            1.0,
-            Duration::from_secs(30),
-        )
-        .await;
-    outbox.close().await;
+    let firing = |key: &str| hook::alert_from("spend_spike", key, AlertStatus::Firing);
+    for i in 0..DECIDED {
+        outbox
+            .decided(firing(&format!("key-lost-answer-{i}")))
+            .await;
+    }
+    // The worker takes what the channel still holds, failing to write it meanwhile.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    proxy.lose_answer_to("INSERT INTO `alerts`");
+    proxy.come_back();
+    let lost_by = tokio::time::Instant::now() + Duration::from_secs(60);
+    while proxy.answers_lost() == 0 && tokio::time::Instant::now() < lost_by {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert_eq!(
         proxy.answers_lost(),
         1,
         "no answer was lost: nothing was tested"
     );
-    assert_eq!(acknowledged, 1.0);
-    assert_eq!(env.scalar("SELECT count() FROM alerts").await, 1.0);
+    // Decided during the backoff after the lost answer: not recorded, so it must be written.
+    outbox.decided(firing("key-decided-meanwhile")).await;
+    let acknowledged = env
+        .wait_for(
+            "SELECT count() FROM alert_publications",
+            (DECIDED + 1) as f64,
+            Duration::from_secs(90),
+        )
+        .await;
+    outbox.close().await;
+    assert_eq!(acknowledged, (DECIDED + 1) as f64);
+    assert_eq!(
+        env.scalar("SELECT count() FROM alerts").await,
+        (DECIDED + 1) as f64,
+        "one row per change"
+    );
+    assert_eq!(
+        env.scalar("SELECT uniqExact(fingerprint) FROM alerts")
+            .await,
+        (DECIDED + 1) as f64
+    );
 }
 
 /// The servers of one test: ingest on the shared broker, a broker of its own for the detectors

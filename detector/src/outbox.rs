@@ -15,7 +15,8 @@
 //!    recorded leaves the alert firing in ClickHouse, so the restarted lifecycle resolves it
 //!    again `resolve_after_s` later. An insert whose answer was lost may have landed: before
 //!    it is retried, the rows already there are left out (`store::recorded`), so a change is
-//!    not recorded twice.
+//!    not recorded twice unless that insert was still running on the server after our timeout
+//!    or, in cluster mode, the replica asked has not fetched its rows yet.
 //! 3. **Published** (the alert counts as fired): Kafka acknowledged the message (acks=all:
 //!    every in-sync replica has it). Only now is `tripline_detector_alerts_total` counted.
 //! 4. **Acknowledged**: an `alert_publications` row says so. A crash between 3 and 4 sends the

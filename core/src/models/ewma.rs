@@ -54,9 +54,9 @@ impl Ewma {
     }
 
     /// The weight to learn a window at that the caller trusts `weight` of (1 for an ordinary
-    /// window, less for one of an incident being told): an ordinary one at
-    /// [`Ewma::young_alpha`], a doubted one at `alpha * weight` only, so that an incident is not
-    /// learnt at the running mean's pace while the estimate is young.
+    /// window, less for a doubted one, e.g. while evidence of an incident is building): an
+    /// ordinary one at [`Ewma::young_alpha`], a doubted one at `alpha * weight` only, so that a
+    /// possible incident is not learnt at the running mean's pace while the estimate is young.
     pub fn learning_alpha(&self, alpha: f64, weight: f64) -> f64 {
         if weight < 1.0 {
             alpha * weight

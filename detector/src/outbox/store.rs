@@ -135,19 +135,23 @@ struct ChangeRow {
 /// Fingerprints per query of [`recorded`]: well within ClickHouse's 256 KiB query text.
 const FINGERPRINTS_PER_QUERY: usize = 2_000;
 
-/// Which of `alerts` already have their `alerts` row. An insert whose answer was lost (a
-/// connection cut, a timeout) may have landed all the same; retried blindly, it wrote each
-/// change twice. Not a guarantee: an insert still running on the server after our timeout,
-/// or a replica that has not fetched the part yet, is not seen (the readers of `alerts`
-/// take each change once anyway).
+/// Which of the `pending` changes already have their `alerts` row. An insert whose answer
+/// was lost (a connection cut, a timeout) may have landed all the same; retried blindly, it
+/// wrote each change twice, and the dashboards that count rows of `alerts` counted it twice.
+/// Not a guarantee: an insert still running on the server after our timeout, or a replica
+/// that has not fetched the part yet, is not seen (the detector's own reads take each change
+/// once anyway).
 pub async fn recorded(
     client: &Client,
-    alerts: &[(Alert, String)],
+    pending: &[(Alert, String)],
 ) -> Result<HashSet<Change>, clickhouse::error::Error> {
-    let Some(since) = alerts.iter().map(|(a, _)| decided_s(a)).min() else {
+    let Some(since) = pending.iter().map(|(a, _)| decided_s(a)).min() else {
         return Ok(HashSet::new());
     };
-    let mut fingerprints: Vec<&str> = alerts.iter().map(|(a, _)| a.fingerprint.as_str()).collect();
+    let mut fingerprints: Vec<&str> = pending
+        .iter()
+        .map(|(a, _)| a.fingerprint.as_str())
+        .collect();
     fingerprints.sort_unstable();
     fingerprints.dedup();
     let mut found = HashSet::new();

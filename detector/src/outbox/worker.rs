@@ -66,6 +66,7 @@ impl Outbox {
             deliveries: JoinSet::new(),
             write_due_ms: 0,
             write_failures: 0,
+            alerts_in_doubt: false,
         };
         let task = tokio::spawn(worker.run(receiver));
         Self { sender, task }
@@ -118,6 +119,9 @@ struct Worker {
     /// After a failed write, ClickHouse is not written again before this (epoch ms).
     write_due_ms: i64,
     write_failures: u32,
+    /// The last insert of `alerts` rows failed: it may have landed all the same (its answer
+    /// lost), so the rows already there are left out before the next one.
+    alerts_in_doubt: bool,
 }
 
 impl Worker {
@@ -235,52 +239,49 @@ impl Worker {
     }
 
     /// Writes the `alerts` rows, then the acknowledgements; after a failure, waits with a
-    /// doubling backoff (capped at 30 s) before trying again, and leaves out the rows the
-    /// failed insert wrote after all (a check with a timeout of its own, so that it cannot
+    /// doubling backoff (capped at 30 s) before trying again, and leaves out the rows a failed
+    /// insert of `alerts` wrote after all (a check with a timeout of its own, so that it cannot
     /// make every retry too slow).
     async fn write(&mut self) {
-        let now = now_ms();
-        if now < self.write_due_ms || (self.unrecorded.is_empty() && self.acknowledged.is_empty()) {
+        if now_ms() < self.write_due_ms
+            || (self.unrecorded.is_empty() && self.acknowledged.is_empty())
+        {
             return;
         }
-        if self.write_failures > 0 && !self.unrecorded.is_empty() {
-            let landed = tokio::time::timeout(
-                WRITE_TIMEOUT,
-                store::recorded(&self.clickhouse, &self.unrecorded),
-            )
-            .await;
-            match landed {
-                Ok(Ok(landed)) => self
+        if self.alerts_in_doubt && !self.unrecorded.is_empty() {
+            match within_write_timeout(store::recorded(&self.clickhouse, &self.unrecorded)).await {
+                Ok(landed) => self
                     .unrecorded
                     .retain(|(alert, _)| !landed.contains(&store::change_of(alert))),
-                Ok(Err(err)) => return self.write_failed(now, err.to_string()),
-                Err(_) => {
-                    return self.write_failed(now, format!("no answer within {WRITE_TIMEOUT:?}"))
+                Err(err) => {
+                    return self.write_failed("checking which alerts a failed insert wrote", err)
                 }
             }
         }
-        let written = tokio::time::timeout(WRITE_TIMEOUT, async {
+        let written = within_write_timeout(async {
             store::insert_alerts(&self.clickhouse, &self.unrecorded).await?;
             self.unrecorded.clear();
             store::insert_publications(&self.clickhouse, &self.acknowledged).await?;
             self.acknowledged.clear();
-            Ok::<(), clickhouse::error::Error>(())
+            Ok(())
         })
         .await;
+        // The `alerts` rows are cleared once their insert answered: any left are in doubt.
+        self.alerts_in_doubt = !self.unrecorded.is_empty();
         match written {
-            Ok(Ok(())) => self.write_failures = 0,
-            Ok(Err(err)) => self.write_failed(now, err.to_string()),
-            Err(_) => self.write_failed(now, format!("no answer within {WRITE_TIMEOUT:?}")),
+            Ok(()) => self.write_failures = 0,
+            Err(err) => self.write_failed("recording alerts in clickhouse", err),
         }
     }
 
-    /// Counts a failed write and puts the next one off: 2 s, doubling to 30 s.
-    fn write_failed(&mut self, now: i64, err: String) {
+    /// Counts a failed write and puts the next one off from now (a step that timed out took
+    /// its 10 s): 2 s, doubling to 30 s.
+    fn write_failed(&mut self, step: &str, err: String) {
         metrics::counter!("tripline_detector_outbox_write_failures_total").increment(1);
         self.write_failures = self.write_failures.saturating_add(1);
         let wait_ms = (1_000_i64 << self.write_failures.min(5)).min(30_000);
-        self.write_due_ms = now + wait_ms;
-        warn!(%err, unrecorded = self.unrecorded.len(), acknowledgements = self.acknowledged.len(), "recording alerts in clickhouse failed; retrying");
+        self.write_due_ms = now_ms() + wait_ms;
+        warn!(%err, step, unrecorded = self.unrecorded.len(), acknowledgements = self.acknowledged.len(), "a clickhouse write of the outbox failed; retrying");
     }
 
     /// After an overflow, once everything in memory is published and written down, the changes
@@ -351,5 +352,15 @@ fn to_json(alert: &Alert) -> Option<String> {
             warn!(%err, fingerprint = %alert.fingerprint, "an alert could not be serialized; dropped");
             None
         }
+    }
+}
+
+/// A ClickHouse step given [`WRITE_TIMEOUT`]: its error, or the timeout, as text.
+async fn within_write_timeout<T>(
+    step: impl std::future::Future<Output = Result<T, clickhouse::error::Error>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(WRITE_TIMEOUT, step).await {
+        Ok(result) => result.map_err(|err| err.to_string()),
+        Err(_) => Err(format!("no answer within {WRITE_TIMEOUT:?}")),
     }
 }
