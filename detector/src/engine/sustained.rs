@@ -28,12 +28,6 @@ const PRICE_JUMP: f64 = 3.0;
 const MIN_LOG_PRICE_SIGMA: f64 = 0.35;
 /// A price run needs this many times `sustained.threshold` (see [`Evidence::price_alarm`]).
 const PRICE_EVIDENCE: f64 = 2.0;
-/// How a price run is judged: by where it stands now once it is longer than `drift_windows`
-/// (its recent active minutes), whatever the hour. A price per token has no daily rhythm to
-/// learn first, and judged over its whole length, a key's move to a pricier model was averaged
-/// with the ordinary minutes of a long run that had been building before it (DEV seed 10's
-/// key-0039: 22 priced minutes at x1.6 of its usual, then calls at x43-71, judged about x6).
-const PRICE_JUDGED: Judged = Judged::Recent;
 /// Priced active minutes before a key's usual price per token is trusted.
 const PRICE_WARMUP: u64 = 40;
 /// Minutes of a key's history (idle ones included) before its request count may alarm: most
@@ -374,8 +368,7 @@ impl Evidence {
     }
 
     /// Whether the raised price per token is certain, at least [`PRICE_JUMP`] times the usual
-    /// (without the run's largest minute; a long run where it stands now, [`PRICE_JUDGED`]),
-    /// and worth `impact_per_day` at the key's usual spend
+    /// (without the run's largest minute), and worth `impact_per_day` at the key's usual spend
     /// of `usual_per_minute`: what it would pay extra a day for the same work.
     ///
     /// It takes twice the evidence a spend run does: a key whose mix calls a pricey model now
@@ -392,7 +385,7 @@ impl Evidence {
     /// key's burst on a pricier model, the run's evidence and ratio stay high for a while, and
     /// one pricey request of the owner's ordinary mix at the start of a minute paged again.
     fn price_alarm(&self, config: &SustainedConfig, usual_per_minute: f64, impact: f64) -> bool {
-        let ratio = self.price.level(config, PRICE_JUDGED).ratio;
+        let ratio = self.price.trimmed().ratio();
         let needed = self.price.ratio_needed_from(PRICE_JUMP, config);
         self.price.sum >= PRICE_EVIDENCE * config.threshold
             && ratio >= needed
@@ -618,7 +611,7 @@ impl Engine {
                     requests = billable(row),
                     spend = %evidence.spend.explain(config, by),
                     count = %evidence.count.explain(config, by),
-                    price = %evidence.price.explain(config, PRICE_JUDGED),
+                    price = %evidence.price.explain(config, by),
                     ramp = %evidence.ramp.explain_steady(config, by),
                     "spend evidence"
                 );
@@ -665,16 +658,9 @@ impl Engine {
                             .moments(params, how)
                             .0
                             .max(evidence.awake.0);
-                        evidence.price_alarm(config, usual, impact_usd).then(|| {
-                            price_candidate(
-                                row,
-                                &evidence.price,
-                                config,
-                                PRICE_JUDGED,
-                                usual,
-                                impact_usd,
-                            )
-                        })
+                        evidence
+                            .price_alarm(config, usual, impact_usd)
+                            .then(|| price_candidate(row, &evidence.price, usual, impact_usd))
                     })
                     .or_else(|| {
                         // Half the evidence is judged on whole minutes only: an open minute's

@@ -215,18 +215,15 @@ pub(super) fn count_candidate(
 }
 
 /// A key paying a raised price per token over its recent active minutes, whatever its request
-/// rate: judged as spend, at its usual spend of `usual_per_minute`, on the run's level as `by`
-/// judges it.
+/// rate: judged as spend, at its usual spend of `usual_per_minute`.
 pub(super) fn price_candidate(
     row: &KeyMinute,
     run: &Cusum,
-    config: &SustainedConfig,
-    by: Judged,
     usual_per_minute: f64,
     impact: f64,
 ) -> Candidate {
     let minutes = run.windows.max(1);
-    let ratio = run.level(config, by).ratio;
+    let ratio = run.trimmed().ratio();
     let extra_per_day = (ratio - 1.0) * usual_per_minute * MINUTES_PER_DAY;
     let figures = (usual_per_minute * ratio, usual_per_minute, ratio);
     let mut c = sustained_candidate(
@@ -238,14 +235,9 @@ pub(super) fn price_candidate(
         "sustained_price",
         minutes,
     );
-    let when = if run.judged_recently(config, by) {
-        format!("lately, in a run of {minutes} active minutes")
-    } else {
-        format!("in its last {minutes} active minutes")
-    };
     c.summary = format!(
-        "key {} has paid {} its usual price per token {when}: +${extra_per_day:.0} a day at its \
-         usual ${usual_per_minute:.4} a minute",
+        "key {} has paid {} its usual price per token in its last {minutes} active minutes: \
+         +${extra_per_day:.0} a day at its usual ${usual_per_minute:.4} a minute",
         row.api_key_id,
         times(ratio)
     );
