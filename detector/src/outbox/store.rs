@@ -112,24 +112,29 @@ fn row<'a>(alert: &'a Alert, json: &'a str) -> AlertRow<'a> {
     }
 }
 
-/// A change as both tables identify it: fingerprint, emitted_at, status and severity.
-pub type Change = (String, u32, i8, i8);
-
-pub fn change_of(alert: &Alert) -> Change {
-    (
-        alert.fingerprint.clone(),
-        decided_s(alert),
-        status_code(alert.status),
-        severity_code(alert.severity),
-    )
+/// A change as both tables identify it: fingerprint, emitted_at, status and severity. Read
+/// back from `alerts` by [`recorded`] (under other names: an alias named like its column would
+/// shadow the column in the query's WHERE).
+#[derive(Debug, PartialEq, Eq, Hash, clickhouse::Row, serde::Deserialize)]
+pub struct Change {
+    fingerprint: String,
+    #[serde(rename = "decided_s")]
+    emitted_at: u32,
+    #[serde(rename = "status_code")]
+    status: i8,
+    #[serde(rename = "severity_code")]
+    severity: i8,
 }
 
-#[derive(clickhouse::Row, serde::Deserialize)]
-struct ChangeRow {
-    fingerprint: String,
-    decided_s: u32,
-    status_code: i8,
-    severity_code: i8,
+impl Change {
+    pub fn of(alert: &Alert) -> Self {
+        Self {
+            fingerprint: alert.fingerprint.clone(),
+            emitted_at: decided_s(alert),
+            status: status_code(alert.status),
+            severity: severity_code(alert.severity),
+        }
+    }
 }
 
 /// Fingerprints per query of [`recorded`]: well within ClickHouse's 256 KiB query text.
@@ -161,7 +166,7 @@ pub async fn recorded(
             .map(|f| sql_string(f))
             .collect::<Vec<_>>()
             .join(", ");
-        let rows: Vec<ChangeRow> = client
+        let rows: Vec<Change> = client
             .query_raw(&format!(
                 "SELECT fingerprint, toUInt32(emitted_at) AS decided_s, \
                  CAST(status AS Int8) AS status_code, CAST(severity AS Int8) AS severity_code \
@@ -169,10 +174,7 @@ pub async fn recorded(
             ))
             .fetch_all()
             .await?;
-        found.extend(
-            rows.into_iter()
-                .map(|r| (r.fingerprint, r.decided_s, r.status_code, r.severity_code)),
-        );
+        found.extend(rows);
     }
     Ok(found)
 }

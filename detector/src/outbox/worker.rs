@@ -252,7 +252,7 @@ impl Worker {
             match within_write_timeout(store::recorded(&self.clickhouse, &self.unrecorded)).await {
                 Ok(landed) => self
                     .unrecorded
-                    .retain(|(alert, _)| !landed.contains(&store::change_of(alert))),
+                    .retain(|(alert, _)| !landed.contains(&store::Change::of(alert))),
                 Err(err) => {
                     return self.write_failed("checking which alerts a failed insert wrote", err)
                 }
