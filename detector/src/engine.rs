@@ -196,12 +196,17 @@ pub struct Engine {
     /// Every key's requests a minute half an hour to an hour ago ([`sustained`]'s reference),
     /// as weights in the crowd (`sustained::crowd_weight`), summed at the last fold.
     reference_requests: f64,
+    /// Keys whose retry_storm candidate was [`providers::Caught::Unclear`]: since when, and
+    /// when last (forgotten `UNCLEAR_FORGET_S` after). A key waits once per episode.
+    unclear_since: FxMap<String, (u32, u32)>,
     /// Keys whose spend evidence is logged each time it is judged (`TRIPLINE_EXPLAIN_KEYS`,
     /// comma-separated ids): how to see why a key did or did not page.
     explain: Vec<String>,
 }
 
 const MINUTE: u32 = 60;
+/// A key whose storm candidate has not been unclear for this long waits again next time.
+const UNCLEAR_FORGET_S: u32 = 5 * 60;
 
 impl Engine {
     pub fn new(
@@ -221,6 +226,7 @@ impl Engine {
             evicted: Evictions::default(),
             usual_requests: sustained::UsualByHour::default(),
             reference_requests: 0.0,
+            unclear_since: FxMap::default(),
             explain: std::env::var("TRIPLINE_EXPLAIN_KEYS")
                 .unwrap_or_default()
                 .split(',')
@@ -267,6 +273,7 @@ impl Engine {
         let closed_before =
             (now_s.saturating_sub(self.config.allowed_lateness_s as u32) / MINUTE) * MINUTE;
         let mut out = Vec::new();
+        let mut unclear = Vec::new();
         let ids = CycleIds::of(data);
         // Each key row's state, looked up once for every assessment (they only read it).
         let known = self.known(&ids.keys);
@@ -280,16 +287,27 @@ impl Engine {
                 self.assess_leaks(data, &ids, &mut out);
             }
             if self.config.retry_storm.enabled {
-                self.assess_retries(data, &known, now_s, &mut out);
+                self.assess_retries(data, &known, now_s, &mut out, &mut unclear);
             }
             if self.config.cross_region.enabled {
                 self.assess_travel(data, &ids, &mut out);
             }
         }
         drop(known);
+        self.remember_unclear(unclear, now_s);
         self.fold_providers(data, closed_before);
         self.fold(data, &ids, closed_before, &crowd);
         out
+    }
+
+    /// Notes the keys whose storm candidates were unclear this cycle, and forgets those that
+    /// have not been for `UNCLEAR_FORGET_S`.
+    fn remember_unclear(&mut self, keys: Vec<String>, now_s: u32) {
+        for key in keys {
+            self.unclear_since.entry(key).or_insert((now_s, now_s)).1 = now_s;
+        }
+        self.unclear_since
+            .retain(|_, &mut (_, last)| now_s.saturating_sub(last) <= UNCLEAR_FORGET_S);
     }
 
     /// The key rows from minute `from` on whose key is tracked, with its state.

@@ -31,10 +31,17 @@
 //! the provider's alert (listed in its facts). While the provider's trouble is still too young
 //! to be a storm, such a key is held back (the provider's alert follows, or it was a bad
 //! spell). A key failing clearly more than the others on its provider still alerts.
+//!
+//! A key that makes nearly all of its provider/model's attempts has too few others beside it
+//! to tell whose the failures are, and the provider's alert, when its clients back off, comes
+//! 90 s into the trouble, a minute after the key's own candidate (DEV seeds 10-11: the largest
+//! key paged 40-50 s before its provider's storm). While that provider/model fails as the key
+//! does and the key sends no more requests than usual, its candidate waits up to
+//! `UNCLEAR_HELD_S` for the provider's alert to fold it in; then it pages as before.
 
 use std::collections::BTreeMap;
 
-use tripline_core::models::proportion::wilson_lower;
+use tripline_core::models::proportion::{wilson_lower, wilson_upper};
 
 use super::*;
 use crate::data::{ProviderBucket, PROVIDER_BUCKET_S};
@@ -53,6 +60,10 @@ const PEER_MIN_ATTEMPTS: f64 = 20.0;
 const PEER_LEAST_ATTEMPTS: f64 = 4.0;
 /// A key is held back when at least this many attempts of other keys overlap its failures.
 const HOLD_PEER_MIN_ATTEMPTS: u64 = 10;
+/// The longest a key's storm candidate waits when too few other keys call its provider/model
+/// to tell whose the failures are: a provider storm with backoff (or one of an only caller) is
+/// judged `WINDOW_S + BACKOFF_HELD_S` into it, a key's candidate 30 s or more in.
+pub(super) const UNCLEAR_HELD_S: u32 = WINDOW_S;
 /// A provider storm fails more than one key.
 const MIN_FAILING_KEYS: u64 = 2;
 /// Retry chains in the window below which no backoff pattern is judged.
@@ -188,6 +199,9 @@ pub(super) enum Caught {
     Folded(usize),
     /// The provider fails the other keys as much, but is no storm (yet).
     Held,
+    /// The provider/model fails as the key does, but too few other keys call it to tell whose
+    /// the failures are: its storm, if it is one, is not judged yet.
+    Unclear,
 }
 
 impl Engine {
@@ -370,6 +384,10 @@ impl Engine {
     /// fall in, `failure_rise` above the usual), or on a storming one, and its own failed share
     /// there, by its one-sided 99.5 % Wilson lower bound, is not twice `failure_rise` above
     /// theirs.
+    /// With fewer than `HOLD_PEER_MIN_ATTEMPTS` attempts of other keys there, it is
+    /// [`Caught::Unclear`] while the provider/model's failed share, by its Wilson lower bound,
+    /// is `provider_failure_rise` above the usual (a storm may be building) and the key is not
+    /// clearly worse than the others could be (their share's upper bound; none: any).
     /// While the key's 60 s window still reaches into the minute before `row`'s, that minute's
     /// failures count too.
     pub(super) fn caught_in_provider(
@@ -380,9 +398,10 @@ impl Engine {
         now_s: u32,
     ) -> Option<Caught> {
         let rise = self.config.retry_storm.failure_rise;
+        let provider_rise = self.config.retry_storm.provider_failure_rise;
         let bucket_ms = i64::from(PROVIDER_BUCKET_S) * 1000;
         let previous = (now_s < row.minute + MINUTE).then(|| row.minute.saturating_sub(MINUTE));
-        let (mut failed, mut caught, mut storm) = (0, 0, None);
+        let (mut failed, mut caught, mut unclear, mut storm) = (0, 0, 0, None);
         for own in data.key_failures.iter().filter(|f| {
             (f.minute == row.minute || Some(f.minute) == previous) && f.api_key_id == row.api_key_id
         }) {
@@ -416,21 +435,30 @@ impl Engine {
                     continue;
                 }
             }
-            let usual = self
+            let state = self
                 .providers
-                .get(&(own.provider.clone(), own.model.clone()))
-                .map_or(0.0, ProviderState::usual_share);
-            if others_attempts >= HOLD_PEER_MIN_ATTEMPTS
-                && others >= usual + rise
-                && own_low < others + margin
+                .get(&(own.provider.clone(), own.model.clone()));
+            let usual = state.map_or(0.0, ProviderState::usual_share);
+            if others_attempts >= HOLD_PEER_MIN_ATTEMPTS {
+                if others >= usual + rise && own_low < others + margin {
+                    caught += own.failures;
+                }
+            } else if state.is_some_and(ProviderState::warm)
+                && wilson_lower(failures, attempts, Z_95) >= usual + provider_rise
+                && own_low < wilson_upper(others_failed, others_attempts, Z_95) + margin
             {
-                caught += own.failures;
+                unclear += own.failures;
             }
         }
-        if failed == 0 || caught * 2 < failed {
-            return None;
+        if failed == 0 || (caught + unclear) * 2 < failed {
+            None
+        } else if let Some(i) = storm {
+            Some(Caught::Folded(i))
+        } else if caught * 2 >= failed {
+            Some(Caught::Held)
+        } else {
+            Some(Caught::Unclear)
         }
-        Some(storm.map_or(Caught::Held, Caught::Folded))
     }
 }
 

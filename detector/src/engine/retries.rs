@@ -3,7 +3,7 @@
 
 use tripline_core::models::proportion::wilson_lower;
 
-use super::providers::Caught;
+use super::providers::{Caught, UNCLEAR_HELD_S};
 use super::*;
 use crate::data::{KeyProviderFailures, KeyRetries, PROVIDER_BUCKET_S};
 
@@ -88,6 +88,16 @@ fn attempts_per_success(attempts: f64, successes: f64) -> (f64, f64) {
     (point, 1.0 / (1.0 - failed_low).max(1e-9))
 }
 
+/// Whether the key sends `rate_rise` times its usual requests (its own, not its clients'
+/// repeats; pro rata over the minute so far, at least half of it): a key whose failures rise
+/// with its load is storming on its own. A key with no history yet counts as surging.
+fn surging(row: &KeyMinute, state: Option<&KeyState>, now_s: u32, rate_rise: f64) -> bool {
+    let Some(state) = state else { return true };
+    let seen = (f64::from(now_s.saturating_sub(row.minute)) / 60.0).clamp(0.5, 1.0);
+    let own = row.requests.saturating_sub(row.retries) as f64;
+    own >= rate_rise * state.traffic.mean.max(1.0) * seen
+}
+
 /// The key's previous minute and how much of it the 60 s window ending at `now_s` still
 /// covers (none once `row`'s minute has ended).
 fn previous_minute<'s>(
@@ -101,12 +111,15 @@ fn previous_minute<'s>(
 }
 
 impl Engine {
+    /// Pushes the cycle's retry_storm candidates to `out`, and to `unclear` the keys whose
+    /// candidates are [`Caught::Unclear`] (held, or paging after `UNCLEAR_HELD_S`).
     pub(super) fn assess_retries(
         &self,
         data: &CycleData,
         known: &[Option<&KeyState>],
         now_s: u32,
         out: &mut Vec<Candidate>,
+        unclear: &mut Vec<String>,
     ) {
         let cfg = &self.config.retry_storm;
         // Provider storms first: the keys caught in them are folded into their alerts.
@@ -216,6 +229,17 @@ impl Engine {
             match self.caught_in_provider(data, row, &storms, now_s) {
                 Some(Caught::Folded(i)) => storms[i].folded.push(row.api_key_id.clone()),
                 Some(Caught::Held) => {}
+                Some(Caught::Unclear) => {
+                    // Whose the failures are is told by the key's own rise, or by waiting.
+                    let waited = self
+                        .unclear_since
+                        .get(&row.api_key_id)
+                        .is_some_and(|&(since, _)| now_s >= since + UNCLEAR_HELD_S);
+                    if waited || surging(row, *state, now_s, cfg.rate_rise) {
+                        out.push(c);
+                    }
+                    unclear.push(row.api_key_id.clone());
+                }
                 None => out.push(c),
             }
         }

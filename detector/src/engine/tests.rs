@@ -1233,6 +1233,90 @@ mod provider_storms {
         assert!(provider_alerts(&found).is_empty(), "{found:?}");
     }
 
+    /// Key "k" backing off through failures: `requests` in the minute so far, half of them its
+    /// clients' repeats, 60 % failing; upstream, `attempts` of the 10 s buckets its failures
+    /// span (the first 30 s), `failures` of them failed.
+    fn backing_off(data: &mut CycleData, now: u32, requests: u64, attempts: u64, failures: u64) {
+        let mut row = key_minute("k", now, requests, 0.5);
+        (row.failures, row.throttled, row.retries) =
+            (requests * 3 / 5, requests * 3 / 5, requests / 2);
+        data.keys.push(row);
+        data.retries.push(KeyRetries {
+            api_key_id: "k".into(),
+            minute: now,
+            provider_attempts: attempts,
+            provider_successes: attempts - failures,
+            chains: 10,
+            fast_chains: 0,
+        });
+        data.key_failures.push(KeyProviderFailures {
+            api_key_id: "k".into(),
+            minute: now,
+            provider: P.into(),
+            model: M.into(),
+            attempts,
+            failures,
+            first_ms: i64::from(now) * 1000 + 1_000,
+            last_ms: i64::from(now) * 1000 + 29_000,
+        });
+    }
+
+    #[test]
+    fn a_key_alone_on_its_provider_waits_for_the_providers_alert() {
+        // k makes every attempt on the provider/model (176 per 10 s, 60 % failing) and sends
+        // its usual requests, its clients backing off: the provider's trouble or k's own, none
+        // can tell 30 s in. It waits, and 60 s in, the provider's alert takes it in.
+        let (mut e, now) = warmed();
+        let mut data = only_caller_storm(now, 176, 106, 80);
+        began_earlier(&mut data, now);
+        backing_off(&mut data, now, 50, 3 * 176, 3 * 106);
+        let found = e.cycle(&data, now + 30, false);
+        assert!(
+            found.iter().all(|c| c.detector != "retry_storm"),
+            "{found:?}"
+        );
+        let found = e.cycle(&data, now + 60, false);
+        assert!(key_alerts(&found, "k").is_empty(), "{found:?}");
+        let alerts = provider_alerts(&found);
+        assert_eq!(alerts.len(), 1, "{found:?}");
+        assert_eq!(alerts[0].facts["key_alerts_folded"], json!(["k"]));
+
+        // No provider storm follows (the attempts do not rise: an outage): k pages once it
+        // has waited a minute, into the next one.
+        let (mut e, now) = warmed();
+        let outage = |minute| {
+            let mut data = storm(minute, 80, 48, 60, 30, 0);
+            backing_off(&mut data, minute, 50, 3 * 80, 3 * 48);
+            data
+        };
+        for at in [30, 50] {
+            let found = e.cycle(&outage(now), now + at, false);
+            assert!(key_alerts(&found, "k").is_empty(), "at {at} s: {found:?}");
+        }
+        let found = e.cycle(&outage(now + 60), now + 80, false);
+        assert!(key_alerts(&found, "k").is_empty(), "{found:?}");
+        let found = e.cycle(&outage(now + 60), now + 90, false);
+        assert_eq!(key_alerts(&found, "k").len(), 1, "{found:?}");
+        assert!(provider_alerts(&found).is_empty(), "{found:?}");
+
+        // Sending three times its usual requests, the failures rise with k's own load: it
+        // pages at once.
+        let (mut e, now) = warmed();
+        let mut data = only_caller_storm(now, 176, 106, 80);
+        began_earlier(&mut data, now);
+        backing_off(&mut data, now, 150, 3 * 176, 3 * 106);
+        let found = e.cycle(&data, now + 30, false);
+        assert_eq!(key_alerts(&found, "k").len(), 1, "{found:?}");
+
+        // Nine attempts of other keys there, none failed: the failures are k's alone.
+        let (mut e, now) = warmed();
+        let mut data = only_caller_storm(now, 176, 106, 80);
+        began_earlier(&mut data, now);
+        backing_off(&mut data, now, 50, 3 * 176 - 9, 3 * 106);
+        let found = e.cycle(&data, now + 30, false);
+        assert_eq!(key_alerts(&found, "k").len(), 1, "{found:?}");
+    }
+
     #[test]
     fn clients_repeating_their_requests_are_load_per_request() {
         // 40 % failing at 1.2x the attempts per minute; the gateway does not retry (every
