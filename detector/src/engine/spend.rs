@@ -21,7 +21,7 @@ impl Engine {
             if !self.key_enabled(Detector::SpendSpike, &row.api_key_id, &row.project) {
                 continue;
             }
-            if let Some(c) = self.assess_tokens(row, state) {
+            if let Some(c) = self.assess_tokens(row, state, crowd) {
                 fired.entry(&row.api_key_id).or_default().1 = true;
                 out.push(c);
             }
@@ -124,8 +124,16 @@ impl Engine {
 
     /// Tokens of a key's minute (so far) against its usual tokens per active minute: above it by
     /// `min_abs_tokens`, by six spreads, and at least twice it. Tokens only grow within a
-    /// minute, so an open minute already past the bound has breached it.
-    fn assess_tokens(&self, row: &crate::data::KeyMinute, state: &KeyState) -> Option<Candidate> {
+    /// minute, so an open minute already past the bound has breached it. The usual and its
+    /// spread are scaled by how busy the other keys are ([`sustained::Crowd`]), as the
+    /// sustained rule's are: a daily peak doubles a big key's tokens with everyone's (DEV seed
+    /// 12: key-0006 at 3.5x its usual, at 1.8x for the crowd, cleared six spreads).
+    fn assess_tokens(
+        &self,
+        row: &crate::data::KeyMinute,
+        state: &KeyState,
+        crowd: &sustained::Crowd,
+    ) -> Option<Candidate> {
         const SPREADS: f64 = 6.0;
         const MIN_HISTORY_MINUTES: u64 = 30;
         let floor = match self.config.override_for(&row.api_key_id, &row.project) {
@@ -140,9 +148,18 @@ impl Engine {
             return None;
         }
         let observed = row.tokens as f64;
-        let upper = (usual.mean + floor as f64)
-            .max(usual.mean + SPREADS * usual.std())
-            .max(2.0 * usual.mean);
+        let upper_at = |busy: f64| {
+            let (mean, spread) = (usual.mean * busy, usual.std() * busy);
+            (mean + floor as f64)
+                .max(mean + SPREADS * spread)
+                .max(2.0 * mean)
+        };
+        // The crowd is never below 1: most minutes are under the bound before it is read.
+        if observed <= upper_at(1.0) {
+            return None;
+        }
+        let busy = crowd.for_key(row, state, &self.spend_params).usual;
+        let upper = upper_at(busy);
         if observed <= upper {
             return None;
         }
@@ -156,12 +173,21 @@ impl Engine {
             row.minute,
             row.minute + MINUTE,
         );
-        (c.observed, c.expected, c.upper) = (observed, usual.mean, upper);
+        (c.observed, c.expected, c.upper) = (observed, usual.mean * busy, upper);
         c.score = (1.0 - upper / observed).clamp(0.0, 1.0);
         c.summary = format!(
             "key {} used {} tokens in a minute (usually {:.0}, upper {:.0}) for ${:.2}",
-            row.api_key_id, row.tokens, usual.mean, upper, row.cost_usd
+            row.api_key_id,
+            row.tokens,
+            usual.mean * busy,
+            upper,
+            row.cost_usd
         );
+        if busy > 1.0 {
+            c.summary
+                .push_str(&format!(", with the other keys at {busy:.1}x their usual"));
+            c.facts.insert("crowd".into(), json!(busy));
+        }
         c.facts.insert("tokens".into(), json!(row.tokens));
         c.facts.insert("requests".into(), json!(row.requests));
         Some(c)

@@ -576,12 +576,7 @@ impl Engine {
             let row_rhythm = rhythm(state.requests_season.as_ref(), params, how);
             let by = judged(state.requests_season.as_ref(), params, how);
             let usual = state.sustained.usual_requests() * row_rhythm;
-            let crowding = crowd.factors(
-                row.minute,
-                billable(row),
-                usual,
-                state.sustained.reference_requests(),
-            );
+            let crowding = crowd.for_key(row, state, params);
             evidence = evidence.after_minute(
                 &state.spend.model,
                 &state.tokens,

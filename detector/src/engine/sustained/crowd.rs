@@ -130,6 +130,21 @@ impl Crowd {
         Crowd { minutes }
     }
 
+    /// The factors for the key of `row`, as [`Crowd::new`] counted it.
+    pub(in crate::engine) fn for_key(
+        &self,
+        row: &KeyMinute,
+        state: &KeyState,
+        params: &SpendParams,
+    ) -> Crowding {
+        self.factors(
+            row.minute,
+            billable(row),
+            state.usual_requests_at(params, row.minute),
+            state.sustained.reference_requests(),
+        )
+    }
+
     /// The factors for a key that made `requests` in `minute`, against its `usual` for that
     /// minute's hour and the requests a minute of its `reference`.
     pub(in crate::engine) fn factors(

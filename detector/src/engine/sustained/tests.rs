@@ -441,6 +441,39 @@ fn a_key_bursting_with_the_crowd_is_not_singled_out() {
     assert!((610..=616).contains(&first.0), "{found:?}");
 }
 
+/// A big key's minute of many tokens in everyone's peak (DEV seed 12's daily peak: key-0006 at
+/// 3.5x its usual tokens with the crowd at 1.8x): the per-minute token rule scales its usual by
+/// the crowd, as the sustained rule does. The same minute with the others calm is the key's own.
+#[test]
+fn a_minute_of_many_tokens_in_everyones_peak_is_not_singled_out() {
+    let tokens_alerts = |others_times: u64| {
+        let mut e = engine();
+        run_data(&mut e, 200, |i, minute| {
+            let last = i == 199;
+            let mut data = minute_data("k", minute, 30, 0.03);
+            // 80,000-100,000 tokens a minute; 350,000 in the last, over the 200,000 floor.
+            data.keys[0].tokens = if last {
+                350_000
+            } else {
+                80_000 + u64::from(i % 5) * 5_000
+            };
+            let others = 20 * if last { others_times } else { 1 };
+            data.keys
+                .extend(minute_data("others", minute, others, others as f64 * 0.001).keys);
+            data
+        })
+        .into_iter()
+        .filter(|(_, c)| c.labels.get("measure").map(String::as_str) == Some("tokens"))
+        .map(|(i, c)| (i, c.summary))
+        .collect::<Vec<_>>()
+    };
+    let alone = tokens_alerts(1);
+    assert_eq!(alone.len(), 1, "{alone:?}");
+    assert_eq!(alone[0].0, 199, "{alone:?}");
+    let in_peak = tokens_alerts(2);
+    assert!(in_peak.is_empty(), "{in_peak:?}");
+}
+
 /// A spray of ids the engine never accepted (key scanning) does not make the crowd look
 /// busy: a key's own rise under it is still found.
 #[test]
