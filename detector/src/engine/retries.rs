@@ -231,12 +231,16 @@ impl Engine {
                 Some(Caught::Held) => {}
                 Some(Caught::Unclear) => {
                     // Whose the failures are is told by the key's own rise, or by waiting.
-                    let waited = self
-                        .unclear_since
-                        .get(&row.api_key_id)
-                        .is_some_and(|&(since, _)| now_s >= since + UNCLEAR_HELD_S);
+                    let since = self.unclear_since.get(&row.api_key_id).map(|s| s.0);
+                    let waited = since.is_some_and(|since| now_s >= since + UNCLEAR_HELD_S);
                     if waited || surging(row, *state, now_s, cfg.rate_rise) {
                         out.push(c);
+                    } else if since.is_none() {
+                        tracing::debug!(
+                            key = %row.api_key_id,
+                            "retry_storm: too few other keys on its provider/model to tell \
+                             whose the failures are; waiting for the provider's alert"
+                        );
                     }
                     unclear.push(row.api_key_id.clone());
                 }

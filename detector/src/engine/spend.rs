@@ -161,6 +161,14 @@ impl Engine {
         let busy = crowd.for_key(row, state, &self.spend_params).usual;
         let upper = upper_at(busy);
         if observed <= upper {
+            tracing::debug!(
+                key = %row.api_key_id,
+                minute = row.minute,
+                tokens = row.tokens,
+                upper_alone = upper_at(1.0),
+                busy,
+                "spend_spike tokens: over the key's bound alone, within it with the crowd's rise"
+            );
             return None;
         }
         let mut c = Candidate::new(
