@@ -506,7 +506,8 @@ impl Cusum {
         self.explain_needing(config, by, config.min_ratio)
     }
 
-    fn explain_needing(&self, config: &SustainedConfig, by: Judged, needed: f64) -> String {
+    /// [`Cusum::explain`] against a ratio of the caller's (a rule with its own least ratio).
+    pub fn explain_needing(&self, config: &SustainedConfig, by: Judged, needed: f64) -> String {
         let level = self.level(config, by);
         format!(
             "S={:.1} n={} level={:.3e}/{:.3e}=x{:.2} need x{:.2} latest x{:.2}",

@@ -606,7 +606,11 @@ impl Engine {
                     requests = billable(row),
                     spend = %evidence.spend.explain(config, by),
                     count = %evidence.count.explain(config, by),
-                    price = %evidence.price.explain(config, by),
+                    price = %evidence.price.explain_needing(
+                        config,
+                        by,
+                        evidence.price.ratio_needed_from(PRICE_JUMP, config)
+                    ),
                     ramp = %evidence.ramp.explain_steady(config, by),
                     "spend evidence"
                 );
