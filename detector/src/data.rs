@@ -237,7 +237,9 @@ pub struct CycleData {
     pub provider_buckets: Vec<ProviderBucket>,
     /// The keys failing most on each provider/model (every shard reads them).
     pub provider_keys: Vec<ProviderKeyFailures>,
-    /// Retry chains per provider/model (shard 0 only, with `providers`).
+    /// Retry chains per provider/model (every shard reads them: whether a provider storm's
+    /// clients back off, and which first attempts are their repeats, decides when a key caught
+    /// in it is folded, whatever the shard).
     pub provider_chains: Vec<ProviderChains>,
     pub scans: Vec<ScanCandidate>,
     pub budgets: Vec<BudgetUse>,
@@ -352,7 +354,7 @@ pub async fn fetch(
         rows(client, Some(sql::key_provider_failures(&reads))),
         rows(client, Some(sql::provider_buckets(&reads))),
         rows(client, Some(sql::provider_key_failures(&reads))),
-        rows(client, shared.then(|| sql::provider_chains(&reads))),
+        rows(client, Some(sql::provider_chains(&reads))),
         rows(client, read_users.then(|| sql::user_uses(&reads))),
         rows(client, read_scans.then(|| sql::scan_candidates(&reads))),
         rows(client, query.with_budgets.then(|| sql::budget_uses(&reads))),

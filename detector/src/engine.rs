@@ -196,17 +196,15 @@ pub struct Engine {
     /// Every key's requests a minute half an hour to an hour ago ([`sustained`]'s reference),
     /// as weights in the crowd (`sustained::crowd_weight`), summed at the last fold.
     reference_requests: f64,
-    /// Keys whose retry_storm candidate was [`providers::Caught::Unclear`]: since when, and
-    /// when last (forgotten `UNCLEAR_FORGET_S` after). A key waits once per episode.
-    unclear_since: FxMap<String, (u32, u32)>,
+    /// Keys whose retry_storm candidate waits, or waited, for their provider's alert (see
+    /// [`providers::Caught::Unclear`]). A key waits once per episode.
+    unclear: FxMap<String, providers::Waiting>,
     /// Keys whose spend evidence is logged each time it is judged (`TRIPLINE_EXPLAIN_KEYS`,
     /// comma-separated ids): how to see why a key did or did not page.
     explain: Vec<String>,
 }
 
 const MINUTE: u32 = 60;
-/// A key whose storm candidate has not been unclear for this long waits again next time.
-const UNCLEAR_FORGET_S: u32 = 5 * 60;
 
 impl Engine {
     pub fn new(
@@ -226,7 +224,7 @@ impl Engine {
             evicted: Evictions::default(),
             usual_requests: sustained::UsualByHour::default(),
             reference_requests: 0.0,
-            unclear_since: FxMap::default(),
+            unclear: FxMap::default(),
             explain: std::env::var("TRIPLINE_EXPLAIN_KEYS")
                 .unwrap_or_default()
                 .split(',')
@@ -300,14 +298,26 @@ impl Engine {
         out
     }
 
-    /// Notes the keys whose storm candidates were unclear this cycle, and forgets those that
-    /// have not been for `UNCLEAR_FORGET_S`.
-    fn remember_unclear(&mut self, keys: Vec<String>, now_s: u32) {
-        for key in keys {
-            self.unclear_since.entry(key).or_insert((now_s, now_s)).1 = now_s;
+    /// Notes the keys whose storm candidates were unclear this cycle (and whether they paged),
+    /// and forgets those that have not been for `UNCLEAR_FORGET_S`.
+    fn remember_unclear(&mut self, keys: Vec<(String, bool)>, now_s: u32) {
+        for (key, paged) in keys {
+            let waiting = self.unclear.entry(key).or_insert(providers::Waiting {
+                since: now_s,
+                last: now_s,
+                paged: false,
+            });
+            waiting.last = now_s;
+            waiting.paged |= paged;
         }
-        self.unclear_since
-            .retain(|_, &mut (_, last)| now_s.saturating_sub(last) <= UNCLEAR_FORGET_S);
+        self.unclear
+            .retain(|_, w| now_s.saturating_sub(w.last) <= providers::UNCLEAR_FORGET_S);
+    }
+
+    /// Carries what a re-warmed engine cannot learn from history over from the live one: the
+    /// keys waiting for their provider's alert.
+    pub fn carry_over_from(&mut self, live: &mut Engine) {
+        self.unclear = std::mem::take(&mut live.unclear);
     }
 
     /// The key rows from minute `from` on whose key is tracked, with its state.

@@ -168,6 +168,7 @@ impl Worker {
             "models re-warmed on history, late events included"
         );
         self.reported = fresh.evictions();
+        fresh.carry_over_from(&mut self.engine);
         self.engine = fresh;
     }
 }

@@ -36,8 +36,8 @@
 //! to tell whose the failures are, and the provider's alert, when its clients back off, comes
 //! 90 s into the trouble, a minute after the key's own candidate (DEV seeds 10-11: the largest
 //! key paged 40-50 s before its provider's storm). While that provider/model fails as the key
-//! does and the key sends no more requests than usual, its candidate waits up to
-//! `UNCLEAR_HELD_S` for the provider's alert to fold it in; then it pages as before.
+//! does and the key sends fewer than `rate_rise` times its usual requests, its candidate waits
+//! up to `UNCLEAR_HELD_S` for the provider's alert to fold it in; then it pages as before.
 
 use std::collections::BTreeMap;
 
@@ -62,8 +62,11 @@ const PEER_LEAST_ATTEMPTS: f64 = 4.0;
 const HOLD_PEER_MIN_ATTEMPTS: u64 = 10;
 /// The longest a key's storm candidate waits when too few other keys call its provider/model
 /// to tell whose the failures are: a provider storm with backoff (or one of an only caller) is
-/// judged `WINDOW_S + BACKOFF_HELD_S` into it, a key's candidate 30 s or more in.
-pub(super) const UNCLEAR_HELD_S: u32 = WINDOW_S;
+/// judged `WINDOW_S + BACKOFF_HELD_S` into it, and the key's candidate comes no earlier than
+/// its start (30-40 s in on DEV seeds 10-11, the provider's alert 40-50 s after).
+pub(super) const UNCLEAR_HELD_S: u32 = WINDOW_S + BACKOFF_HELD_S;
+/// A key whose storm candidate has not been unclear for this long waits again next time.
+pub(super) const UNCLEAR_FORGET_S: u32 = 5 * 60;
 /// A provider storm fails more than one key.
 const MIN_FAILING_KEYS: u64 = 2;
 /// Retry chains in the window below which no backoff pattern is judged.
@@ -191,6 +194,15 @@ impl Storm<'_> {
     fn no_backoff(&self) -> bool {
         without_backoff(self.chains, self.fast_chains)
     }
+}
+
+/// A key whose storm candidate was [`Caught::Unclear`]: since when and when last, and whether
+/// it has paged (its wait over).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Waiting {
+    pub since: u32,
+    pub last: u32,
+    pub paged: bool,
 }
 
 /// What becomes of a key's storm candidate whose failures are its provider's.
@@ -384,10 +396,11 @@ impl Engine {
     /// fall in, `failure_rise` above the usual), or on a storming one, and its own failed share
     /// there, by its one-sided 99.5 % Wilson lower bound, is not twice `failure_rise` above
     /// theirs.
-    /// With fewer than `HOLD_PEER_MIN_ATTEMPTS` attempts of other keys there, it is
-    /// [`Caught::Unclear`] while the provider/model's failed share, by its Wilson lower bound,
-    /// is `provider_failure_rise` above the usual (a storm may be building) and the key is not
-    /// clearly worse than the others could be (their share's upper bound; none: any).
+    /// With fewer than `HOLD_PEER_MIN_ATTEMPTS` attempts of other keys there (over the buckets
+    /// and over the key's whole minute), it is [`Caught::Unclear`] while the provider/model's
+    /// failed share, by its Wilson lower bound, is `provider_failure_rise` above the usual (a
+    /// storm may be building) and the key is not clearly worse than the others could be (their
+    /// share's upper bound over the minute; with none, any share).
     /// While the key's 60 s window still reaches into the minute before `row`'s, that minute's
     /// failures count too.
     pub(super) fn caught_in_provider(
@@ -406,18 +419,19 @@ impl Engine {
             (f.minute == row.minute || Some(f.minute) == previous) && f.api_key_id == row.api_key_id
         }) {
             failed += own.failures;
-            let (attempts, failures) = data
+            // The 10 s buckets its failures fall in, and its whole minute's.
+            let ((attempts, failures), in_minute) = data
                 .provider_buckets
                 .iter()
                 .filter(|b| {
-                    let start = i64::from(b.bucket) * 1000;
-                    b.minute == own.minute
-                        && b.provider == own.provider
-                        && b.model == own.model
-                        && start <= own.last_ms
-                        && start + bucket_ms > own.first_ms
+                    b.minute == own.minute && b.provider == own.provider && b.model == own.model
                 })
-                .fold((0, 0), |(a, f), b| (a + b.attempts, f + b.failures));
+                .fold(((0, 0), (0, 0)), |(overlap, minute), b| {
+                    let start = i64::from(b.bucket) * 1000;
+                    let add = |(a, f): (u64, u64)| (a + b.attempts, f + b.failures);
+                    let overlaps = start <= own.last_ms && start + bucket_ms > own.first_ms;
+                    (if overlaps { add(overlap) } else { overlap }, add(minute))
+                });
             let others_failed = failures.saturating_sub(own.failures);
             let others_attempts = attempts.saturating_sub(own.attempts).max(others_failed);
             let others = others_failed as f64 / others_attempts.max(1) as f64;
@@ -439,25 +453,29 @@ impl Engine {
                 .providers
                 .get(&(own.provider.clone(), own.model.clone()));
             let usual = state.map_or(0.0, ProviderState::usual_share);
+            // The others over the key's whole minute: `own` counts all of it.
+            let minute_failed = in_minute.1.saturating_sub(own.failures);
+            let minute_attempts = in_minute.0.saturating_sub(own.attempts).max(minute_failed);
             if others_attempts >= HOLD_PEER_MIN_ATTEMPTS {
                 if others >= usual + rise && own_low < others + margin {
                     caught += own.failures;
                 }
-            } else if state.is_some_and(ProviderState::warm)
+            } else if minute_attempts < HOLD_PEER_MIN_ATTEMPTS
+                && state.is_some_and(ProviderState::warm)
                 && wilson_lower(failures, attempts, Z_95) >= usual + provider_rise
-                && own_low < wilson_upper(others_failed, others_attempts, Z_95) + margin
+                && own_low < wilson_upper(minute_failed, minute_attempts, Z_95) + margin
             {
                 unclear += own.failures;
             }
         }
-        if failed == 0 || (caught + unclear) * 2 < failed {
+        if failed == 0 {
             None
-        } else if let Some(i) = storm {
-            Some(Caught::Folded(i))
         } else if caught * 2 >= failed {
-            Some(Caught::Held)
-        } else {
+            Some(storm.map_or(Caught::Held, Caught::Folded))
+        } else if (caught + unclear) * 2 >= failed {
             Some(Caught::Unclear)
+        } else {
+            None
         }
     }
 }

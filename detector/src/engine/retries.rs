@@ -88,14 +88,16 @@ fn attempts_per_success(attempts: f64, successes: f64) -> (f64, f64) {
     (point, 1.0 / (1.0 - failed_low).max(1e-9))
 }
 
-/// Whether the key sends `rate_rise` times its usual requests (its own, not its clients'
-/// repeats; pro rata over the minute so far, at least half of it): a key whose failures rise
-/// with its load is storming on its own. A key with no history yet counts as surging.
-fn surging(row: &KeyMinute, state: Option<&KeyState>, now_s: u32, rate_rise: f64) -> bool {
-    let Some(state) = state else { return true };
-    let seen = (f64::from(now_s.saturating_sub(row.minute)) / 60.0).clamp(0.5, 1.0);
-    let own = row.requests.saturating_sub(row.retries) as f64;
-    own >= rate_rise * state.traffic.mean.max(1.0) * seen
+/// Whether the key sent `rate_rise` times its usual requests over the last 60 s (its own, not
+/// its clients' repeats): a key whose failures rise with its load is storming on its own. A
+/// key with too little history to know its usual counts as surging, as for a storm building.
+fn surging(window: &Window, state: Option<&KeyState>, rate_rise: f64) -> bool {
+    match state {
+        Some(state) if state.traffic.n >= 10 => {
+            window.requests - window.retries >= rate_rise * state.traffic.mean.max(1.0)
+        }
+        _ => true,
+    }
 }
 
 /// The key's previous minute and how much of it the 60 s window ending at `now_s` still
@@ -112,14 +114,15 @@ fn previous_minute<'s>(
 
 impl Engine {
     /// Pushes the cycle's retry_storm candidates to `out`, and to `unclear` the keys whose
-    /// candidates are [`Caught::Unclear`] (held, or paging after `UNCLEAR_HELD_S`).
+    /// candidates are [`Caught::Unclear`] and not surging: waiting, or paging (`true`) after
+    /// `UNCLEAR_HELD_S`.
     pub(super) fn assess_retries(
         &self,
         data: &CycleData,
         known: &[Option<&KeyState>],
         now_s: u32,
         out: &mut Vec<Candidate>,
-        unclear: &mut Vec<String>,
+        unclear: &mut Vec<(String, bool)>,
     ) {
         let cfg = &self.config.retry_storm;
         // Provider storms first: the keys caught in them are folded into their alerts.
@@ -229,20 +232,28 @@ impl Engine {
             match self.caught_in_provider(data, row, &storms, now_s) {
                 Some(Caught::Folded(i)) => storms[i].folded.push(row.api_key_id.clone()),
                 Some(Caught::Held) => {}
+                Some(Caught::Unclear) if surging(&window, *state, cfg.rate_rise) => out.push(c),
                 Some(Caught::Unclear) => {
-                    // Whose the failures are is told by the key's own rise, or by waiting.
-                    let since = self.unclear_since.get(&row.api_key_id).map(|s| s.0);
-                    let waited = since.is_some_and(|since| now_s >= since + UNCLEAR_HELD_S);
-                    if waited || surging(row, *state, now_s, cfg.rate_rise) {
-                        out.push(c);
-                    } else if since.is_none() {
+                    // Whose the failures are is told by waiting for the provider's alert.
+                    let waiting = self.unclear.get(&row.api_key_id);
+                    let waited = waiting.is_some_and(|w| now_s >= w.since + UNCLEAR_HELD_S);
+                    if waiting.is_none() {
                         tracing::debug!(
                             key = %row.api_key_id,
                             "retry_storm: too few other keys on its provider/model to tell \
                              whose the failures are; waiting for the provider's alert"
                         );
+                    } else if waited && waiting.is_some_and(|w| !w.paged) {
+                        tracing::debug!(
+                            key = %row.api_key_id,
+                            waited_s = UNCLEAR_HELD_S,
+                            "retry_storm: no provider alert took the key's storm in; it pages"
+                        );
                     }
-                    unclear.push(row.api_key_id.clone());
+                    if waited {
+                        out.push(c);
+                    }
+                    unclear.push((row.api_key_id.clone(), waited));
                 }
                 None => out.push(c),
             }

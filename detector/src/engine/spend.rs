@@ -125,9 +125,10 @@ impl Engine {
     /// Tokens of a key's minute (so far) against its usual tokens per active minute: above it by
     /// `min_abs_tokens`, by six spreads, and at least twice it. Tokens only grow within a
     /// minute, so an open minute already past the bound has breached it. The usual and its
-    /// spread are scaled by how busy the other keys are ([`sustained::Crowd`]), as the
-    /// sustained rule's are: a daily peak doubles a big key's tokens with everyone's (DEV seed
-    /// 12: key-0006 at 3.5x its usual, at 1.8x for the crowd, cleared six spreads).
+    /// spread are scaled by how busy the other keys are ([`sustained::Crowd`]; none when the
+    /// sustained rule is off), as the sustained rule's are: a daily peak raises a big key's
+    /// tokens with everyone's (DEV seed 12: key-0006 at 3.5x its usual cleared six spreads in
+    /// a peak that had raised the others about 1.8x).
     fn assess_tokens(
         &self,
         row: &crate::data::KeyMinute,
@@ -158,7 +159,12 @@ impl Engine {
         if observed <= upper_at(1.0) {
             return None;
         }
-        let busy = crowd.for_key(row, state, &self.spend_params).usual;
+        // The others' rise that the key's usual (an hour-long average, no daily rhythm) has
+        // not learnt: against their usual for the hour, and against their last half hour to an
+        // hour, whichever is less (a learnt daily peak reads 1 on the first, an hour-old one on
+        // the second).
+        let crowding = crowd.for_key(row, state, &self.spend_params);
+        let busy = crowding.usual.min(crowding.reference).max(1.0);
         let upper = upper_at(busy);
         if observed <= upper {
             tracing::debug!(
@@ -181,19 +187,15 @@ impl Engine {
             row.minute,
             row.minute + MINUTE,
         );
-        (c.observed, c.expected, c.upper) = (observed, usual.mean * busy, upper);
+        (c.observed, c.expected, c.upper) = (observed, usual.mean, upper);
         c.score = (1.0 - upper / observed).clamp(0.0, 1.0);
         c.summary = format!(
             "key {} used {} tokens in a minute (usually {:.0}, upper {:.0}) for ${:.2}",
-            row.api_key_id,
-            row.tokens,
-            usual.mean * busy,
-            upper,
-            row.cost_usd
+            row.api_key_id, row.tokens, usual.mean, upper, row.cost_usd
         );
         if busy > 1.0 {
             c.summary
-                .push_str(&format!(", with the other keys at {busy:.1}x their usual"));
+                .push_str(&format!(", the other keys at {busy:.1}x their usual"));
             c.facts.insert("crowd".into(), json!(busy));
         }
         c.facts.insert("tokens".into(), json!(row.tokens));

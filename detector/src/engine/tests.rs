@@ -1234,8 +1234,8 @@ mod provider_storms {
     }
 
     /// Key "k" backing off through failures: `requests` in the minute so far, half of them its
-    /// clients' repeats, 60 % failing; upstream, `attempts` of the 10 s buckets its failures
-    /// span (the first 30 s), `failures` of them failed.
+    /// clients' repeats, 60 % failing; upstream, `attempts` of the minute's, `failures` of them
+    /// failed, from its first seconds to its last.
     fn backing_off(data: &mut CycleData, now: u32, requests: u64, attempts: u64, failures: u64) {
         let mut row = key_minute("k", now, requests, 0.5);
         (row.failures, row.throttled, row.retries) =
@@ -1257,19 +1257,28 @@ mod provider_storms {
             attempts,
             failures,
             first_ms: i64::from(now) * 1000 + 1_000,
-            last_ms: i64::from(now) * 1000 + 29_000,
+            last_ms: i64::from(now) * 1000 + 59_000,
         });
+    }
+
+    /// A provider/model that k alone calls failing 60 % of its 176 attempts per 10 s (for 90 s,
+    /// twice its usual attempts per request), k's clients backing off and sending `requests`
+    /// in the minute.
+    fn alone_backing_off(now: u32, requests: u64, others: u64) -> CycleData {
+        let mut data = only_caller_storm(now, 176, 106, 80);
+        began_earlier(&mut data, now);
+        data.provider_chains[0].fast_chains = 0;
+        data.provider_keys[0].api_key_id = "k".into();
+        backing_off(&mut data, now, requests, 6 * 176 - others, 6 * 106);
+        data
     }
 
     #[test]
     fn a_key_alone_on_its_provider_waits_for_the_providers_alert() {
-        // k makes every attempt on the provider/model (176 per 10 s, 60 % failing) and sends
-        // its usual requests, its clients backing off: the provider's trouble or k's own, none
-        // can tell 30 s in. It waits, and 60 s in, the provider's alert takes it in.
+        // k sends its usual requests: the provider's trouble or k's own, none can tell 30 s
+        // in. It waits, and 60 s in, the provider's alert (with backoff) takes it in.
         let (mut e, now) = warmed();
-        let mut data = only_caller_storm(now, 176, 106, 80);
-        began_earlier(&mut data, now);
-        backing_off(&mut data, now, 50, 3 * 176, 3 * 106);
+        let data = alone_backing_off(now, 50, 0);
         let found = e.cycle(&data, now + 30, false);
         assert!(
             found.iter().all(|c| c.detector != "retry_storm"),
@@ -1279,41 +1288,34 @@ mod provider_storms {
         assert!(key_alerts(&found, "k").is_empty(), "{found:?}");
         let alerts = provider_alerts(&found);
         assert_eq!(alerts.len(), 1, "{found:?}");
+        assert!(alerts[0].summary.contains("with backoff"), "{alerts:?}");
         assert_eq!(alerts[0].facts["key_alerts_folded"], json!(["k"]));
 
         // No provider storm follows (the attempts do not rise: an outage): k pages once it
-        // has waited a minute, into the next one.
+        // has waited 90 s, two minutes on.
         let (mut e, now) = warmed();
         let outage = |minute| {
             let mut data = storm(minute, 80, 48, 60, 30, 0);
-            backing_off(&mut data, minute, 50, 3 * 80, 3 * 48);
+            backing_off(&mut data, minute, 50, 6 * 80, 6 * 48);
             data
         };
-        for at in [30, 50] {
-            let found = e.cycle(&outage(now), now + at, false);
+        for at in [30, 50, 80, 110] {
+            let found = e.cycle(&outage(now + at / 60 * 60), now + at, false);
             assert!(key_alerts(&found, "k").is_empty(), "at {at} s: {found:?}");
         }
-        let found = e.cycle(&outage(now + 60), now + 80, false);
-        assert!(key_alerts(&found, "k").is_empty(), "{found:?}");
-        let found = e.cycle(&outage(now + 60), now + 90, false);
+        let found = e.cycle(&outage(now + 120), now + 125, false);
         assert_eq!(key_alerts(&found, "k").len(), 1, "{found:?}");
         assert!(provider_alerts(&found).is_empty(), "{found:?}");
 
-        // Sending three times its usual requests, the failures rise with k's own load: it
-        // pages at once.
+        // At 2.7 times its usual requests over the last 60 s, the failures rise with k's own
+        // load: it pages at once.
         let (mut e, now) = warmed();
-        let mut data = only_caller_storm(now, 176, 106, 80);
-        began_earlier(&mut data, now);
-        backing_off(&mut data, now, 150, 3 * 176, 3 * 106);
-        let found = e.cycle(&data, now + 30, false);
+        let found = e.cycle(&alone_backing_off(now, 130, 0), now + 30, false);
         assert_eq!(key_alerts(&found, "k").len(), 1, "{found:?}");
 
-        // Nine attempts of other keys there, none failed: the failures are k's alone.
+        // Nine attempts of other keys in its minute, none failed: the failures are k's alone.
         let (mut e, now) = warmed();
-        let mut data = only_caller_storm(now, 176, 106, 80);
-        began_earlier(&mut data, now);
-        backing_off(&mut data, now, 50, 3 * 176 - 9, 3 * 106);
-        let found = e.cycle(&data, now + 30, false);
+        let found = e.cycle(&alone_backing_off(now, 50, 9), now + 30, false);
         assert_eq!(key_alerts(&found, "k").len(), 1, "{found:?}");
     }
 

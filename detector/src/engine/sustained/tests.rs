@@ -442,22 +442,19 @@ fn a_key_bursting_with_the_crowd_is_not_singled_out() {
 }
 
 /// A big key's minute of many tokens in everyone's peak (DEV seed 12's daily peak: key-0006 at
-/// 3.5x its usual tokens with the crowd at 1.8x): the per-minute token rule scales its usual by
-/// the crowd, as the sustained rule does. The same minute with the others calm is the key's own.
+/// 3.5x its usual tokens, the others at about 1.8x): the per-minute token rule scales its usual
+/// and spread by the crowd, as the sustained rule does. The same minute with the others calm is
+/// the key's own.
 #[test]
 fn a_minute_of_many_tokens_in_everyones_peak_is_not_singled_out() {
-    let tokens_alerts = |others_times: u64| {
+    // `tokens_at(i)`: the key's tokens in minute i; the last minute has `last` and the others
+    // `others_times` their 20 requests.
+    let tokens_alerts = |tokens_at: &dyn Fn(u32) -> u64, last: u64, others_times: u64| {
         let mut e = engine();
         run_data(&mut e, 200, |i, minute| {
-            let last = i == 199;
             let mut data = minute_data("k", minute, 30, 0.03);
-            // 80,000-100,000 tokens a minute; 350,000 in the last, over the 200,000 floor.
-            data.keys[0].tokens = if last {
-                350_000
-            } else {
-                80_000 + u64::from(i % 5) * 5_000
-            };
-            let others = 20 * if last { others_times } else { 1 };
+            data.keys[0].tokens = if i == 199 { last } else { tokens_at(i) };
+            let others = 20 * if i == 199 { others_times } else { 1 };
             data.keys
                 .extend(minute_data("others", minute, others, others as f64 * 0.001).keys);
             data
@@ -467,11 +464,18 @@ fn a_minute_of_many_tokens_in_everyones_peak_is_not_singled_out() {
         .map(|(i, c)| (i, c.summary))
         .collect::<Vec<_>>()
     };
-    let alone = tokens_alerts(1);
-    assert_eq!(alone.len(), 1, "{alone:?}");
-    assert_eq!(alone[0].0, 199, "{alone:?}");
-    let in_peak = tokens_alerts(2);
-    assert!(in_peak.is_empty(), "{in_peak:?}");
+    // 80,000-100,000 tokens a minute: 350,000 clears the 200,000 floor over the usual.
+    let steady = |i: u32| 80_000 + u64::from(i % 5) * 5_000;
+    // 20,000-180,000: 500,000 clears six spreads (about 57,000 each) over the usual.
+    let wide = |i: u32| 20_000 + u64::from(i % 5) * 40_000;
+    for (tokens_at, last) in [(&steady as &dyn Fn(u32) -> u64, 350_000), (&wide, 500_000)] {
+        let alone = tokens_alerts(tokens_at, last, 1);
+        assert_eq!(alone.len(), 1, "{alone:?}");
+        assert_eq!(alone[0].0, 199, "{alone:?}");
+        assert!(alone[0].1.contains("tokens in a minute"), "{alone:?}");
+        let in_peak = tokens_alerts(tokens_at, last, 2);
+        assert!(in_peak.is_empty(), "{in_peak:?}");
+    }
 }
 
 /// A spray of ids the engine never accepted (key scanning) does not make the crowd look
