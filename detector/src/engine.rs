@@ -199,6 +199,8 @@ pub struct Engine {
     /// Keys whose retry_storm candidate waits, or waited, for their provider's alert (see
     /// [`providers::Caught::Unclear`]). A key waits once per episode.
     unclear: FxMap<String, providers::Waiting>,
+    /// Provider/models judged storming lately: when last, and their failed share then.
+    recent_storms: BTreeMap<(String, String), (u32, f64)>,
     /// Keys whose spend evidence is logged each time it is judged (`TRIPLINE_EXPLAIN_KEYS`,
     /// comma-separated ids): how to see why a key did or did not page.
     explain: Vec<String>,
@@ -225,6 +227,7 @@ impl Engine {
             usual_requests: sustained::UsualByHour::default(),
             reference_requests: 0.0,
             unclear: FxMap::default(),
+            recent_storms: BTreeMap::new(),
             explain: std::env::var("TRIPLINE_EXPLAIN_KEYS")
                 .unwrap_or_default()
                 .split(',')
@@ -271,7 +274,7 @@ impl Engine {
         let closed_before =
             (now_s.saturating_sub(self.config.allowed_lateness_s as u32) / MINUTE) * MINUTE;
         let mut out = Vec::new();
-        let mut unclear = Vec::new();
+        let mut retry_notes = retries::RetryNotes::default();
         let ids = CycleIds::of(data);
         // Each key row's state, looked up once for every assessment (they only read it).
         let known = self.known(&ids.keys);
@@ -285,23 +288,29 @@ impl Engine {
                 self.assess_leaks(data, &ids, &mut out);
             }
             if self.config.retry_storm.enabled {
-                self.assess_retries(data, &known, now_s, &mut out, &mut unclear);
+                self.assess_retries(data, &known, now_s, &mut out, &mut retry_notes);
             }
             if self.config.cross_region.enabled {
                 self.assess_travel(data, &ids, &mut out);
             }
         }
         drop(known);
-        self.remember_unclear(unclear, now_s);
+        self.remember_retries(retry_notes, now_s);
         self.fold_providers(data, closed_before);
         self.fold(data, &ids, closed_before, &crowd);
         out
     }
 
-    /// Notes the keys whose storm candidates were unclear this cycle (and whether they paged),
-    /// and forgets those that have not been for `UNCLEAR_FORGET_S`.
-    fn remember_unclear(&mut self, keys: Vec<(String, bool)>, now_s: u32) {
-        for (key, paged) in keys {
+    /// Notes the keys whose storm candidates were unclear this cycle (and whether they paged)
+    /// and the provider/models storming, and forgets those that have not been for
+    /// `UNCLEAR_FORGET_S` and `STORM_REMEMBERED_S`.
+    fn remember_retries(&mut self, notes: retries::RetryNotes, now_s: u32) {
+        for (provider, model, share) in notes.storms {
+            self.recent_storms.insert((provider, model), (now_s, share));
+        }
+        self.recent_storms
+            .retain(|_, (at, _)| now_s.saturating_sub(*at) <= providers::STORM_REMEMBERED_S);
+        for (key, paged) in notes.unclear {
             let waiting = self.unclear.entry(key).or_insert(providers::Waiting {
                 since: now_s,
                 last: now_s,
@@ -315,9 +324,10 @@ impl Engine {
     }
 
     /// Carries what a re-warmed engine cannot learn from history over from the live one: the
-    /// keys waiting for their provider's alert.
+    /// keys waiting for their provider's alert, and the storms they may be folded into.
     pub fn carry_over_from(&mut self, live: &mut Engine) {
         self.unclear = std::mem::take(&mut live.unclear);
+        self.recent_storms = std::mem::take(&mut live.recent_storms);
     }
 
     /// The key rows from minute `from` on whose key is tracked, with its state.

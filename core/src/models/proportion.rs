@@ -15,15 +15,6 @@ pub fn wilson_lower(hits: u64, n: u64, z: f64) -> f64 {
     ((centre - margin) / (1.0 + z2 / n)).max(0.0)
 }
 
-/// The Wilson score interval's upper bound: the share `hits` out of `n` could still be. 1 when
-/// `n` is 0 (nothing rules any share out).
-pub fn wilson_upper(hits: u64, n: u64, z: f64) -> f64 {
-    if n == 0 {
-        return 1.0;
-    }
-    1.0 - wilson_lower(n.saturating_sub(hits.min(n)), n, z)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -36,11 +27,6 @@ mod tests {
         assert!((wilson_lower(6, 20, 1.645) - 0.1639).abs() < 5e-4);
         assert_eq!(wilson_lower(0, 10, 1.645), 0.0);
         assert_eq!(wilson_lower(3, 0, 1.645), 0.0);
-        // The upper bound mirrors the lower: 14 of 20 failing is 6 of 20 succeeding.
-        assert!((wilson_upper(14, 20, 1.645) - (1.0 - 0.1639)).abs() < 5e-4);
-        // None failing of 9 could still be 23 % (z^2/n over 1 + z^2/n).
-        assert!((wilson_upper(0, 9, 1.645) - 0.2312).abs() < 5e-4);
-        assert_eq!(wilson_upper(0, 0, 1.645), 1.0);
     }
 
     #[test]

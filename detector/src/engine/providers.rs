@@ -41,7 +41,7 @@
 
 use std::collections::BTreeMap;
 
-use tripline_core::models::proportion::{wilson_lower, wilson_upper};
+use tripline_core::models::proportion::wilson_lower;
 
 use super::*;
 use crate::data::{ProviderBucket, PROVIDER_BUCKET_S};
@@ -65,6 +65,9 @@ const HOLD_PEER_MIN_ATTEMPTS: u64 = 10;
 /// judged `WINDOW_S + BACKOFF_HELD_S` into it, and the key's candidate comes no earlier than
 /// its start (30-40 s in on DEV seeds 10-11, the provider's alert 40-50 s after).
 pub(super) const UNCLEAR_HELD_S: u32 = WINDOW_S + BACKOFF_HELD_S;
+/// How long a provider/model judged storming keeps holding its keys after its last judgement
+/// (a window: a storm's cycles may fall short of its bar now and then).
+pub(super) const STORM_REMEMBERED_S: u32 = WINDOW_S;
 /// A key whose storm candidate has not been unclear for this long waits again next time.
 pub(super) const UNCLEAR_FORGET_S: u32 = 5 * 60;
 /// A provider storm fails more than one key.
@@ -396,11 +399,13 @@ impl Engine {
     /// fall in, `failure_rise` above the usual), or on a storming one, and its own failed share
     /// there, by its one-sided 99.5 % Wilson lower bound, is not twice `failure_rise` above
     /// theirs.
-    /// With fewer than `HOLD_PEER_MIN_ATTEMPTS` attempts of other keys there (over the buckets
-    /// and over the key's whole minute), it is [`Caught::Unclear`] while the provider/model's
-    /// failed share, by its Wilson lower bound, is `provider_failure_rise` above the usual (a
-    /// storm may be building) and the key is not clearly worse than the others could be (their
-    /// share's upper bound over the minute; with none, any share).
+    /// A provider/model judged storming within the last `STORM_REMEMBERED_S` counts as
+    /// storming. With fewer than `HOLD_PEER_MIN_ATTEMPTS` attempts of other keys there (over
+    /// the buckets and over the key's whole minute), it is [`Caught::Unclear`] while the
+    /// provider/model's failed share, by its Wilson lower bound, is `provider_failure_rise`
+    /// above the usual (a storm may be building) and the few others fail as much as the same
+    /// test asks of many, or there are none (DEV seed 11: a small key's own storm beside 7
+    /// clean attempts of another key; the largest key's provider storm beside 2 failed of 4).
     /// While the key's 60 s window still reaches into the minute before `row`'s, that minute's
     /// failures count too.
     pub(super) fn caught_in_provider(
@@ -453,9 +458,22 @@ impl Engine {
                 .providers
                 .get(&(own.provider.clone(), own.model.clone()));
             let usual = state.map_or(0.0, ProviderState::usual_share);
+            // A storm judged a moment ago (one cycle it may fall short of its bar) still
+            // holds its keys.
+            if let Some(&(_, share)) = self
+                .recent_storms
+                .get(&(own.provider.clone(), own.model.clone()))
+                .filter(|(at, _)| now_s <= at + STORM_REMEMBERED_S)
+            {
+                if own_low < share.max(others) + margin {
+                    caught += own.failures;
+                    continue;
+                }
+            }
             // The others over the key's whole minute: `own` counts all of it.
             let minute_failed = in_minute.1.saturating_sub(own.failures);
             let minute_attempts = in_minute.0.saturating_sub(own.attempts).max(minute_failed);
+            let minute_others = minute_failed as f64 / minute_attempts.max(1) as f64;
             if others_attempts >= HOLD_PEER_MIN_ATTEMPTS {
                 if others >= usual + rise && own_low < others + margin {
                     caught += own.failures;
@@ -463,7 +481,8 @@ impl Engine {
             } else if minute_attempts < HOLD_PEER_MIN_ATTEMPTS
                 && state.is_some_and(ProviderState::warm)
                 && wilson_lower(failures, attempts, Z_95) >= usual + provider_rise
-                && own_low < wilson_upper(minute_failed, minute_attempts, Z_95) + margin
+                && (minute_attempts == 0
+                    || (minute_others >= usual + rise && own_low < minute_others + margin))
             {
                 unclear += own.failures;
             }

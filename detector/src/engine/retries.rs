@@ -88,6 +88,17 @@ fn attempts_per_success(attempts: f64, successes: f64) -> (f64, f64) {
     (point, 1.0 / (1.0 - failed_low).max(1e-9))
 }
 
+/// What a cycle's retry judgement leaves for the engine to remember
+/// ([`Engine::remember_retries`]).
+#[derive(Debug, Default)]
+pub(super) struct RetryNotes {
+    /// Keys whose candidates were [`Caught::Unclear`] and not surging, and whether they paged
+    /// (their wait over).
+    pub unclear: Vec<(String, bool)>,
+    /// The provider/models judged storming, with their failed share.
+    pub storms: Vec<(String, String, f64)>,
+}
+
 /// Whether the key sent `rate_rise` times its usual requests over the last 60 s (its own, not
 /// its clients' repeats): a key whose failures rise with its load is storming on its own. A
 /// key with too little history to know its usual counts as surging, as for a storm building.
@@ -113,16 +124,15 @@ fn previous_minute<'s>(
 }
 
 impl Engine {
-    /// Pushes the cycle's retry_storm candidates to `out`, and to `unclear` the keys whose
-    /// candidates are [`Caught::Unclear`] and not surging: waiting, or paging (`true`) after
-    /// `UNCLEAR_HELD_S`.
+    /// Pushes the cycle's retry_storm candidates to `out`, and to `notes` what the engine is
+    /// to remember of them.
     pub(super) fn assess_retries(
         &self,
         data: &CycleData,
         known: &[Option<&KeyState>],
         now_s: u32,
         out: &mut Vec<Candidate>,
-        unclear: &mut Vec<(String, bool)>,
+        notes: &mut RetryNotes,
     ) {
         let cfg = &self.config.retry_storm;
         // Provider storms first: the keys caught in them are folded into their alerts.
@@ -253,11 +263,16 @@ impl Engine {
                     if waited {
                         out.push(c);
                     }
-                    unclear.push((row.api_key_id.clone(), waited));
+                    notes.unclear.push((row.api_key_id.clone(), waited));
                 }
                 None => out.push(c),
             }
         }
+        notes.storms.extend(
+            storms
+                .iter()
+                .map(|s| (s.provider.to_owned(), s.model.to_owned(), s.share)),
+        );
         // Providers are watched by the worker that reads their minutes (shard 0).
         if !data.providers.is_empty() {
             for storm in &storms {
