@@ -68,6 +68,26 @@ pub struct EvaluateArgs {
     end_ms: Option<i64>,
 }
 
+/// Where a run ends (without `--end-ms`): the last time, up to now, that the seed's own time of
+/// day came round. The simulated keys follow their hours of the day, so a seed drawn at another
+/// hour was other traffic (a run ended when it was drawn: DEV seeds 9-12 in session 24 at 14:33
+/// UTC, seeds 1-8 in session 25 at 18:15): anchored this way a seed is the same traffic
+/// whenever it is drawn, and the seeds still spread over the day. On a whole minute.
+fn run_end_ms(seed: u64, now_ms: i64) -> i64 {
+    const DAY_MS: i64 = 86_400_000;
+    // splitmix64's finaliser: neighbouring seeds land far apart in the day.
+    let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    let minute_of_day = ((z ^ (z >> 31)) % 1440) as i64;
+    let today = now_ms.div_euclid(DAY_MS) * DAY_MS + minute_of_day * 60_000;
+    if today <= now_ms {
+        today
+    } else {
+        today - DAY_MS
+    }
+}
+
 pub async fn run(args: EvaluateArgs) -> anyhow::Result<()> {
     let loaded = settings::load(args.config.as_deref())?;
     // Milliseconds: evaluations run side by side (scripts/eval-seeds.sh) get topics and
@@ -85,7 +105,9 @@ pub async fn run(args: EvaluateArgs) -> anyhow::Result<()> {
     }
     let duration_ms = (args.hours * 3_600_000.0) as i64;
     let history_ms = (args.history_hours * 3_600_000.0) as i64 / 60_000 * 60_000;
-    let end_ms = args.end_ms.unwrap_or_else(|| now_ms() / 60_000 * 60_000);
+    let end_ms = args
+        .end_ms
+        .unwrap_or_else(|| run_end_ms(args.seed, now_ms()));
     let start_ms = end_ms - duration_ms;
     // The scenario is laid out on the scored hours, then shifted past the history (offsets
     // count from the simulator's start).
@@ -314,5 +336,33 @@ fn apply_planned_overrides(config: &mut tripline_core::config::DetectConfig, tru
             incident.key
         );
         config.keys.insert(incident.key.clone(), o);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::run_end_ms;
+
+    const DAY_MS: i64 = 86_400_000;
+
+    #[test]
+    fn a_seed_ends_at_its_own_time_of_day_whenever_it_is_drawn() {
+        let noon = 1_796_558_400_000; // 2026-12-06T12:00:00Z
+        for seed in [1, 2, 9, 2017] {
+            let end = run_end_ms(seed, noon);
+            assert!(end <= noon && end > noon - DAY_MS, "seed {seed}");
+            assert_eq!(end % 60_000, 0, "seed {seed}");
+            // Drawn seven hours or three days later: the same time of day.
+            for later in [7 * 3_600_000, 3 * DAY_MS + 1_234] {
+                let again = run_end_ms(seed, noon + later);
+                assert_eq!((again - end).rem_euclid(DAY_MS), 0, "seed {seed}");
+                assert!(again <= noon + later, "seed {seed}");
+            }
+        }
+        // Seeds spread over the day.
+        let ends: std::collections::BTreeSet<i64> = (1..=20)
+            .map(|seed| run_end_ms(seed, noon).rem_euclid(DAY_MS) / 3_600_000)
+            .collect();
+        assert!(ends.len() >= 10, "{ends:?}");
     }
 }
