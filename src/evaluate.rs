@@ -11,6 +11,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio_util::sync::CancellationToken;
 use tripline_core::time::now_ms;
@@ -75,11 +77,8 @@ pub struct EvaluateArgs {
 /// whenever it is drawn, and the seeds still spread over the day. On a whole minute.
 fn run_end_ms(seed: u64, now_ms: i64) -> i64 {
     const DAY_MS: i64 = 86_400_000;
-    // splitmix64's finaliser: neighbouring seeds land far apart in the day.
-    let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    let minute_of_day = ((z ^ (z >> 31)) % 1440) as i64;
+    // Seeded as the simulator seeds its draws: neighbouring seeds land far apart in the day.
+    let minute_of_day: i64 = ChaCha8Rng::seed_from_u64(seed).random_range(0..1440);
     let today = now_ms.div_euclid(DAY_MS) * DAY_MS + minute_of_day * 60_000;
     if today <= now_ms {
         today

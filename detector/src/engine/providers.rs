@@ -454,15 +454,14 @@ impl Engine {
                     continue;
                 }
             }
-            let state = self
-                .providers
-                .get(&(own.provider.clone(), own.model.clone()));
+            let id = (own.provider.clone(), own.model.clone());
+            let state = self.providers.get(&id);
             let usual = state.map_or(0.0, ProviderState::usual_share);
             // A storm judged a moment ago (one cycle it may fall short of its bar) still
             // holds its keys.
             if let Some(&(_, share)) = self
                 .recent_storms
-                .get(&(own.provider.clone(), own.model.clone()))
+                .get(&id)
                 .filter(|(at, _)| now_s <= at + STORM_REMEMBERED_S)
             {
                 if own_low < share.max(others) + margin {
